@@ -1,0 +1,80 @@
+"""The base configuration every file under ``configs/`` starts from.
+
+Every hyperparameter lives here (and can be overridden on the command line as
+``--config.train.batch_size=64``); none is hard-coded in the library.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from chestattn_jax.data.classes import NIH_CLASSES
+from chestattn_jax.models.nets import VARIANTS
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "nih"  # synthetic | nih | chexpert
+    config.data.classes = NIH_CLASSES
+    config.data.data_dir = ml_collections.FieldReference(None, field_type=str)
+    config.data.image_size = 224
+    config.data.channels = 1
+    # Images are scaled to [0, 1] and then normalised as (x - mean) / std.
+    config.data.mean = 0.5
+    config.data.std = 0.25
+    config.data.num_workers = 0  # grain worker processes for training batches
+    config.data.synthetic = ml_collections.ConfigDict()
+    config.data.synthetic.seed = 0
+    config.data.synthetic.train_size = 4096
+    config.data.synthetic.validation_size = 512
+    config.data.synthetic.test_size = 1024
+    config.data.synthetic.lesion_contrast = 1.0
+    config.data.synthetic.noise = 0.05
+
+    config.model = ml_collections.ConfigDict()
+    config.model.variant = "class"  # resnet | image | class
+    config.model.stage_sizes = (3, 4, 6, 3)  # ResNet-50
+    config.model.num_filters = 64
+    config.model.attention_dim = 16
+    config.model.compatibility = "pc"  # pc (paper) | additive | dp
+    config.model.attention_norm = "softmax"  # softmax (paper) | sigmoid
+    config.model.dtype = "float32"  # compute dtype: float32 | bfloat16
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.class_weights = "paper"  # paper | inverse_frequency | none
+    # λ of Eq. 5; used by the class-based model only.
+    config.loss.entropy_weight = 0.1
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 16  # global, over all devices and processes
+    config.train.num_steps = 100_000
+    config.train.optimizer = "adam"
+    config.train.learning_rate = 1e-4
+    config.train.schedule = "constant"  # constant | cosine
+    config.train.warmup_steps = 0
+    config.train.log_every_steps = 100
+    config.train.eval_every_steps = 2000  # validation + checkpoint
+    # Stop after this many validations without a lower validation loss (0: never).
+    config.train.patience = 5
+    config.train.checkpoints_to_keep = 2  # most recent ones; the best is kept as well
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.batch_size = 64
+    config.eval.checkpoint = "best"  # best (lowest validation loss) | latest
+    config.eval.split = "test"
+    return config
+
+
+def with_variant(config: ml_collections.ConfigDict, arg: str | None):
+    """Applies a config-file argument (``configs/nih.py:image``) naming the variant."""
+    if arg:
+        if arg not in VARIANTS:
+            raise ValueError(
+                f"Unknown config argument {arg!r}: it names the model variant, one of "
+                f"{', '.join(VARIANTS)}."
+            )
+        config.model.variant = arg
+    return config

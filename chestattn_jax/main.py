@@ -1,0 +1,63 @@
+"""Command line entry point.
+
+  python -m chestattn_jax.main --config=configs/synthetic.py --workdir=/tmp/chestattn
+  python -m chestattn_jax.main --config=configs/synthetic.py --workdir=/tmp/chestattn \
+      --mode=evaluate
+  python -m chestattn_jax.main --config=configs/nih.py:image --workdir=W \
+      --config.train.batch_size=64
+
+Training resumes from the latest checkpoint in ``--workdir`` when run again.
+"""
+
+import logging as pylogging
+import os
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from chestattn_jax import evaluate, train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and evaluation output.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate"], "train (then test) or evaluate only.")
+config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Config file, optionally with an argument: configs/nih.py:class.",
+    lock_config=True,
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietLibraries(pylogging.Filter):
+    """Keeps Orbax's and grain's per-operation INFO chatter out of the progress log."""
+
+    def filter(self, record):
+        noisy = any(f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("orbax", "grain"))
+        return record.levelno >= pylogging.WARNING or not noisy
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    logging.get_absl_handler().addFilter(_QuietLibraries())
+    logging.info(
+        "JAX %s: process %d of %d, %d local / %d global devices (%s)",
+        jax.__version__,
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.devices()[0].platform,
+    )
+    config = FLAGS.config
+    if FLAGS.mode == "train":
+        train.train_and_evaluate(config, FLAGS.workdir)
+    else:
+        train.prepare_workdir(FLAGS.workdir)
+        evaluate.evaluate(config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)

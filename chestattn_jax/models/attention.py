@@ -1,0 +1,162 @@
+"""The "Learn to Pay Attention" gates (Jetley et al. 2018) as used by Sriker et al.
+
+Notation follows the paper: ``l_s`` are the local features of stage ``s``
+(``(B, H_s, W_s, C_s)``), ``g`` the global feature (``(B, 2048)``), ``g_s' = P_s g``
+its projection to the attention dimension ``D``, ``c_s`` the compatibility scores
+(Eq. 1), ``w_s`` the attention map (Eq. 2) and ``ĝ_s`` the attended feature (Eq. 3).
+
+Scores, maps and attended features are computed in float32 whatever the compute
+dtype of the backbone, so that a softmax over a few thousand positions stays exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+COMPATIBILITIES = ("pc", "additive", "dp")
+NORMALISATIONS = ("softmax", "sigmoid")
+
+
+def check_choice(name: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"Unknown {name} {value!r}; expected one of {', '.join(choices)}.")
+
+
+class GateScore(nn.Module):
+    """Compatibility scores ``c_s`` of Eq. 1 for one gate, ``(B, H, W)`` float32.
+
+    - ``pc``: ``c_i = A . (B l_i + g')`` (the paper). ``A . g'`` is the same at every
+      position, so under softmax the map does not depend on g.
+    - ``additive``: ``c_i = A . relu(B l_i + g')`` (Schlemper et al.); g matters.
+    - ``dp``: ``c_i = <B l_i, g'>``; no ``A``.
+    """
+
+    attention_dim: int = 16
+    compatibility: str = "pc"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, local, global_proj):
+        check_choice("compatibility", self.compatibility, COMPATIBILITIES)
+        u = nn.Conv(
+            self.attention_dim,
+            (1, 1),
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="B",
+        )(local).astype(jnp.float32)
+        g = global_proj[:, None, None, :].astype(jnp.float32)
+        if self.compatibility == "dp":
+            return jnp.sum(u * g, axis=-1)
+        h = u + g if self.compatibility == "pc" else nn.relu(u + g)
+        a = self.param("A", nn.initializers.lecun_normal(), (self.attention_dim, 1), jnp.float32)
+        return (h @ a)[..., 0]
+
+
+def attend(scores, local, normalisation: str):
+    """Eq. 2-3: turn scores into a map and pool the local features with it.
+
+    Args:
+      scores: ``(B, H, W)`` float32 compatibility scores.
+      local: ``(B, H, W, C)`` local features.
+      normalisation: ``softmax`` (a distribution over positions, ``ĝ = Σ w_i l_i``)
+        or ``sigmoid`` (independent gates, ``ĝ`` the spatial mean of ``w * l`` as in LTPA).
+
+    Returns:
+      ``(w, ĝ, log_w)``: the map ``(B, H, W)``, the attended feature ``(B, C)``
+      float32, and ``(B, H, W)`` log-weights whose softmax over positions is the
+      normalised map (the scores themselves under softmax, ``log σ(c)`` under
+      sigmoid); the entropy of Eq. 5 is computed from them.
+    """
+    check_choice("attention normalisation", normalisation, NORMALISATIONS)
+    b, h, w_, c = local.shape
+    flat = scores.reshape(b, h * w_)
+    if normalisation == "softmax":
+        weights = jax.nn.softmax(flat, axis=-1)
+        log_w = scores
+    else:
+        weights = jax.nn.sigmoid(flat) / (h * w_)
+        log_w = jax.nn.log_sigmoid(scores)
+    pooled = jnp.einsum(
+        "bp,bpc->bc",
+        weights.astype(local.dtype),
+        local.reshape(b, h * w_, c),
+        preferred_element_type=jnp.float32,
+    )
+    maps = weights.reshape(b, h, w_)
+    if normalisation == "sigmoid":
+        maps = maps * (h * w_)
+    return maps, pooled, log_w
+
+
+class AttentionGate(nn.Module):
+    """One shared gate: projection ``P`` of g, scores, map and attended feature."""
+
+    attention_dim: int = 16
+    compatibility: str = "pc"
+    normalisation: str = "softmax"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, local, g):
+        global_proj = nn.Dense(self.attention_dim, name="P")(g)
+        scores = GateScore(self.attention_dim, self.compatibility, self.dtype, name="score")(
+            local, global_proj
+        )
+        return attend(scores, local, self.normalisation)
+
+
+class ClassBranch(nn.Module):
+    """Class j's gate 3 and its binary classifier (Eq. 4).
+
+    Lifted over the class axis with ``nn.vmap`` in :class:`ClassAttentionHeads`:
+    each class gets its own ``A_3j``, ``B_3j`` and classifier; ``g_3' = P_3 g`` and
+    the shared ``ĝ1, ĝ2`` come in broadcast.
+    """
+
+    attention_dim: int = 16
+    compatibility: str = "pc"
+    normalisation: str = "softmax"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, local, global_proj, shared_pooled):
+        scores = GateScore(self.attention_dim, self.compatibility, self.dtype, name="score")(
+            local, global_proj
+        )
+        maps, pooled, log_w = attend(scores, local, self.normalisation)
+        features = jnp.concatenate([shared_pooled, pooled], axis=-1)
+        logit = nn.Dense(1, name="classifier")(features)[:, 0]
+        return logit, maps, log_w
+
+
+class ClassAttentionHeads(nn.Module):
+    """``num_classes`` independent :class:`ClassBranch` es, vmapped, no Python loop.
+
+    Returns logits ``(B, k)``, maps ``(B, k, H, W)`` and log-weights ``(B, k, H, W)``.
+    """
+
+    num_classes: int
+    attention_dim: int = 16
+    compatibility: str = "pc"
+    normalisation: str = "softmax"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, local, global_proj, shared_pooled):
+        branches = nn.vmap(
+            ClassBranch,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(None, None, None),
+            out_axes=1,
+            axis_size=self.num_classes,
+        )
+        return branches(
+            self.attention_dim, self.compatibility, self.normalisation, self.dtype, name="branch"
+        )(local, global_proj, shared_pooled)

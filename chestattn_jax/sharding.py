@@ -1,0 +1,42 @@
+"""One data-parallel mesh over all devices of all processes.
+
+Parameters and optimizer state are replicated; batches are sharded along their
+first axis over the ``data`` mesh axis. Under ``jax.jit`` the BatchNorm
+statistics are therefore computed over the global batch, not per device.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def make_mesh() -> Mesh:
+    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def local_batch_size(global_batch_size: int, field: str) -> int:
+    """This process's share of a global batch; the batch must split over every device."""
+    devices, processes = jax.device_count(), jax.process_count()
+    if global_batch_size <= 0 or global_batch_size % devices:
+        raise ValueError(
+            f"{field}={global_batch_size} is not divisible by the {devices} devices in use; "
+            f"pick a multiple of {devices}."
+        )
+    return global_batch_size // processes
+
+
+def to_global(batch: dict, sharding: NamedSharding) -> dict:
+    """Host-local numpy batch -> global ``jax.Array`` s sharded on the batch axis."""
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)

@@ -1,0 +1,52 @@
+"""Shared test helpers: tiny configs and the path of the real-data folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_REAL = REPO.parent / "shared" / "data" / "real"
+
+# Tests run on the CPU; keep XLA from grabbing every core's worth of threads per test process.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def load_config(name: str, arg: str | None = None):
+    """Loads ``configs/NAME.py`` the way ``--config=configs/NAME.py:ARG`` does."""
+    spec = importlib.util.spec_from_file_location(
+        f"configs_{name}", REPO / "configs" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def tiny_config(variant: str = "class", **train_overrides):
+    """configs/synthetic.py shrunk to a one-block, 8-filter ResNet at 32 px."""
+    config = load_config("synthetic", variant)
+    config.data.image_size = 32
+    config.data.synthetic.train_size = 256
+    config.data.synthetic.validation_size = 40
+    config.data.synthetic.test_size = 72
+    config.model.num_filters = 8
+    config.train.batch_size = 16
+    config.train.num_steps = 24
+    config.train.warmup_steps = 0
+    config.train.schedule = "constant"
+    config.train.log_every_steps = 4
+    config.train.eval_every_steps = 12
+    config.eval.batch_size = 32
+    for k, v in train_overrides.items():
+        config.train[k] = v
+    return config
+
+
+@pytest.fixture
+def real_data():
+    if not SHARED_REAL.is_dir():
+        pytest.skip(f"{SHARED_REAL} not present")
+    return SHARED_REAL
