@@ -148,6 +148,8 @@ def write_eval(workdir: str, metrics: dict) -> str:
 
 def evaluate(config, workdir: str) -> dict:
     """Restores the configured checkpoint of ``workdir`` and evaluates ``config.eval.split``."""
+    checkpointer = Checkpointer(workdir, read_only=True)
+    step = select_checkpoint(checkpointer, config.eval.checkpoint)
     mesh = shd.make_mesh()
     model = create_model(config)
     train_source = create_source(config, "train")
@@ -164,8 +166,6 @@ def evaluate(config, workdir: str) -> dict:
         (config.data.image_size, config.data.image_size, config.data.channels),
         shd.replicated(mesh),
     )
-    checkpointer = Checkpointer(workdir, read_only=True)
-    step = select_checkpoint(checkpointer, config.eval.checkpoint)
     state, _ = checkpointer.restore(step, state)
     checkpointer.close()
     metrics = split_metrics(

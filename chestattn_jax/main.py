@@ -11,6 +11,7 @@ Training resumes from the latest checkpoint in ``--workdir`` when run again.
 
 import logging as pylogging
 import os
+import sys
 
 import jax
 from absl import app, flags, logging
@@ -59,5 +60,20 @@ def main(argv):
         evaluate.evaluate(config, FLAGS.workdir)
 
 
+def parse_flags(argv):
+    """absl flag parsing, with a plain message for a ``--config.*`` key that does not exist."""
+    try:
+        return FLAGS(argv)
+    except (AttributeError, KeyError) as e:
+        # ml_collections raises these for an override path that is not in the config.
+        detail = str(e.args[0] if e.args else e).replace("\\'", "'").strip("\"' ")
+        key = detail.split("\n")[0].strip("'")
+        culprits = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and key in a]
+        sys.exit(
+            f"FATAL: {' '.join(culprits) or 'a --config override'}: the config has no field "
+            f"{key!r}. {' '.join(detail.splitlines()[1:])}".rstrip()
+        )
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

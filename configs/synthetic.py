@@ -27,11 +27,11 @@ def get_config(arg=None):
     config.model.num_filters = 16
 
     config.train.batch_size = 32
-    config.train.num_steps = 1200
+    config.train.num_steps = 2000
     config.train.learning_rate = 1e-3
     config.train.schedule = "cosine"
     config.train.warmup_steps = 50
     config.train.log_every_steps = 50
-    config.train.eval_every_steps = 200
+    config.train.eval_every_steps = 250
     config.eval.batch_size = 128
     return with_variant(config, arg)

@@ -9,7 +9,6 @@ import pathlib
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_REAL = REPO.parent / "shared" / "data" / "real"
 
 # Tests run on the CPU; keep XLA from grabbing every core's worth of threads per test process.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -45,8 +44,12 @@ def tiny_config(variant: str = "class", **train_overrides):
     return config
 
 
-@pytest.fixture
-def real_data():
-    if not SHARED_REAL.is_dir():
-        pytest.skip(f"{SHARED_REAL} not present")
-    return SHARED_REAL
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """Shares compiled executables between tests that build the same step again."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield

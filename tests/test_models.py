@@ -83,11 +83,11 @@ def test_sigmoid_maps_are_gates(images):
 
 def test_class_heads_are_vmapped(variants):
     heads = variants["class"][0]["params"]["class_heads"]["branch"]
-    assert heads["score"]["B"]["kernel"].shape == (K, 1, 1, 128, 16)
-    assert heads["score"]["A"].shape == (K, 16, 1)
+    assert heads["gate"]["B"]["kernel"].shape == (K, 1, 1, 128, 16)
+    assert heads["gate"]["A"].shape == (K, 16, 1)
     assert heads["classifier"]["kernel"].shape == (K, 32 + 64 + 128, 1)
     # Independent initialisation per class, not K copies of one gate.
-    b = np.asarray(heads["score"]["B"]["kernel"])
+    b = np.asarray(heads["gate"]["B"]["kernel"])
     assert not np.allclose(b[0], b[1])
 
 
@@ -108,8 +108,8 @@ def test_parameter_ratio_on_resnet50(k):
 def test_pc_maps_do_not_depend_on_g():
     rng = np.random.default_rng(0)
     local = jnp.asarray(rng.normal(size=(2, 6, 6, 12)), jnp.float32)
-    g1 = jnp.asarray(rng.normal(size=(2, 40)), jnp.float32)
-    g2 = g1 + 3.0 * jnp.asarray(rng.normal(size=(2, 40)), jnp.float32)
+    g1 = jnp.asarray(rng.normal(size=(2, 16)), jnp.float32)
+    g2 = g1 + 3.0 * jnp.asarray(rng.normal(size=(2, 16)), jnp.float32)
     for compatibility, invariant in (("pc", True), ("additive", False), ("dp", False)):
         gate = AttentionGate(attention_dim=16, compatibility=compatibility)
         params = gate.init(jax.random.key(0), local, g1)
@@ -136,6 +136,24 @@ def test_pc_maps_ignore_stage4_in_full_model(variants, images):
         np.testing.assert_allclose(
             aux["attention"][name], aux2["attention"][name], rtol=1e-3, atol=1e-6
         )
+
+
+def test_pc_softmax_sends_no_gradient_to_stage4_or_p(variants, images):
+    """DESIGN 2: under pc + softmax g cannot change any output, so its gradient is exactly 0."""
+    variables, _, _ = variants["class"]
+    model = ChestAttentionNet(num_classes=K, variant="class", **TINY)
+
+    def loss(params):
+        logits, aux = model.apply({**variables, "params": params}, images)
+        return jnp.sum(logits**2) + jnp.sum(aux["class_log_attention"] ** 2)
+
+    grads = jax.jit(jax.grad(loss))(variables["params"])
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        name = jax.tree_util.keystr(path)
+        if "layer4" in name or "_P" in name:
+            assert not np.any(np.asarray(g)), name
+        elif "stem_conv" in name or "B" in name:
+            assert np.any(np.asarray(g)), name
 
 
 def test_class_independence(variants, images):

@@ -127,7 +127,14 @@ def _point_in(rng, region):
 
 
 def render(rng, size: int, present: dict, contrast: float = 1.0, noise: float = 0.05):
-    """Draws one ``(size, size, 1)`` uint8 phantom with the findings in ``present``."""
+    """Draws one ``(size, size, 1)`` uint8 phantom with the findings in ``present``.
+
+    The anatomy, each finding and the exposure draw from their own child streams of
+    ``rng``, so adding a finding changes only that finding's pixels.
+    """
+    streams = rng.spawn(len(SYNTHETIC_CLASSES) + 2)
+    rng, exposure = streams[0], streams[1]
+    finding_rng = dict(zip(SYNTHETIC_CLASSES, streams[2:], strict=True))
     coords = (np.arange(size, dtype=np.float32) + 0.5) / size
     yy, xx = np.meshgrid(coords, coords, indexing="ij")
     # Pose and size jitter: shift and scale the whole thorax.
@@ -143,17 +150,19 @@ def render(rng, size: int, present: dict, contrast: float = 1.0, noise: float = 
     texture = 0.04 * _texture(rng, yy, xx)
     img = np.where(lung, 0.22 + texture, img)
     if present["Effusion"]:
-        side = rng.integers(2)
+        r = finding_rng["Effusion"]
+        side = r.integers(2)
         cx = lung_cx[side]
-        level = rng.uniform(0.6, 0.7)
+        level = r.uniform(0.6, 0.7)
         meniscus = level - 0.08 * ((xx - cx) / 0.15) ** 2
         fluid = lungs[side] & (yy > meniscus)
         img = np.where(fluid, img + 0.3 * contrast, img)
 
     if present["Pneumothorax"]:
-        side = rng.integers(2)
+        r = finding_rng["Pneumothorax"]
+        side = r.integers(2)
         cx = lung_cx[side]
-        depth = rng.uniform(0.14, 0.22)
+        depth = r.uniform(0.14, 0.22)
         edge = 0.17 + depth - 0.5 * ((xx - cx) / 0.15) ** 2 * depth
         cleared = lungs[side] & (yy < edge)
         img = np.where(cleared, 0.22 - 0.1 * contrast, img)
@@ -163,21 +172,24 @@ def render(rng, size: int, present: dict, contrast: float = 1.0, noise: float = 
     spine = (np.abs(xx - 0.5) < 0.04) & body
     img = np.where(spine, 0.72, img)
 
-    heart_r = np.array([0.11, 0.13]) * (rng.uniform(1.3, 1.5) if present["Cardiomegaly"] else 1.0)
+    heart_r = np.array([0.11, 0.13]) * (
+        finding_rng["Cardiomegaly"].uniform(1.3, 1.5) if present["Cardiomegaly"] else 1.0
+    )
     heart = _ellipse(yy, xx, 0.66, 0.56, *heart_r)
     img = np.where(heart, 0.62, img)
 
     for name, sigma_range in (("Nodule", (0.022, 0.03)), ("Mass", (0.06, 0.08))):
         if present[name]:
+            r = finding_rng[name]
             inner = [_ellipse(yy, xx, 0.45, cx, 0.2, 0.09) for cx in lung_cx]
-            point = _point_in(rng, inner[rng.integers(2)])
+            point = _point_in(r, inner[r.integers(2)])
             if point is not None:
-                sigma = rng.uniform(*sigma_range)
+                sigma = r.uniform(*sigma_range)
                 img = img + 0.28 * contrast * _blob(yy, xx, yy[point], xx[point], sigma)
 
     # Exposure jitter and quantum-like noise.
-    gain = rng.uniform(0.85, 1.15)
-    gamma = rng.uniform(0.85, 1.15)
-    img = np.clip(img * gain + rng.uniform(-0.05, 0.05), 0.0, 1.0) ** gamma
-    img = img + rng.normal(0.0, noise, img.shape)
+    gain = exposure.uniform(0.85, 1.15)
+    gamma = exposure.uniform(0.85, 1.15)
+    img = np.clip(img * gain + exposure.uniform(-0.05, 0.05), 0.0, 1.0) ** gamma
+    img = img + exposure.normal(0.0, noise, img.shape)
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)[..., None]

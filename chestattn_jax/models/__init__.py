@@ -1,6 +1,6 @@
 """Flax models: the ResNet v1.5 backbone, attention gates and the three variants."""
 
-from chestattn_jax.models.attention import AttentionGate, ClassAttentionHeads, GateScore, attend
+from chestattn_jax.models.attention import AttentionGate, ClassAttentionHeads, attend
 from chestattn_jax.models.nets import VARIANTS, ChestAttentionNet, create_model
 from chestattn_jax.models.resnet import ResNet, ResNet50
 
@@ -9,7 +9,6 @@ __all__ = [
     "AttentionGate",
     "ChestAttentionNet",
     "ClassAttentionHeads",
-    "GateScore",
     "ResNet",
     "ResNet50",
     "attend",

@@ -26,38 +26,6 @@ def check_choice(name: str, value: str, choices) -> None:
         raise ValueError(f"Unknown {name} {value!r}; expected one of {', '.join(choices)}.")
 
 
-class GateScore(nn.Module):
-    """Compatibility scores ``c_s`` of Eq. 1 for one gate, ``(B, H, W)`` float32.
-
-    - ``pc``: ``c_i = A . (B l_i + g')`` (the paper). ``A . g'`` is the same at every
-      position, so under softmax the map does not depend on g.
-    - ``additive``: ``c_i = A . relu(B l_i + g')`` (Schlemper et al.); g matters.
-    - ``dp``: ``c_i = <B l_i, g'>``; no ``A``.
-    """
-
-    attention_dim: int = 16
-    compatibility: str = "pc"
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, local, global_proj):
-        check_choice("compatibility", self.compatibility, COMPATIBILITIES)
-        u = nn.Conv(
-            self.attention_dim,
-            (1, 1),
-            use_bias=False,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            name="B",
-        )(local).astype(jnp.float32)
-        g = global_proj[:, None, None, :].astype(jnp.float32)
-        if self.compatibility == "dp":
-            return jnp.sum(u * g, axis=-1)
-        h = u + g if self.compatibility == "pc" else nn.relu(u + g)
-        a = self.param("A", nn.initializers.lecun_normal(), (self.attention_dim, 1), jnp.float32)
-        return (h @ a)[..., 0]
-
-
 def attend(scores, local, normalisation: str):
     """Eq. 2-3: turn scores into a map and pool the local features with it.
 
@@ -95,7 +63,17 @@ def attend(scores, local, normalisation: str):
 
 
 class AttentionGate(nn.Module):
-    """One shared gate: projection ``P`` of g, scores, map and attended feature."""
+    """One gate, Eq. 1-3: ``(l_s, g_s') -> (w_s, ĝ_s, log-weights)``.
+
+    - ``pc``: ``c_i = A . (B l_i + g')`` (the paper). ``A . g'`` is the same at every
+      position, so under softmax the map does not depend on g.
+    - ``additive``: ``c_i = A . relu(B l_i + g')`` (Schlemper et al.); g matters.
+    - ``dp``: ``c_i = <B l_i, g'>``; no ``A``.
+
+    ``B`` is a bias-free 1x1 conv ``C_s -> D`` and ``A`` a vector in ``R^D``. The
+    projection ``g_s' = P_s g`` is made by the caller, because the class-based
+    model shares ``P_3`` between its per-class gates.
+    """
 
     attention_dim: int = 16
     compatibility: str = "pc"
@@ -103,11 +81,34 @@ class AttentionGate(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, local, g):
-        global_proj = nn.Dense(self.attention_dim, name="P")(g)
-        scores = GateScore(self.attention_dim, self.compatibility, self.dtype, name="score")(
-            local, global_proj
-        )
+    def __call__(self, local, global_proj):
+        check_choice("compatibility", self.compatibility, COMPATIBILITIES)
+        u = nn.Conv(
+            self.attention_dim,
+            (1, 1),
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="B",
+        )(local).astype(jnp.float32)
+        g = global_proj[:, None, None, :].astype(jnp.float32)
+        if self.compatibility == "dp":
+            scores = jnp.sum(u * g, axis=-1)
+        else:
+            a = self.param("A", nn.initializers.lecun_normal(), (self.attention_dim, 1))
+            if self.compatibility == "additive":
+                scores = (nn.relu(u + g) @ a)[..., 0]
+            else:
+                # pc: A . (B l + g') computed as A . B l + A . g' (equal by linearity), so
+                # that a large g' cannot swamp B l in float32 rounding.
+                shift = g @ a
+                if self.normalisation == "softmax":
+                    # The per-image constant A . g' cancels in the softmax, so its exact
+                    # gradient is zero; stop_gradient makes it zero in floating point too,
+                    # instead of rounding noise that Adam would amplify into a random walk
+                    # of P and stage 4. The forward value is unchanged.
+                    shift = jax.lax.stop_gradient(shift)
+                scores = (u @ a + shift)[..., 0]
         return attend(scores, local, self.normalisation)
 
 
@@ -126,10 +127,9 @@ class ClassBranch(nn.Module):
 
     @nn.compact
     def __call__(self, local, global_proj, shared_pooled):
-        scores = GateScore(self.attention_dim, self.compatibility, self.dtype, name="score")(
-            local, global_proj
-        )
-        maps, pooled, log_w = attend(scores, local, self.normalisation)
+        maps, pooled, log_w = AttentionGate(
+            self.attention_dim, self.compatibility, self.normalisation, self.dtype, name="gate"
+        )(local, global_proj)
         features = jnp.concatenate([shared_pooled, pooled], axis=-1)
         logit = nn.Dense(1, name="classifier")(features)[:, 0]
         return logit, maps, log_w

@@ -77,8 +77,9 @@ class ChestAttentionNet(nn.Module):
         num_shared = 3 if self.variant == "image" else 2
         pooled = []
         for s in range(1, num_shared + 1):
+            global_proj = nn.Dense(self.attention_dim, name=f"gate{s}_P")(g)
             maps, pooled_s, _ = AttentionGate(**self._gate_kwargs(), name=f"gate{s}")(
-                features[f"l{s}"], g
+                features[f"l{s}"], global_proj
             )
             aux["attention"][f"gate{s}"] = maps
             pooled.append(pooled_s)

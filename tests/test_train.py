@@ -1,0 +1,106 @@
+"""A tiny end-to-end run: training, logs, checkpoints, evaluate-mode and resume."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from chestattn_jax import evaluate, train
+from chestattn_jax.checkpointing import Checkpointer
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 24-step run of the class-based model; shared by every test here."""
+    workdir = str(tmp_path_factory.mktemp("run") / "w")
+    config = tiny_config("class")
+    metrics = train.train_and_evaluate(config, workdir)
+    return config, workdir, metrics
+
+
+def test_loss_falls(trained):
+    _, workdir, _ = trained
+    rows = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "train/loss" in r]
+    assert [r["step"] for r in rows] == [4, 8, 12, 16, 20, 24]
+    assert rows[-1]["train/loss"] < 0.75 * rows[0]["train/loss"]
+    assert all(r["train/images_per_sec"] > 0 for r in rows)
+    val = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "val/loss" in r]
+    assert [r["step"] for r in val] == [12, 24]
+
+
+def test_outputs_on_disk(trained):
+    _, workdir, metrics = trained
+    assert any(
+        f.startswith("events.out.tfevents")
+        for f in os.listdir(os.path.join(workdir, "tensorboard"))
+    )
+    assert Checkpointer(workdir, read_only=True).all_steps() == [12, 24]
+    with open(os.path.join(workdir, "eval", "metrics.json")) as f:
+        on_disk = json.load(f)
+    assert on_disk == json.loads(json.dumps(metrics))
+    assert on_disk["num_examples"] == 72  # not a multiple of the eval batch: nothing dropped
+    assert set(on_disk["auc"]) == set(tiny_config().data.classes)
+    assert 0.0 <= on_disk["mean_auc"] <= 1.0
+
+
+def test_evaluate_reproduces_metrics_exactly(trained):
+    config, workdir, metrics = trained
+    again = evaluate.evaluate(config, workdir)
+    assert again == metrics
+    latest = config.copy_and_resolve_references()
+    latest.eval.checkpoint = "latest"
+    assert evaluate.evaluate(latest, workdir)["step"] == 24
+
+
+def test_resume_continues_from_latest_checkpoint(trained, tmp_path):
+    config, workdir, _ = trained
+    resumed = str(tmp_path / "resumed")
+    shutil.copytree(workdir, resumed)
+    longer = config.copy_and_resolve_references()
+    longer.train.num_steps = 32
+    longer.train.eval_every_steps = 8
+    train.train_and_evaluate(longer, resumed)
+    steps = [
+        r["step"] for r in read_jsonl(os.path.join(resumed, "metrics.jsonl")) if "train/loss" in r
+    ]
+    assert steps == [4, 8, 12, 16, 20, 24, 28, 32]  # 24 -> 32 only, nothing retrained
+    assert Checkpointer(resumed, read_only=True).latest_step() == 32
+    # Run again on a finished workdir: no training, the same test metrics.
+    first = evaluate.evaluate(longer, resumed)
+    assert train.train_and_evaluate(longer, resumed) == first
+
+
+def test_workdir_that_is_a_file(tmp_path):
+    path = tmp_path / "not_a_dir"
+    path.write_text("x")
+    with pytest.raises(NotADirectoryError, match="not_a_dir"):
+        train.train_and_evaluate(tiny_config(), str(path))
+
+
+def test_batch_not_divisible_by_devices(tmp_path, monkeypatch):
+    monkeypatch.setattr(jax, "device_count", lambda: 8)
+    config = tiny_config(batch_size=12)
+    with pytest.raises(ValueError, match=r"config.train.batch_size=12.*8 devices"):
+        train.train_and_evaluate(config, str(tmp_path / "w"))
+
+
+def test_evaluate_without_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No checkpoint"):
+        evaluate.evaluate(tiny_config(), str(tmp_path))
+
+
+def test_per_class_auc_reports_single_valued_classes():
+    labels = np.array([[0, 1], [1, 1], [0, 1], [1, 1]])
+    probs = np.array([[0.1, 0.3], [0.9, 0.2], [0.2, 0.8], [0.7, 0.5]])
+    out = evaluate.per_class_auc(labels, probs, np.ones_like(labels), ["A", "B"])
+    assert out["auc"] == {"A": 1.0, "B": None}
+    assert out["undefined_classes"] == ["B"] and out["mean_auc"] == 1.0
