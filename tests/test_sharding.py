@@ -42,6 +42,7 @@ SCRIPT = textwrap.dedent(
                 assert g["image"].addressable_shards[0].data.shape[0] == 2
             state, metrics = step(state, g)
             losses.append(float(metrics["loss"]))
+        assert step._cache_size() == 1, "the train step was traced more than once"
         assert all(x.sharding.is_fully_replicated and len(x.sharding.device_set) == len(devices)
                    for x in jax.tree.leaves(state.params))
         results[name] = (jax.device_get(state.params), jax.device_get(state.batch_stats), losses)
