@@ -110,8 +110,13 @@ def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
     ckpt = Checkpointer(str(tmp_path), checkpoints_to_keep=2)
     state = {"w": np.zeros(3, np.float32)}
     for step, val_loss in zip(range(1, 6), [5.0, 1.0, 4.0, 3.0, 6.0], strict=True):
-        ckpt.save(step, {"w": np.full(3, step, np.float32)}, None,
-                  {"best_step": 2, "bad_evals": 0}, val_loss=val_loss)
+        ckpt.save(
+            step,
+            {"w": np.full(3, step, np.float32)},
+            None,
+            {"best_step": 2, "bad_evals": 0},
+            val_loss=val_loss,
+        )
     assert ckpt.all_steps() == [2, 4, 5]
     restored, meta = ckpt.restore(2, state)
     np.testing.assert_array_equal(restored["w"], [2, 2, 2])
