@@ -6,7 +6,6 @@ with the lowest validation loss by default) and writes ``WORKDIR/eval/metrics.js
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 
@@ -17,43 +16,11 @@ from sklearn.metrics import roc_auc_score
 
 from chestattn_jax import sharding as shd
 from chestattn_jax.checkpointing import Checkpointer
-from chestattn_jax.data.input_pipeline import create_source, eval_batches, normalize_images
-from chestattn_jax.losses import class_weights, regularized_loss
+from chestattn_jax.data.input_pipeline import create_source, eval_batches
+from chestattn_jax.losses import class_weights
 from chestattn_jax.models import create_model
-from chestattn_jax.train_state import TrainState, create_optimizer, create_train_state
-
-
-def eval_step(state: TrainState, batch: dict, *, weights, entropy_weight, mean, std):
-    """Logits ``(B, k)`` and the summed Eq. 5 loss of the valid examples of a batch."""
-    images = normalize_images(batch["image"], mean, std)
-    logits, aux = state.apply_fn(
-        {"params": state.params, "batch_stats": state.batch_stats}, images, train=False
-    )
-    loss, _ = regularized_loss(
-        logits,
-        batch["labels"],
-        batch["mask"],
-        weights,
-        aux.get("class_log_attention"),
-        entropy_weight,
-    )
-    # regularized_loss divides by the batch size; padded rows have mask 0 and add nothing.
-    return logits, loss * logits.shape[0]
-
-
-def make_eval_step(config, mesh, weights):
-    step = functools.partial(
-        eval_step,
-        weights=np.asarray(weights, np.float32),
-        entropy_weight=config.loss.entropy_weight,
-        mean=config.data.mean,
-        std=config.data.std,
-    )
-    return jax.jit(
-        step,
-        in_shardings=(shd.replicated(mesh), shd.batch_sharded(mesh)),
-        out_shardings=(shd.replicated(mesh), shd.replicated(mesh)),
-    )
+from chestattn_jax.steps import make_eval_step
+from chestattn_jax.train_state import create_optimizer, create_train_state
 
 
 def predict_split(eval_fn, state, source, batch_size: int, mesh):

@@ -1,8 +1,7 @@
-"""The sharded train step and the training loop with validation, checkpoints and resume."""
+"""The training loop with validation, checkpoints and resume."""
 
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
@@ -12,56 +11,12 @@ from absl import logging
 from chestattn_jax import evaluate as evaluation
 from chestattn_jax import sharding as shd
 from chestattn_jax.checkpointing import Checkpointer
-from chestattn_jax.data.input_pipeline import create_source, normalize_images, train_dataset
-from chestattn_jax.losses import class_weights, regularized_loss
+from chestattn_jax.data.input_pipeline import create_source, train_dataset
+from chestattn_jax.losses import class_weights
 from chestattn_jax.metric_writers import MetricWriter, Progress
 from chestattn_jax.models import create_model
-from chestattn_jax.train_state import TrainState, create_optimizer, create_train_state
-
-
-def train_step(state: TrainState, batch: dict, *, weights, entropy_weight, mean, std):
-    """One Adam step on Eq. 5. Returns the new state and ``{loss, bce, entropy}``.
-
-    ``batch``: ``image`` ``(B, H, W, C)`` uint8, ``labels`` and ``mask`` ``(B, k)``.
-    """
-    images = normalize_images(batch["image"], mean, std)
-
-    def loss_fn(params):
-        (logits, aux), updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats},
-            images,
-            train=True,
-            mutable=["batch_stats"],
-        )
-        loss, parts = regularized_loss(
-            logits,
-            batch["labels"],
-            batch["mask"],
-            weights,
-            aux.get("class_log_attention"),
-            entropy_weight,
-        )
-        return loss, (parts, updates["batch_stats"])
-
-    (loss, (parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    return state.apply_gradients(grads, batch_stats), {"loss": loss, **parts}
-
-
-def make_train_step(config, mesh, weights):
-    """``train_step`` jitted over ``mesh``: state replicated and donated, batch sharded."""
-    step = functools.partial(
-        train_step,
-        weights=np.asarray(weights, np.float32),
-        entropy_weight=config.loss.entropy_weight,
-        mean=config.data.mean,
-        std=config.data.std,
-    )
-    return jax.jit(
-        step,
-        in_shardings=(shd.replicated(mesh), shd.batch_sharded(mesh)),
-        out_shardings=(shd.replicated(mesh), shd.replicated(mesh)),
-        donate_argnums=(0,),
-    )
+from chestattn_jax.steps import make_eval_step, make_train_step
+from chestattn_jax.train_state import create_optimizer, create_train_state
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -117,7 +72,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         logging.info("Resumed from %s at step %d.", checkpointer.directory, latest)
 
     p_train_step = make_train_step(config, mesh, weights)
-    p_eval_step = evaluation.make_eval_step(config, mesh, weights)
+    p_eval_step = make_eval_step(config, mesh, weights)
     data_sharding = shd.batch_sharded(mesh)
     writer = MetricWriter(workdir)
     step = int(state.step)

@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent(
     from chestattn_jax.data.input_pipeline import create_source, train_dataset
     from chestattn_jax.losses import class_weights
     from chestattn_jax.models import create_model
-    from chestattn_jax.train import make_train_step
+    from chestattn_jax.steps import make_train_step
     from chestattn_jax.train_state import create_optimizer, create_train_state
 
     assert jax.device_count() == 8, jax.devices()

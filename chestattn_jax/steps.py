@@ -1,0 +1,89 @@
+"""The jitted train and eval steps over a data mesh.
+
+Both normalise uint8 images on the device and evaluate Eq. 5; the train step also
+updates the parameters. State is replicated (and donated by the train step), the
+batch is sharded along its first axis.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+
+from chestattn_jax import sharding as shd
+from chestattn_jax.data.input_pipeline import normalize_images
+from chestattn_jax.losses import regularized_loss
+from chestattn_jax.train_state import TrainState
+
+
+def forward_loss(
+    state: TrainState, params, batch: dict, *, train: bool, weights, entropy_weight, mean, std
+):
+    """Model outputs and Eq. 5 on a batch: ``(loss, (parts, logits, new_batch_stats))``.
+
+    ``batch``: ``image`` ``(B, H, W, C)`` uint8, ``labels`` and ``mask`` ``(B, k)``.
+    """
+    images = normalize_images(batch["image"], mean, std)
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    if train:
+        (logits, aux), updates = state.apply_fn(
+            variables, images, train=True, mutable=["batch_stats"]
+        )
+        batch_stats = updates["batch_stats"]
+    else:
+        logits, aux = state.apply_fn(variables, images, train=False)
+        batch_stats = state.batch_stats
+    loss, parts = regularized_loss(
+        logits,
+        batch["labels"],
+        batch["mask"],
+        weights,
+        aux.get("class_log_attention"),
+        entropy_weight,
+    )
+    return loss, (parts, logits, batch_stats)
+
+
+def train_step(state: TrainState, batch: dict, **loss_kwargs):
+    """One optimiser step on Eq. 5. Returns the new state and ``{loss, bce, entropy}``."""
+    grad_fn = jax.value_and_grad(
+        functools.partial(forward_loss, state, batch=batch, train=True, **loss_kwargs),
+        has_aux=True,
+    )
+    (loss, (parts, _, batch_stats)), grads = grad_fn(state.params)
+    return state.apply_gradients(grads, batch_stats), {"loss": loss, **parts}
+
+
+def eval_step(state: TrainState, batch: dict, **loss_kwargs):
+    """Logits ``(B, k)`` and the summed Eq. 5 loss of the valid examples of a batch."""
+    loss, (_, logits, _) = forward_loss(state, state.params, batch, train=False, **loss_kwargs)
+    # regularized_loss divides by the batch size; padded rows have mask 0 and add nothing.
+    return logits, loss * logits.shape[0]
+
+
+def _jit_over_mesh(step, config, mesh, weights, **jit_kwargs):
+    step = functools.partial(
+        step,
+        weights=np.asarray(weights, np.float32),
+        entropy_weight=config.loss.entropy_weight,
+        mean=config.data.mean,
+        std=config.data.std,
+    )
+    return jax.jit(
+        step,
+        in_shardings=(shd.replicated(mesh), shd.batch_sharded(mesh)),
+        out_shardings=(shd.replicated(mesh), shd.replicated(mesh)),
+        **jit_kwargs,
+    )
+
+
+def make_train_step(config, mesh, weights):
+    """``train_step`` jitted over ``mesh``, the state donated."""
+    return _jit_over_mesh(train_step, config, mesh, weights, donate_argnums=(0,))
+
+
+def make_eval_step(config, mesh, weights):
+    """``eval_step`` jitted over ``mesh``; outputs replicated on every device."""
+    return _jit_over_mesh(eval_step, config, mesh, weights)
