@@ -26,6 +26,27 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.data.mean = 0.5
     config.data.std = 0.25
     config.data.num_workers = 0  # grain worker processes for training batches
+    # Prepared data sets (nih, chexpert): patient-disjoint splits, see data/splits.py.
+    config.data.split = "random"  # random (70/10/20) | kfold | official
+    config.data.split_fractions = (0.7, 0.1, 0.2)
+    config.data.num_folds = 3
+    config.data.fold = 0
+    config.data.val_fraction = 0.125  # of the non-test patients, for kfold and official
+    config.data.split_seed = 0
+    config.data.views = ()  # keep only these view positions (e.g. ("PA",)); () keeps all
+    # CheXpert's uncertain (-1) labels: ones | zeros | ignore (masked out of loss and AUC),
+    # with per-class exceptions in uncertainty_per_class, e.g. {"Edema": "ones"}.
+    config.data.uncertainty = "zeros"
+    config.data.uncertainty_per_class = ml_collections.ConfigDict()
+    config.data.augment = ml_collections.ConfigDict()
+    config.data.augment.enabled = True
+    config.data.augment.rotation_deg = 7.0
+    config.data.augment.scale = 0.07  # log-scale range: exp(±0.07)
+    config.data.augment.shift = 0.05  # fraction of the image side
+    config.data.augment.contrast = 0.15
+    config.data.augment.brightness = 0.08
+    config.data.augment.gamma = 0.15
+    config.data.augment.hflip = False  # a flip moves the heart to the other side
     config.data.synthetic = ml_collections.ConfigDict()
     config.data.synthetic.seed = 0
     config.data.synthetic.train_size = 4096

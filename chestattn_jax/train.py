@@ -11,6 +11,7 @@ from absl import logging
 from chestattn_jax import evaluate as evaluation
 from chestattn_jax import sharding as shd
 from chestattn_jax.checkpointing import Checkpointer
+from chestattn_jax.data.augment import Augment
 from chestattn_jax.data.input_pipeline import create_source, train_dataset
 from chestattn_jax.losses import class_weights
 from chestattn_jax.metric_writers import MetricWriter, Progress
@@ -59,9 +60,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
         shd.replicated(mesh),
     )
     logging.info("Parameters: %d", sum(x.size for x in jax.tree.leaves(state.params)))
+    augment = Augment.from_config(config.data.augment) if config.data.augment.enabled else None
     data_iter = iter(
         train_dataset(
-            train_source, batch_size=local_bs, seed=config.seed, num_workers=config.data.num_workers
+            train_source,
+            batch_size=local_bs,
+            seed=config.seed,
+            num_workers=config.data.num_workers,
+            augment=augment,
         )
     )
     checkpointer = Checkpointer(workdir, t.checkpoints_to_keep)

@@ -14,4 +14,5 @@ def get_config(arg=None):
     config = get_base_config()
     config.data.name = "nih"
     config.data.classes = NIH_CLASSES
+    config.data.views = ("PA", "AP")
     return with_variant(config, arg)

@@ -22,6 +22,8 @@ def get_config(arg=None):
     config.data.name = "synthetic"
     config.data.classes = SYNTHETIC_CLASSES
     config.data.image_size = 64
+    # The phantoms carry their own pose and exposure jitter.
+    config.data.augment.enabled = False
 
     config.model.stage_sizes = (1, 1, 1, 1)
     config.model.num_filters = 16

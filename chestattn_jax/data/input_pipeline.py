@@ -49,13 +49,9 @@ def create_source(config, split: str):
             noise=d.synthetic.noise,
             classes=tuple(d.classes),
         )
-    raise NotImplementedError(
-        f"config.data.name={d.name!r} trains from a prepared TFDS ArrayRecord copy of the "
-        f"{'NIH ChestX-ray14' if d.name == 'nih' else 'CheXpert'} data set in "
-        f"config.data.data_dir (now {d.data_dir!r}). The raw-layout readers and the prepare "
-        "step (python -m chestattn_jax.data.prepare) are not in this version yet, so this "
-        "config cannot train. Use configs/synthetic.py, which needs no data on disk."
-    )
+    from chestattn_jax.data.prepared import open_split  # TFDS is imported only for real data
+
+    return open_split(config, split)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +62,7 @@ class _SelectKeys:
         return {k: example[k] for k in self.keys}
 
 
-def train_dataset(source, *, batch_size: int, seed: int, num_workers: int = 0):
+def train_dataset(source, *, batch_size: int, seed: int, num_workers: int = 0, augment=None):
     """An endless, shuffled, batched grain pipeline over this process's shard.
 
     Args:
@@ -74,6 +70,8 @@ def train_dataset(source, *, batch_size: int, seed: int, num_workers: int = 0):
       batch_size: examples per batch on this process (global batch / processes).
       seed: shuffle seed; each epoch is reshuffled from it.
       num_workers: grain worker processes (0: decode in this process).
+      augment: an optional ``(example, np.random.Generator) -> example`` transform
+        (:class:`chestattn_jax.data.augment.Augment`), seeded per example.
 
     Returns:
       A ``grain.IterDataset``; ``iter()`` of it is checkpointable with
@@ -82,7 +80,10 @@ def train_dataset(source, *, batch_size: int, seed: int, num_workers: int = 0):
     ds = grain.MapDataset.source(source)
     ds = ds[jax.process_index() :: jax.process_count()]
     ds = ds.seed(seed).shuffle().repeat()
-    ds = ds.map(_SelectKeys()).batch(batch_size, drop_remainder=True)
+    ds = ds.map(_SelectKeys())
+    if augment is not None:
+        ds = ds.random_map(augment)
+    ds = ds.batch(batch_size, drop_remainder=True)
     it = ds.to_iter_dataset()
     if num_workers > 0:
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
