@@ -1,0 +1,329 @@
+"""Tiny NIH ChestX-ray14 and CheXpert folders in their exact raw layouts.
+
+Each writer lays out the files as distributed (DESIGN.md section 5), with the
+quirks of the real files, and returns the truths a test can assert against.
+Both are deterministic in ``seed`` and take a few tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+from PIL import Image
+
+from chestattn_jax.data.classes import NIH_CLASSES
+
+NIH_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
+    "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
+BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
+# The 8 classes of the NIH box list, under its own spelling of Infiltration.
+BOX_CLASSES = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+)
+BOX_SPELLING = {"Infiltration": "Infiltrate"}
+NIH_PNG_SIZE = 1024  # the side of the distributed PNGs, in which boxes are given
+IMAGES_PER_PATIENT = 3
+
+CHEXPERT_DIR = "CheXpert-v1.0-small"
+CHEXPERT_LABEL_COLUMNS = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+CHEXPERT_HEADER = ",".join(
+    ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABEL_COLUMNS)
+)
+CHEXPERT_VALUES = ("", "1.0", "0.0", "-1.0")
+# The official validation patients are numbered after the training ones.
+CHEXPERT_FIRST_VALID_PATIENT = 64541
+FRONTAL_SIZE = (52, 64)  # (width, height): portrait and non-square, as the real images
+LATERAL_SIZE = (60, 64)
+
+
+def _gray(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A ``(height, width)`` uint8 gradient with noise: distinct pixels for every image."""
+    ramp = np.linspace(30, 220, width)[None, :] + np.linspace(0, 20, height)[:, None]
+    return np.clip(ramp + rng.normal(0, 12, (height, width)), 0, 255).astype(np.uint8)
+
+
+def write_nih_fixture(
+    root, num_images: int = 36, seed: int = 0, image_size: int = 64, release: str = "2017"
+) -> dict:
+    """Writes an NIH ChestX-ray14 folder under ``root``.
+
+    Layout: ``Data_Entry_2017.csv`` (``release='2017'``: every line, header
+    included, ends with a comma) or ``Data_Entry_2017_v2020.csv`` (no trailing
+    comma); ``images/`` of ``image_size`` px PNGs, 8-bit grayscale except one RGBA
+    and one 16-bit (``I;16``); ``train_val_list.txt`` and ``test_list.txt``
+    (patient-disjoint; every fifth patient is a test patient) and
+    ``BBox_List_2017.csv``. For ``release='2017'`` the box rows are padded with
+    three empty fields to the header's 9, as in some copies; for ``'v2020'`` they
+    have 6, as in others.
+
+    Patients have ``IMAGES_PER_PATIENT`` images each (follow-ups 0, 1, ...); every
+    third image is AP, the others PA. Images 0 to 27 carry class ``i % 14``
+    (so every class is positive at least twice), some with a second finding;
+    the rest alternate ``No Finding`` and one or two random findings.
+
+    Boxes: one on the first image positive for each of the 8 box classes and a
+    second one on the first Effusion image, in 1024-px coordinates as in the
+    real list, while ``OriginalImage[Width,Height]`` says 1024,1024 and the
+    stored PNG is ``image_size`` px. (In the real file OriginalImage is the
+    size of the source scan, e.g. 2500,2048, and says nothing of the PNG.)
+    A box in stored pixels is ``box * image_size / 1024``.
+
+    Pixels: the RGBA image has R = G = B = the gray value and A = 255, the 16-bit
+    one stores ``gray * 257``, so each decodes to ``pixels[name]`` in 8 bits.
+
+    Returns:
+      A dict with ``root``, ``data_entry``, ``images_dir``, ``train_val_list``,
+      ``test_list``, ``bbox_list`` (paths, str); ``release``, ``image_size``,
+      ``original_size`` (1024); ``num_images``, ``num_patients``,
+      ``num_no_finding``; ``entries`` (what ``nih.read_data_entry`` must return);
+      ``labels`` (``{image: (14,) int32}``, NIH_CLASSES order);
+      ``positive_counts`` (``(14,)`` int64); ``source_split`` (``{image:
+      'train_val' | 'test'}``); ``boxes`` (``{image: [(class, x, y, w, h)]}``, 1024-px,
+      ``Infiltration`` spelled as a class); ``num_boxes``, ``num_box_images``;
+      ``rgba_image``, ``uint16_image`` (names); ``pixels`` (``{image: (S, S) uint8}``).
+    """
+    if release not in ("2017", "v2020"):
+        raise ValueError(f"release must be '2017' or 'v2020', not {release!r}")
+    k = len(NIH_CLASSES)
+    if num_images < 2 * k + 4:
+        raise ValueError(f"num_images must be at least {2 * k + 4} to give every class twice")
+    rng = np.random.default_rng(seed)
+    root = pathlib.Path(root)
+    images_dir = root / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+
+    entries, labels, pixels, source_split = [], {}, {}, {}
+    patient_ages = rng.integers(20, 80, num_images // IMAGES_PER_PATIENT + 1)
+    for i in range(num_images):
+        if i < 2 * k:
+            findings = {NIH_CLASSES[i % k]}
+            if rng.random() < 0.3:
+                findings.add(NIH_CLASSES[rng.integers(k)])
+        elif (i - 2 * k) % 2 == 0:
+            findings = set()
+        else:
+            findings = set(rng.choice(NIH_CLASSES, size=rng.integers(1, 3), replace=False))
+        patient, follow_up = divmod(i, IMAGES_PER_PATIENT)
+        patient += 1
+        name = f"{patient:08d}_{follow_up:03d}.png"
+        entries.append(
+            {
+                "image_index": name,
+                # NIH lists findings in alphabetical order.
+                "findings": tuple(sorted(findings)),
+                "patient_id": str(patient),
+                "age": int(patient_ages[patient - 1]) + follow_up,
+                "sex": "M" if patient % 2 else "F",
+                "view": "AP" if i % 3 == 1 else "PA",
+            }
+        )
+        labels[name] = np.asarray([c in findings for c in NIH_CLASSES], np.int32)
+        source_split[name] = "test" if patient % 5 == 0 else "train_val"
+        pixels[name] = _gray(rng, image_size, image_size)
+
+    names = [e["image_index"] for e in entries]
+    rgba_image, uint16_image = names[3], names[4]
+    for name in names:
+        gray = pixels[name]
+        if name == rgba_image:
+            image = Image.fromarray(np.stack([gray, gray, gray, np.full_like(gray, 255)], -1))
+        elif name == uint16_image:
+            image = Image.fromarray(gray.astype(np.uint16) * 257)
+        else:
+            image = Image.fromarray(gray)
+        image.save(images_dir / name)
+
+    data_entry = root / (
+        "Data_Entry_2017.csv" if release == "2017" else "Data_Entry_2017_v2020.csv"
+    )
+    end = ",\n" if release == "2017" else "\n"
+    lines = [NIH_HEADER]
+    for e in entries:
+        follow_up = int(e["image_index"][9:12])
+        findings = "|".join(e["findings"]) or "No Finding"
+        lines.append(
+            f"{e['image_index']},{findings},{follow_up},{e['patient_id']},{e['age']},"
+            f"{e['sex']},{e['view']},{NIH_PNG_SIZE},{NIH_PNG_SIZE},0.143,0.143"
+        )
+    data_entry.write_text("".join(line + end for line in lines))
+
+    for split, file_name in (("train_val", "train_val_list.txt"), ("test", "test_list.txt")):
+        listed = [n for n in names if source_split[n] == split]
+        (root / file_name).write_text("".join(n + "\n" for n in listed))
+
+    boxes: dict[str, list[tuple]] = {}
+    for c in BOX_CLASSES:
+        first = next(n for n in names if labels[n][NIH_CLASSES.index(c)])
+        for _ in range(2 if c == "Effusion" else 1):
+            x, y = rng.uniform(50, 600, 2)
+            w, h = rng.uniform(40, 300, 2)
+            boxes.setdefault(first, []).append((c, float(x), float(y), float(w), float(h)))
+    pad = ",,," if release == "2017" else ""
+    box_lines = [BBOX_HEADER]
+    # The real list is grouped by class; so is this one.
+    for c in BOX_CLASSES:
+        for name, image_boxes in boxes.items():
+            for label, x, y, w, h in image_boxes:
+                if label == c:
+                    box_lines.append(
+                        f"{name},{BOX_SPELLING.get(c, c)},{x!r},{y!r},{w!r},{h!r}{pad}"
+                    )
+    (root / "BBox_List_2017.csv").write_text("".join(line + "\n" for line in box_lines))
+
+    return {
+        "root": str(root),
+        "data_entry": str(data_entry),
+        "images_dir": str(images_dir),
+        "train_val_list": str(root / "train_val_list.txt"),
+        "test_list": str(root / "test_list.txt"),
+        "bbox_list": str(root / "BBox_List_2017.csv"),
+        "release": release,
+        "image_size": image_size,
+        "original_size": NIH_PNG_SIZE,
+        "num_images": num_images,
+        "num_patients": len({e["patient_id"] for e in entries}),
+        "num_no_finding": sum(not e["findings"] for e in entries),
+        "entries": entries,
+        "labels": labels,
+        "positive_counts": np.sum(list(labels.values()), axis=0, dtype=np.int64),
+        "source_split": source_split,
+        "boxes": boxes,
+        "num_boxes": sum(len(b) for b in boxes.values()),
+        "num_box_images": len(boxes),
+        "rgba_image": rgba_image,
+        "uint16_image": uint16_image,
+        "pixels": pixels,
+    }
+
+
+def write_chexpert_fixture(root, num_patients: int = 12, seed: int = 0) -> dict:
+    """Writes a CheXpert-v1.0-small folder under ``root``.
+
+    Layout: ``root/CheXpert-v1.0-small/{train,valid}.csv`` and JPEGs at the CSV
+    ``Path`` values, ``{train,valid}/patientNNNNN/studyN/view1_frontal.jpg`` and
+    ``view2_lateral.jpg`` (8-bit grayscale, frontal ``FRONTAL_SIZE``, lateral
+    ``LATERAL_SIZE``, as (width, height)). A quarter of the patients (at least
+    2) are validation patients numbered from 64541 as in the real release.
+
+    Training patients have 1 or 2 studies; a study of an even-numbered patient
+    also has a lateral view (``AP/PA`` blank, as in the real file). Frontal
+    views are AP, every third patient's PA, and one frontal is ``LL`` (a quirk
+    of 16 real rows). Sex cycles Male, Female, and one patient is ``Unknown``.
+    Training label cells: the first 4 rows hold every one of blank, ``1.0``,
+    ``0.0``, ``-1.0`` in every column, later ones random; validation cells are
+    ``0.0`` or ``1.0`` only, as in the real valid.csv.
+
+    Returns:
+      A dict with ``root``, ``dataset_dir``, ``train_csv``, ``valid_csv`` (str);
+      ``rows`` (one dict per CSV row, train then valid, in file order: ``path``
+      (the CSV Path), ``image_path``, ``split``, ``patient_id``, ``sex``
+      (CSV text), ``age`` (int), ``frontal`` (bool), ``ap_pa`` (CSV text),
+      ``values`` (``{column: CSV text}`` for all 14 observations), ``size``);
+      ``num_rows`` and ``num_frontal`` (``{'train': n, 'valid': n}``); ``patients``
+      (``{'train': [...], 'valid': [...]}``, ``patientNNNNN``).
+    """
+    num_valid = max(2, num_patients // 4)
+    if num_patients - num_valid < 3:
+        raise ValueError("num_patients must be at least 5")
+    rng = np.random.default_rng(seed)
+    root = pathlib.Path(root)
+    dataset = root / CHEXPERT_DIR
+    patients = {
+        "train": [f"patient{p:05d}" for p in range(1, num_patients - num_valid + 1)],
+        "valid": [
+            f"patient{p:05d}"
+            for p in range(CHEXPERT_FIRST_VALID_PATIENT, CHEXPERT_FIRST_VALID_PATIENT + num_valid)
+        ],
+    }
+    sexes = ("Male", "Female", "Unknown")
+    rows = []
+    for split, split_patients in patients.items():
+        for p, patient in enumerate(split_patients):
+            sex = sexes[2] if (split, p) == ("train", 2) else sexes[p % 2]
+            age = int(rng.integers(18, 90))
+            for study in range(1, (2 if split == "train" and p % 2 else 1) + 1):
+                views = [("frontal", "PA" if p % 3 == 2 else "AP")]
+                if p % 2 == 0:
+                    views.append(("lateral", ""))
+                for v, (kind, ap_pa) in enumerate(views, start=1):
+                    path = f"{CHEXPERT_DIR}/{split}/{patient}/study{study}/view{v}_{kind}.jpg"
+                    rows.append(
+                        {
+                            "path": path,
+                            "image_path": str(root / path),
+                            "split": split,
+                            "patient_id": patient,
+                            "sex": sex,
+                            "age": age + study - 1,
+                            "frontal": kind == "frontal",
+                            "ap_pa": ap_pa,
+                            "size": FRONTAL_SIZE if kind == "frontal" else LATERAL_SIZE,
+                        }
+                    )
+    next(r for r in reversed(rows) if r["split"] == "train" and r["frontal"])["ap_pa"] = "LL"
+    for n, row in enumerate(rows):
+        if row["split"] == "valid":
+            cells = rng.choice(CHEXPERT_VALUES[1:3], len(CHEXPERT_LABEL_COLUMNS))
+        elif n < len(CHEXPERT_VALUES):
+            cells = [
+                CHEXPERT_VALUES[(n + c) % len(CHEXPERT_VALUES)]
+                for c in range(len(CHEXPERT_LABEL_COLUMNS))
+            ]
+        else:
+            cells = rng.choice(
+                CHEXPERT_VALUES, len(CHEXPERT_LABEL_COLUMNS), p=(0.6, 0.15, 0.1, 0.15)
+            )
+        row["values"] = dict(zip(CHEXPERT_LABEL_COLUMNS, map(str, cells), strict=True))
+
+    for split in patients:
+        lines = [CHEXPERT_HEADER]
+        for r in rows:
+            if r["split"] == split:
+                orientation = "Frontal" if r["frontal"] else "Lateral"
+                cells = ",".join(r["values"][c] for c in CHEXPERT_LABEL_COLUMNS)
+                lines.append(
+                    f"{r['path']},{r['sex']},{r['age']},{orientation},{r['ap_pa']},{cells}"
+                )
+        dataset.mkdir(parents=True, exist_ok=True)
+        (dataset / f"{split}.csv").write_text("".join(line + "\n" for line in lines))
+    for r in rows:
+        image_path = pathlib.Path(r["image_path"])
+        image_path.parent.mkdir(parents=True, exist_ok=True)
+        width, height = r["size"]
+        Image.fromarray(_gray(rng, height, width)).save(image_path, quality=90)
+
+    return {
+        "root": str(root),
+        "dataset_dir": str(dataset),
+        "train_csv": str(dataset / "train.csv"),
+        "valid_csv": str(dataset / "valid.csv"),
+        "rows": rows,
+        "num_rows": {s: sum(r["split"] == s for r in rows) for s in patients},
+        "num_frontal": {s: sum(r["split"] == s and r["frontal"] for r in rows) for s in patients},
+        "patients": patients,
+    }
