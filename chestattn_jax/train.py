@@ -33,6 +33,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     Returns the test metrics, also written to ``WORKDIR/eval/metrics.json``.
     """
     workdir = prepare_workdir(workdir)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
     t = config.train
     local_bs = shd.local_batch_size(t.batch_size, "config.train.batch_size")
     shd.local_batch_size(config.eval.batch_size, "config.eval.batch_size")

@@ -82,8 +82,11 @@ def test_train_then_evaluate_from_the_command_line(tmp_path):
             ["--config=configs/synthetic.py", "--config.loss.class_weights=balanced"],
             "class-weight scheme 'balanced' (config.loss.class_weights)",
         ),
-        (["--config=configs/nih.py"], "config.data.name='nih' trains from a prepared TFDS"),
-        (["--config=configs/chexpert.py"], "not in this version yet"),
+        (["--config=configs/nih.py"], "config.data.data_dir is not set"),
+        (
+            ["--config=configs/chexpert.py", "--config.data.data_dir=/nonexistent"],
+            "python -m chestattn_jax.data.prepare --dataset=chexpert",
+        ),
     ],
 )
 def test_bad_input_gets_a_clear_error(tmp_path, args, message):

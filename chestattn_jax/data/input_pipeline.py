@@ -16,6 +16,7 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 from chestattn_jax.data.synthetic import SyntheticChestXray
 
@@ -86,6 +87,10 @@ def train_dataset(source, *, batch_size: int, seed: int, num_workers: int = 0, a
     ds = ds.batch(batch_size, drop_remainder=True)
     it = ds.to_iter_dataset()
     if num_workers > 0:
+        if not flags.FLAGS.is_parsed():
+            # grain reads its absl flags when it starts workers; outside an absl app
+            # (tests, notebooks) take their defaults instead of failing.
+            flags.FLAGS.mark_as_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
     return it
 

@@ -1,0 +1,152 @@
+"""Sources over a prepared TFDS data set: class selection, uncertainty policy, splits."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from chestattn_jax.data import prepare as prep
+from chestattn_jax.data.splits import make_splits
+
+UNCERTAINTY_POLICIES = ("ones", "zeros", "ignore")
+
+
+def apply_uncertainty(labels, mask, classes, policy):
+    """Stored labels (uncertain = label 0, mask 0) -> labels and mask under ``policy``.
+
+    ``policy`` is ``ones`` | ``zeros`` | ``ignore`` for every class, or a dict
+    ``{class: policy}`` (unlisted classes: ``zeros``). ``(N, k)`` int32 arrays.
+    """
+    if isinstance(policy, str):
+        policy = dict.fromkeys(classes, policy)
+    else:
+        policy = dict(policy)
+        unknown = [c for c in policy if c not in classes]
+        if unknown:
+            raise ValueError(
+                f"config.data.uncertainty names classes not in config.data.classes:"
+                f" {', '.join(unknown)}."
+            )
+    labels, mask = np.array(labels, np.int32), np.array(mask, np.int32)
+    uncertain = mask == 0
+    for j, c in enumerate(classes):
+        p = policy.get(c, "zeros")
+        if p not in UNCERTAINTY_POLICIES:
+            raise ValueError(
+                f"Unknown uncertainty policy {p!r} for {c!r} (config.data."
+                f"uncertainty); expected one of {', '.join(UNCERTAINTY_POLICIES)}."
+            )
+        if p != "ignore":
+            labels[uncertain[:, j], j] = 1 if p == "ones" else 0
+            mask[uncertain[:, j], j] = 1
+    return labels, mask
+
+
+class PreparedSource:
+    """A grain random-access source over some records of a prepared data set.
+
+    ``source[i]`` is ``{"image": (S, S, 1) uint8, "labels": (k,), "mask": (k,)}``,
+    labels and mask for ``classes`` after the uncertainty policy. Picklable, so
+    grain worker processes can open it.
+    """
+
+    def __init__(self, builder_kwargs: dict, indices, labels, mask, name: str = ""):
+        self._builder_kwargs = builder_kwargs
+        self._indices = np.asarray(indices, np.int64)
+        self._labels = np.asarray(labels, np.int32)
+        self._mask = np.asarray(mask, np.int32)
+        self.name = name
+        self._records = None
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_records": None}  # reopened lazily in each worker
+
+    def _open(self):
+        if self._records is None:
+            builder = prep.open_builder(**self._builder_kwargs)
+            # Only the image is read from the record; labels come from the index.
+            skip = {f: tfds.decode.SkipDecoding() for f in builder.info.features if f != "image"}
+            self._records = builder.as_data_source(prep.SPLIT, decoders=skip)
+        return self._records
+
+    def __getitem__(self, i: int) -> dict:
+        record = self._open()[int(self._indices[i])]
+        return {"image": record["image"], "labels": self._labels[i], "mask": self._mask[i]}
+
+    def positive_counts(self) -> np.ndarray:
+        return np.sum(self._labels * self._mask, axis=0)
+
+    def __repr__(self):
+        return f"PreparedSource({self.name}, {len(self)} examples)"
+
+
+@functools.lru_cache(maxsize=4)
+def _load_index(dataset: str, data_dir: str, image_size: int):
+    builder = prep.open_builder(dataset, data_dir, image_size)
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"No prepared {dataset!r} data set at {os.fspath(builder.data_dir)} "
+            f"(config.data.data_dir={data_dir!r}, config.data.image_size={image_size}). "
+            f"Prepare it with: python -m chestattn_jax.data.prepare --dataset={dataset} "
+            f"--raw_dir=RAW --data_dir={data_dir} --image_size={image_size}"
+        )
+    return builder.CLASSES, prep.load_index(builder)
+
+
+def open_split(config, split: str) -> PreparedSource:
+    """The ``split`` (train / validation / test) of the prepared data set of ``config.data``."""
+    d = config.data
+    if not d.data_dir:
+        raise ValueError(
+            f"config.data.data_dir is not set: config.data.name={d.name!r} trains from a "
+            f"prepared data set (python -m chestattn_jax.data.prepare --dataset={d.name} ...)."
+        )
+    all_classes, index = _load_index(d.name, d.data_dir, int(d.image_size))
+    unknown = [c for c in d.classes if c not in all_classes]
+    if unknown:
+        raise ValueError(
+            f"config.data.classes has classes the {d.name!r} data set does not: "
+            f"{', '.join(unknown)}; it has {', '.join(all_classes)}."
+        )
+    cols = [all_classes.index(c) for c in d.classes]
+    keep = np.ones(len(index["key"]), bool)
+    if d.views:
+        keep &= np.isin(index["view"], list(d.views))
+    rows = np.flatnonzero(keep)
+    if rows.size == 0:
+        raise ValueError(f"No record of {d.data_dir} has a view in config.data.views={d.views}.")
+    policy = {c: d.uncertainty_per_class.get(c, d.uncertainty) for c in d.classes}
+    extra = [c for c in d.uncertainty_per_class if c not in d.classes]
+    if extra:
+        raise ValueError(
+            f"config.data.uncertainty_per_class names classes not in "
+            f"config.data.classes: {', '.join(extra)}."
+        )
+    labels, mask = apply_uncertainty(
+        index["labels"][rows][:, cols], index["mask"][rows][:, cols], list(d.classes), policy
+    )
+    official_test = np.isin(index["source_split"][rows], ["test", "valid"])
+    splits = make_splits(
+        d.split,
+        index["patient_id"][rows],
+        is_official_test=official_test,
+        fold=d.fold,
+        num_folds=d.num_folds,
+        fractions=tuple(d.split_fractions),
+        val_fraction=d.val_fraction,
+        seed=d.split_seed,
+    )
+    chosen = splits[split]
+    return PreparedSource(
+        {"dataset": d.name, "data_dir": d.data_dir, "image_size": int(d.image_size)},
+        rows[chosen],
+        labels[chosen],
+        mask[chosen],
+        name=f"{d.name}/{split}",
+    )
