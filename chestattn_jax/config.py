@@ -47,6 +47,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.data.augment.brightness = 0.08
     config.data.augment.gamma = 0.15
     config.data.augment.hflip = False  # a flip moves the heart to the other side
+    config.data.augment.interpolation = "nearest"  # nearest (fast, torchvision's) | bilinear
     config.data.synthetic = ml_collections.ConfigDict()
     config.data.synthetic.seed = 0
     config.data.synthetic.train_size = 4096
