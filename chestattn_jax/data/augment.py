@@ -14,7 +14,6 @@ import math
 import numpy as np
 from PIL import Image
 
-
 _RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR}
 
 
