@@ -88,3 +88,28 @@ def test_eval_batches_pad_and_mask_the_last_batch():
     expected = np.stack([src[i]["image"] for i in range(10)])
     np.testing.assert_array_equal(images, expected)
     assert all(b["image"].shape[0] == 4 for b in itertools.islice(batches, 3))
+
+
+def test_augmentation_is_small_seeded_and_never_flips_by_default():
+    from chestattn_jax.data.augment import Augment
+
+    image = np.zeros((64, 64, 1), np.uint8)
+    image[20:44, 40:56] = 200  # a bright "heart" on the image's right
+    ex = {"image": image, "labels": np.array([1])}
+    aug = Augment()
+    outs = [aug(ex, np.random.default_rng(s))["image"][..., 0].astype(float) for s in range(20)]
+    for out in outs:
+        assert out[:, 32:].mean() - out[:, :32].mean() > 30  # stays on the right
+    assert not all(np.array_equal(outs[0], o) for o in outs[1:])
+    np.testing.assert_array_equal(
+        aug(ex, np.random.default_rng(5))["image"], aug(ex, np.random.default_rng(5))["image"]
+    )
+    identity = Augment(rotation_deg=0, scale=0, shift=0, contrast=0, brightness=0, gamma=0)
+    np.testing.assert_array_equal(identity(ex, np.random.default_rng(0))["image"], image)
+    flipped = Augment(
+        rotation_deg=0, scale=0, shift=0, contrast=0, brightness=0, gamma=0, hflip=True
+    )
+    flips = [flipped(ex, np.random.default_rng(s))["image"] for s in range(10)]
+    assert any(np.array_equal(f, image[:, ::-1]) for f in flips)
+    with pytest.raises(ValueError, match="interpolation 'cubic'"):
+        Augment(interpolation="cubic")
