@@ -240,3 +240,25 @@ def test_nih_config_trains_and_evaluates_from_prepared_data(nih, tmp_path):
     assert metrics["num_examples"] == len(create_source(config, "test"))
     assert set(metrics["auc"]) == set(prep.NIH_CLASSES)
     assert metrics["mean_auc"] is None or 0.0 <= metrics["mean_auc"] <= 1.0
+
+
+def test_real_radiographs_decode_and_letterbox():
+    from conftest import REPO
+
+    real = REPO.parent / "shared" / "data" / "real"
+    if not real.is_dir():
+        pytest.skip(f"{real} not present")
+    shapes = {
+        "00000001_000.png": (512, 512),
+        "00027426_000.png": (512, 512),
+        "16747_3_1.jpg": (885, 1036),
+    }
+    for name, shape in shapes.items():
+        image = load_grayscale(str(real / name))
+        assert image.shape == shape and image.dtype == np.uint8
+        assert image.std() > 10  # a radiograph, not a blank
+        boxed = letterbox(image, 64)
+        assert boxed.shape == (64, 64)
+    # The PadChest JPEG is wider than tall: black bands above and below, none at the sides.
+    boxed = letterbox(load_grayscale(str(real / "16747_3_1.jpg")), 64)
+    assert boxed[0].max() == 0 and boxed[-1].max() == 0 and boxed[32].max() > 0
