@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 from chestattn_jax import sharding as shd
 from chestattn_jax.checkpointing import Checkpointer
 from chestattn_jax.data.input_pipeline import create_source, eval_batches
+from chestattn_jax.localization import localization_metrics
 from chestattn_jax.losses import class_weights
 from chestattn_jax.models import create_model
 from chestattn_jax.steps import make_eval_step
@@ -135,13 +136,11 @@ def evaluate(config, workdir: str) -> dict:
     )
     state, _ = checkpointer.restore(step, state)
     checkpointer.close()
-    metrics = split_metrics(
-        make_eval_step(config, mesh, weights),
-        state,
-        create_source(config, config.eval.split),
-        config,
-        mesh,
-    )
+    test_source = create_source(config, config.eval.split)
+    metrics = split_metrics(make_eval_step(config, mesh, weights), state, test_source, config, mesh)
+    if hasattr(test_source, "truth") and config.model.variant != "resnet":
+        # Phantoms know where each finding is: score where the attention looks.
+        metrics["pointing_game"] = localization_metrics(state, test_source, config, mesh)
     metrics.update(step=int(step), split=config.eval.split, variant=config.model.variant)
     path = write_eval(workdir, metrics)
     logging.info(
