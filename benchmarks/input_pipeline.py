@@ -1,6 +1,6 @@
 """Images/s of the training input pipeline from prepared TFDS ArrayRecord records.
 
-Writes phantom radiographs (512 px PNGs) in the NIH raw layout's image form,
+Writes phantom radiographs (512 px PNGs) as NIH-style image files,
 prepares them at each size, then times the whole training pipeline (shuffle,
 PNG decode, augmentation, batching; grain ``mp_prefetch`` for workers > 0) for
 0, 1 and N worker processes. The goal is at least 700 images/s per worker at 224 px.
@@ -33,9 +33,9 @@ flags.DEFINE_float("seconds", 8.0, "Timed seconds per setting (after a warm-up).
 def make_examples(root: str, n: int):
     from chestattn_jax.data.classes import NIH_CLASSES
     from chestattn_jax.data.raw import NO_BOX_LABELS, NO_BOXES, RawExample
-    from chestattn_jax.data.synthetic import SyntheticChestXray
+    from chestattn_jax.data.synthetic import PhantomChestXray, PhantomConfig
 
-    phantoms = SyntheticChestXray(size=n, image_size=512)
+    phantoms = PhantomChestXray(size=n, config=PhantomConfig(image_size=512))
     os.makedirs(os.path.join(root, "images"), exist_ok=True)
     examples = []
     for i in range(n):

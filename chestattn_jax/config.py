@@ -26,6 +26,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.data.mean = 0.5
     config.data.std = 0.25
     config.data.num_workers = 0  # grain worker processes for training batches
+    config.data.read_threads = 4  # threads per process reading and augmenting examples
+    config.data.prefetch_batches = 8  # training batches prepared ahead
     # Prepared data sets (nih, chexpert): patient-disjoint splits, see data/splits.py.
     config.data.split = "random"  # random (70/10/20) | kfold | official
     config.data.split_fractions = (0.7, 0.1, 0.2)
@@ -53,8 +55,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.data.synthetic.train_size = 4096
     config.data.synthetic.validation_size = 512
     config.data.synthetic.test_size = 1024
+    # Difficulty of the phantoms (chestattn_jax/data/synthetic.py: PhantomConfig).
     config.data.synthetic.lesion_contrast = 1.0
-    config.data.synthetic.noise = 0.05
+    config.data.synthetic.lesion_size = 1.0
+    config.data.synthetic.noise = 1.0
+    config.data.synthetic.prevalence_scale = 1.0
 
     config.model = ml_collections.ConfigDict()
     config.model.variant = "class"  # resnet | image | class

@@ -71,6 +71,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
             seed=config.seed,
             num_workers=config.data.num_workers,
             augment=augment,
+            read_threads=config.data.read_threads,
+            prefetch_batches=config.data.prefetch_batches,
         )
     )
     checkpointer = Checkpointer(workdir, t.checkpoints_to_keep)

@@ -1,4 +1,4 @@
-"""The procedural source and the grain pipelines."""
+"""The grain pipelines and the augmentation."""
 
 import itertools
 
@@ -6,60 +6,11 @@ import numpy as np
 import pytest
 
 from chestattn_jax.data.input_pipeline import eval_batches, train_dataset
-from chestattn_jax.data.synthetic import SYNTHETIC_CLASSES, SyntheticChestXray
-
-
-def test_examples_are_pure_functions_of_seed_split_and_index():
-    a = SyntheticChestXray(size=20, image_size=32, seed=3)
-    b = SyntheticChestXray(size=20, image_size=32, seed=3)
-    for i in (0, 7, 19):
-        np.testing.assert_array_equal(a[i]["image"], b[i]["image"])
-        np.testing.assert_array_equal(a[i]["labels"], a.labels(i))
-    other_seed = SyntheticChestXray(size=20, image_size=32, seed=4)
-    other_split = SyntheticChestXray(size=20, split="test", image_size=32, seed=3)
-    assert not np.array_equal(a[0]["image"], other_seed[0]["image"])
-    assert not np.array_equal(a[0]["image"], other_split[0]["image"])
-    ex = a[0]
-    assert ex["image"].shape == (32, 32, 1) and ex["image"].dtype == np.uint8
-    assert ex["labels"].shape == (len(SYNTHETIC_CLASSES),)
-
-
-def test_findings_change_the_image_where_they_live():
-    """Each finding drawn on the same phantom changes pixels, and in its own region."""
-    from chestattn_jax.data.synthetic import render
-
-    size = 64
-    none = dict.fromkeys(SYNTHETIC_CLASSES, False)
-    base = render(np.random.default_rng(0), size, none, noise=0.0).astype(float)[..., 0]
-    rows = {}
-    for name in SYNTHETIC_CLASSES:
-        img = render(np.random.default_rng(0), size, {**none, name: True}, noise=0.0)
-        diff = np.abs(img[..., 0].astype(float) - base) > 0
-        assert diff.any(), name
-        rows[name] = np.nonzero(diff)[0].mean() / size
-    assert rows["Pneumothorax"] < 0.45  # an apex
-    assert rows["Effusion"] > 0.55  # a costophrenic angle
-    assert rows["Cardiomegaly"] > 0.5  # the heart sits low
-
-
-def test_positive_counts_match_labels():
-    src = SyntheticChestXray(size=50, image_size=16)
-    counts = src.positive_counts()
-    np.testing.assert_array_equal(counts, sum(src[i]["labels"] for i in range(50)))
-    assert np.all(counts > 0)
-
-
-def test_bad_source_arguments():
-    with pytest.raises(ValueError, match="no class 'Hernia'"):
-        SyntheticChestXray(size=4, classes=("Hernia",))
-    with pytest.raises(ValueError, match="split 'validation' is empty"):
-        SyntheticChestXray(size=0, split="validation")
-    with pytest.raises(ValueError, match="Unknown split 'val'"):
-        SyntheticChestXray(size=4, split="val")
+from chestattn_jax.data.synthetic import PhantomChestXray, PhantomConfig
 
 
 def test_same_seed_same_batches_and_reshuffled_epochs():
-    src = SyntheticChestXray(size=12, image_size=16)
+    src = PhantomChestXray(size=12, config=PhantomConfig(image_size=16))
 
     def take(seed, n):
         it = iter(train_dataset(src, batch_size=4, seed=seed))
@@ -79,7 +30,7 @@ def test_same_seed_same_batches_and_reshuffled_epochs():
 
 
 def test_eval_batches_pad_and_mask_the_last_batch():
-    src = SyntheticChestXray(size=10, image_size=16)
+    src = PhantomChestXray(size=10, config=PhantomConfig(image_size=16))
     batches = list(eval_batches(src, 4))
     assert len(batches) == 3
     assert [int(b["valid"].sum()) for b in batches] == [4, 4, 2]

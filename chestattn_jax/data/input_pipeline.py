@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from chestattn_jax.data.synthetic import SyntheticChestXray
+from chestattn_jax.data.synthetic import PhantomChestXray, PhantomConfig
 
 DATASETS = ("synthetic", "nih", "chexpert")
 BATCH_KEYS = ("image", "labels", "mask")
@@ -41,13 +41,18 @@ def create_source(config, split: str):
             f"Unknown dataset {d.name!r} (config.data.name); expected one of {', '.join(DATASETS)}."
         )
     if d.name == "synthetic":
-        return SyntheticChestXray(
-            size=int(d.synthetic[f"{split}_size"]),
+        syn = d.synthetic
+        return PhantomChestXray(
+            size=int(syn[f"{split}_size"]),
             split=split,
-            image_size=d.image_size,
-            seed=d.synthetic.seed,
-            lesion_contrast=d.synthetic.lesion_contrast,
-            noise=d.synthetic.noise,
+            seed=syn.seed,
+            config=PhantomConfig(
+                image_size=d.image_size,
+                lesion_contrast=syn.lesion_contrast,
+                lesion_size=syn.lesion_size,
+                noise=syn.noise,
+                prevalence_scale=syn.prevalence_scale,
+            ),
             classes=tuple(d.classes),
         )
     from chestattn_jax.data.prepared import open_split  # TFDS is imported only for real data
@@ -63,7 +68,16 @@ class _SelectKeys:
         return {k: example[k] for k in self.keys}
 
 
-def train_dataset(source, *, batch_size: int, seed: int, num_workers: int = 0, augment=None):
+def train_dataset(
+    source,
+    *,
+    batch_size: int,
+    seed: int,
+    num_workers: int = 0,
+    augment=None,
+    read_threads: int = 4,
+    prefetch_batches: int = 8,
+):
     """An endless, shuffled, batched grain pipeline over this process's shard.
 
     Args:
@@ -73,6 +87,8 @@ def train_dataset(source, *, batch_size: int, seed: int, num_workers: int = 0, a
       num_workers: grain worker processes (0: decode in this process).
       augment: an optional ``(example, np.random.Generator) -> example`` transform
         (:class:`chestattn_jax.data.augment.Augment`), seeded per example.
+      read_threads: threads reading and transforming examples in each process.
+      prefetch_batches: batches prepared ahead of the training loop.
 
     Returns:
       A ``grain.IterDataset``; ``iter()`` of it is checkpointable with
@@ -85,7 +101,11 @@ def train_dataset(source, *, batch_size: int, seed: int, num_workers: int = 0, a
     if augment is not None:
         ds = ds.random_map(augment)
     ds = ds.batch(batch_size, drop_remainder=True)
-    it = ds.to_iter_dataset()
+    # grain's default (16 threads, 500 prefetched elements) would here mean 500 batches
+    # decoded ahead, holding the GIL against the training loop and evaluation.
+    it = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_batches)
+    )
     if num_workers > 0:
         if not flags.FLAGS.is_parsed():
             # grain reads its absl flags when it starts workers; outside an absl app

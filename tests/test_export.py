@@ -1,0 +1,72 @@
+"""Phantoms exported in the raw layouts parse with the real readers into the same truth."""
+
+import numpy as np
+import pytest
+
+from chestattn_jax.data import chexpert, nih
+from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_CLASSES
+from chestattn_jax.data.export import CHEXPERT_FROM_NIH, export_chexpert, export_nih
+from chestattn_jax.data.synthetic import PhantomConfig, render
+
+CONFIG = PhantomConfig(image_size=48, prevalence_scale=2.0)
+
+
+@pytest.fixture(scope="module")
+def nih_export(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("nih_phantom"))
+    return export_nih(root, 30, seed=1, config=CONFIG), root
+
+
+def test_nih_layout_parses_into_the_phantom_labels_and_boxes(nih_export):
+    info, root = nih_export
+    examples = nih.load(root, NIH_CLASSES, views=None)
+    assert len(examples) == info["num_images"] == 30
+    by_key = {e.key: e for e in examples}
+    n_boxes = 0
+    for index in range(30):
+        patient, follow_up = divmod(index, 3)
+        ex = by_key[f"{patient + 1:08d}_{follow_up:03d}.png"]
+        truth = render(1, index, CONFIG)
+        np.testing.assert_array_equal(ex.labels, truth["labels"])
+        assert ex.patient_id == str(patient + 1)
+        for box, label in zip(ex.boxes, ex.box_labels, strict=True):
+            # The box list is in NIH's 1024-px frame.
+            np.testing.assert_allclose(box * 48 / 1024, truth["boxes"][label], atol=1e-4)
+            n_boxes += 1
+    assert n_boxes == info["num_boxes"]
+    test = {e.patient_id for e in examples if e.source_split == "test"}
+    train_val = {e.patient_id for e in examples if e.source_split == "train_val"}
+    assert test and train_val and not test & train_val
+
+
+def test_nih_phantom_prepares_end_to_end(nih_export, tmp_path):
+    from chestattn_jax.data import prepare as prep
+
+    info, root = nih_export
+    version_dir = prep.prepare("nih", root, str(tmp_path), 32)
+    index = prep.load_index(prep.open_builder("nih", str(tmp_path), 32))
+    assert len(index["key"]) == info["num_images"]
+    assert version_dir.endswith("1.0.0")
+
+
+def test_chexpert_layout_maps_findings_to_observations(tmp_path):
+    info = export_chexpert(str(tmp_path), 24, seed=2, config=CONFIG, uncertain_fraction=0.0)
+    examples = chexpert.load(str(tmp_path), CHEXPERT_CLASSES, uncertainty="ignore")
+    assert len(examples) == 24
+    assert sum(e.source_split == "valid" for e in examples) == info["num_valid"]
+    for e in examples:
+        patient = int(e.patient_id.removeprefix("patient")) - 1
+        study = int(e.key.split("/study")[1].split("/")[0]) - 1
+        truth = render(2, patient * 3 + study, CONFIG)
+        present = {c for c, y in zip(NIH_CLASSES, truth["labels"], strict=True) if y}
+        expected = [int(bool(present & set(CHEXPERT_FROM_NIH[o]))) for o in CHEXPERT_CLASSES]
+        np.testing.assert_array_equal(e.labels, expected)
+        assert e.mask.all()
+
+
+def test_chexpert_uncertain_labels_are_written_as_minus_one(tmp_path):
+    export_chexpert(str(tmp_path), 30, seed=3, config=CONFIG, uncertain_fraction=0.5)
+    examples = chexpert.load(str(tmp_path), CHEXPERT_CLASSES, uncertainty="ignore")
+    train = [e for e in examples if e.source_split == "train"]
+    assert any((e.mask == 0).any() for e in train)
+    assert all(e.mask.all() for e in examples if e.source_split == "valid")
