@@ -34,11 +34,14 @@ rows = {}
 for v in ("resnet", "image", "class"):
     with open(os.path.join(root, v, "eval", "metrics.json")) as f:
         rows[v] = json.load(f)
-classes = list(rows["class"]["auc"])
-print("| class | " + " | ".join(rows) + " |")
-print("|---|" + "---|" * len(rows))
-for c in classes:
-    cells = [rows[v]["auc"][c] for v in rows]
-    print(f"| {c} | " + " | ".join("n/a" if x is None else f"{x:.3f}" for x in cells) + " |")
-print("| **mean** | " + " | ".join(f"{rows[v]['mean_auc']:.3f}" for v in rows) + " |")
+fmt = lambda x: "n/a" if x is None else f"{x:.3f}"
+pg = {v: r["pointing_game"]["hit_rate"] for v, r in rows.items() if "pointing_game" in r}
+print("| class | " + " | ".join(f"AUC {v}" for v in rows)
+      + "".join(f" | hit rate {v}" for v in pg) + " |")
+print("|---|" + "---|" * (len(rows) + len(pg)))
+for c in rows["class"]["auc"]:
+    print(f"| {c} | " + " | ".join(fmt(rows[v]["auc"][c]) for v in rows)
+          + "".join(f" | {fmt(pg[v][c])}" for v in pg) + " |")
+print("| **mean** | " + " | ".join(fmt(rows[v]["mean_auc"]) for v in rows)
+      + "".join(f" | {fmt(rows[v]['pointing_game']['mean_hit_rate'])}" for v in pg) + " |")
 PY

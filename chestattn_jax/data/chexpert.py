@@ -41,22 +41,7 @@ from chestattn_jax.data.raw import (
 DATASET_DIRS = ("CheXpert-v1.0-small", "CheXpert-v1.0")
 CSV_FILES = {"train": "train.csv", "valid": "valid.csv"}
 # All 14 observation columns, in CSV order; any of them may be asked for as a class.
-LABEL_COLUMNS = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
+LABEL_COLUMNS = ("No Finding", *CHEXPERT_CLASSES, "Fracture", "Support Devices")
 METADATA_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 POLICIES = ("ones", "zeros", "ignore")
 # (label, mask) of an uncertain (-1.0) value under each policy.

@@ -32,3 +32,15 @@ CHEXPERT_CLASSES = (
     "Pleural Effusion",
     "Pleural Other",
 )
+
+# The eight classes of NIH's BBox_List_2017.csv (which spells Infiltration "Infiltrate").
+NIH_BOX_CLASSES = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+)

@@ -23,37 +23,18 @@ import os
 import numpy as np
 from PIL import Image
 
-from chestattn_jax.data.classes import CHEXPERT_CLASSES
+from chestattn_jax.data.chexpert import LABEL_COLUMNS, METADATA_COLUMNS
+from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_BOX_CLASSES
 from chestattn_jax.data.synthetic import PHANTOM_CLASSES, PhantomConfig, render
 
 NIH_HEADER = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
     "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
 )
-NIH_BOX_CLASSES = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-)
 NIH_BOX_FRAME = 1024
 IMAGES_PER_PATIENT = 3
 
-CHEXPERT_COLUMNS = (
-    "Path",
-    "Sex",
-    "Age",
-    "Frontal/Lateral",
-    "AP/PA",
-    "No Finding",
-    *CHEXPERT_CLASSES,
-    "Fracture",
-    "Support Devices",
-)
+CHEXPERT_COLUMNS = (*METADATA_COLUMNS, *LABEL_COLUMNS)
 # Which phantom findings make each CheXpert observation positive.
 CHEXPERT_FROM_NIH = {
     "Enlarged Cardiomediastinum": ("Cardiomegaly",),
