@@ -38,6 +38,7 @@ def tiny_config(variant: str = "class", **train_overrides):
     config.train.num_steps = 24
     config.train.warmup_steps = 0
     config.train.schedule = "constant"
+    config.train.learning_rate = 1e-2  # a tiny run must move within a few dozen steps
     config.train.log_every_steps = 4
     config.train.eval_every_steps = 12
     config.eval.batch_size = 32
