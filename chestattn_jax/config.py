@@ -92,6 +92,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.eval.batch_size = 64
     config.eval.checkpoint = "best"  # best (lowest validation loss) | latest
     config.eval.split = "test"
+    # 95% intervals from patient-level bootstrap draws of the test split (0: none).
+    config.eval.bootstrap_draws = 1000
+    config.eval.bootstrap_seed = 0
     return config
 
 

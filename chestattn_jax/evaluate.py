@@ -19,6 +19,7 @@ from chestattn_jax.checkpointing import Checkpointer
 from chestattn_jax.data.input_pipeline import create_source, eval_batches
 from chestattn_jax.localization import localization_metrics
 from chestattn_jax.losses import class_weights
+from chestattn_jax.metrics import bootstrap_auc
 from chestattn_jax.models import create_model
 from chestattn_jax.steps import make_eval_step
 from chestattn_jax.train_state import create_optimizer, create_train_state
@@ -86,6 +87,20 @@ def split_metrics(eval_fn, state, source, config, mesh) -> dict:
     probs, labels, mask, loss = predict_split(eval_fn, state, source, config.eval.batch_size, mesh)
     metrics = per_class_auc(labels, probs, mask, list(config.data.classes))
     metrics.update(loss=loss, num_examples=int(labels.shape[0]))
+    if config.eval.bootstrap_draws:
+        # Patients are resampled whole; sources without patient ids (the phantoms)
+        # have one image per patient. With several processes the gathered order is
+        # not the source's, so there every example counts as its own patient.
+        patients = getattr(source, "patient_ids", None) if jax.process_count() == 1 else None
+        metrics["bootstrap"] = bootstrap_auc(
+            labels,
+            probs,
+            mask,
+            list(config.data.classes),
+            patients,
+            num_draws=config.eval.bootstrap_draws,
+            seed=config.eval.bootstrap_seed,
+        )
     return metrics
 
 

@@ -262,3 +262,10 @@ def test_real_radiographs_decode_and_letterbox():
     # The PadChest JPEG is wider than tall: black bands above and below, none at the sides.
     boxed = letterbox(load_grayscale(str(real / "16747_3_1.jpg")), 64)
     assert boxed[0].max() == 0 and boxed[-1].max() == 0 and boxed[32].max() > 0
+
+
+def test_prepared_sources_carry_patient_ids(nih):
+    truth, data_dir, _ = nih
+    source = create_source(nih_config(data_dir), "test")
+    index = prep.load_index(prep.open_builder("nih", data_dir, SIZE))
+    np.testing.assert_array_equal(source.patient_ids, index["patient_id"][source._indices])

@@ -125,3 +125,13 @@ def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
     np.testing.assert_array_equal(restored["w"], [2, 2, 2])
     assert meta["best_step"] == 2
     ckpt.close()
+
+
+def test_metrics_carry_bootstrap_intervals(trained):
+    config, _, metrics = trained
+    boot = metrics["bootstrap"]
+    assert boot["num_draws"] == config.eval.bootstrap_draws == 1000
+    for name in config.data.classes:
+        c = boot["classes"][name]
+        assert c["auc"] == pytest.approx(metrics["auc"][name])
+        assert c["ci"][0] <= c["auc"] <= c["ci"][1]

@@ -53,8 +53,12 @@ class PreparedSource:
     grain worker processes can open it.
     """
 
-    def __init__(self, builder_kwargs: dict, indices, labels, mask, name: str = ""):
+    def __init__(
+        self, builder_kwargs: dict, indices, labels, mask, name: str = "", patient_ids=None
+    ):
         self._builder_kwargs = builder_kwargs
+        # (N,) patient of each example, for patient-level bootstrap intervals.
+        self.patient_ids = None if patient_ids is None else np.asarray(patient_ids)
         self._indices = np.asarray(indices, np.int64)
         self._labels = np.asarray(labels, np.int32)
         self._mask = np.asarray(mask, np.int32)
@@ -149,4 +153,5 @@ def open_split(config, split: str) -> PreparedSource:
         labels[chosen],
         mask[chosen],
         name=f"{d.name}/{split}",
+        patient_ids=index["patient_id"][rows][chosen],
     )
