@@ -265,7 +265,7 @@ def test_real_radiographs_decode_and_letterbox():
 
 
 def test_prepared_sources_carry_patient_ids(nih):
-    truth, data_dir, _ = nih
+    _, data_dir, _ = nih
     source = create_source(nih_config(data_dir), "test")
     index = prep.load_index(prep.open_builder("nih", data_dir, SIZE))
     np.testing.assert_array_equal(source.patient_ids, index["patient_id"][source._indices])
