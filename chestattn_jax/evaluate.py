@@ -83,15 +83,21 @@ def per_class_auc(labels, probs, mask, class_names) -> dict:
     }
 
 
-def split_metrics(eval_fn, state, source, config, mesh) -> dict:
+def split_metrics(eval_fn, state, source, config, mesh, predictions_path=None) -> dict:
+    """AUC and loss over ``source``; with ``predictions_path`` (the test split) also the
+    bootstrap intervals and an ``.npz`` of the predictions for ``chestattn_jax.compare``."""
     probs, labels, mask, loss = predict_split(eval_fn, state, source, config.eval.batch_size, mesh)
     metrics = per_class_auc(labels, probs, mask, list(config.data.classes))
     metrics.update(loss=loss, num_examples=int(labels.shape[0]))
+    if predictions_path is None:
+        return metrics
+    # Patients are resampled whole; sources without patient ids (the phantoms) have
+    # one image per patient. With several processes the gathered order is not the
+    # source's, so there every example counts as its own patient.
+    patients = getattr(source, "patient_ids", None) if jax.process_count() == 1 else None
+    if patients is None:
+        patients = np.arange(len(labels)).astype(str)
     if config.eval.bootstrap_draws:
-        # Patients are resampled whole; sources without patient ids (the phantoms)
-        # have one image per patient. With several processes the gathered order is
-        # not the source's, so there every example counts as its own patient.
-        patients = getattr(source, "patient_ids", None) if jax.process_count() == 1 else None
         metrics["bootstrap"] = bootstrap_auc(
             labels,
             probs,
@@ -100,6 +106,16 @@ def split_metrics(eval_fn, state, source, config, mesh) -> dict:
             patients,
             num_draws=config.eval.bootstrap_draws,
             seed=config.eval.bootstrap_seed,
+        )
+    if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(predictions_path), exist_ok=True)
+        np.savez(
+            predictions_path,
+            probs=probs,
+            labels=labels,
+            mask=mask,
+            patient_ids=np.asarray(patients, dtype=str),
+            classes=np.asarray(list(config.data.classes)),
         )
     return metrics
 
@@ -152,7 +168,14 @@ def evaluate(config, workdir: str) -> dict:
     state, _ = checkpointer.restore(step, state)
     checkpointer.close()
     test_source = create_source(config, config.eval.split)
-    metrics = split_metrics(make_eval_step(config, mesh, weights), state, test_source, config, mesh)
+    metrics = split_metrics(
+        make_eval_step(config, mesh, weights),
+        state,
+        test_source,
+        config,
+        mesh,
+        predictions_path=os.path.join(workdir, "eval", "predictions.npz"),
+    )
     if hasattr(test_source, "truth") and config.model.variant != "resnet":
         # Phantoms know where each finding is: score where the attention looks.
         metrics["pointing_game"] = localization_metrics(state, test_source, config, mesh)

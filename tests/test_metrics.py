@@ -60,3 +60,25 @@ def test_single_valued_draws_are_counted_not_averaged():
     assert not np.isnan(out["mean_ci"]).any()
     masked = bootstrap_auc(labels, probs, np.zeros_like(labels), ["rare", "common"], num_draws=10)
     assert masked["classes"]["rare"]["auc"] is None and masked["mean_auc"] is None
+
+
+def test_paired_difference_of_a_better_model():
+    from chestattn_jax.metrics import paired_auc_difference
+
+    labels, probs, patients = data(n=600)
+    rng = np.random.default_rng(5)
+    good = np.clip(labels * 0.6 + rng.random(labels.shape) * 0.5, 0, 1)
+    out = paired_auc_difference(
+        labels, good, probs, np.ones_like(labels), ["a", "b", "c"], patients, num_draws=300
+    )
+    for name in "abc":
+        d = out["classes"][name]
+        expected = roc_auc_score(
+            labels[:, "abc".index(name)], good[:, "abc".index(name)]
+        ) - roc_auc_score(labels[:, "abc".index(name)], probs[:, "abc".index(name)])
+        assert d["difference"] == pytest.approx(expected, abs=1e-12)
+        assert d["ci"][0] > 0 and d["p_not_better"] < 0.05
+    same = paired_auc_difference(
+        labels, probs, probs, np.ones_like(labels), ["a", "b", "c"], patients, num_draws=50
+    )
+    assert same["mean"]["difference"] == 0 and same["mean"]["ci"] == [0.0, 0.0]

@@ -135,3 +135,25 @@ def test_metrics_carry_bootstrap_intervals(trained):
         c = boot["classes"][name]
         assert c["auc"] == pytest.approx(metrics["auc"][name])
         assert c["ci"][0] <= c["auc"] <= c["ci"][1]
+
+
+def test_compare_writes_the_paper_table(trained, tmp_path):
+    from chestattn_jax.compare import compare
+
+    config, workdir, metrics = trained
+    other = str(tmp_path / "copy")
+    shutil.copytree(workdir, other)
+    out = compare([workdir, other], str(tmp_path / "table"), num_draws=100)
+    table = (tmp_path / "table" / "table.md").read_text()
+    assert table.count("\n|") == len(config.data.classes) + 2  # separator, classes, mean
+    assert "copy - w" in table and "+0.000 [+0.000, +0.000]" in table
+    first = next(iter(out["auc"].values()))
+    assert first["classes"][config.data.classes[0]]["auc"] == pytest.approx(
+        metrics["auc"][config.data.classes[0]]
+    )
+    # A different test split cannot be compared pairwise.
+    preds = dict(np.load(os.path.join(other, "eval", "predictions.npz")))
+    preds["labels"] = 1 - preds["labels"]
+    np.savez(os.path.join(other, "eval", "predictions.npz"), **preds)
+    with pytest.raises(ValueError, match="another test split"):
+        compare([workdir, other], str(tmp_path / "t2"), num_draws=10)
