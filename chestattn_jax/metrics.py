@@ -64,6 +64,39 @@ def weighted_auc(scores, labels, weights) -> np.ndarray:
     return auc
 
 
+def _aucs(labels, probs, mask, draws):
+    """Per-class AUC on the data as given ``(k,)`` and on every draw ``(D, k)``; NaN where
+    a class has a single label value."""
+    point, per_draw = [], []
+    full = np.ones((1, labels.shape[0]))
+    for j in range(labels.shape[1]):
+        keep = mask[:, j] > 0
+        point.append(weighted_auc(probs[keep, j], labels[keep, j], full[:, keep])[0])
+        per_draw.append(weighted_auc(probs[keep, j], labels[keep, j], draws[:, keep]))
+    return np.asarray(point), np.stack(per_draw, axis=1)
+
+
+def _class_mean(values) -> np.ndarray:
+    """Mean over the last axis of the defined (non-NaN) entries; NaN if none is."""
+    values = np.atleast_1d(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nansum(values, axis=-1) / np.sum(~np.isnan(values), axis=-1)
+
+
+def _interval(values, alpha: float):
+    """Percentile interval of the non-NaN ``values``, or None."""
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return None
+    return [float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))]
+
+
+def _setup(labels, mask, patient_ids, num_draws, seed):
+    labels, mask = np.asarray(labels), np.asarray(mask)
+    ids = np.arange(labels.shape[0]) if patient_ids is None else patient_ids
+    return labels, mask, patient_draw_weights(ids, num_draws, seed)
+
+
 def bootstrap_auc(
     labels,
     probs,
@@ -88,43 +121,22 @@ def bootstrap_auc(
     for the mean over classes (``mean_auc``, ``mean_ci``; a draw's mean is over the
     classes defined in that draw).
     """
-    labels, probs, mask = np.asarray(labels), np.asarray(probs), np.asarray(mask)
-    n = labels.shape[0]
-    ids = np.arange(n) if patient_ids is None else patient_ids
-    draws = patient_draw_weights(ids, num_draws, seed)
-    full = np.ones((1, n))
+    labels, mask, draws = _setup(labels, mask, patient_ids, num_draws, seed)
+    point, per_draw = _aucs(labels, np.asarray(probs), mask, draws)
     alpha = (1.0 - level) / 2.0
-    per_class, point, draw_aucs = {}, [], []
-    for j, name in enumerate(class_names):
-        keep = mask[:, j] > 0
-        a = weighted_auc(probs[keep, j], labels[keep, j], full[:, keep])[0]
-        d = weighted_auc(probs[keep, j], labels[keep, j], draws[:, keep])
-        defined = d[~np.isnan(d)]
-        per_class[name] = {
-            "auc": None if np.isnan(a) else float(a),
-            "ci": (
-                [float(np.quantile(defined, alpha)), float(np.quantile(defined, 1 - alpha))]
-                if defined.size
-                else None
-            ),
-            "undefined_draws": int(np.isnan(d).sum()),
+    per_class = {
+        name: {
+            "auc": None if np.isnan(point[j]) else float(point[j]),
+            "ci": _interval(per_draw[:, j], alpha),
+            "undefined_draws": int(np.isnan(per_draw[:, j]).sum()),
         }
-        point.append(a)
-        draw_aucs.append(d)
-    draw_aucs = np.stack(draw_aucs, axis=1)  # (D, k)
-    defined_count = np.sum(~np.isnan(draw_aucs), axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_draws = np.nansum(draw_aucs, axis=1) / defined_count
-    mean_draws = mean_draws[~np.isnan(mean_draws)]
-    point = np.asarray(point)
+        for j, name in enumerate(class_names)
+    }
+    mean = _class_mean(point)[()]
     return {
         "classes": per_class,
-        "mean_auc": float(np.nanmean(point)) if np.any(~np.isnan(point)) else None,
-        "mean_ci": (
-            [float(np.quantile(mean_draws, alpha)), float(np.quantile(mean_draws, 1 - alpha))]
-            if mean_draws.size
-            else None
-        ),
+        "mean_auc": None if np.isnan(mean) else float(mean),
+        "mean_ci": _interval(_class_mean(per_draw), alpha),
         "num_draws": num_draws,
         "level": level,
     }
@@ -148,40 +160,29 @@ def paired_auc_difference(
     each carries alone. ``p_not_better`` is the fraction of draws with a
     difference <= 0 (a one-sided bootstrap p-value for "a beats b").
     """
-    labels, mask = np.asarray(labels), np.asarray(mask)
-    n = labels.shape[0]
-    ids = np.arange(n) if patient_ids is None else patient_ids
-    draws = patient_draw_weights(ids, num_draws, seed)
-    full = np.ones((1, n))
+    labels, mask, draws = _setup(labels, mask, patient_ids, num_draws, seed)
+    point_a, draws_a = _aucs(labels, np.asarray(probs_a), mask, draws)
+    point_b, draws_b = _aucs(labels, np.asarray(probs_b), mask, draws)
     alpha = (1.0 - level) / 2.0
-    out, point_diffs, draw_diffs = {}, [], []
-    for j, name in enumerate(class_names):
-        keep = mask[:, j] > 0
-        y = labels[keep, j]
-        pa, pb = np.asarray(probs_a)[keep, j], np.asarray(probs_b)[keep, j]
-        point = weighted_auc(pa, y, full[:, keep])[0] - weighted_auc(pb, y, full[:, keep])[0]
-        d = weighted_auc(pa, y, draws[:, keep]) - weighted_auc(pb, y, draws[:, keep])
-        out[name] = _difference_summary(point, d, alpha)
-        point_diffs.append(point)
-        draw_diffs.append(d)
-    draw_diffs = np.stack(draw_diffs, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_draws = np.nansum(draw_diffs, axis=1) / np.sum(~np.isnan(draw_diffs), axis=1)
-    mean_point = np.nanmean(point_diffs) if np.any(~np.isnan(point_diffs)) else np.nan
+    point, per_draw = point_a - point_b, draws_a - draws_b
     return {
-        "classes": out,
-        "mean": _difference_summary(mean_point, mean_draws, alpha),
+        "classes": {
+            name: _difference_summary(point[j], per_draw[:, j], alpha)
+            for j, name in enumerate(class_names)
+        },
+        "mean": _difference_summary(_class_mean(point)[()], _class_mean(per_draw), alpha),
         "num_draws": num_draws,
         "level": level,
     }
 
 
 def _difference_summary(point, draws, alpha) -> dict:
-    defined = draws[~np.isnan(draws)]
-    if np.isnan(point) or defined.size == 0:
+    ci = _interval(draws, alpha)
+    if np.isnan(point) or ci is None:
         return {"difference": None, "ci": None, "p_not_better": None}
+    defined = draws[~np.isnan(draws)]
     return {
         "difference": float(point),
-        "ci": [float(np.quantile(defined, alpha)), float(np.quantile(defined, 1 - alpha))],
+        "ci": ci,
         "p_not_better": float(np.mean(defined <= 0)),
     }
