@@ -69,6 +69,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.model.compatibility = "pc"  # pc (paper) | additive | dp
     config.model.attention_norm = "softmax"  # softmax (paper) | sigmoid
     config.model.dtype = "float32"  # compute dtype: float32 | bfloat16
+    # A torchvision ResNet state dict for the backbone (.safetensors, or .pth when torch is
+    # installed; see chestattn_jax/models/convert.py); "" trains from scratch.
+    config.model.pretrained = ""
 
     config.loss = ml_collections.ConfigDict()
     config.loss.class_weights = "paper"  # paper | inverse_frequency | none
