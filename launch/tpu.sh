@@ -105,8 +105,10 @@ Examples:
   launch/tpu.sh logs   --tpu_name=pod --zone=us-central2-b
   launch/tpu.sh delete --tpu_name=pod --zone=us-central2-b --queued
 
-After a preemption, the same `all` command with --recreate resumes from the workdir's latest
-checkpoint on a new VM.
+Exit status: 0 when the run succeeded, 1 when it failed, 2 for a usage error, 75 when the TPU
+was preempted under a watched run (`all`, `run --wait`): the same command with --recreate then
+resumes from the workdir's latest checkpoint on a new VM. A failing gcloud call stops the script
+with that call's exit status.
 EOF
 }
 
@@ -456,9 +458,13 @@ cmd_run() {
 }
 
 KEEP_VM=0
+# sysexits.h's EX_TEMPFAIL ("try again later"): lets a retry loop tell a preemption from a
+# failed run.
+EXIT_PREEMPTED=75
 
-# Streams worker 0's log until the run ends; reconnects while it goes on. Returns the run's
-# exit status; stops with a message when the TPU was preempted or cannot be reached.
+# Streams worker 0's log until the run ends; reconnects while it goes on. Returns 0 when the
+# run succeeded, 1 when it failed, 75 when the TPU went away under it (preempted); stops with
+# a message when worker 0 cannot be reached.
 wait_for_run() {
   local logs_cmd="cd $REMOTE_DIR && bash launch/worker.sh logs --lines=$lines"
   local status_cmd="cd $REMOTE_DIR && bash launch/worker.sh status"
@@ -501,7 +507,7 @@ wait_for_run() {
         if [[ $state != READY && $state != ACTIVE ]]; then
           log "$tpu_name is ${state:-gone} (preempted?). The checkpoints in $workdir are kept:" \
             "the same command with --recreate resumes from the latest one on a new VM."
-          return 1
+          return "$EXIT_PREEMPTED"
         fi
         if ((failures >= 3)); then
           KEEP_VM=1
