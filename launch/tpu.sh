@@ -219,7 +219,8 @@ if needs_run_options; then
   need_value --config "$config"
   need_value --workdir "$workdir"
   if [[ $source_spec == local && ! -f "$(repo_root)/$(config_file "$config")" ]]; then
-    die "--config=$config: no file $(config_file "$config") in $(repo_root)"
+    die "--config=$config: no file $(config_file "$config") in $(repo_root) (give the path" \
+      "inside the repository, as the workers see it)"
   fi
 fi
 if [[ $source_spec != local && $source_spec != git:?* ]]; then
@@ -527,7 +528,7 @@ on_exit() {
   [[ -z $tar_dir ]] || rm -rf "$tar_dir"
   if ((DELETE_ON_EXIT)); then
     if ((KEEP_VM)); then
-      log "not deleting $tpu_name: $tpu_name may still be running"
+      log "not deleting $tpu_name: the run on it may still be going"
     else
       log "deleting $tpu_name (--delete_after)"
       (cmd_delete) || rc=1
