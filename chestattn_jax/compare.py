@@ -6,6 +6,12 @@ reads each workdir's ``eval/predictions.npz`` (written by training or
 ``--mode=evaluate``) and writes ``comparison/table.md`` and ``table.csv``: classes
 by models, AUC with its 95 % patient-bootstrap interval, a mean row, and for every
 model after the first its paired bootstrap difference against the first.
+
+From the attention models' ``eval/attention_examples.npz`` it also draws the
+paper's figures: ``fig2_attention.png`` (each test image, the image-based map,
+and the class-based map of each positive class; needs one image-based and one
+class-based workdir) and ``fig3_average_masks.png`` (each class's average map
+over test images whose only finding is that class, one row per model).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 
 import numpy as np
 
+from chestattn_jax import figures
 from chestattn_jax.metrics import bootstrap_auc, paired_auc_difference
 
 
@@ -108,7 +115,47 @@ def compare(workdirs, out_dir: str, num_draws: int = 1000, seed: int = 0) -> dic
     return {
         "auc": dict(zip(names, aucs, strict=True)),
         "difference": dict(zip(names[1:], diffs, strict=True)),
+        "figures": attention_figures(workdirs, names, classes, out_dir),
     }
+
+
+def attention_figures(workdirs, names, classes, out_dir: str) -> list[str]:
+    """Fig. 2 and Fig. 3 from the workdirs that have ``eval/attention_examples.npz``."""
+    examples = {}
+    for w, name in zip(workdirs, names, strict=True):
+        path = os.path.join(w, "eval", "attention_examples.npz")
+        if os.path.exists(path):
+            with np.load(path) as z:
+                examples[name] = {k: z[k] for k in z.files}
+    written = []
+    if examples:
+        written.append(
+            figures.average_mask_rows(
+                {
+                    f"{n} ({e['variant']})": (e["average_masks"], e["average_counts"])
+                    for n, e in examples.items()
+                },
+                classes,
+                os.path.join(out_dir, "fig3_average_masks.png"),
+            )
+        )
+    image = next((e for e in examples.values() if str(e["variant"]) == "image"), None)
+    klass = next((e for e in examples.values() if str(e["variant"]) == "class"), None)
+    if image is not None and klass is not None and np.array_equal(image["index"], klass["index"]):
+        rows = [
+            {
+                "image": klass["images"][r],
+                "labels": klass["labels"][r],
+                "image_map": image["maps"][r],
+                "class_maps": klass["maps"][r],
+                "title": f"test #{int(i)}",
+            }
+            for r, i in enumerate(klass["index"])
+        ]
+        written.append(
+            figures.attention_rows(rows, classes, os.path.join(out_dir, "fig2_attention.png"))
+        )
+    return written
 
 
 def main(argv):

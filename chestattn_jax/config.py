@@ -98,6 +98,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # 95% intervals from patient-level bootstrap draws of the test split (0: none).
     config.eval.bootstrap_draws = 1000
     config.eval.bootstrap_seed = 0
+    # Localisation: maps resized to the image, divided by their maximum, thresholded here.
+    config.eval.map_threshold = 0.5
+    # Test images (with a finding) drawn in eval/overlays.png and kept for compare's Fig. 2.
+    config.eval.num_figure_images = 8
     return config
 
 

@@ -1,16 +1,27 @@
-"""Where do the attention maps look? The pointing game against truth masks.
+"""Where do the attention maps look? The pointing game and IoU / IoBB against truth.
 
-For every test image and every class present in it, the pointing game asks
-whether the maximum of that class's attention map falls on the finding. A map
-of ``(h, w)`` cells covers an ``(S, S)`` image; the maximum cell counts as a hit
-when any truth pixel lies inside it, so a coarse 14 x 14 map is not penalised
-for its resolution. The class-based model has one map per class (gate 3); the
-image-based model has one map for all classes, scored against each present class.
+Truth is a mask per class and image: the phantoms' finding masks, or NIH's boxes
+filled in. The class-based model has one map per class (gate 3); the image-based
+model has one map for all classes, scored against each present class.
+
+- Pointing game: does the maximum of the class's map fall on the finding? A map
+  of ``(h, w)`` cells covers an ``(S, S)`` image; the maximum cell counts as a hit
+  when any truth pixel lies inside it, so a coarse 14 x 14 map is not penalised
+  for its resolution.
+- Overlap: the map is resized bilinearly to ``(S, S)``, divided by its maximum,
+  and thresholded at ``map_threshold`` (0.5 by default) into a predicted region R.
+  With truth T, IoU = |R ∩ T| / |R ∪ T| and IoBB = |R ∩ T| / |R| (ChestX-ray8's
+  "intersection over the detected B-box", here over the detected region). As in
+  ChestX-ray8's Table 3, a finding counts as localised at threshold t when its
+  IoU (or IoBB) is at least t; we report that accuracy at t = 0.1, 0.25, 0.5 and
+  the mean IoU and IoBB.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+OVERLAP_THRESHOLDS = (0.1, 0.25, 0.5)
 
 
 def argmax_cells(maps) -> np.ndarray:
@@ -31,8 +42,86 @@ def cell_hits(cell, map_shape, truth_mask) -> bool:
     return bool(truth_mask[y0:y1, x0:x1].any())
 
 
-def pointing_game(maps, truth_masks, labels, class_names) -> dict:
-    """Per-class pointing-game hit rate.
+def upsample_map(m, size: int) -> np.ndarray:
+    """An ``(h, w)`` map -> ``(size, size)`` bilinear, divided by its maximum (to [0, 1])."""
+    from PIL import Image
+
+    m = np.asarray(m, np.float32)
+    up = np.asarray(Image.fromarray(m, mode="F").resize((size, size), Image.Resampling.BILINEAR))
+    top = float(up.max())
+    return up / top if top > 0 else up
+
+
+def region_overlap(region, truth) -> tuple[float, float]:
+    """``(IoU, IoBB)`` of two ``(S, S)`` bool masks; IoBB divides by ``region``'s area."""
+    inter = float(np.logical_and(region, truth).sum())
+    union = float(np.logical_or(region, truth).sum())
+    area = float(region.sum())
+    return (inter / union if union else 0.0), (inter / area if area else 0.0)
+
+
+class LocalizationScores:
+    """Accumulates, per class, the pointing-game hit and the IoU / IoBB of each finding.
+
+    Fed one image at a time (:meth:`add`), so truth masks never pile up in memory.
+    """
+
+    def __init__(self, class_names, map_threshold: float = 0.5):
+        self.class_names = list(class_names)
+        self.map_threshold = map_threshold
+        self._scores = [[] for _ in self.class_names]  # (hit, iou, iobb) per finding
+
+    def add(self, maps, truth_masks, labels) -> None:
+        """One image: ``maps`` ``(k, h, w)`` per class or ``(h, w)`` shared, ``truth_masks``
+        ``(k, S, S)``, ``labels`` ``(k,)``. Present classes with a non-empty mask count."""
+        maps = np.asarray(maps)
+        for j in np.flatnonzero(np.asarray(labels)):
+            truth = np.asarray(truth_masks[j], bool)
+            if not truth.any():
+                continue
+            m = maps if maps.ndim == 2 else maps[j]
+            hit = cell_hits(argmax_cells(m), m.shape, truth)
+            region = upsample_map(m, truth.shape[0]) >= self.map_threshold
+            self._scores[j].append((hit, *region_overlap(region, truth)))
+
+    def _per_class(self, column: int, threshold: float | None = None) -> dict:
+        out = {}
+        for name, scores in zip(self.class_names, self._scores, strict=True):
+            values = [s[column] for s in scores]
+            if threshold is not None:
+                values = [v >= threshold for v in values]
+            out[name] = float(np.mean(values)) if values else None
+        return out
+
+    @staticmethod
+    def _mean(per_class: dict):
+        defined = [v for v in per_class.values() if v is not None]
+        return float(np.mean(defined)) if defined else None
+
+    def counts(self) -> dict:
+        return {c: len(s) for c, s in zip(self.class_names, self._scores, strict=True)}
+
+    def pointing_game(self) -> dict:
+        """``{"hit_rate": {class: rate or None}, "mean_hit_rate", "count"}``."""
+        rates = self._per_class(0)
+        return {"hit_rate": rates, "mean_hit_rate": self._mean(rates), "count": self.counts()}
+
+    def overlap(self, thresholds=OVERLAP_THRESHOLDS) -> dict:
+        """``{"iou": {class: mean}, "mean_iou", "iou_accuracy": {t: {class: fraction with
+        IoU >= t}}, "mean_iou_accuracy": {t: mean over classes}}``, the same for ``iobb``,
+        plus ``count`` and ``map_threshold``. A class with no finding has ``None``."""
+        out = {"map_threshold": self.map_threshold, "count": self.counts()}
+        for column, name in ((1, "iou"), (2, "iobb")):
+            out[name] = self._per_class(column)
+            out[f"mean_{name}"] = self._mean(out[name])
+            acc = {str(t): self._per_class(column, t) for t in thresholds}
+            out[f"{name}_accuracy"] = acc
+            out[f"mean_{name}_accuracy"] = {t: self._mean(a) for t, a in acc.items()}
+        return out
+
+
+def score_maps(maps, truth_masks, labels, class_names, map_threshold=0.5) -> LocalizationScores:
+    """Scores a whole array of maps.
 
     Args:
       maps: ``(N, k, h, w)`` per-class maps, or ``(N, h, w)`` one map per image
@@ -40,34 +129,23 @@ def pointing_game(maps, truth_masks, labels, class_names) -> dict:
       truth_masks: ``(N, k, S, S)`` bool truth masks.
       labels: ``(N, k)`` in {0, 1}; only present classes with a non-empty mask count.
       class_names: ``k`` names.
-
-    Returns:
-      ``{"hit_rate": {class: rate or None}, "mean_hit_rate": float or None,
-      "count": {class: number of scored findings}}``.
     """
-    maps = np.asarray(maps)
-    labels = np.asarray(labels)
-    n, k = labels.shape
-    if maps.ndim == 3:
-        maps = np.broadcast_to(maps[:, None], (n, k, *maps.shape[1:]))
-    cells = argmax_cells(maps)
-    hits = np.zeros(k)
-    counts = np.zeros(k, int)
-    for t in range(n):
-        for j in np.flatnonzero(labels[t]):
-            if not truth_masks[t][j].any():
-                continue
-            counts[j] += 1
-            hits[j] += cell_hits(cells[t, j], maps.shape[-2:], truth_masks[t][j])
-    rates = {
-        c: (float(hits[j] / counts[j]) if counts[j] else None) for j, c in enumerate(class_names)
-    }
-    defined = [v for v in rates.values() if v is not None]
-    return {
-        "hit_rate": rates,
-        "mean_hit_rate": float(np.mean(defined)) if defined else None,
-        "count": {c: int(counts[j]) for j, c in enumerate(class_names)},
-    }
+    scores = LocalizationScores(class_names, map_threshold)
+    for t in range(len(labels)):
+        scores.add(maps[t], truth_masks[t], labels[t])
+    return scores
+
+
+def pointing_game(maps, truth_masks, labels, class_names) -> dict:
+    """Per-class pointing-game hit rate; arguments as :func:`score_maps`."""
+    return score_maps(maps, truth_masks, labels, class_names).pointing_game()
+
+
+def overlap_scores(
+    maps, truth_masks, labels, class_names, map_threshold=0.5, thresholds=OVERLAP_THRESHOLDS
+) -> dict:
+    """Per-class IoU / IoBB of thresholded maps; arguments as :func:`score_maps`."""
+    return score_maps(maps, truth_masks, labels, class_names, map_threshold).overlap(thresholds)
 
 
 def attention_maps(state, source, batch_size: int, mesh, mean: float, std: float):
@@ -94,12 +172,15 @@ def attention_maps(state, source, batch_size: int, mesh, mean: float, std: float
     return np.concatenate(out)
 
 
-def localization_metrics(state, source, config, mesh) -> dict:
-    """The pointing game of the gate-3 maps on a source with truth masks (the phantoms)."""
-    maps = attention_maps(
-        state, source, config.eval.batch_size, mesh, config.data.mean, config.data.std
-    )
-    truths = [source.truth(i) for i in range(len(source))]
-    masks = np.stack([t["masks"] for t in truths])
-    labels = np.stack([t["labels"] for t in truths])
-    return pointing_game(maps, masks, labels, list(config.data.classes))
+def localization_metrics(maps, source, class_names, map_threshold: float = 0.5) -> dict:
+    """Pointing game and overlap of gate-3 ``maps`` (one row per example of ``source``)
+    against ``source.truth(i)`` (phantom masks, NIH boxes filled in), for the
+    examples listed by ``source.truth_indices()``.
+
+    Returns ``{"pointing_game": ..., "overlap": ...}``.
+    """
+    scores = LocalizationScores(class_names, map_threshold)
+    for i in source.truth_indices():
+        truth = source.truth(int(i))
+        scores.add(maps[int(i)], truth["masks"], truth["labels"])
+    return {"pointing_game": scores.pointing_game(), "overlap": scores.overlap()}

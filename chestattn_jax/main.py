@@ -5,6 +5,8 @@
       --mode=evaluate
   python -m chestattn_jax.main --config=configs/nih.py:image --workdir=W \
       --config.train.batch_size=64
+  python -m chestattn_jax.main --config=configs/synthetic.py --workdir=W \
+      --mode=predict --images=a.png,b.jpg,c.dcm
 
 Training resumes from the latest checkpoint in ``--workdir`` when run again.
 """
@@ -17,11 +19,22 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from chestattn_jax import evaluate, train
+from chestattn_jax import evaluate, predict, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and evaluation output.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate"], "train (then test) or evaluate only.")
+flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "evaluate", "predict"],
+    "train (then test), evaluate only, or predict on --images.",
+)
+flags.DEFINE_list(
+    "images", [], "--mode=predict: PNG, JPEG or DICOM files to score (comma-separated)."
+)
+flags.DEFINE_string(
+    "output_dir", None, "--mode=predict: where predictions.json and overlays go (WORKDIR/predict)."
+)
 config_flags.DEFINE_config_file(
     "config",
     None,
@@ -55,9 +68,24 @@ def main(argv):
     config = FLAGS.config
     if FLAGS.mode == "train":
         train.train_and_evaluate(config, FLAGS.workdir)
-    else:
+    elif FLAGS.mode == "evaluate":
         train.prepare_workdir(FLAGS.workdir)
-        evaluate.evaluate(config, FLAGS.workdir)
+        try:
+            evaluate.evaluate(config, FLAGS.workdir)
+        except (ValueError, FileNotFoundError) as e:  # wrong checkpoint, no checkpoint
+            sys.exit(f"FATAL: {e}")
+    else:
+        if not FLAGS.images:
+            raise app.UsageError("--mode=predict needs --images=a.png,b.jpg,c.dcm")
+        try:
+            result = predict.predict(config, FLAGS.workdir, FLAGS.images, FLAGS.output_dir)
+        except (ValueError, FileNotFoundError) as e:  # wrong checkpoint, no checkpoint
+            sys.exit(f"FATAL: {e}")
+        if result["errors"]:
+            failed = ", ".join(e["path"] for e in result["errors"])
+            sys.exit(
+                f"FATAL: {len(result['errors'])} of {len(FLAGS.images)} images failed: {failed}"
+            )
 
 
 def parse_flags(argv):

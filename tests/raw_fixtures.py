@@ -327,3 +327,38 @@ def write_chexpert_fixture(root, num_patients: int = 12, seed: int = 0) -> dict:
         "num_frontal": {s: sum(r["split"] == s and r["frontal"] for r in rows) for s in patients},
         "patients": patients,
     }
+
+
+def write_dicom(
+    path,
+    pixels,
+    photometric: str = "MONOCHROME2",
+    rescale: tuple[float, float] | None = None,
+    window: tuple[float, float] | None = None,
+    with_pixels: bool = True,
+) -> None:
+    """A DX DICOM file (explicit VR little endian) holding ``pixels`` (uint8 or uint16)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.PatientID = "fixture"
+    pixels = np.asarray(pixels)
+    if with_pixels:
+        ds.set_pixel_data(pixels, photometric, pixels.dtype.itemsize * 8)
+    else:
+        ds.PhotometricInterpretation = photometric
+        ds.Rows, ds.Columns = pixels.shape
+    if rescale is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = rescale
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.save_as(str(path), enforce_file_format=True)

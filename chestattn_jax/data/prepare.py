@@ -260,17 +260,19 @@ def load_index(builder) -> dict:
     cached in the version folder (written atomically).
     """
     path = os.path.join(os.fspath(builder.data_dir), INDEX_FILE)
+    fields = ("labels", "mask", "patient_id", "view", "sex", "age", "source_split", "key")
     if os.path.exists(path):
         with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+            if "num_boxes" in z.files:  # else an index from before boxes were counted
+                return {k: z[k] for k in z.files}
     source = builder.as_data_source(SPLIT, decoders={"image": tfds.decode.SkipDecoding()})
-    fields = ("labels", "mask", "patient_id", "view", "sex", "age", "source_split", "key")
-    rows = {f: [] for f in fields}
+    rows = {f: [] for f in (*fields, "num_boxes")}
     for i in range(len(source)):
         rec = source[i]
         for f in fields:
             v = rec[f]
             rows[f].append(v.decode() if isinstance(v, bytes) else v)
+        rows["num_boxes"].append(len(rec["box_labels"]))
     index = {f: np.asarray(v) for f, v in rows.items()}
     tmp = path + ".tmp.npz"
     np.savez(tmp, **index)

@@ -54,7 +54,15 @@ class PreparedSource:
     """
 
     def __init__(
-        self, builder_kwargs: dict, indices, labels, mask, name: str = "", patient_ids=None
+        self,
+        builder_kwargs: dict,
+        indices,
+        labels,
+        mask,
+        name: str = "",
+        patient_ids=None,
+        num_boxes=None,
+        columns=None,
     ):
         self._builder_kwargs = builder_kwargs
         # (N,) patient of each example, for patient-level bootstrap intervals.
@@ -62,14 +70,44 @@ class PreparedSource:
         self._indices = np.asarray(indices, np.int64)
         self._labels = np.asarray(labels, np.int32)
         self._mask = np.asarray(mask, np.int32)
+        # Boxes (NIH): how many each example has, and the data set column of each class.
+        self._num_boxes = np.zeros(len(self._indices), np.int64) if num_boxes is None else num_boxes
+        self._columns = None if columns is None else np.asarray(columns, np.int64)
         self.name = name
         self._records = None
+        self._full_records = None
 
     def __len__(self) -> int:
         return len(self._indices)
 
     def __getstate__(self):
-        return {**self.__dict__, "_records": None}  # reopened lazily in each worker
+        # reopened lazily in each worker
+        return {**self.__dict__, "_records": None, "_full_records": None}
+
+    def truth_indices(self) -> np.ndarray:
+        """The examples with at least one box (NIH's box list), for localisation scores."""
+        return np.flatnonzero(self._num_boxes > 0)
+
+    def truth(self, i: int) -> dict:
+        """``{"labels": (k,), "masks": (k, S, S) bool, "boxes": (n, 4), "box_labels": (n,)}``:
+        the boxes of example ``i`` (stored pixels, data set class indices) filled in as one
+        mask per class of ``classes``; a class without a box has an empty mask."""
+        if self._full_records is None:
+            self._full_records = prep.open_builder(**self._builder_kwargs).as_data_source(
+                prep.SPLIT
+            )
+        record = self._full_records[int(self._indices[i])]
+        size = int(self._builder_kwargs["image_size"])
+        boxes = np.asarray(record["boxes"], np.float32).reshape(-1, 4)
+        box_labels = np.asarray(record["box_labels"], np.int64).reshape(-1)
+        columns = list(self._columns) if self._columns is not None else []
+        masks = np.zeros((len(self._labels[i]), size, size), bool)
+        for (x, y, w, h), c in zip(boxes, box_labels, strict=True):
+            if c in columns:
+                x0, y0 = max(int(np.floor(x)), 0), max(int(np.floor(y)), 0)
+                x1, y1 = min(int(np.ceil(x + w)), size), min(int(np.ceil(y + h)), size)
+                masks[columns.index(c), y0:y1, x0:x1] = True
+        return {"labels": self._labels[i], "masks": masks, "boxes": boxes, "box_labels": box_labels}
 
     def _open(self):
         if self._records is None:
@@ -154,4 +192,6 @@ def open_split(config, split: str) -> PreparedSource:
         mask[chosen],
         name=f"{d.name}/{split}",
         patient_ids=index["patient_id"][rows][chosen],
+        num_boxes=index["num_boxes"][rows][chosen],
+        columns=cols,
     )

@@ -1020,6 +1020,10 @@ class PhantomChestXray:
         """``(k,)`` positives per class over the whole split."""
         return np.sum([self.labels(i) for i in range(self.size)], axis=0)
 
+    def truth_indices(self) -> np.ndarray:
+        """The examples with at least one finding (the only ones localisation can score)."""
+        return np.asarray([i for i in range(self.size) if self.labels(i).any()], np.int64)
+
     def truth(self, index: int) -> dict:
         """``render``'s dict for example ``index``, labels/masks/boxes in ``classes`` order."""
         out = render(self.seed, self._example(index), self.config)

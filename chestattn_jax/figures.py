@@ -1,0 +1,208 @@
+"""PNG figures: ROC curves, attention overlays (paper Fig. 2), average class masks (Fig. 3).
+
+Everything draws on a ``matplotlib.figure.Figure`` with the Agg canvas, never on
+pyplot, so no display or global backend is involved and figures can be written
+from any thread. Maps are shown as in the paper: resized bilinearly onto the
+image, divided by their maximum, in the ``jet`` colour map over the grayscale
+radiograph.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
+
+from chestattn_jax.localization import upsample_map
+
+DPI = 100
+PANEL_INCHES = 2.2  # one image panel
+
+
+def _new_figure(rows: int, cols: int, panel: float = PANEL_INCHES, extra_h: float = 0.0):
+    fig = Figure(figsize=(cols * panel, rows * panel + extra_h), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = np.asarray(fig.subplots(rows, cols, squeeze=False))
+    return fig, axes
+
+
+def _save(fig, path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _grid(n: int, max_cols: int = 5) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+def _image_panel(ax, image, title: str = "", heatmap=None, alpha: float = 0.45):
+    """``image`` ``(S, S)`` (or ``(S, S, 1)``) grayscale with an optional ``(h, w)`` map."""
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = image[..., 0]
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255 if image.dtype == np.uint8 else None)
+    if heatmap is not None:
+        ax.imshow(upsample_map(heatmap, image.shape[0]), cmap="jet", alpha=alpha, vmin=0, vmax=1)
+    ax.set_title(title, fontsize=7)
+    ax.set_axis_off()
+
+
+def roc_curves(labels, probs, mask, class_names, path: str, aucs: dict | None = None) -> str:
+    """One ROC panel per class (unmasked examples only) in a grid; returns ``path``."""
+    labels, probs, mask = np.asarray(labels), np.asarray(probs), np.asarray(mask)
+    rows, cols = _grid(len(class_names))
+    fig, axes = _new_figure(rows, cols, panel=2.4)
+    for j, name in enumerate(class_names):
+        ax = axes.flat[j]
+        keep = mask[:, j] > 0
+        y, p = labels[keep, j], probs[keep, j]
+        ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+        if y.size and y.min() != y.max():
+            fpr, tpr, _ = roc_curve(y, p)
+            ax.plot(fpr, tpr, lw=1.4)
+            auc = None if aucs is None else aucs.get(name)
+            label = f"{name}\nAUC {auc:.3f}" if auc is not None else name
+        else:
+            label = f"{name}\n(one label value only)"
+        ax.set_title(f"{label}  (n+={int(y.sum())})", fontsize=7)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=6)
+        ax.set_xlabel("false positive rate", fontsize=6)
+        ax.set_ylabel("true positive rate", fontsize=6)
+    for ax in axes.flat[len(class_names) :]:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def image_overlays(image, maps, class_names, probs, path: str, labels=None, title="") -> str:
+    """One image and its attention: the image, then one panel per class.
+
+    ``maps`` is ``(k, h, w)`` (class-based: each class its own map) or ``(h, w)``
+    (image-based: one map, drawn once); ``probs`` ``(k,)``; ``labels`` ``(k,)`` or
+    None (unknown, as in ``--mode=predict``). Returns ``path``.
+    """
+    maps = None if maps is None else np.asarray(maps)
+    probs = np.asarray(probs)
+    per_class = maps is not None and maps.ndim == 3
+    panels = 1 + (len(class_names) if per_class else int(maps is not None))
+    rows, cols = _grid(panels)
+    fig, axes = _new_figure(rows, cols, extra_h=0.3)
+    _image_panel(axes.flat[0], image, "input")
+    if per_class:
+        for j, name in enumerate(class_names):
+            mark = "" if labels is None else (" [+]" if labels[j] else "")
+            _image_panel(axes.flat[1 + j], image, f"{name}{mark}\np={probs[j]:.2f}", maps[j])
+    elif maps is not None:
+        top = np.argsort(-probs)[:3]
+        text = ", ".join(f"{class_names[j]} {probs[j]:.2f}" for j in top)
+        _image_panel(axes.flat[1], image, f"shared map\n{text}", maps)
+    for ax in axes.flat[panels:]:
+        ax.set_axis_off()
+    if maps is None:  # resnet: no attention, list the probabilities instead
+        text = "\n".join(f"{c}: {p:.3f}" for c, p in zip(class_names, probs, strict=True))
+        axes.flat[0].text(1.05, 1.0, text, transform=axes.flat[0].transAxes, fontsize=6, va="top")
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def attention_rows(examples: list[dict], class_names, path: str) -> str:
+    """Paper Fig. 2: one row per test image: the image, then the image-based map (when
+    given), then the class-based map of each positive class.
+
+    Each example: ``{"image": (S, S), "labels": (k,), "image_map": (h, w) or None,
+    "class_maps": (k, h, w) or None, "title": str}``.
+    """
+    widths = []
+    for ex in examples:
+        positives = np.flatnonzero(ex["labels"])
+        widths.append(
+            1
+            + (ex.get("image_map") is not None)
+            + len(positives) * (ex.get("class_maps") is not None)
+        )
+    cols = max(widths) if widths else 1
+    fig, axes = _new_figure(max(len(examples), 1), cols)
+    for r, ex in enumerate(examples):
+        positives = np.flatnonzero(ex["labels"])
+        names = ", ".join(class_names[j] for j in positives)
+        _image_panel(axes[r, 0], ex["image"], ex.get("title") or names)
+        c = 1
+        if ex.get("image_map") is not None:
+            _image_panel(axes[r, c], ex["image"], "image-based", ex["image_map"])
+            c += 1
+        if ex.get("class_maps") is not None:
+            for j in positives:
+                _image_panel(
+                    axes[r, c], ex["image"], f"class-based: {class_names[j]}", ex["class_maps"][j]
+                )
+                c += 1
+        for ax in axes[r, c:]:
+            ax.set_axis_off()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def average_masks(masks: dict, counts: dict, path: str, title: str = "") -> str:
+    """Paper Fig. 3: each class's average map over test images whose only positive label
+    is that class. ``masks``: ``{class: (h, w) or None}``; ``counts``: images averaged."""
+    names = list(masks)
+    rows, cols = _grid(len(names))
+    fig, axes = _new_figure(rows, cols, extra_h=0.3)
+    for ax, name in zip(axes.flat, names, strict=False):
+        m = masks[name]
+        if m is None:
+            ax.text(
+                0.5, 0.5, "no image\nwith only\nthis finding", ha="center", va="center", fontsize=7
+            )
+            ax.set_axis_off()
+            ax.set_title(name, fontsize=7)
+            continue
+        m = np.asarray(m, np.float64)
+        ax.imshow(m / m.max() if m.max() > 0 else m, cmap="jet", vmin=0, vmax=1)
+        ax.set_title(f"{name} (n={counts[name]})", fontsize=7)
+        ax.set_axis_off()
+    for ax in axes.flat[len(names) :]:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def average_mask_rows(models: dict, class_names, path: str) -> str:
+    """Fig. 3 for several models: one row per model (``{name: (masks (k, h, w), counts
+    (k,))}``), one column per class; a class with no single-finding image is blank."""
+    fig, axes = _new_figure(max(len(models), 1), len(class_names), panel=1.6)
+    for r, (name, (masks, counts)) in enumerate(models.items()):
+        for j, c in enumerate(class_names):
+            ax = axes[r, j]
+            ax.set_axis_off()
+            ax.set_title(
+                f"{c} (n={int(counts[j])})" if r == 0 else f"n={int(counts[j])}", fontsize=6
+            )
+            if counts[j]:
+                m = np.asarray(masks[j], np.float64)
+                ax.imshow(m / m.max() if m.max() > 0 else m, cmap="jet", vmin=0, vmax=1)
+        axes[r, 0].text(
+            -0.1,
+            0.5,
+            name,
+            transform=axes[r, 0].transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize=7,
+        )
+    fig.tight_layout()
+    return _save(fig, path)

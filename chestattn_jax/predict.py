@@ -1,0 +1,117 @@
+"""``--mode=predict``: per-class probabilities and attention overlays for image files.
+
+  python -m chestattn_jax.main --config=configs/nih.py --workdir=W \
+      --mode=predict --images=a.png,b.jpg,c.dcm [--output_dir=OUT]
+
+Restores the checkpoint of ``config.eval.checkpoint`` (``best`` by default) of
+``W``, reads every file as the prepare step does (PNG and JPEG of any bit depth
+and mode, DICOM through pydicom; see ``chestattn_jax.data.images``), letterboxes
+it to ``config.data.image_size`` and writes to ``OUT`` (``W/predict`` by default):
+
+- ``predictions.json``: the checkpoint, the classes, and per image its
+  probabilities and overlay file; images that could not be read are listed
+  under ``errors`` with the reason, and the others are still scored;
+- one overlay PNG per image: the letterboxed input and each class's gate-3 map
+  (class-based), the shared map (image-based), or the probabilities (resnet).
+
+A checkpoint trained with another variant, class list or backbone than the
+config describes is refused with a message naming the difference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+from absl import logging
+
+from chestattn_jax import figures
+from chestattn_jax import sharding as shd
+from chestattn_jax.data.images import letterbox, load_grayscale
+from chestattn_jax.data.raw import DataFormatError
+from chestattn_jax.evaluate import inference_fn, restore_for_inference
+
+
+def _overlay_names(paths) -> list[str]:
+    """``a.png``, ``b.dcm``, ``dir2/a.png`` -> ``a.png``, ``b.png``, ``a_2.png`` (unique)."""
+    names, seen = [], {}
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0] or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(f"{stem}.png" if seen[stem] == 1 else f"{stem}_{seen[stem]}.png")
+    return names
+
+
+def load_images(paths, size: int):
+    """Reads and letterboxes every path. Returns ``(images {path: (S, S) uint8}, errors)``
+    where ``errors`` lists ``{"path", "error"}`` for files that could not be read."""
+    images, errors = {}, []
+    for path in paths:
+        try:
+            images[path] = letterbox(load_grayscale(path), size)
+        except (FileNotFoundError, IsADirectoryError, DataFormatError, OSError, ValueError) as e:
+            logging.warning("Skipping %s: %s", path, e)
+            errors.append({"path": path, "error": f"{type(e).__name__}: {e}"})
+    return images, errors
+
+
+def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
+    """Scores ``paths`` with the checkpoint of ``workdir``; returns what
+    ``predictions.json`` holds (see the module docstring)."""
+    if jax.process_count() > 1:
+        raise RuntimeError("--mode=predict runs in one process; start it without a coordinator.")
+    paths = list(paths)
+    out_dir = output_dir or os.path.join(workdir, "predict")
+    state, step, mesh = restore_for_inference(config, workdir, config.eval.checkpoint)
+    classes = list(config.data.classes)
+    size, channels = int(config.data.image_size), int(config.data.channels)
+    images, errors = load_images(paths, size)
+    fn = inference_fn(config, mesh)
+    # One compiled shape for the whole call: a multiple of the device count.
+    devices = mesh.devices.size
+    batch_size = min(config.eval.batch_size, -(-max(len(images), 1) // devices) * devices)
+    batch_size = -(-batch_size // devices) * devices
+    sharding = shd.batch_sharded(mesh)
+    ok = list(images)
+    os.makedirs(out_dir, exist_ok=True)
+    names = dict(zip(paths, _overlay_names(paths), strict=True))
+    predictions = {}
+    for start in range(0, len(ok), batch_size):
+        chunk = ok[start : start + batch_size]
+        batch = np.zeros((batch_size, size, size, channels), np.uint8)
+        for r, path in enumerate(chunk):
+            batch[r] = images[path][..., None]
+        logits, maps = fn(state, shd.to_global({"image": batch}, sharding)["image"])
+        logits = np.asarray(jax.device_get(logits), np.float64)
+        maps = None if maps is None else np.asarray(jax.device_get(maps), np.float32)
+        probs = 1.0 / (1.0 + np.exp(-logits))
+        for r, path in enumerate(chunk):
+            overlay = os.path.join(out_dir, names[path])
+            figures.image_overlays(
+                images[path],
+                None if maps is None else maps[r],
+                classes,
+                probs[r],
+                overlay,
+                title=f"{os.path.basename(path)} ({config.model.variant} model, step {step})",
+            )
+            predictions[path] = {
+                "path": path,
+                "probabilities": dict(zip(classes, probs[r].tolist(), strict=True)),
+                "overlay": overlay,
+            }
+    result = {
+        "workdir": os.path.abspath(workdir),
+        "checkpoint_step": int(step),
+        "variant": config.model.variant,
+        "image_size": size,
+        "classes": classes,
+        "predictions": [predictions[p] for p in paths if p in predictions],
+        "errors": errors,
+    }
+    with open(os.path.join(out_dir, "predictions.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    logging.info("Scored %d of %d images -> %s", len(predictions), len(paths), out_dir)
+    return result
