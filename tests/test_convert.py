@@ -11,6 +11,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 from conftest import tiny_config
@@ -259,6 +260,27 @@ def test_wrong_shape_is_named(tmp_path, tiny_file):
     sd["layer3.0.bn1.running_mean"] = np.zeros((WIDTH,), np.float32)
     _, convert = _convert_file(tmp_path, sd)
     with pytest.raises(ConversionError, match=r"layer3\.0\.bn1\.running_mean has shape \(4,\)"):
+        convert()
+
+
+def test_half_precision_files_convert(tmp_path, tiny_file):
+    """bfloat16 weights (safetensors.numpy reads them as ml_dtypes.bfloat16) load as float32."""
+    sd = {
+        k: v.astype(ml_dtypes.bfloat16) if v.dtype == np.float32 else v
+        for k, v in tiny_file[0].items()
+    }
+    sd["bn1.running_var"] = sd["bn1.running_var"].astype(np.float16)
+    path, convert = _convert_file(tmp_path, sd)
+    params, stats, _ = convert()
+    assert read_state_dict(path)["conv1.weight"].dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(
+        params["backbone"]["layer1_0"]["conv2"]["kernel"],
+        sd["layer1.0.conv2.weight"].astype(np.float32).transpose(2, 3, 1, 0),
+    )
+    assert stats["backbone"]["stem_bn"]["var"].dtype == np.float32
+    sd["layer1.0.bn1.weight"] = np.arange(WIDTH)
+    _, convert = _convert_file(tmp_path, sd)
+    with pytest.raises(ConversionError, match=r"layer1\.0\.bn1\.weight has dtype int64"):
         convert()
 
 

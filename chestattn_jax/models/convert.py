@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import traverse_util
@@ -196,8 +197,10 @@ def _torch_key(path: tuple[str, ...], collection: str) -> str:
 def _convert_leaf(key, value, target, source, path):
     """One torch tensor as the Flax leaf ``target`` (a shape/dtype holder), checked."""
     value = np.asarray(value)
-    if not np.issubdtype(value.dtype, np.floating):
+    # jnp.issubdtype also knows ml_dtypes' bfloat16, which safetensors.numpy returns.
+    if not jnp.issubdtype(value.dtype, jnp.floating):
         raise ConversionError(f"{source}: {key} has dtype {value.dtype}, expected floats.")
+    value = value.astype(np.promote_types(value.dtype, np.float32))  # sum the stem in f32
     stem_note = None
     if value.ndim == 4:  # conv OIHW -> HWIO
         want_oihw = tuple(target.shape[i] for i in (3, 2, 0, 1)) if target.ndim == 4 else None
@@ -269,8 +272,8 @@ def replace_backbone(
         if m:
             model_blocks[int(m[1])] = max(model_blocks.get(int(m[1]), 0), int(m[2]) + 1)
     model_stages = tuple(model_blocks[s] for s in sorted(model_blocks))
-    # A model may leave out the last stage(s) (stage 4 cannot change the paper's attention
-    # maps); then their weights are reported as not used rather than refused.
+    # A tree without the last stage(s) (a ResNet applied with num_stages) takes the file's
+    # first stages; the others are reported as not used rather than refused.
     if model_stages != sd_stages[: len(model_stages)]:
         raise ConversionError(
             f"{source} has ResNet stage sizes {sd_stages} but the model has {model_stages} "
