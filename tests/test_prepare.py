@@ -229,7 +229,8 @@ def test_nih_config_trains_and_evaluates_from_prepared_data(nih, tmp_path):
     from chestattn_jax import train
 
     _, data_dir, _ = nih
-    config = nih_config(data_dir)
+    # The official split: the box list, as in the real data, is on official test images.
+    config = nih_config(data_dir, split="official")
     config.loss.class_weights = "none"  # a few dozen images: some classes lack positives
     config.train.batch_size = 8
     config.train.num_steps = 4
@@ -240,6 +241,14 @@ def test_nih_config_trains_and_evaluates_from_prepared_data(nih, tmp_path):
     assert metrics["num_examples"] == len(create_source(config, "test"))
     assert set(metrics["auc"]) == set(prep.NIH_CLASSES)
     assert metrics["mean_auc"] is None or 0.0 <= metrics["mean_auc"] <= 1.0
+    # The boxed test images are scored for localisation; counts are their boxes' classes.
+    test = create_source(config, "test")
+    boxed = [test.truth(i) for i in test.truth_indices()]
+    assert boxed, "the fixture puts boxes on test images"
+    expected = np.sum([(t["masks"].any((1, 2)) & (t["labels"] > 0)) for t in boxed], 0)
+    counts = metrics["localization"]["overlap"]["count"]
+    assert [counts[c] for c in prep.NIH_CLASSES] == expected.tolist()
+    assert os.path.exists(os.path.join(tmp_path, "w", "eval", "average_masks.png"))
 
 
 def test_real_radiographs_decode_and_letterbox():
@@ -269,3 +278,29 @@ def test_prepared_sources_carry_patient_ids(nih):
     source = create_source(nih_config(data_dir), "test")
     index = prep.load_index(prep.open_builder("nih", data_dir, SIZE))
     np.testing.assert_array_equal(source.patient_ids, index["patient_id"][source._indices])
+
+
+def test_nih_boxes_are_localisation_truth(nih):
+    truth, data_dir, _ = nih
+    config = nih_config(data_dir, classes=("Effusion", "Atelectasis", "Infiltration", "Mass"))
+    builder_index = prep.load_index(prep.open_builder("nih", data_dir, SIZE))
+    seen = 0
+    for split in ("train", "validation", "test"):
+        source = create_source(config, split)
+        keys = builder_index["key"][source._indices]
+        boxed = [i for i, k in enumerate(keys) if len(truth["boxes"].get(str(k), []))]
+        np.testing.assert_array_equal(source.truth_indices(), boxed)
+        for i in boxed:
+            t = source.truth(i)
+            assert t["masks"].shape == (4, SIZE, SIZE)
+            for cls, x, y, w, h in truth["boxes"][str(keys[i])]:
+                if cls not in config.data.classes:
+                    continue
+                m = t["masks"][config.data.classes.index(cls)]
+                s = SIZE / 1024
+                cx, cy = int((x + w / 2) * s), int((y + h / 2) * s)
+                assert m[cy, cx]  # the box's centre is inside its class's mask
+                assert m.sum() <= (w * s + 2) * (h * s + 2) * 2  # and the mask is box-sized
+                seen += 1
+            np.testing.assert_array_equal(t["labels"], source[i]["labels"])
+    assert seen > 0
