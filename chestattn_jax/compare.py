@@ -148,7 +148,8 @@ def attention_figures(workdirs, names, classes, out_dir: str) -> list[str]:
                 "labels": klass["labels"][r],
                 "image_map": image["maps"][r],
                 "class_maps": klass["maps"][r],
-                "title": f"test #{int(i)}",
+                "title": f"test #{int(i)}: "
+                + ", ".join(classes[j] for j in np.flatnonzero(klass["labels"][r])),
             }
             for r, i in enumerate(klass["index"])
         ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -49,7 +50,8 @@ def _image_panel(ax, image, title: str = "", heatmap=None, alpha: float = 0.45):
     ax.imshow(image, cmap="gray", vmin=0, vmax=255 if image.dtype == np.uint8 else None)
     if heatmap is not None:
         ax.imshow(upsample_map(heatmap, image.shape[0]), cmap="jet", alpha=alpha, vmin=0, vmax=1)
-    ax.set_title(title, fontsize=7)
+    # Long titles (several findings) wrap instead of running into the next panel.
+    ax.set_title("\n".join(textwrap.wrap(title, 32, break_on_hyphens=False)), fontsize=7)
     ax.set_axis_off()
 
 
