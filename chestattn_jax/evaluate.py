@@ -318,10 +318,11 @@ def check_checkpoint_shapes(path: str, state, config) -> None:
     """Compares the parameter shapes stored at ``path`` with ``state``'s; raises a
     ``ValueError`` listing missing, extra and differently shaped parameters."""
     import orbax.checkpoint as ocp
+    from etils import epath
 
-    metadata = ocp.StandardCheckpointer().metadata(path)
-    stored = getattr(getattr(metadata, "item_metadata", metadata), "tree", None)
-    if stored is None:
+    # The item's own handler: no array is read, and no step-level metadata is expected.
+    stored = getattr(ocp.StandardCheckpointHandler().metadata(epath.Path(path)), "tree", None)
+    if not stored or "params" not in stored:
         return
     flat_stored = {
         jax.tree_util.keystr(p): tuple(getattr(v, "shape", ()))
