@@ -1,13 +1,22 @@
-"""Orbax checkpoints in ``WORKDIR/checkpoints``.
+"""Orbax checkpoints in ``WORKDIR/checkpoints`` (a local path or ``gs://``).
 
 Each checkpoint step holds three items:
 
 - ``state``: the train state's arrays (step, params, batch_stats, opt_state);
-- ``data``: the grain iterator state, so a resumed run sees the same batches;
-- ``meta``: JSON bookkeeping (best step and validation loss, early-stopping count).
+- ``data``: the grain iterator state (one file per process), so a resumed run
+  sees the same batches, augmented the same way;
+- ``meta``: JSON bookkeeping: the best step and validation loss, the
+  early-stopping count, and the training losses of steps not yet logged.
 
 The most recent ``checkpoints_to_keep`` steps are kept, and so is the step with
 the lowest validation loss (Orbax ``BestN`` on the ``val_loss`` metric).
+
+Orbax writes a step into a temporary directory and renames it when complete, so
+a run killed while saving leaves only a ``*.orbax-checkpoint-tmp-*`` directory,
+which is ignored and removed when the next run starts. A step that was complete
+but is damaged afterwards (missing or truncated files) fails to restore:
+:meth:`Checkpointer.restore_latest` then moves it to ``WORKDIR/checkpoints_unreadable``
+with a warning and resumes from the step before it.
 """
 
 from __future__ import annotations
@@ -15,20 +24,33 @@ from __future__ import annotations
 import os
 
 import grain
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
 from flax import serialization
 
 from chestattn_jax.train_state import TrainState
 
+UNREADABLE_DIR = "checkpoints_unreadable"
+
+
+def workdir_path(workdir) -> epath.Path:
+    """``workdir`` as an ``epath.Path``: absolute if local, unchanged if a URL (``gs://``)."""
+    text = os.fspath(workdir)
+    return epath.Path(text if "://" in text else os.path.abspath(text))
+
 
 class Checkpointer:
-    def __init__(self, workdir: str, checkpoints_to_keep: int = 2, read_only: bool = False):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    def __init__(self, workdir, checkpoints_to_keep: int = 2, read_only: bool = False):
+        self.workdir = workdir_path(workdir)
+        self.directory = self.workdir / "checkpoints"
         policy = ocp.checkpoint_managers.AnyPreservationPolicy(
             [
                 ocp.checkpoint_managers.LatestN(n=checkpoints_to_keep),
                 ocp.checkpoint_managers.BestN(
-                    get_metric_fn=lambda metrics: metrics["val_loss"],
+                    get_metric_fn=_val_loss,
                     reverse=True,  # sorted high to low, so the last (kept) one is the lowest
                     n=1,
                     keep_checkpoints_without_metrics=False,
@@ -39,8 +61,14 @@ class Checkpointer:
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=policy,
+                # Without best_fn Orbax does not write the metrics to disk, and a restarted
+                # run would no longer know (and keep) the best step.
+                best_fn=_val_loss,
+                best_mode="min",
                 create=not read_only,
                 read_only=read_only,
+                # Saves left unfinished by a killed run: never listed as steps; removed here.
+                cleanup_tmp_directories=not read_only,
                 enable_async_checkpointing=False,
             ),
         )
@@ -50,6 +78,9 @@ class Checkpointer:
 
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
+
+    def step_dir(self, step: int) -> epath.Path:
+        return self.directory / str(step)
 
     def save(
         self, step: int, state: TrainState, data_iterator, meta: dict, val_loss: float | None = None
@@ -78,9 +109,66 @@ class Checkpointer:
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         return serialization.from_state_dict(state, restored["state"]), dict(restored["meta"])
 
+    def restore_latest(self, state: TrainState, data_iterator=None):
+        """The newest step that restores: ``(step, state, meta)``, or ``None`` if none does.
+
+        A step that fails to restore (a damaged checkpoint) is moved out of
+        ``checkpoints/`` into ``checkpoints_unreadable/`` with a warning naming it,
+        and the step before it is tried. With several processes they agree on
+        each verdict, so all of them resume from the same step.
+        """
+        for step in reversed(self.all_steps()):
+            try:
+                restored = self.restore(step, state, data_iterator)
+                error = None
+            except Exception as e:  # any failure to read means "damaged"
+                error = e
+            if _all_processes_ok(error is None):
+                return (step, *restored)
+            moved = self._set_aside(step)
+            logging.warning(
+                "Checkpoint %s is unreadable (%s); moved it to %s and trying the one before.",
+                self.step_dir(step),
+                f"{type(error).__name__}: {str(error)[:300]}" if error else "on another process",
+                moved,
+            )
+        return None
+
+    def _set_aside(self, step: int) -> epath.Path:
+        target_root = self.workdir / UNREADABLE_DIR
+        target = target_root / str(step)
+        n = 1
+        while target.exists():
+            target, n = target_root / f"{step}-{n}", n + 1
+        if jax.process_index() == 0:
+            target_root.mkdir(parents=True, exist_ok=True)
+            try:
+                self.step_dir(step).rename(target)
+            except OSError:  # object stores cannot always rename a directory
+                self.step_dir(step).rmtree()
+                target = None
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"checkpoint_set_aside_{step}")
+        self._manager.reload()
+        return target or "nowhere (deleted)"
+
     def read_meta(self, step: int) -> dict:
         restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return dict(restored["meta"])
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _val_loss(metrics: dict) -> float:
+    return metrics["val_loss"]
+
+
+def _all_processes_ok(ok: bool) -> bool:
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
