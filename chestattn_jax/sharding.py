@@ -15,8 +15,14 @@ DATA_AXIS = "data"
 
 
 def make_mesh(devices=None) -> Mesh:
-    """A 1-D ``data`` mesh over ``devices`` (default: every device of every process)."""
-    return Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))
+    """A 1-D ``data`` mesh over ``devices`` (default: every device of every process).
+
+    Devices are ordered by process, so process ``p``'s rows of a global batch are
+    one block, the ``p``-th: the block its input pipeline reads (data/input_pipeline.py).
+    """
+    devices = jax.devices() if devices is None else devices
+    devices = sorted(devices, key=lambda d: (d.process_index, d.id))
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

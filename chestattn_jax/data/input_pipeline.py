@@ -77,8 +77,16 @@ def train_dataset(
     augment=None,
     read_threads: int = 4,
     prefetch_batches: int = 8,
+    shard: tuple[int, int] | None = None,
 ):
-    """An endless, shuffled, batched grain pipeline over this process's shard.
+    """An endless, shuffled, batched grain pipeline: this process's rows of each global batch.
+
+    Every process describes the same global stream (shuffle, augmentation and
+    batching of the whole source), cut into local batches of ``batch_size``;
+    process ``p`` of ``P`` reads and decodes only local batches ``p, p + P, ...``,
+    which are rows ``p * batch_size ...`` of global batches of ``P * batch_size``.
+    So the processes' shards are disjoint, and the global batches (their examples
+    and their augmentation) do not depend on the number of processes.
 
     Args:
       source: a random-access source (``__len__``, ``__getitem__``).
@@ -89,18 +97,20 @@ def train_dataset(
         (:class:`chestattn_jax.data.augment.Augment`), seeded per example.
       read_threads: threads reading and transforming examples in each process.
       prefetch_batches: batches prepared ahead of the training loop.
+      shard: ``(p, P)``, this process's index and the number of processes
+        (default: JAX's).
 
     Returns:
       A ``grain.IterDataset``; ``iter()`` of it is checkpointable with
       ``grain.checkpoint.CheckpointSave``.
     """
-    ds = grain.MapDataset.source(source)
-    ds = ds[jax.process_index() :: jax.process_count()]
-    ds = ds.seed(seed).shuffle().repeat()
+    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
     ds = ds.map(_SelectKeys())
     if augment is not None:
-        ds = ds.random_map(augment)
-    ds = ds.batch(batch_size, drop_remainder=True)
+        ds = ds.random_map(augment)  # seeded by the index in the global stream
+    # MapDatasets are lazy: slicing the batches means no other process's rows are read.
+    index, count = shard or (jax.process_index(), jax.process_count())
+    ds = ds.batch(batch_size, drop_remainder=True)[index::count]
     # grain's default (16 threads, 500 prefetched elements) would here mean 500 batches
     # decoded ahead, holding the GIL against the training loop and evaluation.
     it = ds.to_iter_dataset(
