@@ -19,7 +19,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from chestattn_jax import evaluate, predict, train
+from chestattn_jax import distributed, evaluate, predict, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and evaluation output.")
@@ -34,6 +34,23 @@ flags.DEFINE_list(
 )
 flags.DEFINE_string(
     "output_dir", None, "--mode=predict: where predictions.json and overlays go (WORKDIR/predict)."
+)
+flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Multi-process run on a Cloud TPU pod, SLURM or Open MPI: jax.distributed.initialize() "
+    "detects the processes. Elsewhere give --num_processes and its companions instead.",
+)
+flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "Multi-process runs: HOST:PORT of process 0, the same for all (or $JAX_COORDINATOR_ADDRESS).",
+)
+flags.DEFINE_integer(
+    "num_processes", None, "Multi-process runs: how many processes (one per host) run this."
+)
+flags.DEFINE_integer(
+    "process_id", None, "Multi-process runs: this process's index, 0 .. --num_processes - 1."
 )
 config_flags.DEFINE_config_file(
     "config",
@@ -55,6 +72,12 @@ class _QuietLibraries(pylogging.Filter):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    distributed.initialize(
+        FLAGS.coordinator_address,
+        FLAGS.num_processes,
+        FLAGS.process_id,
+        autodetect=FLAGS.distributed,
+    )
     logging.get_absl_handler().addFilter(_QuietLibraries())
     logging.info(
         "JAX %s: process %d of %d, %d local / %d global devices (%s)",
