@@ -9,22 +9,61 @@ import time
 
 import jax
 from absl import logging
+from etils import epath
+
+
+def is_local(path) -> bool:
+    """Whether ``path`` is on the local filesystem (not ``gs://`` or another URL scheme)."""
+    return "://" not in os.fspath(path)
+
+
+def read_jsonl(path) -> list[dict]:
+    """The rows of a JSON-lines file; an unparseable last line (a write cut short) is dropped."""
+    path = epath.Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not JSON: {line[:80]!r}") from None
+    return rows
 
 
 class MetricWriter:
     """Writes ``{name: float}`` per step to ``WORKDIR/metrics.jsonl`` and ``WORKDIR/tensorboard``.
 
+    A run resumed from the checkpoint of step ``resume_step`` continues both logs
+    from that step: rows of later steps, logged by the interrupted run after its
+    last checkpoint, are removed from ``metrics.jsonl`` (they will be logged
+    again, with the same values), and TensorBoard is told to hide later events of
+    the earlier event files (``purge_step``). ``resume_step=0`` starts both afresh.
+
     On processes other than 0 every call does nothing, so callers need no checks.
     """
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir, resume_step: int = 0):
         self._active = jax.process_index() == 0
         if not self._active:
             return
         from tensorboardX import SummaryWriter  # imported here: only process 0 needs it
 
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        workdir = epath.Path(workdir)
+        self._path = workdir / "metrics.jsonl"
+        kept = [r for r in read_jsonl(self._path) if r.get("step", 0) <= resume_step]
+        self._lines = [json.dumps(r) + "\n" for r in kept]
+        self._rewrite()
+        # Object stores (gs://) cannot append: there the file is rewritten at each call.
+        self._append = self._path.open("a") if is_local(self._path) else None
+        self._tb = SummaryWriter(
+            os.fspath(workdir / "tensorboard"),
+            purge_step=resume_step + 1,
+            # Event files are named by the second they start: keep a quick restart's apart.
+            filename_suffix=f".step{resume_step}",
+        )
 
     def write_scalars(self, step: int, scalars: dict) -> None:
         if not self._active:
@@ -35,15 +74,27 @@ class MetricWriter:
             k: (None if isinstance(v, float) and not math.isfinite(v) else v)
             for k, v in row.items()
         }
-        self._jsonl.write(json.dumps(row) + "\n")
-        self._jsonl.flush()
+        line = json.dumps(row) + "\n"
+        if self._append is not None:
+            self._append.write(line)
+            self._append.flush()
+        else:
+            self._lines.append(line)
+            self._rewrite()
         for k, v in scalars.items():
             self._tb.add_scalar(k, float(v), int(step))
         self._tb.flush()
 
+    def _rewrite(self) -> None:
+        # Written beside and renamed, so a kill never leaves half a log behind.
+        tmp = self._path.parent / (self._path.name + ".tmp")
+        tmp.write_text("".join(self._lines))
+        tmp.replace(self._path)
+
     def close(self) -> None:
         if self._active:
-            self._jsonl.close()
+            if self._append is not None:
+                self._append.close()
             self._tb.close()
 
 

@@ -1,41 +1,103 @@
-"""The training loop with validation, checkpoints and resume."""
+"""The training loop with validation, checkpoints and exact resume.
+
+A run restarted on its workdir (a local path or ``gs://``), after a crash, a
+``SIGKILL`` or a preemption, continues from the newest readable checkpoint and
+ends, on the same hardware and software, with the parameters and metric logs of
+an uninterrupted run, bit for bit. What makes that so:
+
+- the checkpoint holds everything the loop carries from step to step: the train
+  state, the grain iterator's position (the batch order and the augmentation,
+  which grain seeds per example index, follow from it), the early-stopping
+  record and the training losses of steps not yet logged (``checkpointing.py``);
+- the train step draws no random numbers;
+- ``metrics.jsonl`` loses the rows an interrupted run logged after its last
+  checkpoint (the resumed run logs them again), and TensorBoard hides those
+  events (``metric_writers.py``).
+
+A preemption notice (``SIGTERM``) makes the loop finish its step, write a
+checkpoint and exit with status 143 (:class:`Preempted`); with several processes
+they agree on the step through JAX's preemption service. A non-finite loss or
+parameter stops training with :class:`FloatingPointError` before anything
+non-finite is checkpointed.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
+import signal
+import threading
+import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from chestattn_jax import evaluate as evaluation
 from chestattn_jax import sharding as shd
-from chestattn_jax.checkpointing import Checkpointer
+from chestattn_jax.checkpointing import Checkpointer, workdir_path
 from chestattn_jax.data.augment import Augment
 from chestattn_jax.data.input_pipeline import create_source, train_dataset
 from chestattn_jax.losses import class_weights
 from chestattn_jax.metric_writers import MetricWriter, Progress
 from chestattn_jax.models import create_model
 from chestattn_jax.steps import make_eval_step, make_train_step
-from chestattn_jax.train_state import create_optimizer, create_train_state
+from chestattn_jax.train_state import TrainState, create_optimizer, create_train_state
+
+PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a SIGTERM death
+# Test-only: "STEP:SIGNAL[:PROCESS]" makes the process (or only process PROCESS) send
+# itself SIGNAL (e.g. SIGKILL, SIGTERM) once step STEP is done, logged and checkpointed.
+SIGNAL_AT_STEP_ENV = "CHESTATTN_TEST_SIGNAL_AT_STEP"
 
 
-def prepare_workdir(workdir: str) -> str:
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise NotADirectoryError(f"--workdir {workdir!r} exists and is not a directory.")
-    os.makedirs(workdir, exist_ok=True)
-    return workdir
+class Preempted(SystemExit):
+    """A preemption notice was handled: a checkpoint of ``step`` is saved.
+
+    A ``SystemExit``: uncaught, the program exits with status 143, like a process
+    killed by ``SIGTERM``, so that schedulers retry it; the retry resumes.
+    """
+
+    def __init__(self, step: int, directory):
+        super().__init__(PREEMPTED_EXIT_CODE)
+        self.step = step
+        self.message = (
+            f"Preempted (SIGTERM): saved the checkpoint of step {step} in {directory}; "
+            "run the same command again to resume."
+        )
+
+    def __str__(self):
+        return self.message
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def prepare_workdir(workdir):
+    """Creates ``workdir`` (local or ``gs://``); returns it as an ``epath.Path``."""
+    path = workdir_path(workdir)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"--workdir {os.fspath(workdir)!r} exists and is not a directory.")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def train_and_evaluate(config, workdir) -> dict:
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints), then tests.
 
     Returns the test metrics, also written to ``WORKDIR/eval/metrics.json``.
     """
+    train(config, workdir)
+    return evaluation.evaluate(config, os.fspath(workdir))
+
+
+def train(config, workdir) -> TrainState:
+    """Trains ``config`` in ``workdir`` to ``config.train.num_steps`` or an early stop.
+
+    Resumes from the newest readable checkpoint in ``WORKDIR/checkpoints``.
+    Returns the final train state. Raises :class:`Preempted` after saving a
+    checkpoint on ``SIGTERM``, and ``FloatingPointError`` on a non-finite loss.
+    """
     workdir = prepare_workdir(workdir)
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     t = config.train
     local_bs = shd.local_batch_size(t.batch_size, "config.train.batch_size")
     shd.local_batch_size(config.eval.batch_size, "config.eval.batch_size")
@@ -55,82 +117,211 @@ def train_and_evaluate(config, workdir: str) -> dict:
     )
     logging.info("Class weights (%s): %s", config.loss.class_weights, np.round(weights, 4))
 
-    state = create_train_state(
+    init = functools.partial(
+        create_train_state,
         model,
         tx,
         jax.random.key(config.seed),
         (config.data.image_size, config.data.image_size, config.data.channels),
         shd.replicated(mesh),
     )
-    logging.info("Parameters: %d", sum(x.size for x in jax.tree.leaves(state.params)))
-    augment = Augment.from_config(config.data.augment) if config.data.augment.enabled else None
-    data_iter = iter(
-        train_dataset(
-            train_source,
-            batch_size=local_bs,
-            seed=config.seed,
-            num_workers=config.data.num_workers,
-            augment=augment,
-            read_threads=config.data.read_threads,
-            prefetch_batches=config.data.prefetch_batches,
-        )
+    # Shapes and placement only: a resumed run restores into it, without compiling init.
+    abstract_state = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shd.replicated(mesh)),
+        jax.eval_shape(init),
     )
+    logging.info("Parameters: %d", sum(x.size for x in jax.tree.leaves(abstract_state.params)))
+    augment = Augment.from_config(config.data.augment) if config.data.augment.enabled else None
+
+    def batches():
+        return iter(
+            train_dataset(
+                train_source,
+                batch_size=local_bs,
+                seed=config.seed,
+                num_workers=config.data.num_workers,
+                augment=augment,
+                read_threads=config.data.read_threads,
+                prefetch_batches=config.data.prefetch_batches,
+            )
+        )
+
+    data_iter = batches()
     checkpointer = Checkpointer(workdir, t.checkpoints_to_keep)
     meta = {"best_step": None, "best_val_loss": None, "bad_evals": 0, "stopped_early": False}
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        state, meta = checkpointer.restore(latest, state, data_iter)
-        logging.info("Resumed from %s at step %d.", checkpointer.directory, latest)
+    pending = []  # per-step train metrics since the last log: fetched together, no per-step sync
+    any_checkpoint = bool(checkpointer.all_steps())
+    restored = checkpointer.restore_latest(abstract_state, data_iter)
+    if restored is None:
+        state = init()
+        if any_checkpoint:  # every one failed to restore, and may have moved the iterator
+            if hasattr(data_iter, "close"):
+                data_iter.close()
+            data_iter = batches()
+    else:
+        step, state, meta = restored
+        pending = [
+            {k: np.float32(v) for k, v in m.items()} for m in meta.pop("unlogged_train_metrics", [])
+        ]
+        logging.info("Resumed from %s at step %d.", checkpointer.step_dir(step), step)
 
     p_train_step = make_train_step(config, mesh, weights)
     p_eval_step = make_eval_step(config, mesh, weights)
     data_sharding = shd.batch_sharded(mesh)
-    writer = MetricWriter(workdir)
     step = int(state.step)
+    writer = MetricWriter(workdir, resume_step=step)
     progress = Progress(t.num_steps, t.batch_size, step)
-    pending = []  # device scalars since the last log: fetched together, no per-step sync
-    while step < t.num_steps and not meta["stopped_early"]:
-        state, metrics = p_train_step(state, shd.to_global(next(data_iter), data_sharding))
-        step += 1
-        pending.append(metrics)
-        if step % t.log_every_steps == 0 or step == t.num_steps:
-            summary = {
-                k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]
-            }
-            pending = []
-            if not np.isfinite(summary["loss"]):
-                raise FloatingPointError(
-                    f"Training loss became {summary['loss']} by step {step}; the last good "
-                    f"checkpoint is step {checkpointer.latest_step()} in {checkpointer.directory}."
-                )
-            summary.update(progress.report(step, summary))
-            writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
-        if step % t.eval_every_steps == 0 or step == t.num_steps:
-            val = evaluation.split_metrics(p_eval_step, state, val_source, config, mesh)
-            improved = meta["best_val_loss"] is None or val["loss"] < meta["best_val_loss"]
-            if improved:
-                meta.update(best_step=step, best_val_loss=val["loss"], bad_evals=0)
-            else:
-                meta["bad_evals"] += 1
-            meta["stopped_early"] = bool(t.patience) and meta["bad_evals"] >= t.patience
-            logging.info(
-                "step %d | validation loss %.4f | mean AUC %.4f%s",
-                step,
-                val["loss"],
-                val["mean_auc"] or float("nan"),
-                " | early stop" if meta["stopped_early"] else "",
-            )
-            writer.write_scalars(
-                step,
-                {
-                    "val/loss": val["loss"],
-                    "val/mean_auc": val["mean_auc"] or float("nan"),
-                    **{f"val/auc/{c}": v for c, v in val["auc"].items() if v is not None},
-                },
-            )
-            checkpointer.save(step, state, data_iter, meta, val_loss=val["loss"])
-    writer.close()
-    checkpointer.close()
-    if hasattr(data_iter, "close"):
-        data_iter.close()
-    return evaluation.evaluate(config, workdir)
+
+    def save(val_loss=None):
+        unlogged = jax.device_get(pending)
+        _check_finite(step, state, unlogged, checkpointer)
+        saved_meta = {
+            **meta,
+            "unlogged_train_metrics": [{k: float(v) for k, v in m.items()} for m in unlogged],
+        }
+        checkpointer.save(step, state, data_iter, saved_meta, val_loss=val_loss)
+
+    try:
+        with _PreemptionNotice() as preemption:
+            while step < t.num_steps and not meta["stopped_early"]:
+                state, metrics = p_train_step(state, shd.to_global(next(data_iter), data_sharding))
+                step += 1
+                pending.append(metrics)
+                saved = False
+                if step % t.log_every_steps == 0 or step == t.num_steps:
+                    summary = {
+                        k: float(np.mean([m[k] for m in jax.device_get(pending)]))
+                        for k in pending[0]
+                    }
+                    pending = []
+                    if not np.isfinite(summary["loss"]):
+                        raise FloatingPointError(
+                            f"Training loss became {summary['loss']} by step {step}; "
+                            + _last_good(checkpointer)
+                        )
+                    summary.update(progress.report(step, summary))
+                    writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
+                if step % t.eval_every_steps == 0 or step == t.num_steps:
+                    val = evaluation.split_metrics(p_eval_step, state, val_source, config, mesh)
+                    if not np.isfinite(val["loss"]):
+                        raise FloatingPointError(
+                            f"Validation loss became {val['loss']} at step {step}; "
+                            + _last_good(checkpointer)
+                        )
+                    improved = meta["best_val_loss"] is None or val["loss"] < meta["best_val_loss"]
+                    if improved:
+                        meta.update(best_step=step, best_val_loss=val["loss"], bad_evals=0)
+                    else:
+                        meta["bad_evals"] += 1
+                    meta["stopped_early"] = bool(t.patience) and meta["bad_evals"] >= t.patience
+                    logging.info(
+                        "step %d | validation loss %.4f | mean AUC %.4f%s",
+                        step,
+                        val["loss"],
+                        val["mean_auc"] or float("nan"),
+                        " | early stop" if meta["stopped_early"] else "",
+                    )
+                    writer.write_scalars(
+                        step,
+                        {
+                            "val/loss": val["loss"],
+                            "val/mean_auc": val["mean_auc"] or float("nan"),
+                            **{f"val/auc/{c}": v for c, v in val["auc"].items() if v is not None},
+                        },
+                    )
+                    save(val_loss=val["loss"])
+                    saved = True
+                _signal_self_if_asked(step)
+                if preemption.reached(step):
+                    if not saved:
+                        save()
+                    preempted = Preempted(step, checkpointer.step_dir(step))
+                    logging.warning("%s", preempted)
+                    raise preempted
+    finally:
+        writer.close()
+        checkpointer.close()
+        if hasattr(data_iter, "close"):
+            data_iter.close()
+    return state
+
+
+def _last_good(checkpointer: Checkpointer) -> str:
+    latest = checkpointer.latest_step()
+    if latest is None:
+        return "no checkpoint was written before it."
+    return f"the last good checkpoint is {checkpointer.step_dir(latest)} (step {latest})."
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _check_finite(step: int, state: TrainState, unlogged: list, checkpointer: Checkpointer):
+    """Raises ``FloatingPointError`` rather than checkpoint a non-finite state."""
+    losses = [float(m["loss"]) for m in unlogged]
+    if not all(np.isfinite(losses)):
+        raise FloatingPointError(
+            f"Training loss became non-finite by step {step}; " + _last_good(checkpointer)
+        )
+    if not bool(_all_finite((state.params, state.batch_stats, state.opt_state))):
+        raise FloatingPointError(
+            f"Parameters or optimizer state became non-finite by step {step}; "
+            + _last_good(checkpointer)
+        )
+
+
+class _PreemptionNotice:
+    """Whether to stop for a preemption after the current step, on every process alike.
+
+    One process: a ``SIGTERM`` handler (installed for the duration of the ``with``)
+    sets a flag. Several: JAX's preemption service catches ``SIGTERM`` on any of
+    them and picks a step that all processes reach
+    (``multihost_utils.reached_preemption_sync_point``).
+    """
+
+    def __enter__(self):
+        self._received = False
+        self._previous = None
+        self._multiprocess = jax.process_count() > 1
+        if not self._multiprocess and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self._received = True  # acted on after the current step; nothing else here
+
+    def reached(self, step: int) -> bool:
+        if not self._multiprocess:
+            return self._received
+        from jax.experimental import multihost_utils
+
+        try:
+            return multihost_utils.reached_preemption_sync_point(step)
+        except RuntimeError:  # the preemption service is switched off
+            return False
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
+def _signal_self_if_asked(step: int) -> None:
+    """The test hook of ``SIGNAL_AT_STEP_ENV``: a real signal, at a chosen step."""
+    spec = os.environ.get(SIGNAL_AT_STEP_ENV)
+    if not spec:
+        return
+    at, name, *process = spec.split(":")
+    if step != int(at) or (process and int(process[0]) != jax.process_index()):
+        return
+    logging.warning(
+        "%s=%s: sending %s to this process after step %d.", SIGNAL_AT_STEP_ENV, spec, name, step
+    )
+    os.kill(os.getpid(), getattr(signal, name))
+    if jax.process_count() > 1 and name == "SIGTERM":
+        # JAX's preemption service passes the notice on in the background (it polls
+        # each second); a real notice comes minutes ahead, a tiny test run is over sooner.
+        time.sleep(5)
