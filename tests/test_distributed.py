@@ -1,0 +1,217 @@
+"""Two CPU processes (jax.distributed over localhost, gloo collectives) train like one.
+
+The 2-process run is also preempted (SIGTERM on process 1 only) and resumed, so the
+preemption agreement and the per-process data-iterator checkpoints are exercised.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+from conftest import REPO
+from test_resume import final_state, resume_config
+
+from chestattn_jax import distributed, train
+from chestattn_jax.checkpointing import Checkpointer
+from chestattn_jax.data.augment import Augment
+from chestattn_jax.data.input_pipeline import train_dataset
+from chestattn_jax.data.synthetic import PhantomChestXray, PhantomConfig
+from chestattn_jax.metric_writers import read_jsonl
+
+
+def distributed_config():
+    """test_resume's config, 8 steps: its 1-device programs are shared through the
+    compilation cache with test_resume."""
+    config = resume_config()
+    config.train.num_steps = 8
+    config.train.log_every_steps = 2
+    config.train.eval_every_steps = 4
+    config.train.patience = 0
+    return config
+
+
+# What chestattn_jax.main does with --coordinator_address, --num_processes and
+# --process_id, then the training half of --mode=train (no test-set evaluation).
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, "tests")
+    from test_distributed import distributed_config
+    from absl import logging
+    from chestattn_jax import distributed, train
+    logging.use_absl_handler()  # timestamped lines, as under absl.app
+    logging.set_verbosity(logging.INFO)  # process 1 is quietened to warnings
+    coordinator, processes, index, workdir = sys.argv[1:]
+    distributed.initialize(coordinator, int(processes), int(index))
+    train.train(distributed_config(), workdir)
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_two(workdir, logs, env_extra=None):
+    """Processes 0 and 1 of a 2-process run on localhost, each with one CPU device."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", train.SIGNAL_AT_STEP_ENV)}
+    env.update(JAX_PLATFORMS="cpu", **(env_extra or {}))
+    cache = jax.config.jax_compilation_cache_dir
+    if cache:
+        env.update(
+            JAX_COMPILATION_CACHE_DIR=cache,
+            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        )
+    coordinator = f"127.0.0.1:{free_port()}"
+    procs = []
+    for i in range(2):
+        log = open(logs / f"{workdir.name}_{i}_{len(list(logs.iterdir()))}.log", "w+")
+        cmd = [sys.executable, "-c", SCRIPT, coordinator, "2", str(i), str(workdir)]
+        procs.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log), log))
+    return procs
+
+
+def wait_all(procs, timeout=300):
+    """``[(returncode, output)]``; kills what is still running after ``timeout`` s."""
+    results = []
+    try:
+        for p, log in procs:
+            p.wait(timeout=timeout)
+            log.seek(0)
+            results.append((p.returncode, log.read()))
+    finally:
+        for p, log in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            log.close()
+    return results
+
+
+def relative_difference(a, b) -> float:
+    return max(
+        float(np.max(np.abs(x - y) / (np.abs(y) + 1e-3)))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+def max_abs_difference(a, b) -> float:
+    return max(
+        float(np.max(np.abs(x - y)))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+def test_two_processes_train_like_one_and_resume_after_preemption(tmp_path):
+    one, two, logs = tmp_path / "one", tmp_path / "two", tmp_path / "logs"
+    logs.mkdir()
+    # Process 1 alone gets the SIGTERM; both must save the same step and exit 143.
+    procs = launch_two(two, logs, {train.SIGNAL_AT_STEP_ENV: "3:SIGTERM:1"})
+    train.train(distributed_config(), str(one))  # the 1-process reference, meanwhile
+    (code_a, out_a), (code_b, out_b) = wait_all(procs)
+    assert code_a == code_b == 128 + signal.SIGTERM, (out_a[-3000:], out_b[-3000:])
+    steps = Checkpointer(two, read_only=True).all_steps()
+    preempted_at = steps[-1]
+    assert 3 < preempted_at < 8, steps
+    for out in (out_a, out_b):
+        assert f"saved the checkpoint of step {preempted_at}" in out
+    assert len(list((two / "checkpoints" / str(preempted_at) / "data").glob("process_*"))) == 2
+    assert "steps/s" in out_a and "steps/s" not in out_b  # progress from process 0 only
+
+    for code, out in wait_all(launch_two(two, logs)):
+        assert code == 0, out[-3000:]
+
+    step1, state1 = final_state(one)
+    step2, state2 = final_state(two)
+    assert step1 == step2 == 8
+    # The same global batches; only the order of floating-point sums differs (the
+    # gradient and BatchNorm reductions span two processes), as in test_sharding. Its
+    # 1e-4 holds for 3 steps; over 8, Adam (which divides by sqrt(v)) carries those
+    # rounding differences into weights near zero: the largest relative difference is
+    # about 2.5e-4, in weights of ~3e-3, an absolute difference below 1e-6.
+    assert relative_difference(state2["params"], state1["params"]) < 1e-3
+    assert max_abs_difference(state2["params"], state1["params"]) < 1e-5
+    assert relative_difference(state2["batch_stats"], state1["batch_stats"]) < 1e-4
+    rows1, rows2 = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
+    # One writer: no row twice, though the run was interrupted and both processes resumed.
+    assert [r["step"] for r in rows2] == [r["step"] for r in rows1] == [2, 4, 4, 6, 8, 8]
+    for r1, r2 in zip(rows1, rows2, strict=True):
+        for k in ("train/loss", "val/loss"):
+            if k in r1:
+                assert r2[k] == pytest.approx(r1[k], rel=1e-5), (k, r1["step"])
+    assert rows1[0]["train/loss"] != rows1[-2]["train/loss"]  # training moved
+    assert json.loads((two / "config.json").read_text())["train"]["num_steps"] == 8
+
+
+def test_main_checks_the_distributed_flags(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chestattn_jax.main",
+            "--config=configs/synthetic.py",
+            f"--workdir={tmp_path}",
+            "--num_processes=2",
+            "--process_id=1",
+        ],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k != "JAX_COORDINATOR_ADDRESS"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "--num_processes=2 also needs --coordinator_address" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_each_process_reads_its_rows_of_the_global_batch():
+    """Process p of P reads rows p*B..(p+1)*B-1 of each global batch, augmented alike."""
+    source = PhantomChestXray(size=24, config=PhantomConfig(image_size=16))
+
+    def batches(batch_size, shard, n):
+        it = iter(
+            train_dataset(source, batch_size=batch_size, seed=3, augment=Augment(), shard=shard)
+        )
+        return [next(it) for _ in range(n)]
+
+    whole = batches(8, (0, 1), 5)  # 5 global batches: past the first epoch of 3
+    parts = [batches(4, (p, 2), 5) for p in range(2)]
+    for b in range(5):
+        for key in ("image", "labels", "mask"):
+            joined = np.concatenate([parts[0][b][key], parts[1][b][key]])
+            np.testing.assert_array_equal(joined, whole[b][key])
+    # Disjoint within an epoch: the 3 batches of each process hold 12 different images.
+    for part in parts:
+        images = np.concatenate([x["image"] for x in part[:3]]).reshape(12, -1)
+        assert len({row.tobytes() for row in images}) == 12
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((None, 2, 0), "--num_processes=2 also needs --coordinator_address"),
+        (("127.0.0.1:1", 2, None), "needs --process_id"),
+        (("127.0.0.1:1", 2, 2), "--process_id=2 is outside 0..1"),
+        ((None, None, 1), "--process_id=1 needs --num_processes"),
+    ],
+)
+def test_distributed_flags_are_checked_before_anything_starts(args, message, monkeypatch):
+    monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
+    with pytest.raises(ValueError, match=message):
+        distributed.initialize(*args)
+    assert not distributed.is_multiprocess()
+
+
+def test_one_process_needs_no_distributed_runtime():
+    assert distributed.initialize(None, 1, 0) is False
+    assert distributed.initialize() is False

@@ -1,0 +1,238 @@
+"""Exact resume: runs killed with SIGKILL, preempted with SIGTERM or left with a damaged
+checkpoint end bitwise equal to an uninterrupted run; a non-finite loss stops training."""
+
+import json
+import logging
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from conftest import REPO, tiny_config
+
+from chestattn_jax import train
+from chestattn_jax.checkpointing import UNREADABLE_DIR, Checkpointer
+from chestattn_jax.metric_writers import read_jsonl
+
+# Wall-clock figures of one progress report: the only values two runs may not share.
+TIMING_KEYS = ("train/steps_per_sec", "train/images_per_sec")
+
+
+def resume_config():
+    """tiny_config with validation every 6 steps, augmentation on and early stopping.
+
+    Its validation loss is lowest at step 6, so with patience 4 it stops at step 30
+    of 36: a resumed run that lost the early-stopping count would run on to 36.
+    """
+    config = tiny_config("class", eval_every_steps=6, num_steps=36, patience=4)
+    # As test_sharding: 2 processes match 1 within 1e-4 (test_distributed shares this config).
+    config.train.learning_rate = 1e-3
+    config.data.augment.enabled = True  # the augmentation's random draws must resume too
+    return config
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, "tests")
+    from test_resume import resume_config
+    from chestattn_jax import train
+    train.train(resume_config(), sys.argv[1])
+    """
+)
+
+
+def start(workdir, signal_at=None):
+    """``train.train(resume_config(), workdir)`` in a new process; with ``signal_at``
+    ("STEP:SIGNAL") it sends itself that signal after that step."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop(train.SIGNAL_AT_STEP_ENV, None)
+    if signal_at:
+        env[train.SIGNAL_AT_STEP_ENV] = signal_at
+    cache = jax.config.jax_compilation_cache_dir  # conftest's, shared with this process
+    if cache:
+        env.update(
+            JAX_COMPILATION_CACHE_DIR=cache,
+            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        )
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(workdir)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(proc, timeout=300):
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def final_state(workdir):
+    """``(step, arrays)`` of the latest checkpoint, read by Orbax as numpy arrays
+    (without a template, so also when it was saved by several processes)."""
+    with ocp.CheckpointManager(
+        os.path.join(workdir, "checkpoints"), options=ocp.CheckpointManagerOptions(read_only=True)
+    ) as manager:
+        step = manager.latest_step()
+    path = os.path.join(workdir, "checkpoints", str(step), "state")
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        tree = checkpointer.metadata(path).item_metadata.tree
+        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return step, checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+
+
+def assert_bitwise_equal(a, b):
+    leaves_a, tree_a = jax.tree.flatten(a)
+    leaves_b, tree_b = jax.tree.flatten(b)
+    assert tree_a == tree_b
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert x.tobytes() == y.tobytes()
+
+
+def metric_rows(workdir):
+    rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+def tensorboard_starts(workdir):
+    """The steps of the purge ("start") events in the TensorBoard event files, in order."""
+    from tensorboardX.proto import event_pb2
+
+    starts = []
+    for path in sorted((workdir / "tensorboard").glob("events.out.tfevents.*")):
+        data, i = path.read_bytes(), 0
+        while i < len(data):  # TFRecords: length (8 bytes), its CRC, the record, its CRC
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+            i += 12 + n + 4
+            if event.HasField("session_log"):
+                starts.append(event.step)
+    return starts
+
+
+def with_signal_at(monkeypatch, spec):
+    monkeypatch.setenv(train.SIGNAL_AT_STEP_ENV, spec)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """An uninterrupted run, and one killed with SIGKILL after step 17 (not a checkpoint step)."""
+    root = tmp_path_factory.mktemp("resume")
+    reference, resumed = root / "reference", root / "resumed"
+    log = {}
+    # The uninterrupted run and the first (killed) run share the 2 CPUs.
+    ref_proc = start(reference)
+    code, out = finish(start(resumed, signal_at="17:SIGKILL"))
+    log["first"] = (code, out)
+    # Killed after step 17: checkpoints 6 and 12 are there, and step 16 was logged after them.
+    log["after_first"] = (
+        Checkpointer(resumed, read_only=True).all_steps(),
+        [r["step"] for r in read_jsonl(resumed / "metrics.jsonl")],
+    )
+    shutil.copytree(resumed, root / "at_step_12")
+    code, out = finish(ref_proc)
+    assert code == 0, out[-3000:]
+    yield reference, resumed, root, log
+
+
+def test_killed_and_preempted_run_ends_bitwise_equal(runs, monkeypatch):
+    reference, resumed, _, log = runs
+    code, out = log["first"]
+    assert code == -signal.SIGKILL, out[-3000:]
+    steps, logged = log["after_first"]
+    assert steps == [6, 12]
+    assert logged[-1] == 16  # a row after the last checkpoint, to be dropped on resume
+
+    # In this process: a real SIGTERM after step 21, which is neither a log nor a
+    # validation step, so the checkpoint also carries the loss of step 21 until step 24 logs it.
+    with_signal_at(monkeypatch, "21:SIGTERM")
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(train.Preempted) as preempted:
+        train.train(resume_config(), str(resumed))
+    assert preempted.value.code == 143 and preempted.value.step == 21
+    assert "saved the checkpoint of step 21" in str(preempted.value)
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+    ckpt = Checkpointer(resumed, read_only=True)
+    assert ckpt.all_steps() == [6, 18, 21]  # the 2 latest, and the best (lowest loss)
+    assert len(ckpt.read_meta(21)["unlogged_train_metrics"]) == 1
+
+    monkeypatch.delenv(train.SIGNAL_AT_STEP_ENV)
+    train.train(resume_config(), str(resumed))
+
+    step, state = final_state(resumed)
+    ref_step, ref_state = final_state(reference)
+    assert step == ref_step == 30  # stopped early, at the same validation
+    assert_bitwise_equal(state, ref_state)
+    rows, ref_rows = metric_rows(resumed), metric_rows(reference)
+    assert [r["step"] for r in ref_rows if "train/loss" in r] == list(range(4, 29, 4))
+    assert rows == ref_rows
+    # TensorBoard hides what the killed run logged after step 12 (and after 21, had it).
+    assert tensorboard_starts(resumed) == [1, 13, 22]
+    # The params moved: equality is not two untouched initialisations.
+    early = jax.tree.leaves(final_state(runs[2] / "at_step_12")[1]["params"])
+    late = jax.tree.leaves(state["params"])
+    assert not all(np.array_equal(a, b) for a, b in zip(early, late, strict=True))
+
+
+def test_damaged_latest_checkpoint_is_set_aside(runs, tmp_path, caplog):
+    reference, _, _, _ = runs
+    workdir = tmp_path / "w"
+    shutil.copytree(reference, workdir)
+    assert Checkpointer(workdir, read_only=True).all_steps() == [6, 24, 30]
+    step_dir = workdir / "checkpoints" / "30"
+    # A save cut short by a kill: Orbax's temporary directory of the next step.
+    shutil.copytree(step_dir, workdir / "checkpoints" / "36.orbax-checkpoint-tmp-1700000000")
+    # The latest checkpoint truncated: its largest array file loses its second half.
+    chunk = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=os.path.getsize)
+    chunk.write_bytes(chunk.read_bytes()[: os.path.getsize(chunk) // 2])
+
+    with caplog.at_level(logging.WARNING):
+        train.train(resume_config(), str(workdir))
+    warnings = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(warnings) == 1 and str(step_dir) in warnings[0], warnings
+    assert (workdir / UNREADABLE_DIR / "30").is_dir()
+    assert not list((workdir / "checkpoints").glob("*tmp*"))
+    # Resumed from step 24 and trained 25..30 again, to the same bits.
+    assert_bitwise_equal(final_state(workdir)[1], final_state(reference)[1])
+    assert metric_rows(workdir) == metric_rows(reference)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(runs, tmp_path):
+    workdir = tmp_path / "w"
+    shutil.copytree(runs[2] / "at_step_12", workdir)
+    config = resume_config()
+    config.train.learning_rate = 1e30  # Adam's first step moves every weight by ~1e30
+    with pytest.raises(FloatingPointError, match=r"checkpoints/12 \(step 12\)"):
+        train.train(config, str(workdir))
+    assert Checkpointer(workdir, read_only=True).all_steps() == [6, 12]
+    step, state = final_state(workdir)
+    assert step == 12
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
+    rows = read_jsonl(workdir / "metrics.jsonl")
+    assert all(r["step"] <= 16 for r in rows)
+    assert all(v is None or np.isfinite(v) for r in rows for v in r.values())
+    json.dumps(rows)
+
+
+def test_gcs_workdir_is_kept_as_a_url():
+    """gs:// workdirs reach Orbax, TensorBoard and the logs as URLs (no I/O here)."""
+    from chestattn_jax.checkpointing import workdir_path
+    from chestattn_jax.metric_writers import is_local
+
+    path = workdir_path("gs://bucket/runs/a")
+    assert os.fspath(path / "checkpoints") == "gs://bucket/runs/a/checkpoints"
+    assert not is_local(path / "metrics.jsonl")
+    assert is_local(workdir_path("relative/dir")) and workdir_path("relative/dir").is_absolute()
