@@ -62,11 +62,19 @@ def attend(scores, local, normalisation: str):
     return maps, pooled, log_w
 
 
+def _broadcast_global(global_proj):
+    """``(B, D)`` -> ``(B, 1, 1, D)`` float32, to broadcast against local features."""
+    if global_proj is None:
+        raise ValueError("This compatibility function needs the projected global feature g'.")
+    return global_proj[:, None, None, :].astype(jnp.float32)
+
+
 class AttentionGate(nn.Module):
     """One gate, Eq. 1-3: ``(l_s, g_s') -> (w_s, ĝ_s, log-weights)``.
 
     - ``pc``: ``c_i = A . (B l_i + g')`` (the paper). ``A . g'`` is the same at every
-      position, so under softmax the map does not depend on g.
+      position, so under softmax the map does not depend on g; the term is then left
+      out of the scores (exactly equal maps) and ``global_proj`` may be None.
     - ``additive``: ``c_i = A . relu(B l_i + g')`` (Schlemper et al.); g matters.
     - ``dp``: ``c_i = <B l_i, g'>``; no ``A``.
 
@@ -91,24 +99,24 @@ class AttentionGate(nn.Module):
             param_dtype=jnp.float32,
             name="B",
         )(local).astype(jnp.float32)
-        g = global_proj[:, None, None, :].astype(jnp.float32)
         if self.compatibility == "dp":
-            scores = jnp.sum(u * g, axis=-1)
+            scores = jnp.sum(u * _broadcast_global(global_proj), axis=-1)
         else:
             a = self.param("A", nn.initializers.lecun_normal(), (self.attention_dim, 1))
             if self.compatibility == "additive":
-                scores = (nn.relu(u + g) @ a)[..., 0]
+                scores = (nn.relu(u + _broadcast_global(global_proj)) @ a)[..., 0]
+            elif self.normalisation == "softmax":
+                # pc: c_i = A . B l_i + A . g'. The second term is the same at every position
+                # and the softmax over positions cancels it exactly, so it is left out: the
+                # map is Eq. 2 of Eq. 1 without the rounding that adding and subtracting a
+                # constant costs, g' gets an exact zero gradient (no rounding noise for Adam
+                # to amplify into a random walk of P and stage 4), and the model may skip
+                # stage 4 altogether (global_proj may then be None).
+                scores = (u @ a)[..., 0]
             else:
-                # pc: A . (B l + g') computed as A . B l + A . g' (equal by linearity), so
-                # that a large g' cannot swamp B l in float32 rounding.
-                shift = g @ a
-                if self.normalisation == "softmax":
-                    # The per-image constant A . g' cancels in the softmax, so its exact
-                    # gradient is zero; stop_gradient makes it zero in floating point too,
-                    # instead of rounding noise that Adam would amplify into a random walk
-                    # of P and stage 4. The forward value is unchanged.
-                    shift = jax.lax.stop_gradient(shift)
-                scores = (u @ a + shift)[..., 0]
+                # pc + sigmoid: A . g' shifts every gate, so it stays. A . B l + A . g' is
+                # A . (B l + g') by linearity, without a large g' swamping B l in rounding.
+                scores = (u @ a + _broadcast_global(global_proj) @ a)[..., 0]
         return attend(scores, local, self.normalisation)
 
 

@@ -9,7 +9,15 @@ plots read without running the model again:
   Empty for ``resnet``.
 - ``aux["class_log_attention"]`` (``class`` only): ``(B, k, H3, W3)`` log-weights
   whose softmax over positions is class j's normalised map (Eq. 5's entropy).
-- ``aux["global"]``: g, ``(B, C4)`` float32.
+- ``aux["global"]``: g, ``(B, C4)`` float32; absent when stage 4 is skipped (below).
+
+Under ``pc`` compatibility with ``softmax`` maps, g reaches the attention variants only
+through ``A_s . g_s'``, a per-image constant that the softmax over positions cancels
+(DESIGN 2); the logits come from the attended ``l1..l3`` features alone. With
+``skip_unused_stage4`` those variants then do not compute stage 4, g or ``P_s`` at all:
+logits, maps and gradients are exactly those of the full forward pass. The skipped
+parameters are still created by ``init`` (checkpoints keep one layout), receive zero
+gradient either way, and stage 4's BatchNorm running statistics are not updated.
 """
 
 from __future__ import annotations
@@ -43,7 +51,12 @@ class ChestAttentionNet(nn.Module):
       attention_dim: D of every gate (16 in the paper).
       compatibility: ``pc`` (paper), ``additive`` or ``dp``.
       normalisation: ``softmax`` (paper) or ``sigmoid``.
-      dtype: compute dtype of the backbone; logits and attention are float32.
+      dtype: compute dtype of the backbone convolutions, BatchNorm and the gates' 1x1
+        ``B`` convolutions; parameters and BatchNorm statistics stay float32, and the
+        small layers on pooled features (``P_s``, the classifiers) as well as scores,
+        maps, attended features and logits are float32.
+      skip_unused_stage4: skip stage 4 where it cannot change the outputs (``image`` and
+        ``class`` under ``pc`` + ``softmax``); see the module docstring.
     """
 
     num_classes: int
@@ -54,6 +67,16 @@ class ChestAttentionNet(nn.Module):
     compatibility: str = "pc"
     normalisation: str = "softmax"
     dtype: Any = jnp.float32
+    skip_unused_stage4: bool = False
+
+    @property
+    def stage4_unused(self) -> bool:
+        """True where g cannot change logits or maps: attention variants, pc + softmax."""
+        return (
+            self.variant in ("image", "class")
+            and self.compatibility == "pc"
+            and self.normalisation == "softmax"
+        )
 
     def _gate_kwargs(self):
         return dict(
@@ -66,20 +89,27 @@ class ChestAttentionNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         check_choice("model variant", self.variant, VARIANTS)
+        # init always builds every parameter, so that both settings share one layout.
+        skip = self.skip_unused_stage4 and self.stage4_unused and not self.is_initializing()
         features = ResNet(self.stage_sizes, self.num_filters, dtype=self.dtype, name="backbone")(
-            x, train=train
+            x, train=train, num_stages=len(self.stage_sizes) - 1 if skip else None
         )
-        g = jnp.mean(features["l4"].astype(jnp.float32), axis=(1, 2))
-        aux = {"global": g, "attention": {}}
+        aux = {"attention": {}}
+        if not skip:
+            g = jnp.mean(features["l4"].astype(jnp.float32), axis=(1, 2))
+            aux["global"] = g
         if self.variant == "resnet":
             return nn.Dense(self.num_classes, name="classifier")(g), aux
+
+        def project(s):
+            """g_s' = P_s g, or None when stage 4 is skipped (pc + softmax ignores it)."""
+            return None if skip else nn.Dense(self.attention_dim, name=f"gate{s}_P")(g)
 
         num_shared = 3 if self.variant == "image" else 2
         pooled = []
         for s in range(1, num_shared + 1):
-            global_proj = nn.Dense(self.attention_dim, name=f"gate{s}_P")(g)
             maps, pooled_s, _ = AttentionGate(**self._gate_kwargs(), name=f"gate{s}")(
-                features[f"l{s}"], global_proj
+                features[f"l{s}"], project(s)
             )
             aux["attention"][f"gate{s}"] = maps
             pooled.append(pooled_s)
@@ -89,10 +119,9 @@ class ChestAttentionNet(nn.Module):
             return logits, aux
 
         # Class-based: P_3 is shared, everything else of gate 3 is per class.
-        global_proj = nn.Dense(self.attention_dim, name="gate3_P")(g)
         logits, maps, log_w = ClassAttentionHeads(
             self.num_classes, **self._gate_kwargs(), name="class_heads"
-        )(features["l3"], global_proj, jnp.concatenate(pooled, -1))
+        )(features["l3"], project(3), jnp.concatenate(pooled, -1))
         aux["attention"]["gate3"] = maps
         aux["class_log_attention"] = log_w
         return logits, aux
@@ -117,4 +146,5 @@ def create_model(config) -> ChestAttentionNet:
         compatibility=m.compatibility,
         normalisation=m.attention_norm,
         dtype=dtypes[m.dtype],
+        skip_unused_stage4=m.get("skip_unused_stage4", True),
     )

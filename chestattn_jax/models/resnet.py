@@ -74,7 +74,9 @@ class ResNet(nn.Module):
     bn_momentum: float = 0.9
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, num_stages: int | None = None):
+        """``num_stages``: compute only the first stages (all by default); the
+        parameters of the others are neither created nor read."""
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32)
         norm = functools.partial(
             nn.BatchNorm,
@@ -89,7 +91,7 @@ class ResNet(nn.Module):
         x = self.act(norm(name="stem_bn")(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         features = {}
-        for i, num_blocks in enumerate(self.stage_sizes):
+        for i, num_blocks in enumerate(self.stage_sizes[:num_stages]):
             for j in range(num_blocks):
                 x = BottleneckBlock(
                     self.num_filters * 2**i,
