@@ -71,7 +71,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.model.dtype = "float32"  # compute dtype: float32 | bfloat16
     # Under pc + softmax the attention variants' outputs cannot depend on stage 4 (softmax
     # cancels A . g'), so it is not computed: same logits, maps and parameters, a faster
-    # step. Stage 4's BatchNorm statistics then stay as initialised and aux has no "global".
+    # step. Stage 4's BatchNorm statistics are then not updated and aux has no "global".
     config.model.skip_unused_stage4 = True
     # A torchvision ResNet state dict for the backbone (.safetensors, or .pth when torch is
     # installed; see chestattn_jax/models/convert.py); "" trains from scratch.

@@ -1,0 +1,396 @@
+"""Issue 6's speed options change nothing they should not: the stage-4 skip, bfloat16
+compute, the donated train step and the XLA:CPU default flags.
+
+Compiles (tiny 32 px model): four forward-and-gradient functions for the skip, two
+forwards and one train step for bfloat16, and two subprocesses for the flags.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import REPO, tiny_config
+
+from chestattn_jax import sharding as shd
+from chestattn_jax import xla_flags
+from chestattn_jax.losses import regularized_loss
+from chestattn_jax.models import create_model
+from chestattn_jax.steps import make_train_step
+from chestattn_jax.train_state import create_optimizer, create_train_state
+
+SIZE, BATCH = 32, 4
+
+
+def _config(variant="class", **model):
+    config = tiny_config(variant)
+    for k, v in model.items():
+        config.model[k] = v
+    return config
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    k = len(tiny_config().data.classes)
+    return dict(
+        images=jnp.asarray(rng.normal(size=(BATCH, SIZE, SIZE, 1)), jnp.float32),
+        labels=jnp.asarray(rng.integers(0, 2, (BATCH, k)), jnp.float32),
+        mask=jnp.ones((BATCH, k), jnp.float32),
+    )
+
+
+def _conv_operand_dtypes(fn, *args):
+    """The operand dtypes of every convolution that tracing ``fn`` emits, nested ones too."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "conv_general_dilated":
+                found.append({v.aval.dtype for v in eqn.invars})
+            for p in eqn.params.values():
+                if hasattr(p, "jaxpr"):  # pjit, custom_jvp, remat: closed sub-jaxprs
+                    walk(p.jaxpr)
+                elif hasattr(p, "eqns"):
+                    walk(p)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+def _outputs(model, variables, data):
+    """Train-mode logits, maps, new batch stats and gradients of Eq. 5; eval-mode logits."""
+
+    def loss_fn(params):
+        (logits, aux), updates = model.apply(
+            {**variables, "params": params}, data["images"], train=True, mutable=["batch_stats"]
+        )
+        loss, _ = regularized_loss(
+            logits,
+            data["labels"],
+            data["mask"],
+            jnp.ones(logits.shape[1]),
+            aux.get("class_log_attention"),
+            0.1,
+        )
+        return loss, (logits, aux, updates["batch_stats"])
+
+    (loss, (logits, aux, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        variables["params"]
+    )
+    eval_logits, eval_aux = model.apply(variables, data["images"])
+    return dict(
+        loss=loss,
+        logits=logits,
+        maps=aux["attention"],
+        log_w=aux.get("class_log_attention"),
+        stats=stats,
+        grads=grads,
+        eval_logits=eval_logits,
+        eval_maps=eval_aux["attention"],
+        has_global="global" in aux,
+    )
+
+
+@pytest.fixture(scope="module", params=["image", "class"])
+def skip_pair(request, data):
+    """(variant, {skip: init}, {skip: outputs}, {skip: model}); both on the same variables."""
+    models = {
+        skip: create_model(_config(request.param, skip_unused_stage4=skip))
+        for skip in (False, True)
+    }
+    variables = jax.jit(models[False].init)(jax.random.key(0), data["images"])
+    # The skipping model's init, as shapes: it must build the same variables.
+    shapes = jax.eval_shape(models[True].init, jax.random.key(0), data["images"])
+    inits = {False: variables, True: shapes}
+    out = {
+        skip: jax.jit(lambda v, d, m=m: _outputs(m, v, d))(variables, data)
+        for skip, m in models.items()
+    }
+    return request.param, inits, out, models
+
+
+def test_skip_is_exact(skip_pair):
+    variant, _, out, _ = skip_pair
+    full, skipped = out[False], out[True]
+    for key in ("loss", "logits", "eval_logits", "log_w"):
+        np.testing.assert_array_equal(full[key], skipped[key], err_msg=f"{variant}: {key}")
+    for key in ("maps", "eval_maps"):
+        assert full[key].keys() == skipped[key].keys()
+        for gate in full[key]:
+            np.testing.assert_array_equal(full[key][gate], skipped[key][gate], err_msg=gate)
+    # The same gradients, exactly zero for stage 4 and the projections P either way.
+    flat_full = jax.tree_util.tree_leaves_with_path(full["grads"])
+    flat_skip = jax.tree.leaves(skipped["grads"])
+    assert len(flat_full) == len(flat_skip)
+    for (path, a), b in zip(flat_full, flat_skip, strict=True):
+        name = jax.tree_util.keystr(path)
+        np.testing.assert_array_equal(a, b, err_msg=name)
+        if "layer4" in name or "_P'" in name:
+            assert not np.any(np.asarray(a)), name
+    assert full["has_global"] and not skipped["has_global"]
+
+
+def test_skip_keeps_the_variable_layout(skip_pair):
+    _, inits, out, _ = skip_pair
+    # init builds stage 4 and every P_s under both settings.
+    assert jax.tree.structure(inits[False]) == jax.tree.structure(inits[True])
+    for a, b in zip(jax.tree.leaves(inits[False]), jax.tree.leaves(inits[True]), strict=True):
+        assert (a.shape, a.dtype) == (b.shape, b.dtype)
+    params = inits[True]["params"]
+    assert "layer4_0" in params["backbone"] and "gate1_P" in params and "gate3_P" in params
+    # Train mode returns every BatchNorm statistic; stage 4's stay as they were when skipped.
+    full, skipped = out[False]["stats"], out[True]["stats"]
+    assert jax.tree.structure(full) == jax.tree.structure(skipped)
+    for path, x in jax.tree_util.tree_leaves_with_path(skipped):
+        old = inits[False]["batch_stats"]
+        for key in path:
+            old = old[key.key]
+        same = np.array_equal(x, old)
+        assert same == ("layer4" in jax.tree_util.keystr(path)), jax.tree_util.keystr(path)
+
+
+def test_skip_removes_stage4_work(skip_pair, data):
+    _, inits, _, models = skip_pair
+    counts = {
+        skip: len(
+            _conv_operand_dtypes(lambda v, x, m=m: m.apply(v, x), inits[False], data["images"])
+        )
+        for skip, m in models.items()
+    }
+    # One bottleneck block per stage in the tiny model: 3 convs and a projection shortcut.
+    assert counts[False] - counts[True] == 4, counts
+
+
+@pytest.mark.parametrize(
+    "variant, model",
+    [
+        ("resnet", {}),
+        ("class", {"attention_norm": "sigmoid"}),
+        ("class", {"compatibility": "additive"}),
+        ("image", {"compatibility": "dp"}),
+    ],
+)
+def test_skip_only_where_exact(variant, model, data):
+    """Where g changes the outputs, stage 4 runs whatever the switch says."""
+    m = create_model(_config(variant, skip_unused_stage4=True, **model))
+    variables = jax.eval_shape(m.init, jax.random.key(0), data["images"])
+    _, aux = jax.eval_shape(m.apply, variables, data["images"])
+    assert "global" in aux
+
+
+# ----------------------------------------------------------------------------- bfloat16
+
+
+@pytest.fixture(scope="module")
+def bf16_models(data):
+    f32 = create_model(_config("class"))
+    bf16 = create_model(_config("class", dtype="bfloat16"))
+    variables = jax.jit(bf16.init)(jax.random.key(0), data["images"])
+    return f32, bf16, variables
+
+
+def test_bfloat16_params_float32_outputs_close(bf16_models, data):
+    f32, bf16, variables = bf16_models
+    assert {x.dtype for x in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+    logits32, aux32 = jax.jit(f32.apply)(variables, data["images"])
+    logits16, aux16 = jax.jit(bf16.apply)(variables, data["images"])
+    assert logits16.dtype == jnp.float32
+    assert aux16["class_log_attention"].dtype == jnp.float32
+    for maps in aux16["attention"].values():
+        assert maps.dtype == jnp.float32
+    assert not np.array_equal(logits16, logits32)  # bfloat16 really ran
+    scale = float(np.abs(logits32).max())
+    np.testing.assert_allclose(logits16, logits32, atol=0.03 * scale + 0.01)
+    for name in aux32["attention"]:
+        np.testing.assert_allclose(aux16["attention"][name], aux32["attention"][name], atol=0.01)
+
+
+def test_bfloat16_convolutions_run_in_bfloat16(bf16_models, data):
+    """Every convolution of the backbone and the gates takes bfloat16 operands."""
+    _, bf16, variables = bf16_models
+    dtypes = _conv_operand_dtypes(
+        lambda v, x: bf16.apply(v, x, train=True, mutable=["batch_stats"]),
+        variables,
+        data["images"],
+    )
+    assert len(dtypes) >= 12  # stem, 4 blocks x (3 + shortcut), 3 gates' B (and vmapped)
+    assert all(d == {jnp.dtype(jnp.bfloat16)} for d in dtypes), dtypes
+
+
+def test_bfloat16_train_step_learns_and_donates():
+    config = _config("class", dtype="bfloat16")
+    mesh = shd.make_mesh(jax.devices()[:1])
+    model, tx = create_model(config), create_optimizer(config.train)
+    state = create_train_state(model, tx, jax.random.key(0), (SIZE, SIZE, 1), shd.replicated(mesh))
+    k = len(config.data.classes)
+    rng = np.random.default_rng(1)
+    batch = shd.to_global(
+        {
+            "image": rng.integers(0, 256, (16, SIZE, SIZE, 1), dtype=np.uint8),
+            "labels": rng.integers(0, 2, (16, k)).astype(np.int32),
+            "mask": np.ones((16, k), np.int32),
+        },
+        shd.batch_sharded(mesh),
+    )
+    step = make_train_step(config, mesh, np.ones(k, np.float32))
+    hlo = step.lower(state, batch).as_text()
+    # No host round trip inside the step (callbacks lower to custom calls to the host).
+    assert "callback" not in hlo.lower()
+    losses = []
+    for i in range(6):
+        old = state
+        state, metrics = step(state, batch)
+        if i == 0:
+            # The state was donated: its buffers now belong to the new state.
+            assert all(x.is_deleted() for x in jax.tree.leaves(old.params))
+        losses.append(metrics["loss"])
+    losses = [float(x) for x in jax.device_get(losses)]
+    assert step._cache_size() == 1
+    assert all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0], losses
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
+    assert {x.dtype for x in jax.tree.leaves(state.batch_stats)} == {jnp.dtype(jnp.float32)}
+
+
+# ----------------------------------------------------------------------------- XLA flags
+
+# A stand-in: the mechanism is tested whatever CPU_DEFAULTS holds (possibly nothing).
+FLAGS = ("--xla_cpu_use_onednn=true", "--xla_cpu_prefer_vector_width=512")
+NAME = "xla_cpu_use_onednn"
+
+
+@pytest.fixture
+def no_plugins(monkeypatch):
+    monkeypatch.setattr(xla_flags, "_installed", lambda module: False)
+    monkeypatch.setattr(xla_flags, "_backend_started", lambda: False)
+
+
+def test_flags_added_on_cpu(no_plugins):
+    env = {"JAX_PLATFORMS": "cpu"}
+    assert xla_flags.apply_cpu_defaults(env, FLAGS) == list(FLAGS)
+    assert env["XLA_FLAGS"] == " ".join(FLAGS)
+    # Without JAX_PLATFORMS and without accelerator plugins JAX runs on the CPU too.
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    xla_flags.apply_cpu_defaults(env, FLAGS)
+    assert env["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=8", *FLAGS]
+
+
+def test_flags_respect_the_user(no_plugins):
+    for value in (f"--{NAME}=false", f"--{NAME}", f"--xla_dump_to=/tmp/x --{NAME}=false"):
+        env = {"XLA_FLAGS": value, "JAX_PLATFORMS": "cpu"}
+        # The user's setting of one flag stays; the other is still added.
+        assert xla_flags.apply_cpu_defaults(env, FLAGS) == [FLAGS[1]]
+        assert env["XLA_FLAGS"] == f"{value} {FLAGS[1]}"
+    env = {"JAX_PLATFORMS": "cpu", xla_flags.OPT_OUT: "0"}
+    assert xla_flags.apply_cpu_defaults(env, FLAGS) == [] and "XLA_FLAGS" not in env
+
+
+def test_flags_not_applied_off_cpu(no_plugins, monkeypatch):
+    for platforms in ("cuda", "tpu", "gpu,cpu", "rocm"):
+        env = {"JAX_PLATFORMS": platforms}
+        assert xla_flags.apply_cpu_defaults(env, FLAGS) == [] and "XLA_FLAGS" not in env
+    monkeypatch.setattr(xla_flags, "_installed", lambda module: module == "jax_cuda12_plugin")
+    env = {}
+    assert xla_flags.apply_cpu_defaults(env, FLAGS) == [] and env == {}
+    # A GPU plugin is installed but the user asks for the CPU: the flags apply.
+    env = {"JAX_PLATFORMS": "cpu"}
+    assert xla_flags.apply_cpu_defaults(env, FLAGS) == list(FLAGS)
+
+
+def test_flags_not_applied_after_backend_start():
+    jax.devices()  # this test process has started its backend
+    env = {"JAX_PLATFORMS": "cpu"}
+    assert xla_flags.apply_cpu_defaults(env, FLAGS) == [] and env == {"JAX_PLATFORMS": "cpu"}
+
+
+NUMERICS = textwrap.dedent(
+    """
+    import json, os, sys
+    import chestattn_jax, jax, jax.numpy as jnp, numpy as np
+    sys.path.insert(0, "tests")
+    from conftest import tiny_config
+    from chestattn_jax.losses import regularized_loss
+    from chestattn_jax.models import create_model
+
+    config = tiny_config("class")
+    config.model.num_filters = 16
+    model = create_model(config)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(8, 64, 64, 1)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 2, (8, 5)), jnp.float32)
+    variables = model.init(jax.random.key(0), x)
+
+    def loss(params):
+        (logits, aux), _ = model.apply({**variables, "params": params}, x, train=True,
+                                       mutable=["batch_stats"])
+        return regularized_loss(logits, y, jnp.ones_like(y), jnp.ones(5),
+                                aux["class_log_attention"], 0.1)[0], logits
+
+    (value, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+    print("RESULT", json.dumps(dict(
+        added=chestattn_jax.XLA_FLAGS_ADDED, xla_flags=os.environ.get("XLA_FLAGS", ""),
+        loss=float(value), logits=np.asarray(logits).tolist(),
+        grads=[np.asarray(g).ravel().tolist() for g in jax.tree.leaves(grads)])))
+    """
+)
+
+
+def test_importing_the_package_sets_flags_before_the_backend_starts():
+    """Flags in XLA_FLAGS only count if no backend exists yet when they are set."""
+    script = (
+        "import os, json, chestattn_jax\n"
+        "from jax._src import xla_bridge\n"
+        "print('RESULT', json.dumps([chestattn_jax.XLA_FLAGS_ADDED, bool(xla_bridge._backends),"
+        " os.environ.get('XLA_FLAGS', '')]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", xla_flags.OPT_OUT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env={**env, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    added, started, flags = json.loads(line[len("RESULT ") :])
+    assert added == list(xla_flags.CPU_DEFAULTS) and not started
+    assert flags.split() == list(xla_flags.CPU_DEFAULTS)
+
+
+@pytest.mark.skipif(not xla_flags.CPU_DEFAULTS, reason="no XLA:CPU flags are applied by default")
+def test_flags_change_results_only_by_rounding():
+    """The same loss, logits and gradients with the default flags as without them."""
+    procs = {}
+    for name, extra in (("defaults", {}), ("none", {xla_flags.OPT_OUT: "0"})):
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        env.update(JAX_PLATFORMS="cpu", **extra)
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-c", NUMERICS],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    results = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-4000:]
+        line = [x for x in out.splitlines() if x.startswith("RESULT ")][-1]
+        results[name] = json.loads(line[len("RESULT ") :])
+    on, off = results["defaults"], results["none"]
+    assert on["added"] == list(xla_flags.CPU_DEFAULTS)
+    assert set(xla_flags.CPU_DEFAULTS) <= set(on["xla_flags"].split())
+    assert off["added"] == [] and off["xla_flags"] == ""
+    assert abs(on["loss"] - off["loss"]) <= 1e-5 * abs(off["loss"])
+    np.testing.assert_allclose(on["logits"], off["logits"], rtol=1e-4, atol=1e-5)
+    for a, b in zip(on["grads"], off["grads"], strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        assert np.max(np.abs(a - b)) <= 1e-3 * np.max(np.abs(b)) + 1e-7
