@@ -324,4 +324,4 @@ def _signal_self_if_asked(step: int) -> None:
     if jax.process_count() > 1 and name == "SIGTERM":
         # JAX's preemption service passes the notice on in the background (it polls
         # each second); a real notice comes minutes ahead, a tiny test run is over sooner.
-        time.sleep(5)
+        time.sleep(3)

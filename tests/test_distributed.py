@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import REPO
-from test_resume import final_state, resume_config
+from test_resume import final_state, resume_config, subprocess_env
 
 from chestattn_jax import distributed, train
 from chestattn_jax.checkpointing import Checkpointer
@@ -27,8 +27,7 @@ from chestattn_jax.metric_writers import read_jsonl
 
 
 def distributed_config():
-    """test_resume's config, 8 steps: its 1-device programs are shared through the
-    compilation cache with test_resume."""
+    """test_resume's config, 8 steps."""
     config = resume_config()
     config.train.num_steps = 8
     config.train.log_every_steps = 2
@@ -61,22 +60,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_two(workdir, logs, env_extra=None):
-    """Processes 0 and 1 of a 2-process run on localhost, each with one CPU device."""
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", train.SIGNAL_AT_STEP_ENV)}
-    env.update(JAX_PLATFORMS="cpu", **(env_extra or {}))
-    cache = jax.config.jax_compilation_cache_dir
-    if cache:
-        env.update(
-            JAX_COMPILATION_CACHE_DIR=cache,
-            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-        )
+def launch(workdir, processes, logs, env_extra=None):
+    """The processes of a run on localhost (one CPU device each), as ``[(Popen, log)]``."""
+    env = subprocess_env(env_extra)
     coordinator = f"127.0.0.1:{free_port()}"
     procs = []
-    for i in range(2):
+    for i in range(processes):
         log = open(logs / f"{workdir.name}_{i}_{len(list(logs.iterdir()))}.log", "w+")
-        cmd = [sys.executable, "-c", SCRIPT, coordinator, "2", str(i), str(workdir)]
+        cmd = [sys.executable, "-c", SCRIPT, coordinator, str(processes), str(i), str(workdir)]
         procs.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log), log))
     return procs
 
@@ -116,9 +107,9 @@ def test_two_processes_train_like_one_and_resume_after_preemption(tmp_path):
     one, two, logs = tmp_path / "one", tmp_path / "two", tmp_path / "logs"
     logs.mkdir()
     # Process 1 alone gets the SIGTERM; both must save the same step and exit 143.
-    procs = launch_two(two, logs, {train.SIGNAL_AT_STEP_ENV: "3:SIGTERM:1"})
-    train.train(distributed_config(), str(one))  # the 1-process reference, meanwhile
-    (code_a, out_a), (code_b, out_b) = wait_all(procs)
+    procs = launch(two, 2, logs, {train.SIGNAL_AT_STEP_ENV: "3:SIGTERM:1"})
+    (code_a, out_a), (code_b, out_b), (code_1, out_1) = wait_all(procs + launch(one, 1, logs))
+    assert code_1 == 0, out_1[-3000:]
     assert code_a == code_b == 128 + signal.SIGTERM, (out_a[-3000:], out_b[-3000:])
     steps = Checkpointer(two, read_only=True).all_steps()
     preempted_at = steps[-1]
@@ -128,7 +119,7 @@ def test_two_processes_train_like_one_and_resume_after_preemption(tmp_path):
     assert len(list((two / "checkpoints" / str(preempted_at) / "data").glob("process_*"))) == 2
     assert "steps/s" in out_a and "steps/s" not in out_b  # progress from process 0 only
 
-    for code, out in wait_all(launch_two(two, logs)):
+    for code, out in wait_all(launch(two, 2, logs)):
         assert code == 0, out[-3000:]
 
     step1, state1 = final_state(one)

@@ -2,7 +2,6 @@
 checkpoint end bitwise equal to an uninterrupted run; a non-finite loss stops training."""
 
 import json
-import logging
 import os
 import shutil
 import signal
@@ -38,33 +37,44 @@ def resume_config():
     return config
 
 
+# Every run here, and in test_distributed, is a process of its own, as a restart is.
+# XLA's LLVM optimisations are off in all of them: they compile in about half the
+# time, and the runs compared with each other all use the same flags.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+
 SCRIPT = textwrap.dedent(
     """
-    import sys
+    import json, sys
     sys.path.insert(0, "tests")
     from test_resume import resume_config
     from chestattn_jax import train
-    train.train(resume_config(), sys.argv[1])
+    config = resume_config()
+    config.train.update(json.loads(sys.argv[2]))
+    train.train(config, sys.argv[1])
     """
 )
 
 
-def start(workdir, signal_at=None):
-    """``train.train(resume_config(), workdir)`` in a new process; with ``signal_at``
-    ("STEP:SIGNAL") it sends itself that signal after that step."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop(train.SIGNAL_AT_STEP_ENV, None)
-    if signal_at:
-        env[train.SIGNAL_AT_STEP_ENV] = signal_at
-    cache = jax.config.jax_compilation_cache_dir  # conftest's, shared with this process
+def subprocess_env(env_extra=None) -> dict:
+    """The environment of a test run: CPU, FAST_COMPILE, this session's compilation cache."""
+    env = {k: v for k, v in os.environ.items() if k != train.SIGNAL_AT_STEP_ENV}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=FAST_COMPILE, **(env_extra or {}))
+    cache = jax.config.jax_compilation_cache_dir  # conftest's, for the whole session
     if cache:
         env.update(
             JAX_COMPILATION_CACHE_DIR=cache,
             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
         )
+    return env
+
+
+def start(workdir, signal_at=None, **train_overrides):
+    """``train.train(resume_config(), workdir)`` in a new process; with ``signal_at``
+    ("STEP:SIGNAL") it sends itself that signal after that step."""
+    env = subprocess_env({train.SIGNAL_AT_STEP_ENV: signal_at} if signal_at else None)
     return subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, str(workdir)],
+        [sys.executable, "-c", SCRIPT, str(workdir), json.dumps(train_overrides)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -76,6 +86,10 @@ def start(workdir, signal_at=None):
 def finish(proc, timeout=300):
     out, _ = proc.communicate(timeout=timeout)
     return proc.returncode, out
+
+
+def run(workdir, signal_at=None, **train_overrides):
+    return finish(start(workdir, signal_at, **train_overrides))
 
 
 def final_state(workdir):
@@ -123,55 +137,50 @@ def tensorboard_starts(workdir):
     return starts
 
 
-def with_signal_at(monkeypatch, spec):
-    monkeypatch.setenv(train.SIGNAL_AT_STEP_ENV, spec)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """An uninterrupted run, and one killed with SIGKILL after step 17 (not a checkpoint step)."""
+    """An uninterrupted run, and one killed and preempted on the way, each stage a process."""
     root = tmp_path_factory.mktemp("resume")
     reference, resumed = root / "reference", root / "resumed"
-    log = {}
+    stages = {}
     # The uninterrupted run and the first (killed) run share the 2 CPUs.
     ref_proc = start(reference)
-    code, out = finish(start(resumed, signal_at="17:SIGKILL"))
-    log["first"] = (code, out)
-    # Killed after step 17: checkpoints 6 and 12 are there, and step 16 was logged after them.
-    log["after_first"] = (
+    stages["sigkill"] = run(resumed, signal_at="17:SIGKILL")
+    stages["after_sigkill"] = (
         Checkpointer(resumed, read_only=True).all_steps(),
         [r["step"] for r in read_jsonl(resumed / "metrics.jsonl")],
     )
     shutil.copytree(resumed, root / "at_step_12")
+    # After step 21, which is neither a log nor a validation step: the checkpoint also
+    # carries the loss of step 21, until step 24 logs it.
+    stages["sigterm"] = run(resumed, signal_at="21:SIGTERM")
+    ckpt = Checkpointer(resumed, read_only=True)
+    stages["after_sigterm"] = (
+        ckpt.all_steps(),
+        len(ckpt.read_meta(ckpt.latest_step())["unlogged_train_metrics"]),
+    )
+    stages["last"] = run(resumed)
     code, out = finish(ref_proc)
     assert code == 0, out[-3000:]
-    yield reference, resumed, root, log
+    yield reference, resumed, root, stages
 
 
-def test_killed_and_preempted_run_ends_bitwise_equal(runs, monkeypatch):
-    reference, resumed, _, log = runs
-    code, out = log["first"]
+def test_killed_and_preempted_run_ends_bitwise_equal(runs):
+    reference, resumed, root, stages = runs
+    code, out = stages["sigkill"]
     assert code == -signal.SIGKILL, out[-3000:]
-    steps, logged = log["after_first"]
+    steps, logged = stages["after_sigkill"]
     assert steps == [6, 12]
     assert logged[-1] == 16  # a row after the last checkpoint, to be dropped on resume
 
-    # In this process: a real SIGTERM after step 21, which is neither a log nor a
-    # validation step, so the checkpoint also carries the loss of step 21 until step 24 logs it.
-    with_signal_at(monkeypatch, "21:SIGTERM")
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(train.Preempted) as preempted:
-        train.train(resume_config(), str(resumed))
-    assert preempted.value.code == 143 and preempted.value.step == 21
-    assert "saved the checkpoint of step 21" in str(preempted.value)
-    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
-    ckpt = Checkpointer(resumed, read_only=True)
-    assert ckpt.all_steps() == [6, 18, 21]  # the 2 latest, and the best (lowest loss)
-    assert len(ckpt.read_meta(21)["unlogged_train_metrics"]) == 1
+    code, out = stages["sigterm"]
+    assert code == 128 + signal.SIGTERM, out[-3000:]
+    assert "Preempted (SIGTERM): saved the checkpoint of step 21" in out
+    # The 2 latest, the best (lowest validation loss), and step 21's unlogged loss.
+    assert stages["after_sigterm"] == ([6, 18, 21], 1)
 
-    monkeypatch.delenv(train.SIGNAL_AT_STEP_ENV)
-    train.train(resume_config(), str(resumed))
-
+    code, out = stages["last"]
+    assert code == 0, out[-3000:]
     step, state = final_state(resumed)
     ref_step, ref_state = final_state(reference)
     assert step == ref_step == 30  # stopped early, at the same validation
@@ -182,13 +191,13 @@ def test_killed_and_preempted_run_ends_bitwise_equal(runs, monkeypatch):
     # TensorBoard hides what the killed run logged after step 12 (and after 21, had it).
     assert tensorboard_starts(resumed) == [1, 13, 22]
     # The params moved: equality is not two untouched initialisations.
-    early = jax.tree.leaves(final_state(runs[2] / "at_step_12")[1]["params"])
+    early = jax.tree.leaves(final_state(root / "at_step_12")[1]["params"])
     late = jax.tree.leaves(state["params"])
     assert not all(np.array_equal(a, b) for a, b in zip(early, late, strict=True))
 
 
-def test_damaged_latest_checkpoint_is_set_aside(runs, tmp_path, caplog):
-    reference, _, _, _ = runs
+def test_damaged_latest_checkpoint_is_set_aside(runs, tmp_path):
+    reference = runs[0]
     workdir = tmp_path / "w"
     shutil.copytree(reference, workdir)
     assert Checkpointer(workdir, read_only=True).all_steps() == [6, 24, 30]
@@ -199,10 +208,10 @@ def test_damaged_latest_checkpoint_is_set_aside(runs, tmp_path, caplog):
     chunk = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=os.path.getsize)
     chunk.write_bytes(chunk.read_bytes()[: os.path.getsize(chunk) // 2])
 
-    with caplog.at_level(logging.WARNING):
-        train.train(resume_config(), str(workdir))
-    warnings = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
-    assert len(warnings) == 1 and str(step_dir) in warnings[0], warnings
+    code, out = run(workdir)
+    assert code == 0, out[-3000:]
+    warnings = [line for line in out.splitlines() if "is unreadable" in line]
+    assert len(warnings) == 1 and f"Checkpoint {step_dir} is unreadable" in warnings[0], out
     assert (workdir / UNREADABLE_DIR / "30").is_dir()
     assert not list((workdir / "checkpoints").glob("*tmp*"))
     # Resumed from step 24 and trained 25..30 again, to the same bits.
@@ -213,18 +222,28 @@ def test_damaged_latest_checkpoint_is_set_aside(runs, tmp_path, caplog):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(runs, tmp_path):
     workdir = tmp_path / "w"
     shutil.copytree(runs[2] / "at_step_12", workdir)
-    config = resume_config()
-    config.train.learning_rate = 1e30  # Adam's first step moves every weight by ~1e30
-    with pytest.raises(FloatingPointError, match=r"checkpoints/12 \(step 12\)"):
-        train.train(config, str(workdir))
+    # Adam's first step from the checkpoint moves every weight by ~1e30.
+    code, out = run(workdir, learning_rate=1e30)
+    assert code == 1, out[-3000:]
+    assert "FloatingPointError: Training loss became" in out, out[-3000:]
+    assert "by step 16; the last good checkpoint" in out
+    assert f"the last good checkpoint is {workdir}/checkpoints/12 (step 12)" in out
     assert Checkpointer(workdir, read_only=True).all_steps() == [6, 12]
     step, state = final_state(workdir)
     assert step == 12
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
     rows = read_jsonl(workdir / "metrics.jsonl")
-    assert all(r["step"] <= 16 for r in rows)
-    assert all(v is None or np.isfinite(v) for r in rows for v in r.values())
-    json.dumps(rows)
+    assert [r["step"] for r in rows] == [4, 6, 8, 12, 12]  # nothing after the checkpoint
+
+
+def test_preemption_handler_is_put_back():
+    before = signal.getsignal(signal.SIGTERM)
+    with train._PreemptionNotice() as notice:
+        assert signal.getsignal(signal.SIGTERM) is not before
+        assert not notice.reached(1)
+        os.kill(os.getpid(), signal.SIGTERM)  # caught: this process lives on
+        assert notice.reached(2)
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_gcs_workdir_is_kept_as_a_url():
