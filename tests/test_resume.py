@@ -255,3 +255,19 @@ def test_gcs_workdir_is_kept_as_a_url():
     assert os.fspath(path / "checkpoints") == "gs://bucket/runs/a/checkpoints"
     assert not is_local(path / "metrics.jsonl")
     assert is_local(workdir_path("relative/dir")) and workdir_path("relative/dir").is_absolute()
+
+
+def test_metric_log_resumes_at_the_checkpoint_step(tmp_path):
+    """Rows after the restored step, and a last line cut short by a kill, are dropped."""
+    from chestattn_jax.metric_writers import MetricWriter
+
+    rows = [{"step": 4, "train/loss": 1.0}, {"step": 8, "val/loss": 2.0}, {"step": 12}]
+    text = "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 16, "train/lo'
+    (tmp_path / "metrics.jsonl").write_text(text)
+    writer = MetricWriter(tmp_path, resume_step=8)
+    writer.write_scalars(12, {"train/loss": float("nan")})
+    writer.close()
+    assert read_jsonl(tmp_path / "metrics.jsonl") == [*rows[:2], {"step": 12, "train/loss": None}]
+    with pytest.raises(ValueError, match="line 1 is not JSON"):
+        (tmp_path / "bad.jsonl").write_text("{oops\n{}\n")
+        read_jsonl(tmp_path / "bad.jsonl")
