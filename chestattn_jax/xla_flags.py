@@ -6,22 +6,25 @@ XLA reads ``XLA_FLAGS`` once, when the first backend is created (the first
 as nothing has used JAX before this package is imported.
 
 Which flags: none at present. Measured with jaxlib 0.10.2 on a 2-core AMD EPYC
-(AVX-512) on the ResNet-50 train step at 128 px (BENCHMARKS.md has the figures):
+(AVX-512), the class-based ResNet-50 train step at 128 px, batch 8, each setting
+compiled in one process with its steps alternating (``benchmarks/train_step.py
+--compare_xla``; BENCHMARKS.md has the table, with the tiny test model beside it):
 
-- ``--xla_cpu_use_onednn=true`` and ``--xla_cpu_experimental_onednn_custom_call=true``
-  (the "oneDNN flags"): no effect. The compiled HLO is byte-identical to the default's
-  and oneDNN runs the same GEMM calls; the rewrites behind them are compiled into
-  XLA:CPU only in builds with ``XLA_ONEDNN`` and ``ENABLE_ONEDNN_ASYNC``, which the
-  PyPI jaxlib is not.
+- ``--xla_cpu_use_onednn=true`` with ``--xla_cpu_experimental_onednn_custom_call=true``
+  (the "oneDNN flags"): no effect, 1.04x wall and 0.99x CPU time, the same loss to the
+  last bit. The compiled HLO is byte-identical to the default's and oneDNN runs the same
+  GEMM calls: the rewrites behind these flags are compiled into XLA:CPU only with
+  ``XLA_ONEDNN`` and ``ENABLE_ONEDNN_ASYNC``, which the PyPI jaxlib lacks.
 - ``--xla_cpu_experimental_onednn_fusion_type=dot|eltwise|reduce``: the step fails to
   compile ("partition compile failed").
-- ``--xla_cpu_experimental_ynn_fusion_type=`` (YNNPACK off, Eigen convolutions): 25-35%
-  more CPU time per step. Adding the eltwise and reduce YNN fusions, or
-  ``--xla_cpu_prefer_vector_width=512``: within noise (±3%).
-- ``--xla_cpu_enable_concurrency_optimized_scheduler=true``: the step runs on one
-  core, 1.8x slower.
-- ``--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY``:
-  changes the loss beyond rounding; ``--xla_cpu_enable_fast_math``: unsafe by design.
+- ``--xla_cpu_experimental_ynn_fusion_type=`` (YNNPACK off, Eigen convolutions): 0.82x.
+  Adding YNNPACK's eltwise and reduce fusions: 0.73x.
+- ``--xla_cpu_prefer_vector_width=512``: 1.05x wall, 1.01x CPU here, 0.97x in another
+  run: noise.
+- ``--xla_cpu_enable_concurrency_optimized_scheduler=true``: 0.89x.
+- ``--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY``: 0.91x
+  on the tiny model (not tried on ResNet-50). ``--xla_cpu_enable_fast_math``: not
+  tried, it may change results beyond rounding by design.
 
 So the default XLA:CPU pipeline (YNNPACK convolutions and dots) is kept. The mechanism
 stays so that a flag measured to help (a later jaxlib, another CPU) is one line in
