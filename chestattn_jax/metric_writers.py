@@ -58,12 +58,16 @@ class MetricWriter:
         self._rewrite()
         # Object stores (gs://) cannot append: there the file is rewritten at each call.
         self._append = self._path.open("a") if is_local(self._path) else None
-        self._tb = SummaryWriter(
-            os.fspath(workdir / "tensorboard"),
-            purge_step=resume_step + 1,
-            # Event files are named by the second they start: keep a quick restart's apart.
-            filename_suffix=f".step{resume_step}",
-        )
+        try:
+            self._tb = SummaryWriter(
+                os.fspath(workdir / "tensorboard"),
+                purge_step=resume_step + 1,
+                # Event files are named by the second they start: keep a quick restart's apart.
+                filename_suffix=f".step{resume_step}",
+            )
+        except ImportError as e:  # gs:// without google-cloud-storage installed
+            logging.warning("No TensorBoard events (%s); metrics.jsonl has every scalar.", e)
+            self._tb = None
 
     def write_scalars(self, step: int, scalars: dict) -> None:
         if not self._active:
@@ -81,9 +85,10 @@ class MetricWriter:
         else:
             self._lines.append(line)
             self._rewrite()
-        for k, v in scalars.items():
-            self._tb.add_scalar(k, float(v), int(step))
-        self._tb.flush()
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, float(v), int(step))
+            self._tb.flush()
 
     def _rewrite(self) -> None:
         # Written beside and renamed, so a kill never leaves half a log behind.
@@ -95,7 +100,8 @@ class MetricWriter:
         if self._active:
             if self._append is not None:
                 self._append.close()
-            self._tb.close()
+            if self._tb is not None:
+                self._tb.close()
 
 
 class Progress:

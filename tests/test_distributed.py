@@ -5,7 +5,6 @@ preemption agreement and the per-process data-iterator checkpoints are exercised
 """
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -144,25 +143,24 @@ def test_two_processes_train_like_one_and_resume_after_preemption(tmp_path):
     assert json.loads((two / "config.json").read_text())["train"]["num_steps"] == 8
 
 
-def test_main_checks_the_distributed_flags(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chestattn_jax.main",
-            "--config=configs/synthetic.py",
-            f"--workdir={tmp_path}",
-            "--num_processes=2",
-            "--process_id=1",
-        ],
-        cwd=REPO,
-        env={k: v for k, v in os.environ.items() if k != "JAX_COORDINATOR_ADDRESS"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode != 0
-    assert "--num_processes=2 also needs --coordinator_address" in proc.stderr, proc.stderr[-2000:]
+def test_main_checks_the_distributed_flags(tmp_path, monkeypatch):
+    from absl.testing import flagsaver
+
+    from chestattn_jax import main
+
+    monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
+    argv = [
+        "main",
+        f"--config={REPO / 'configs' / 'synthetic.py'}",
+        f"--workdir={tmp_path}",
+        "--num_processes=2",
+        "--process_id=1",
+    ]
+    with flagsaver.flagsaver():
+        main.parse_flags(argv)
+        with pytest.raises(ValueError, match="--num_processes=2 also needs --coordinator_address"):
+            main.main(["main"])
+    assert not distributed.is_multiprocess()
 
 
 def test_each_process_reads_its_rows_of_the_global_batch():

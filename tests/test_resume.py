@@ -27,10 +27,10 @@ TIMING_KEYS = ("train/steps_per_sec", "train/images_per_sec")
 def resume_config():
     """tiny_config with validation every 6 steps, augmentation on and early stopping.
 
-    Its validation loss is lowest at step 6, so with patience 4 it stops at step 30
-    of 36: a resumed run that lost the early-stopping count would run on to 36.
+    Its validation loss is lowest at step 6, so with patience 2 it stops at step 18
+    of 24: a resumed run that lost the early-stopping count would run on to 24.
     """
-    config = tiny_config("class", eval_every_steps=6, num_steps=36, patience=4)
+    config = tiny_config("class", eval_every_steps=6, num_steps=24, patience=2)
     # As test_sharding: 2 processes match 1 within 1e-4 (test_distributed shares this config).
     config.train.learning_rate = 1e-3
     config.data.augment.enabled = True  # the augmentation's random draws must resume too
@@ -137,103 +137,95 @@ def tensorboard_starts(workdir):
     return starts
 
 
+def damage(workdir, step):
+    """What a kill or a failing disk leaves: Orbax's temporary directory of the next
+    save, and checkpoint ``step`` with its largest array file cut in half."""
+    step_dir = workdir / "checkpoints" / str(step)
+    shutil.copytree(step_dir, workdir / "checkpoints" / f"{step + 1}.orbax-checkpoint-tmp-17000")
+    chunk = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=os.path.getsize)
+    chunk.write_bytes(chunk.read_bytes()[: os.path.getsize(chunk) // 2])
+    return step_dir
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """An uninterrupted run, and one killed and preempted on the way, each stage a process."""
+    """An uninterrupted run, and one preempted, killed and left with a damaged latest
+    checkpoint on the way to the end: each stage a process of its own."""
     root = tmp_path_factory.mktemp("resume")
     reference, resumed = root / "reference", root / "resumed"
     stages = {}
-    # The uninterrupted run and the first (killed) run share the 2 CPUs.
-    ref_proc = start(reference)
+    ref_proc = start(reference)  # the uninterrupted run and the first stage share the 2 CPUs
+    # SIGTERM after step 9, neither a log nor a validation step: the checkpoint also
+    # carries step 9's loss, which step 12 logs with those of 10..12.
+    stages["sigterm"] = run(resumed, signal_at="9:SIGTERM")
+    ckpt = Checkpointer(resumed, read_only=True)
+    stages["after_sigterm"] = (ckpt.all_steps(), ckpt.read_meta(9)["unlogged_train_metrics"])
+    shutil.copytree(resumed, root / "at_step_9")
+    # Resumed at 9, killed after step 17: checkpoint 12 is there, and step 16 was logged after it.
     stages["sigkill"] = run(resumed, signal_at="17:SIGKILL")
     stages["after_sigkill"] = (
         Checkpointer(resumed, read_only=True).all_steps(),
         [r["step"] for r in read_jsonl(resumed / "metrics.jsonl")],
     )
-    shutil.copytree(resumed, root / "at_step_12")
-    # After step 21, which is neither a log nor a validation step: the checkpoint also
-    # carries the loss of step 21, until step 24 logs it.
-    stages["sigterm"] = run(resumed, signal_at="21:SIGTERM")
-    ckpt = Checkpointer(resumed, read_only=True)
-    stages["after_sigterm"] = (
-        ckpt.all_steps(),
-        len(ckpt.read_meta(ckpt.latest_step())["unlogged_train_metrics"]),
-    )
+    # Checkpoint 12 damaged: the last stage sets it aside and resumes at 9 again.
+    stages["damaged"] = damage(resumed, 12)
     stages["last"] = run(resumed)
     code, out = finish(ref_proc)
     assert code == 0, out[-3000:]
     yield reference, resumed, root, stages
 
 
-def test_killed_and_preempted_run_ends_bitwise_equal(runs):
+def test_preempted_killed_and_damaged_run_ends_bitwise_equal(runs):
     reference, resumed, root, stages = runs
+    code, out = stages["sigterm"]
+    assert code == 128 + signal.SIGTERM, out[-3000:]
+    assert "Preempted (SIGTERM): saved the checkpoint of step 9" in out
+    steps, unlogged = stages["after_sigterm"]
+    assert steps == [6, 9] and len(unlogged) == 1
+
     code, out = stages["sigkill"]
     assert code == -signal.SIGKILL, out[-3000:]
     steps, logged = stages["after_sigkill"]
-    assert steps == [6, 12]
+    assert steps == [6, 9, 12]  # the 2 latest, and the best (lowest validation loss)
     assert logged[-1] == 16  # a row after the last checkpoint, to be dropped on resume
-
-    code, out = stages["sigterm"]
-    assert code == 128 + signal.SIGTERM, out[-3000:]
-    assert "Preempted (SIGTERM): saved the checkpoint of step 21" in out
-    # The 2 latest, the best (lowest validation loss), and step 21's unlogged loss.
-    assert stages["after_sigterm"] == ([6, 18, 21], 1)
 
     code, out = stages["last"]
     assert code == 0, out[-3000:]
+    step_dir = stages["damaged"]
+    warnings = [line for line in out.splitlines() if "is unreadable" in line]
+    assert len(warnings) == 1 and f"Checkpoint {step_dir} is unreadable" in warnings[0], out
+    assert (resumed / UNREADABLE_DIR / "12").is_dir()
+    assert not list((resumed / "checkpoints").glob("*tmp*"))
+
     step, state = final_state(resumed)
     ref_step, ref_state = final_state(reference)
-    assert step == ref_step == 30  # stopped early, at the same validation
+    assert step == ref_step == 18  # stopped early, at the same validation
     assert_bitwise_equal(state, ref_state)
     rows, ref_rows = metric_rows(resumed), metric_rows(reference)
-    assert [r["step"] for r in ref_rows if "train/loss" in r] == list(range(4, 29, 4))
+    assert [r["step"] for r in ref_rows if "train/loss" in r] == [4, 8, 12, 16]
     assert rows == ref_rows
-    # TensorBoard hides what the killed run logged after step 12 (and after 21, had it).
-    assert tensorboard_starts(resumed) == [1, 13, 22]
+    # TensorBoard hides what the stages logged after the step each next one resumed at.
+    assert tensorboard_starts(resumed) == [1, 10, 10]
     # The params moved: equality is not two untouched initialisations.
-    early = jax.tree.leaves(final_state(root / "at_step_12")[1]["params"])
+    early = jax.tree.leaves(final_state(root / "at_step_9")[1]["params"])
     late = jax.tree.leaves(state["params"])
     assert not all(np.array_equal(a, b) for a, b in zip(early, late, strict=True))
 
 
-def test_damaged_latest_checkpoint_is_set_aside(runs, tmp_path):
-    reference = runs[0]
-    workdir = tmp_path / "w"
-    shutil.copytree(reference, workdir)
-    assert Checkpointer(workdir, read_only=True).all_steps() == [6, 24, 30]
-    step_dir = workdir / "checkpoints" / "30"
-    # A save cut short by a kill: Orbax's temporary directory of the next step.
-    shutil.copytree(step_dir, workdir / "checkpoints" / "36.orbax-checkpoint-tmp-1700000000")
-    # The latest checkpoint truncated: its largest array file loses its second half.
-    chunk = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=os.path.getsize)
-    chunk.write_bytes(chunk.read_bytes()[: os.path.getsize(chunk) // 2])
-
-    code, out = run(workdir)
-    assert code == 0, out[-3000:]
-    warnings = [line for line in out.splitlines() if "is unreadable" in line]
-    assert len(warnings) == 1 and f"Checkpoint {step_dir} is unreadable" in warnings[0], out
-    assert (workdir / UNREADABLE_DIR / "30").is_dir()
-    assert not list((workdir / "checkpoints").glob("*tmp*"))
-    # Resumed from step 24 and trained 25..30 again, to the same bits.
-    assert_bitwise_equal(final_state(workdir)[1], final_state(reference)[1])
-    assert metric_rows(workdir) == metric_rows(reference)
-
-
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(runs, tmp_path):
     workdir = tmp_path / "w"
-    shutil.copytree(runs[2] / "at_step_12", workdir)
+    shutil.copytree(runs[2] / "at_step_9", workdir)
     # Adam's first step from the checkpoint moves every weight by ~1e30.
     code, out = run(workdir, learning_rate=1e30)
     assert code == 1, out[-3000:]
     assert "FloatingPointError: Training loss became" in out, out[-3000:]
-    assert "by step 16; the last good checkpoint" in out
-    assert f"the last good checkpoint is {workdir}/checkpoints/12 (step 12)" in out
-    assert Checkpointer(workdir, read_only=True).all_steps() == [6, 12]
+    assert f"by step 12; the last good checkpoint is {workdir}/checkpoints/9 (step 9)" in out
+    assert Checkpointer(workdir, read_only=True).all_steps() == [6, 9]
     step, state = final_state(workdir)
-    assert step == 12
+    assert step == 9
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
     rows = read_jsonl(workdir / "metrics.jsonl")
-    assert [r["step"] for r in rows] == [4, 6, 8, 12, 12]  # nothing after the checkpoint
+    assert [r["step"] for r in rows] == [4, 6, 8]  # nothing after the checkpoint
 
 
 def test_preemption_handler_is_put_back():
