@@ -1,6 +1,7 @@
 """Exact resume: runs killed with SIGKILL, preempted with SIGTERM or left with a damaged
 checkpoint end bitwise equal to an uninterrupted run; a non-finite loss stops training."""
 
+import atexit
 import json
 import os
 import shutil
@@ -92,18 +93,44 @@ def run(workdir, signal_at=None, **train_overrides):
     return finish(start(workdir, signal_at, **train_overrides))
 
 
-def final_state(workdir):
-    """``(step, arrays)`` of the latest checkpoint, read by Orbax as numpy arrays
-    (without a template, so also when it was saved by several processes)."""
-    with ocp.CheckpointManager(
-        os.path.join(workdir, "checkpoints"), options=ocp.CheckpointManagerOptions(read_only=True)
-    ) as manager:
-        step = manager.latest_step()
+def final_state(workdir, step=None):
+    """``(step, arrays)`` of checkpoint ``step`` (default: the latest), read by Orbax as
+    numpy arrays (without a template, so also when several processes saved it)."""
+    if step is None:
+        with ocp.CheckpointManager(
+            os.path.join(workdir, "checkpoints"),
+            options=ocp.CheckpointManagerOptions(read_only=True),
+        ) as manager:
+            step = manager.latest_step()
     path = os.path.join(workdir, "checkpoints", str(step), "state")
     with ocp.PyTreeCheckpointer() as checkpointer:
         tree = checkpointer.metadata(path).item_metadata.tree
         as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
         return step, checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+
+
+_REFERENCE = {}
+
+
+def start_reference(tmp_path_factory):
+    """The uninterrupted run of resume_config, started once per session: this module
+    and test_distributed both compare with it. Returns its workdir."""
+    if "proc" not in _REFERENCE:
+        workdir = tmp_path_factory.mktemp("reference") / "w"
+        proc = start(workdir)
+        atexit.register(lambda: proc.poll() is None and proc.kill())  # a test failed first
+        _REFERENCE.update(workdir=workdir, proc=proc)
+    return _REFERENCE["workdir"]
+
+
+def reference_done(tmp_path_factory):
+    """The reference's workdir, once it has finished."""
+    workdir = start_reference(tmp_path_factory)
+    if "result" not in _REFERENCE:
+        _REFERENCE["result"] = finish(_REFERENCE["proc"])
+    code, out = _REFERENCE["result"]
+    assert code == 0, out[-3000:]
+    return workdir
 
 
 def assert_bitwise_equal(a, b):
@@ -152,9 +179,9 @@ def runs(tmp_path_factory):
     """An uninterrupted run, and one preempted, killed and left with a damaged latest
     checkpoint on the way to the end: each stage a process of its own."""
     root = tmp_path_factory.mktemp("resume")
-    reference, resumed = root / "reference", root / "resumed"
+    resumed = root / "resumed"
     stages = {}
-    ref_proc = start(reference)  # the uninterrupted run and the first stage share the 2 CPUs
+    start_reference(tmp_path_factory)  # if not yet running, it shares the 2 CPUs with stage 1
     # SIGTERM after step 9, neither a log nor a validation step: the checkpoint also
     # carries step 9's loss, which step 12 logs with those of 10..12.
     stages["sigterm"] = run(resumed, signal_at="9:SIGTERM")
@@ -170,9 +197,7 @@ def runs(tmp_path_factory):
     # Checkpoint 12 damaged: the last stage sets it aside and resumes at 9 again.
     stages["damaged"] = damage(resumed, 12)
     stages["last"] = run(resumed)
-    code, out = finish(ref_proc)
-    assert code == 0, out[-3000:]
-    yield reference, resumed, root, stages
+    yield reference_done(tmp_path_factory), resumed, root, stages
 
 
 def test_preempted_killed_and_damaged_run_ends_bitwise_equal(runs):
