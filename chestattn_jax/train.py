@@ -42,6 +42,7 @@ from chestattn_jax.data.input_pipeline import create_source, train_dataset
 from chestattn_jax.losses import class_weights
 from chestattn_jax.metric_writers import MetricWriter, Progress
 from chestattn_jax.models import create_model
+from chestattn_jax.models.convert import maybe_load_pretrained
 from chestattn_jax.steps import make_eval_step, make_train_step
 from chestattn_jax.train_state import TrainState, create_optimizer, create_train_state
 
@@ -153,7 +154,8 @@ def train(config, workdir) -> TrainState:
     any_checkpoint = bool(checkpointer.all_steps())
     restored = checkpointer.restore_latest(abstract_state, data_iter)
     if restored is None:
-        state = init()
+        # A fresh run: the backbone from config.model.pretrained (torchvision), if set.
+        state = maybe_load_pretrained(init(), config.model.pretrained)
         if any_checkpoint:  # every one failed to restore, and may have moved the iterator
             if hasattr(data_iter, "close"):
                 data_iter.close()

@@ -451,3 +451,34 @@ def test_pretrained_is_off_by_default(fresh_state):
     assert maybe_load_pretrained(fresh, "") is fresh
     with pytest.raises(FileNotFoundError, match=r"missing\.safetensors"):
         maybe_load_pretrained(fresh, "missing.safetensors")
+
+
+def test_training_starts_from_the_pretrained_backbone(state_file, tmp_path):
+    """config.model.pretrained reaches train.py: at learning rate 0 the checkpointed
+    backbone is the converted file's."""
+    from chestattn_jax import train
+    from chestattn_jax.checkpointing import Checkpointer
+
+    sd, path = state_file
+    config = tiny_config("class", num_steps=4, log_every_steps=4, eval_every_steps=4)
+    config.train.learning_rate = 0.0
+    config.model.pretrained = path
+    config.eval.bootstrap_draws = 0
+    workdir = str(tmp_path / "w")
+    train.train_and_evaluate(config, workdir)
+    checkpointer = Checkpointer(workdir, read_only=True)
+    state, _ = checkpointer.restore(checkpointer.latest_step(), load_pretrained_template(config))
+    checkpointer.close()
+    stem = np.asarray(state.params["backbone"]["stem_conv"]["kernel"])
+    np.testing.assert_allclose(stem[:, :, 0], sd["conv1.weight"].sum(1).transpose(1, 2, 0), 1e-6)
+
+
+def load_pretrained_template(config):
+    c = config.data
+    return create_train_state(
+        create_model(config),
+        create_optimizer(config.train),
+        jax.random.key(config.seed),
+        (c.image_size, c.image_size, c.channels),
+        shd.replicated(shd.make_mesh()),
+    )
