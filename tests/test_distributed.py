@@ -120,7 +120,7 @@ def test_two_processes_train_like_one_and_resume_after_preemption(tmp_path, tmp_
     for out in (out_a, out_b):
         assert f"saved the checkpoint of step {preempted_at}" in out
     assert len(list((two / "checkpoints" / str(preempted_at) / "data").glob("process_*"))) == 2
-    assert "steps/s" in out_a and "steps/s" not in out_b  # progress from process 0 only
+    assert "Parameters:" in out_a and "Parameters:" not in out_b  # INFO from process 0 only
 
     for code, out in wait_all(launch(two, 2, logs)):
         assert code == 0, out[-3000:]
