@@ -2,7 +2,7 @@
 
   python -m chestattn_jax.compare W_resnet W_image W_class --out=comparison
 
-reads each workdir's ``eval/predictions.npz`` (written by training or
+reads each workdir's (local or ``gs://``) ``eval/predictions.npz`` (written by training or
 ``--mode=evaluate``) and writes ``comparison/table.md`` and ``table.csv``: classes
 by models, AUC with its 95 % patient-bootstrap interval, a mean row, and for every
 model after the first its paired bootstrap difference against the first.
@@ -17,9 +17,11 @@ over test images whose only finding is that class, one row per model).
 from __future__ import annotations
 
 import csv
+import io
 import os
 
 import numpy as np
+from etils import epath
 
 from chestattn_jax import figures
 from chestattn_jax.metrics import bootstrap_auc, paired_auc_difference
@@ -27,11 +29,11 @@ from chestattn_jax.metrics import bootstrap_auc, paired_auc_difference
 
 def load_predictions(workdir: str) -> dict:
     path = os.path.join(workdir, "eval", "predictions.npz")
-    if not os.path.exists(path):
+    if not epath.Path(path).exists():
         raise FileNotFoundError(
             f"{path} not found: train or run --mode=evaluate on {workdir} first."
         )
-    with np.load(path) as z:
+    with np.load(io.BytesIO(epath.Path(path).read_bytes())) as z:
         return {k: z[k] for k in z.files}
 
 
@@ -124,8 +126,8 @@ def attention_figures(workdirs, names, classes, out_dir: str) -> list[str]:
     examples = {}
     for w, name in zip(workdirs, names, strict=True):
         path = os.path.join(w, "eval", "attention_examples.npz")
-        if os.path.exists(path):
-            with np.load(path) as z:
+        if epath.Path(path).exists():
+            with np.load(io.BytesIO(epath.Path(path).read_bytes())) as z:
                 examples[name] = {k: z[k] for k in z.files}
     written = []
     if examples:

@@ -15,12 +15,14 @@ with the lowest validation loss by default) and writes ``WORKDIR/eval/``:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 
 import jax
 import numpy as np
 from absl import logging
+from etils import epath
 from sklearn.metrics import roc_auc_score
 
 from chestattn_jax import figures
@@ -78,6 +80,13 @@ def predict_split(eval_fn, state, source, batch_size: int, mesh):
         loss_sum / n,
         index[order],
     )
+
+
+def _savez(path, **arrays) -> None:
+    """``np.savez`` to a local or ``gs://`` path."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    epath.Path(path).write_bytes(buffer.getvalue())
 
 
 def _allgather(tree):
@@ -142,8 +151,8 @@ def split_metrics(eval_fn, state, source, config, mesh, out_dir=None) -> dict:
             seed=config.eval.bootstrap_seed,
         )
     if jax.process_index() == 0:
-        os.makedirs(out_dir, exist_ok=True)
-        np.savez(
+        epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
+        _savez(
             os.path.join(out_dir, "predictions.npz"),
             probs=probs,
             labels=labels,
@@ -225,7 +234,7 @@ def attention_analysis(state, source, config, mesh, labels, probs, out_dir) -> d
     if jax.process_index() == 0 and examples:
         variant = config.model.variant
         idx = np.asarray([e[0] for e in examples])
-        np.savez(
+        _savez(
             os.path.join(out_dir, "attention_examples.npz"),
             index=idx,
             images=np.stack([e[1] for e in examples]),
@@ -298,11 +307,10 @@ def _refuse(path: str, config, problems: list[str]) -> None:
 def check_trained_config(workdir: str, path: str, config) -> None:
     """Compares ``config`` with ``WORKDIR/config.json`` (written by training), if there is
     one, on the fields that decide the parameters; raises a ``ValueError`` naming them."""
-    saved_path = os.path.join(workdir, "config.json")
-    if not os.path.exists(saved_path):
+    saved_path = epath.Path(workdir) / "config.json"
+    if not saved_path.exists():
         return
-    with open(saved_path) as f:
-        saved = json.load(f)
+    saved = json.loads(saved_path.read_text())
     problems = []
     for name in _MODEL_FIELDS:
         try:
@@ -357,7 +365,7 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
     checkpointer = Checkpointer(workdir, read_only=True)
     try:
         step = select_checkpoint(checkpointer, which)
-        path = os.path.join(checkpointer.directory, str(step), "state")
+        path = os.fspath(epath.Path(checkpointer.directory) / str(step) / "state")
         check_trained_config(workdir, path, config)
         mesh = shd.make_mesh()
         state = create_train_state(
@@ -420,16 +428,16 @@ def write_eval(workdir: str, metrics: dict, classes=None) -> str:
     path = os.path.join(out, "metrics.json")
     if jax.process_index() != 0:
         return path
-    os.makedirs(out, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(metrics, f, indent=2, sort_keys=True)
+    epath.Path(out).mkdir(parents=True, exist_ok=True)
+    epath.Path(path).write_text(json.dumps(metrics, indent=2, sort_keys=True))
     if classes is None:
         return path
     rows = per_class_rows(metrics, classes)
-    with open(os.path.join(out, "per_class.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows([{k: ("" if v is None else v) for k, v in r.items()} for r in rows])
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows([{k: ("" if v is None else v) for k, v in r.items()} for r in rows])
+    epath.Path(out, "per_class.csv").write_text(table.getvalue())
     header = ["class", "AUC [95% CI]", "pos", "neg"]
     loc_cols = [k for k in rows[0] if k == "hit_rate" or "@" in k]
     header += [k.replace("hit_rate", "hit rate") for k in loc_cols]
@@ -447,13 +455,12 @@ def write_eval(workdir: str, metrics: dict, classes=None) -> str:
         cells = [
             r["class"],
             auc,
-            str(r.get("positives", "") or ""),
-            str(r.get("negatives", "") or ""),
+            "" if r.get("positives") is None else str(r["positives"]),
+            "" if r.get("negatives") is None else str(r["negatives"]),
         ]
         cells += [_fmt(r[k], 2) for k in loc_cols]
         lines.append("| " + " | ".join(cells) + " |")
-    with open(os.path.join(out, "per_class.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    epath.Path(out, "per_class.md").write_text("\n".join(lines) + "\n")
     return path
 
 

@@ -9,11 +9,13 @@ radiograph.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import textwrap
 
 import numpy as np
+from etils import epath
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
@@ -31,10 +33,14 @@ def _new_figure(rows: int, cols: int, panel: float = PANEL_INCHES, extra_h: floa
     return fig, axes
 
 
-def _save(fig, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    return path
+def _save(fig, path) -> str:
+    """Writes the PNG to ``path``, a local or ``gs://`` path (through etils.epath)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format="png")
+    target = epath.Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(buffer.getvalue())
+    return os.fspath(path)
 
 
 def _grid(n: int, max_cols: int = 5) -> tuple[int, int]:

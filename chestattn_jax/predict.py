@@ -26,6 +26,7 @@ import os
 import jax
 import numpy as np
 from absl import logging
+from etils import epath
 
 from chestattn_jax import figures
 from chestattn_jax import sharding as shd
@@ -75,7 +76,7 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
     batch_size = -(-batch_size // devices) * devices
     sharding = shd.batch_sharded(mesh)
     ok = list(images)
-    os.makedirs(out_dir, exist_ok=True)
+    epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
     names = dict(zip(paths, _overlay_names(paths), strict=True))
     predictions = {}
     for start in range(0, len(ok), batch_size):
@@ -103,7 +104,7 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
                 "overlay": overlay,
             }
     result = {
-        "workdir": os.path.abspath(workdir),
+        "workdir": workdir if "://" in workdir else os.path.abspath(workdir),
         "checkpoint_step": int(step),
         "variant": config.model.variant,
         "image_size": size,
@@ -111,7 +112,6 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
         "predictions": [predictions[p] for p in paths if p in predictions],
         "errors": errors,
     }
-    with open(os.path.join(out_dir, "predictions.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    epath.Path(out_dir, "predictions.json").write_text(json.dumps(result, indent=2))
     logging.info("Scored %d of %d images -> %s", len(predictions), len(paths), out_dir)
     return result

@@ -27,6 +27,7 @@ fields of every record (for splits and class counts without decoding images).
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing
 import os
@@ -35,6 +36,7 @@ import shutil
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
+from etils import epath
 
 from chestattn_jax.data import chexpert, nih
 from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_CLASSES
@@ -257,12 +259,12 @@ def load_index(builder) -> dict:
     """The non-image fields of every record of split ``full``, as arrays.
 
     Computed once by reading the records without decoding their images, then
-    cached in the version folder (written atomically).
+    cached in the version folder (written atomically; local or ``gs://``).
     """
-    path = os.path.join(os.fspath(builder.data_dir), INDEX_FILE)
+    path = epath.Path(builder.data_dir) / INDEX_FILE
     fields = ("labels", "mask", "patient_id", "view", "sex", "age", "source_split", "key")
-    if os.path.exists(path):
-        with np.load(path) as z:
+    if path.exists():
+        with np.load(io.BytesIO(path.read_bytes())) as z:
             if "num_boxes" in z.files:  # else an index from before boxes were counted
                 return {k: z[k] for k in z.files}
     source = builder.as_data_source(SPLIT, decoders={"image": tfds.decode.SkipDecoding()})
@@ -274,9 +276,11 @@ def load_index(builder) -> dict:
             rows[f].append(v.decode() if isinstance(v, bytes) else v)
         rows["num_boxes"].append(len(rec["box_labels"]))
     index = {f: np.asarray(v) for f, v in rows.items()}
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **index)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **index)
+    tmp = path.parent / (INDEX_FILE + ".tmp")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.rename(path)
     return index
 
 
