@@ -15,8 +15,9 @@ Orbax writes a step into a temporary directory and renames it when complete, so
 a run killed while saving leaves only a ``*.orbax-checkpoint-tmp-*`` directory,
 which is ignored and removed when the next run starts. A step that was complete
 but is damaged afterwards (missing or truncated files) fails to restore:
-:meth:`Checkpointer.restore_latest` then moves it to ``WORKDIR/checkpoints_unreadable``
-with a warning and resumes from the step before it.
+:meth:`Checkpointer.restore_latest` then resumes from the newest step before it
+that restores, and moves the damaged one to ``WORKDIR/checkpoints_unreadable``
+with a warning.
 """
 
 from __future__ import annotations
@@ -110,28 +111,42 @@ class Checkpointer:
         return serialization.from_state_dict(state, restored["state"]), dict(restored["meta"])
 
     def restore_latest(self, state: TrainState, data_iterator=None):
-        """The newest step that restores: ``(step, state, meta)``, or ``None`` if none does.
+        """The newest step that restores: ``(step, state, meta)``, or ``None`` if there is none.
 
-        A step that fails to restore (a damaged checkpoint) is moved out of
-        ``checkpoints/`` into ``checkpoints_unreadable/`` with a warning naming it,
-        and the step before it is tried. With several processes they agree on
-        each verdict, so all of them resume from the same step.
+        Steps newer than it that fail to restore (damaged) are moved out of
+        ``checkpoints/`` into ``checkpoints_unreadable/``, with a warning naming
+        each. If no step restores, nothing is moved and the newest one's error is
+        raised: that is a config that no longer fits the checkpoints (another model
+        or optimizer), not damage. With several processes they agree on each
+        verdict, so all of them resume from the same step.
         """
+        failed = []
         for step in reversed(self.all_steps()):
             try:
                 restored = self.restore(step, state, data_iterator)
                 error = None
-            except Exception as e:  # any failure to read means "damaged"
+            except Exception as e:  # any failure to read; judged below
                 error = e
             if _all_processes_ok(error is None):
+                for bad_step, bad_error in failed:
+                    moved = self._set_aside(bad_step)
+                    logging.warning(
+                        "Checkpoint %s is unreadable (%s); moved it to %s and resumed from "
+                        "step %d.",
+                        self.step_dir(bad_step),
+                        _describe(bad_error),
+                        moved,
+                        step,
+                    )
                 return (step, *restored)
-            moved = self._set_aside(step)
-            logging.warning(
-                "Checkpoint %s is unreadable (%s); moved it to %s and trying the one before.",
-                self.step_dir(step),
-                f"{type(error).__name__}: {str(error)[:300]}" if error else "on another process",
-                moved,
-            )
+            failed.append((step, error))
+        if failed:
+            step, error = failed[0]
+            raise RuntimeError(
+                f"No checkpoint in {self.directory} restores into this config's train "
+                f"state (the newest, step {step}: {_describe(error)}). A config that "
+                "changed the model or optimizer needs a new --workdir."
+            ) from error
         return None
 
     def _set_aside(self, step: int) -> epath.Path:
@@ -160,6 +175,12 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _describe(error: Exception | None) -> str:
+    if error is None:
+        return "it failed on another process"
+    return f"{type(error).__name__}: {str(error)[:300]}"
 
 
 def _val_loss(metrics: dict) -> float:

@@ -92,9 +92,10 @@ def train_and_evaluate(config, workdir) -> dict:
 def train(config, workdir) -> TrainState:
     """Trains ``config`` in ``workdir`` to ``config.train.num_steps`` or an early stop.
 
-    Resumes from the newest readable checkpoint in ``WORKDIR/checkpoints``.
-    Returns the final train state. Raises :class:`Preempted` after saving a
-    checkpoint on ``SIGTERM``, and ``FloatingPointError`` on a non-finite loss.
+    Resumes from the newest checkpoint in ``WORKDIR/checkpoints`` that restores
+    (damaged newer ones are set aside). Returns the final train state. Raises
+    :class:`Preempted` after saving a checkpoint on ``SIGTERM``, and
+    ``FloatingPointError`` on a non-finite loss.
     """
     workdir = prepare_workdir(workdir)
     if jax.process_index() == 0:
@@ -134,32 +135,24 @@ def train(config, workdir) -> TrainState:
     logging.info("Parameters: %d", sum(x.size for x in jax.tree.leaves(abstract_state.params)))
     augment = Augment.from_config(config.data.augment) if config.data.augment.enabled else None
 
-    def batches():
-        return iter(
-            train_dataset(
-                train_source,
-                batch_size=local_bs,
-                seed=config.seed,
-                num_workers=config.data.num_workers,
-                augment=augment,
-                read_threads=config.data.read_threads,
-                prefetch_batches=config.data.prefetch_batches,
-            )
+    data_iter = iter(
+        train_dataset(
+            train_source,
+            batch_size=local_bs,
+            seed=config.seed,
+            num_workers=config.data.num_workers,
+            augment=augment,
+            read_threads=config.data.read_threads,
+            prefetch_batches=config.data.prefetch_batches,
         )
-
-    data_iter = batches()
+    )
     checkpointer = Checkpointer(workdir, t.checkpoints_to_keep)
     meta = {"best_step": None, "best_val_loss": None, "bad_evals": 0, "stopped_early": False}
     pending = []  # per-step train metrics since the last log: fetched together, no per-step sync
-    any_checkpoint = bool(checkpointer.all_steps())
     restored = checkpointer.restore_latest(abstract_state, data_iter)
     if restored is None:
         # A fresh run: the backbone from config.model.pretrained (torchvision), if set.
         state = maybe_load_pretrained(init(), config.model.pretrained)
-        if any_checkpoint:  # every one failed to restore, and may have moved the iterator
-            if hasattr(data_iter, "close"):
-                data_iter.close()
-            data_iter = batches()
     else:
         step, state, meta = restored
         pending = [

@@ -288,3 +288,17 @@ def test_metric_log_resumes_at_the_checkpoint_step(tmp_path):
     with pytest.raises(ValueError, match="line 1 is not JSON"):
         (tmp_path / "bad.jsonl").write_text("{oops\n{}\n")
         read_jsonl(tmp_path / "bad.jsonl")
+
+
+def test_checkpoints_of_another_config_are_an_error_not_damage(tmp_path):
+    """When no step restores (the model changed), nothing is set aside or overwritten."""
+    checkpointer = Checkpointer(tmp_path)
+    for step in (1, 2):
+        checkpointer.save(step, {"w": np.zeros(3, np.float32)}, None, {}, val_loss=float(step))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    wider = {"w": jax.ShapeDtypeStruct((4,), np.float32, sharding=device)}
+    with pytest.raises(RuntimeError, match=r"step 2: ValueError.*needs a new --workdir"):
+        checkpointer.restore_latest(wider)
+    assert checkpointer.all_steps() == [1, 2]
+    assert not (tmp_path / UNREADABLE_DIR).exists()
+    checkpointer.close()
