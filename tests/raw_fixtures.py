@@ -12,24 +12,15 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from chestattn_jax.data.classes import NIH_CLASSES
+from chestattn_jax.data.classes import NIH_BOX_CLASSES, NIH_CLASSES
 
 NIH_HEADER = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
     "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
 )
 BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
-# The 8 classes of the NIH box list, under its own spelling of Infiltration.
-BOX_CLASSES = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-)
+# The 8 classes of the NIH box list (written under its own spelling of Infiltration).
+BOX_CLASSES = NIH_BOX_CLASSES
 BOX_SPELLING = {"Infiltration": "Infiltrate"}
 NIH_PNG_SIZE = 1024  # the side of the distributed PNGs, in which boxes are given
 IMAGES_PER_PATIENT = 3
