@@ -120,18 +120,24 @@ def per_class_auc(labels, probs, mask, class_names) -> dict:
     }
 
 
-def split_metrics(eval_fn, state, source, config, mesh, out_dir=None) -> dict:
-    """AUC and loss over ``source``; with ``out_dir`` (the test split) also the bootstrap
-    intervals, class counts, ``predictions.npz`` for ``chestattn_jax.compare`` and the
-    ROC curves."""
+def split_metrics(eval_fn, state, source, config, mesh) -> dict:
+    """Per-class AUC and loss over every example of ``source``."""
     probs, labels, mask, loss, _ = predict_split(
         eval_fn, state, source, config.eval.batch_size, mesh
     )
-    classes = list(config.data.classes)
-    metrics = per_class_auc(labels, probs, mask, classes)
+    return _auc_and_loss(probs, labels, mask, loss, config)
+
+
+def _auc_and_loss(probs, labels, mask, loss, config) -> dict:
+    metrics = per_class_auc(labels, probs, mask, list(config.data.classes))
     metrics.update(loss=loss, num_examples=int(labels.shape[0]))
-    if out_dir is None:
-        return metrics
+    return metrics
+
+
+def add_test_outputs(probs, labels, mask, source, config, out_dir, metrics) -> None:
+    """Adds class counts and bootstrap intervals to ``metrics``; writes
+    ``predictions.npz`` (for ``chestattn_jax.compare``) and the ROC curves."""
+    classes = list(config.data.classes)
     keep = mask > 0
     metrics["positives"] = dict(zip(classes, ((labels == 1) & keep).sum(0).tolist(), strict=True))
     metrics["negatives"] = dict(zip(classes, ((labels == 0) & keep).sum(0).tolist(), strict=True))
@@ -163,9 +169,6 @@ def split_metrics(eval_fn, state, source, config, mesh, out_dir=None) -> dict:
         figures.roc_curves(
             labels, probs, mask, classes, os.path.join(out_dir, "roc_curves.png"), metrics["auc"]
         )
-    # The attention pass needs the labels and probabilities in source order.
-    metrics["_arrays"] = {"probs": probs, "labels": labels}
-    return metrics
 
 
 def inference_fn(config, mesh):
@@ -468,14 +471,13 @@ def evaluate_state(config, workdir: str, state, mesh, step: int, weights) -> dic
     """Evaluates ``state`` on ``config.eval.split`` and writes ``WORKDIR/eval/``."""
     out_dir = os.path.join(workdir, "eval")
     test_source = create_source(config, config.eval.split)
-    metrics = split_metrics(
-        make_eval_step(config, mesh, weights), state, test_source, config, mesh, out_dir=out_dir
+    probs, labels, mask, loss, _ = predict_split(
+        make_eval_step(config, mesh, weights), state, test_source, config.eval.batch_size, mesh
     )
-    arrays = metrics.pop("_arrays")
+    metrics = _auc_and_loss(probs, labels, mask, loss, config)
+    add_test_outputs(probs, labels, mask, test_source, config, out_dir, metrics)
     if config.model.variant != "resnet":
-        localization = attention_analysis(
-            state, test_source, config, mesh, arrays["labels"], arrays["probs"], out_dir
-        )
+        localization = attention_analysis(state, test_source, config, mesh, labels, probs, out_dir)
         if localization is not None:
             metrics["localization"] = localization
             # Kept at the top level too, where scripts written for earlier releases read it.
