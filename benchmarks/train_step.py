@@ -8,18 +8,22 @@ For each variant (resnet, image, class), image size and compute dtype it times
 - PyTorch (when torch is importable; ``--notorch`` to leave it out): the same model
   (torchvision's ResNet-50 with a 1-channel stem, the same LTPA gates, the class gate
   vectorised over classes with one wide 1x1 conv and einsums, the same Eq. 5 loss with
-  its entropy term, Adam), eager mode; autocast for bfloat16 and channels_last on GPU.
+  its entropy term, Adam, fused on a GPU), eager mode and/or under ``torch.compile``
+  (``--torch_modes=eager,compile``); autocast for bfloat16 and channels_last on GPU.
 
-After a warm-up the two frameworks' steps alternate, so that background load hits both
-alike; the table gives the median of the timed steps and the ratio JAX / PyTorch. It is
-appended to BENCHMARKS.md with the machine it ran on.
+After a warm-up the steps alternate, so that background load hits all alike; the table
+gives the median of the timed steps, the ratio JAX / the faster PyTorch mode, and the
+TFLOP/s that XLA's operation count of the (lowered) train step gives, against a large
+matrix product timed first on the same device. It is appended to BENCHMARKS.md with the
+machine it ran on. ``benchmarks/gpu_run.sh`` runs the GPU set in one call.
 
   python benchmarks/train_step.py --quick                       # small CPU run
   python benchmarks/train_step.py --sizes=128,224 --batch_sizes=8,16 --steps=5
-  python benchmarks/train_step.py --batch_sizes=64 --steps=20   # a GPU: 224 and 320 px
+  python benchmarks/train_step.py --sizes=224 --batch_sizes=256 --dtypes=bfloat16 \
+      --torch_modes=eager,compile --steps=20                    # a GPU
 
 Needs only the package's own dependencies, plus torch (and torchvision when present)
-for the reference; on a GPU, jax[cuda12] and torch.
+for the reference; on a GPU, jax with CUDA and torch.
 """
 
 from __future__ import annotations
@@ -47,6 +51,18 @@ flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes (config.mod
 flags.DEFINE_integer("steps", 10, "Timed steps per setting (the median is reported).")
 flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 flags.DEFINE_bool("torch", None, "Time the PyTorch reference (default: when importable).")
+flags.DEFINE_list(
+    "torch_modes",
+    ["eager"],
+    "PyTorch reference modes: eager (AMP and channels_last on a GPU) and/or compile "
+    "(the same under torch.compile, default mode); each is timed beside JAX.",
+)
+flags.DEFINE_float(
+    "peak_tflops",
+    0.0,
+    "Peak rate the achieved TFLOP/s is compared with (0: measure a large matrix product in "
+    "the benchmark's compute dtype on the device first).",
+)
 flags.DEFINE_bool("inference", True, "Also time the inference (eval) step.")
 flags.DEFINE_bool(
     "skip_unused_stage4",
@@ -210,9 +226,16 @@ def _resnet50(torch):
 
 
 class TorchBench:
-    """Train and inference steps of the PyTorch reference on one synthetic batch."""
+    """Train and inference steps of the PyTorch reference on one synthetic batch.
 
-    def __init__(self, variant, size, batch, dtype, num_classes, skip_stage4, mean, std, lam):
+    ``compile``: forward and loss go through ``torch.compile`` (default mode; the backward
+    is then AOTAutograd's compiled graph); the first call of each step is its compile
+    time (``compile_train_s``, ``compile_infer_s``). On a GPU Adam is the fused kernel.
+    """
+
+    def __init__(
+        self, variant, size, batch, dtype, num_classes, skip_stage4, mean, std, lam, compile=False
+    ):
         import torch
 
         self.torch = torch
@@ -225,7 +248,8 @@ class TorchBench:
         self.model = torch_reference(variant, num_classes, skip_stage4).to(
             self.device, memory_format=fmt
         )
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-4)
+        fused = {"fused": True} if self.device == "cuda" else {}
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-4, **fused)
         self.scaler = torch.amp.GradScaler(enabled=self.amp_dtype == torch.float16)
         g = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8, generator=g)
@@ -235,11 +259,21 @@ class TorchBench:
         self.mask = torch.ones_like(self.labels)
         self.weights = torch.ones(num_classes, device=self.device)
         self.mean, self.std, self.lam = mean, std, lam
+        self.loss_fn = torch.compile(self._forward_loss) if compile else self._forward_loss
+        self.compile_train_s = self.compile_infer_s = None
+        if compile:
+            t = time.perf_counter()
+            self.train_step()
+            self.compile_train_s = time.perf_counter() - t
+            t = time.perf_counter()
+            self.infer_step()
+            self.compile_infer_s = time.perf_counter() - t
 
-    def _forward(self):
-        x = (self.images.float() / 255.0 - self.mean) / self.std
+    def _forward_loss(self, images):
+        x = (images.float() / 255.0 - self.mean) / self.std
         with self.torch.autocast(self.device, dtype=self.amp_dtype, enabled=self.amp):
-            return self.model(x)
+            logits, scores = self.model(x)
+        return torch_loss(logits, scores, self.labels, self.mask, self.weights, self.lam)
 
     def _sync(self):
         if self.device == "cuda":
@@ -248,8 +282,7 @@ class TorchBench:
     def train_step(self):
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
-        logits, scores = self._forward()
-        loss = torch_loss(logits, scores, self.labels, self.mask, self.weights, self.lam)
+        loss = self.loss_fn(self.images)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
@@ -258,8 +291,7 @@ class TorchBench:
     def infer_step(self):
         self.model.eval()
         with self.torch.inference_mode():
-            logits, scores = self._forward()
-            torch_loss(logits, scores, self.labels, self.mask, self.weights, self.lam)
+            self.loss_fn(self.images)
         self._sync()
 
 
@@ -313,12 +345,10 @@ class JaxBench:
         weights = np.ones(num_classes, np.float32)
         options = xla_options or None
         t = time.perf_counter()
-        self.train = (
-            make_train_step(config, mesh, weights)
-            .lower(self.state, self.batch)
-            .compile(compiler_options=options)
-        )
+        lowered = make_train_step(config, mesh, weights).lower(self.state, self.batch)
+        self.train = lowered.compile(compiler_options=options)
         self.compile_train_s = time.perf_counter() - t
+        self.train_flops = step_flops(lowered)
         t = time.perf_counter()
         self.eval = (
             make_eval_step(config, mesh, weights)
@@ -334,6 +364,46 @@ class JaxBench:
 
     def infer_step(self):
         self.jax.block_until_ready(self.eval(self.state, self.batch))
+
+
+def step_flops(lowered) -> float | None:
+    """Floating-point operations of one call, by XLA's cost analysis of the lowered step.
+
+    The HLO before optimisation, where every convolution is still a convolution op: the
+    compiled GPU step calls cuDNN through custom calls, which the analysis counts as 0.
+    """
+    try:
+        cost = lowered.cost_analysis()
+    except Exception:  # not every backend and version offers it
+        return None
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else None
+    flops = (cost or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
+def measure_peak_tflops(dtype: str) -> float:
+    """TFLOP/s of a large square matrix product in ``dtype``: the ceiling a model can reach.
+
+    8192 on an accelerator, 1024 on a CPU; random inputs (zeros run faster); the median of
+    ten timed products after three warm-ups.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    n = 1024 if jax.devices()[0].platform == "cpu" else 8192
+    ka, kb = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(ka, (n, n), getattr(jnp, dtype))
+    b = jax.random.normal(kb, (n, n), getattr(jnp, dtype))
+    matmul = jax.jit(jnp.matmul)
+    for _ in range(3):
+        matmul(a, b).block_until_ready()
+    times = []
+    for _ in range(10):
+        t = time.perf_counter()
+        matmul(a, b).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e12
 
 
 # --------------------------------------------------------------------------- timing
@@ -408,9 +478,16 @@ def main(argv):
     print(where, "| XLA_FLAGS:", os.environ.get("XLA_FLAGS", ""), flush=True)
     if FLAGS.compare_xla:
         return compare_xla(where, sizes, batches, json.loads(FLAGS.compare_xla))
+    modes = [m.strip() for m in FLAGS.torch_modes if m.strip()] if use_torch else []
+    if unknown := set(modes) - {"eager", "compile"}:
+        sys.exit(f"--torch_modes: unknown mode(s) {sorted(unknown)}; eager and compile exist.")
+    peaks = {}
     rows = []
     for size, batch in zip(sizes, batches, strict=True):
         for dtype in FLAGS.dtypes:
+            if dtype not in peaks:
+                peaks[dtype] = FLAGS.peak_tflops or measure_peak_tflops(dtype)
+                print(f"peak ({dtype} matrix product): {peaks[dtype]:.1f} TFLOP/s", flush=True)
             for variant in FLAGS.variants:
                 jb = JaxBench(
                     variant,
@@ -422,7 +499,8 @@ def main(argv):
                     tiny=FLAGS.tiny,
                 )
                 train, infer = {"jax": jb.train_step}, {"jax": jb.infer_step}
-                if use_torch:
+                compile_s = {"jax": jb.compile_train_s}
+                for mode in modes:
                     c = jb.config
                     tb = TorchBench(
                         variant,
@@ -434,24 +512,37 @@ def main(argv):
                         c.data.mean,
                         c.data.std,
                         c.loss.entropy_weight,
+                        compile=mode == "compile",
                     )
-                    train["torch"], infer["torch"] = tb.train_step, tb.infer_step
+                    train[mode], infer[mode] = tb.train_step, tb.infer_step
+                    if tb.compile_train_s is not None:
+                        compile_s[mode] = tb.compile_train_s
                 t_train = timed(train, FLAGS.steps, FLAGS.warmup)
                 t_infer = timed(infer, FLAGS.steps, FLAGS.warmup) if FLAGS.inference else {}
+                tflops = jb.train_flops / t_train["jax"] / 1e12 if jb.train_flops else None
                 row = dict(
                     variant=variant,
                     size=size,
                     batch=batch,
                     dtype=dtype,
-                    compile_s=jb.compile_train_s,
+                    compile_s=compile_s,
+                    tflops=tflops,
+                    peak=peaks[dtype],
                     **{f"train_{k}": batch / v for k, v in t_train.items()},
                     **{f"infer_{k}": batch / v for k, v in t_infer.items()},
                 )
                 rows.append(row)
-                print(format_row(row), flush=True)
+                print(format_row(row, modes), flush=True)
                 del jb, train, infer
                 jax.clear_caches()
+                if modes and "torch" in sys.modules:
+                    import torch
+
+                    del tb
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
     flags_used = os.environ.get("XLA_FLAGS", "") or "(none)"
+    peak_text = ", ".join(f"{d} {p:.4g}" for d, p in peaks.items())
     table = "\n".join(
         [
             f"### {datetime.date.today().isoformat()}: {where}",
@@ -459,13 +550,13 @@ def main(argv):
             f"`python {' '.join(sys.argv)}`; XLA_FLAGS: `{flags_used}` "
             f"(chestattn_jax added: `{' '.join(chestattn_jax.XLA_FLAGS_ADDED) or 'nothing'}`); "
             f"skip_unused_stage4={FLAGS.skip_unused_stage4}; median of {FLAGS.steps} steps "
-            f"after {FLAGS.warmup} warm-up, JAX and PyTorch steps alternating.",
+            f"after {FLAGS.warmup} warm-up, JAX and PyTorch steps alternating. TFLOP/s: XLA's "
+            f"count of the train step's operations (lowered HLO) over its time; % peak: of a "
+            f"large matrix product measured here (TFLOP/s: {peak_text}"
+            f"{', given' if FLAGS.peak_tflops else ''}).",
             "",
-            "| variant | px | batch | dtype | JAX compile s | JAX train img/s "
-            "| PyTorch train img/s | train JAX/PT | JAX infer img/s | PyTorch infer img/s "
-            "| infer JAX/PT |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-            *(format_row(r) for r in rows),
+            table_header(modes),
+            *(format_row(r, modes) for r in rows),
             "",
         ]
     )
@@ -547,18 +638,59 @@ the same model. Synthetic in-memory batches; input-pipeline figures are in the R
 """
 
 
-def format_row(r: dict) -> str:
+MODE_NAMES = {"eager": "PyTorch eager", "compile": "PyTorch compiled"}
+
+
+def table_header(modes) -> str:
+    torch_cols = [f"{MODE_NAMES[m]} {what}" for what in ("train img/s",) for m in modes]
+    infer_cols = [f"{MODE_NAMES[m]} infer img/s" for m in modes]
+    compile_cols = [f"{MODE_NAMES[m]} compile s" for m in modes if m == "compile"]
+    cols = [
+        "variant",
+        "px",
+        "batch",
+        "dtype",
+        "JAX compile s",
+        *compile_cols,
+        "JAX train img/s",
+        *torch_cols,
+        *(["train JAX/best PT"] if modes else []),
+        "JAX TFLOP/s",
+        "% peak",
+        "JAX infer img/s",
+        *infer_cols,
+        *(["infer JAX/best PT"] if modes else []),
+    ]
+    return "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
+
+
+def format_row(r: dict, modes=("eager",)) -> str:
     def num(key):
-        return f"{r[key]:.1f}" if key in r else "-"
+        return f"{r[key]:.1f}" if r.get(key) is not None else "-"
 
-    def ratio(a, b):
-        return f"{r[a] / r[b]:.2f}" if a in r and b in r else "-"
+    def best_ratio(kind):
+        best = max((r[f"{kind}_{m}"] for m in modes if f"{kind}_{m}" in r), default=None)
+        return f"{r[f'{kind}_jax'] / best:.2f}" if best and f"{kind}_jax" in r else "-"
 
-    return (
-        f"| {r['variant']} | {r['size']} | {r['batch']} | {r['dtype']} | {r['compile_s']:.1f} "
-        f"| {num('train_jax')} | {num('train_torch')} | {ratio('train_jax', 'train_torch')} "
-        f"| {num('infer_jax')} | {num('infer_torch')} | {ratio('infer_jax', 'infer_torch')} |"
-    )
+    compile_s = r["compile_s"]
+    tflops = r.get("tflops")
+    cells = [
+        r["variant"],
+        str(r["size"]),
+        str(r["batch"]),
+        r["dtype"],
+        f"{compile_s['jax']:.1f}",
+        *(f"{compile_s.get(m, 0):.1f}" for m in modes if m == "compile"),
+        num("train_jax"),
+        *(num(f"train_{m}") for m in modes),
+        *([best_ratio("train")] if modes else []),
+        f"{tflops:.1f}" if tflops else "-",
+        f"{100 * tflops / r['peak']:.0f}%" if tflops and r.get("peak") else "-",
+        num("infer_jax"),
+        *(num(f"infer_{m}") for m in modes),
+        *([best_ratio("infer")] if modes else []),
+    ]
+    return "| " + " | ".join(cells) + " |"
 
 
 if __name__ == "__main__":

@@ -105,31 +105,43 @@ class MetricWriter:
 
 
 class Progress:
-    """Steps/s, images/s and ETA between two reports."""
+    """Steps/s, images/s, the share of time spent waiting for input, and ETA between reports.
+
+    ``waited(seconds)`` adds time the loop spent blocked on the input pipeline (``next``
+    on the data iterator). The train step is dispatched asynchronously, so while the
+    device is the bottleneck the loop runs ahead and finds batches ready (``data_wait``
+    near 0); when the pipeline is, the loop waits for it and the device idles (near 1).
+    """
 
     def __init__(self, total_steps: int, batch_size: int, first_step: int):
         self.total_steps = total_steps
         self.batch_size = batch_size
         self._last_step = first_step
         self._last_time = time.perf_counter()
+        self._waited = 0.0
+
+    def waited(self, seconds: float) -> None:
+        self._waited += seconds
 
     def report(self, step: int, scalars: dict) -> dict:
         now = time.perf_counter()
         steps = step - self._last_step
         elapsed = max(now - self._last_time, 1e-9)
-        self._last_step, self._last_time = step, now
+        wait = min(self._waited / elapsed, 1.0)
+        self._last_step, self._last_time, self._waited = step, now, 0.0
         rate = steps / elapsed
         eta = (self.total_steps - step) / rate if rate > 0 else float("inf")
         logging.info(
-            "step %d/%d | %s | %.2f steps/s | %.1f images/s | ETA %s",
+            "step %d/%d | %s | %.2f steps/s | %.1f images/s | input wait %.0f%% | ETA %s",
             step,
             self.total_steps,
             " ".join(f"{k} {v:.4f}" for k, v in scalars.items()),
             rate,
             rate * self.batch_size,
+            100 * wait,
             _format_seconds(eta),
         )
-        return {"steps_per_sec": rate, "images_per_sec": rate * self.batch_size}
+        return {"steps_per_sec": rate, "images_per_sec": rate * self.batch_size, "data_wait": wait}
 
 
 def _format_seconds(seconds: float) -> str:

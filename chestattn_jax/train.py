@@ -179,7 +179,10 @@ def train(config, workdir) -> TrainState:
     try:
         with _PreemptionNotice() as preemption:
             while step < t.num_steps and not meta["stopped_early"]:
-                state, metrics = p_train_step(state, shd.to_global(next(data_iter), data_sharding))
+                waiting = time.perf_counter()
+                batch = next(data_iter)
+                progress.waited(time.perf_counter() - waiting)
+                state, metrics = p_train_step(state, shd.to_global(batch, data_sharding))
                 step += 1
                 pending.append(metrics)
                 saved = False

@@ -22,7 +22,7 @@ from chestattn_jax.checkpointing import UNREADABLE_DIR, Checkpointer
 from chestattn_jax.metric_writers import read_jsonl
 
 # Wall-clock figures of one progress report: the only values two runs may not share.
-TIMING_KEYS = ("train/steps_per_sec", "train/images_per_sec")
+TIMING_KEYS = ("train/steps_per_sec", "train/images_per_sec", "train/data_wait")
 
 
 def resume_config():

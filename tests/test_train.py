@@ -36,6 +36,7 @@ def test_loss_falls(trained):
     # Each logged value averages 4 steps; compare the first with the last three.
     assert np.mean([r["train/loss"] for r in rows[-3:]]) < 0.85 * rows[0]["train/loss"]
     assert all(r["train/images_per_sec"] > 0 for r in rows)
+    assert all(0 <= r["train/data_wait"] <= 1 for r in rows)
     val = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "val/loss" in r]
     assert [r["step"] for r in val] == [12, 24]
 
@@ -157,3 +158,17 @@ def test_compare_writes_the_paper_table(trained, tmp_path):
     np.savez(os.path.join(other, "eval", "predictions.npz"), **preds)
     with pytest.raises(ValueError, match="another test split"):
         compare([workdir, other], str(tmp_path / "t2"), num_draws=10)
+
+
+def test_progress_reports_the_share_of_time_spent_waiting_for_input():
+    import time
+
+    from chestattn_jax.metric_writers import Progress
+
+    progress = Progress(total_steps=4, batch_size=2, first_step=0)
+    time.sleep(0.05)
+    progress.waited(0.04)  # 40 of the ~50 ms spent in next(data_iter)
+    first = progress.report(2, {})
+    assert 0.4 < first["data_wait"] <= 0.8 and first["images_per_sec"] > 0
+    time.sleep(0.05)  # nothing waited since the last report: the counter was reset
+    assert progress.report(4, {})["data_wait"] == 0.0
