@@ -410,6 +410,9 @@ def test_chexpert_bad_rows_are_named(tmp_path):
     _set_cell(train_csv, 2, "Age", "79y")
     with pytest.raises(DataFormatError, match=r"train\.csv, line 2: age '79y' in column 'Age'"):
         chexpert.read_csv(train_csv)
+    _set_cell(train_csv, 2, "Age", "²")  # a digit to str.isdigit(), not to int()
+    with pytest.raises(DataFormatError, match=r"train\.csv, line 2: age '²' in column 'Age'"):
+        chexpert.read_csv(train_csv)
     _set_cell(train_csv, 2, "Age", "79")
     _set_cell(train_csv, 2, "Path", truth["rows"][0]["path"].replace("patient", "p"))
     with pytest.raises(DataFormatError, match=r"train\.csv, line 2: Path .* no '<split>/patient"):
@@ -419,6 +422,81 @@ def test_chexpert_bad_rows_are_named(tmp_path):
         DataFormatError, match=r"train\.csv, line 3: Path .* already listed on line 2"
     ):
         chexpert.read_csv(train_csv)
+
+
+# --- Text encodings and compressed files ----------------------------------------------------
+
+
+def _latin1_in(path, line: int) -> int:
+    """Writes a Latin-1 'é' into ``line`` (1-based) of a text file; returns its column."""
+    lines = pathlib.Path(path).read_bytes().split(b"\n")
+    column = len(lines[line - 1]) // 2
+    lines[line - 1] = lines[line - 1][:column] + b"\xe9" + lines[line - 1][column:]
+    pathlib.Path(path).write_bytes(b"\n".join(lines))
+    return column + 1
+
+
+def _not_utf8(name: str, line: int, column: int) -> str:
+    return (
+        rf"{re.escape(name)}, line {line}, column {column}: byte 0xE9 is not valid UTF-8 "
+        r"\('é' if the file is Windows-1252 or Latin-1\)\. Save the file as UTF-8"
+    )
+
+
+def test_a_file_that_is_not_utf8_is_named_with_its_line_and_byte(tmp_path):
+    # 200 images: the bad line lies past the first 8 KB, the buffer Python's error counts in.
+    truth = write_nih_fixture(tmp_path / "nih", num_images=200)
+    column = _latin1_in(truth["data_entry"], 151)
+    with pytest.raises(DataFormatError, match=_not_utf8("Data_Entry_2017.csv", 151, column)):
+        nih.load(tmp_path / "nih")
+    # The same gzipped.
+    data_entry = pathlib.Path(truth["data_entry"])
+    with gzip.open(f"{data_entry}.gz", "wb") as f:
+        f.write(data_entry.read_bytes())
+    os.remove(data_entry)
+    with pytest.raises(DataFormatError, match=_not_utf8("Data_Entry_2017.csv.gz", 151, column)):
+        nih.load(tmp_path / "nih")
+    # The official split lists are read as text too.
+    column = _latin1_in(truth["test_list"], 2)
+    with pytest.raises(DataFormatError, match=_not_utf8("test_list.txt", 2, column)):
+        nih.read_split_list(truth["test_list"])
+
+    chex = write_chexpert_fixture(tmp_path / "chexpert")
+    column = _latin1_in(chex["valid_csv"], 3)
+    with pytest.raises(DataFormatError, match=_not_utf8("valid.csv", 3, column)):
+        chexpert.load(tmp_path / "chexpert")
+
+
+def test_utf16_and_damaged_gzip_files_are_named(tmp_path):
+    truth = write_chexpert_fixture(tmp_path)
+    train = pathlib.Path(truth["train_csv"])
+    text = train.read_text()
+    train.write_text(text, encoding="utf-16")
+    with pytest.raises(DataFormatError, match=r"train\.csv: the file is UTF-16"):
+        chexpert.read_csv(train)
+    train.write_text(text)
+    gz = tmp_path / "train.csv.gz"
+    with gzip.open(gz, "wb") as f:
+        f.write(text.encode())
+    gz.write_bytes(gz.read_bytes()[:-12])  # a cut-off copy
+    with pytest.raises(DataFormatError, match=r"train\.csv\.gz: not a readable gzip file"):
+        chexpert.read_csv(gz, image_root=tmp_path)
+    gz.write_bytes(text.encode())  # named .gz, but not gzipped
+    with pytest.raises(DataFormatError, match=r"train\.csv\.gz: not a readable gzip file"):
+        chexpert.read_csv(gz, image_root=tmp_path)
+
+
+def test_an_unclosed_quote_is_named_with_its_line(tmp_path):
+    truth = write_chexpert_fixture(tmp_path)
+    lines = pathlib.Path(truth["train_csv"]).read_text().splitlines()
+    lines[2] = lines[2].replace(",Male,", ',"Male,').replace(",Female,", ',"Female,')
+    # Enough rows after it for the run-on field to pass the csv module's 128 KB field limit.
+    lines += [lines[1]] * 3000
+    pathlib.Path(truth["train_csv"]).write_text("\n".join(lines) + "\n")
+    with pytest.raises(
+        DataFormatError, match=r"train\.csv, line 3: a field opens a quote .* still open at line"
+    ):
+        chexpert.read_csv(truth["train_csv"])
 
 
 def test_fixtures_are_deterministic(tmp_path):

@@ -191,7 +191,7 @@ def read_csv(
                 f"{path}, line {line}: Path {key!r} has no '<split>/patientNNNNN/' folders."
             )
         age_text = row[age_col].strip()
-        if age_text and not age_text.isdigit():
+        if age_text and not age_text.isdecimal():  # isdigit() takes '²', int() does not
             raise DataFormatError(
                 f"{path}, line {line}: age {age_text!r} in column 'Age' is not a number."
             )

@@ -17,29 +17,48 @@ exactly like the same pixels in a PNG.
 from __future__ import annotations
 
 import os
+import struct
+import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from chestattn_jax.data.raw import DataFormatError
+
+DICOM_PREFIX_END = 132  # the 128-byte preamble and "DICM"
+UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 def load_grayscale(path: str) -> np.ndarray:
     """Reads a PNG, JPEG or DICOM radiograph as ``(H, W)`` uint8.
 
-    Raises ``FileNotFoundError`` for a missing file and ``DataFormatError`` (naming
-    the file) for an unreadable, truncated or empty one, or a DICOM without pixels.
+    Raises ``FileNotFoundError`` for a missing file and ``DataFormatError``, naming
+    the file, for every other reason it cannot be read: a folder, a file it may not
+    read, an unknown format, a truncated, empty or damaged file, one larger than
+    Pillow's decompression-bomb limit, non-finite pixels, or a DICOM without pixels.
     """
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Image file not found: {path}")
-    if is_dicom(path):
+    if os.path.isdir(path):
+        raise DataFormatError(f"{path} is a directory, not an image file.")
+    try:
+        dicom = is_dicom(path)
+    except OSError as e:
+        raise DataFormatError(f"Cannot read image file {path}: {e.strerror or e}.") from e
+    if dicom:
         return load_dicom(path)
     try:
         with Image.open(path) as im:
             im.load()  # decode now, so a truncated file fails here and not later
             return to_uint8_gray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataFormatError(f"Cannot decode image {path}: {e}") from e
+    except Image.DecompressionBombError as e:
+        raise DataFormatError(
+            f"Refusing to decode image {path}: {e} (Pillow's limit, Image.MAX_IMAGE_PIXELS; a "
+            "radiograph has far fewer pixels)."
+        ) from e
+    except Exception as e:  # Pillow's decoders raise many types for damaged files
+        raise DataFormatError(f"Cannot decode image {path}: {type(e).__name__}: {e}") from e
 
 
 def is_dicom(path: str) -> bool:
@@ -52,16 +71,68 @@ def is_dicom(path: str) -> bool:
 
 
 def load_dicom(path: str) -> np.ndarray:
-    """A DICOM radiograph as ``(H, W)`` uint8 (see the module docstring)."""
+    """A DICOM radiograph as ``(H, W)`` uint8 (see the module docstring).
+
+    Raises ``DataFormatError`` naming the file for anything that keeps it from
+    being read; a truncated file is reported as truncated.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    size = os.path.getsize(path)
     try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as e:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path)
+    except InvalidDicomError as e:
+        if size < DICOM_PREFIX_END:
+            raise DataFormatError(
+                f"DICOM file {path} is truncated: it has {size} bytes, fewer than the "
+                f"{DICOM_PREFIX_END} of the preamble and 'DICM' prefix."
+            ) from e
+        with open(path, "rb") as f:
+            prefix = f.read(DICOM_PREFIX_END)[128:]
+        if prefix != b"DICM":
+            raise DataFormatError(
+                f"{path} is not a DICOM file: no 'DICM' prefix after the 128-byte preamble."
+            ) from e
         raise DataFormatError(f"Cannot read DICOM file {path}: {e}") from e
+    except (struct.error, EOFError) as e:  # the file ends inside an element's header
+        raise DataFormatError(
+            f"DICOM file {path} is truncated ({size} bytes): it ends inside a data element "
+            f"header ({type(e).__name__}: {e})."
+        ) from e
+    except Exception as e:  # pydicom raises many types for damaged files
+        raise DataFormatError(f"Cannot read DICOM file {path}: {type(e).__name__}: {e}") from e
+    try:
+        return _dicom_image(path, ds, size, caught)
+    except DataFormatError:
+        raise
+    except Exception as e:  # a malformed attribute value (e.g. a text Rescale Slope)
+        raise DataFormatError(f"DICOM file {path}: {type(e).__name__}: {e}") from e
+
+
+def _dicom_image(path: str, ds, size: int, caught) -> np.ndarray:
+    """The checks and decoding of :func:`load_dicom` after the file is parsed."""
+    truncated = _dicom_truncation(ds, size, caught)
+    if truncated:
+        raise DataFormatError(f"DICOM file {path} is truncated ({size} bytes): {truncated}.")
     if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise DataFormatError(f"DICOM file {path} has no pixel data (no PixelData element).")
+        cut = _cut_header_bytes(ds, size)
+        if cut:
+            raise DataFormatError(
+                f"DICOM file {path} is truncated ({size} bytes): it ends {cut} bytes into a data "
+                "element header, before any pixel data."
+            )
+        described = (
+            f"; it describes a {ds.Rows} x {ds.Columns} image, so it may be truncated before its "
+            f"pixel data ({size} bytes)"
+            if "Rows" in ds and "Columns" in ds
+            else ""
+        )
+        raise DataFormatError(
+            f"DICOM file {path} has no pixel data (no PixelData element){described}."
+        )
     try:
         a = np.asarray(ds.pixel_array)
     except Exception as e:  # pydicom raises many types for unsupported transfer syntaxes
@@ -69,13 +140,67 @@ def load_dicom(path: str) -> np.ndarray:
         raise DataFormatError(
             f"Cannot decode the pixel data of DICOM file {path} (transfer syntax {syntax}): {e}"
         ) from e
+    return _dicom_to_uint8(path, ds, a)
+
+
+def _dicom_truncation(ds, size: int, caught) -> str | None:
+    """Why a DICOM data set read from a file of ``size`` bytes is truncated, or None.
+
+    pydicom reads a truncated file without an error: a value cut short keeps its
+    declared length, and an undefined-length value (encapsulated pixel data)
+    without its end is dropped with a warning.
+    """
+    from pydicom.datadict import keyword_for_tag
+
+    for w in caught:
+        if "end of file" in str(w.message).lower():
+            return f"pydicom: {w.message}"
+    meta = getattr(ds, "file_meta", None)
+    group_length = meta.get("FileMetaInformationGroupLength") if meta is not None else None
+    if group_length is not None:
+        try:
+            meta_end = DICOM_PREFIX_END + 12 + int(group_length)
+        except (TypeError, ValueError):  # its value was cut off
+            meta_end = DICOM_PREFIX_END + 12
+        if size < meta_end:
+            return f"it ends inside the file meta information, which needs {meta_end} bytes"
+    for tag in ds.keys():
+        raw = ds.get_item(tag)
+        value = getattr(raw, "value", None)
+        length = getattr(raw, "length", None)
+        if isinstance(value, bytes) and length not in (None, UNDEFINED_LENGTH):
+            if len(value) < length:
+                name = keyword_for_tag(tag) or str(tag)
+                return f"its {name} element has {len(value)} of its {length} bytes"
+    return None
+
+
+def _cut_header_bytes(ds, size: int) -> int:
+    """How many bytes at the end of the file are an element header cut short (0 if none).
+
+    pydicom ignores them: the last bytes of a file too short for an element header.
+    """
+    ends = [
+        raw.value_tell + raw.length
+        for raw in map(ds.get_item, ds.keys())
+        if getattr(raw, "value_tell", None) is not None and raw.length != UNDEFINED_LENGTH
+    ]
+    left = size - max(ends) if ends else 0
+    return left if 0 < left < 8 else 0
+
+
+def _dicom_to_uint8(path: str, ds, a: np.ndarray) -> np.ndarray:
+    """The pixel array of DICOM data set ``ds`` -> ``(H, W)`` uint8 (module docstring)."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if frames > 1:
         a = a[0]
     if samples > 1:  # colour (pydicom 3 returns YBR as RGB): luminance, as for RGB PNGs
-        return to_uint8_gray(Image.fromarray(np.asarray(a[..., :3], np.uint8), "RGB"))
+        rgb = np.asarray(a[..., :3])
+        if rgb.dtype != np.uint8:  # 16-bit colour: window to its own range, as 16-bit gray
+            rgb = _min_max_uint8(rgb.astype(np.float64))
+        return to_uint8_gray(Image.fromarray(rgb, "RGB"))
     if a.ndim != 2 or a.size == 0:
         raise DataFormatError(f"DICOM file {path}: expected a 2-D image, got shape {a.shape}.")
     slope = float(ds.get("RescaleSlope", 1) or 1)
@@ -84,6 +209,8 @@ def load_dicom(path: str) -> np.ndarray:
     if a.dtype == np.uint8 and slope == 1 and intercept == 0 and window is None:
         return 255 - a if photometric == "MONOCHROME1" else a
     v = a.astype(np.float64) * slope + intercept
+    if not np.isfinite(v).all():
+        raise DataFormatError(f"DICOM file {path}: its pixel data holds NaN or infinite values.")
     if window is not None:
         # DICOM PS3.3 C.11.2.1.2.1, the linear VOI function, to [0, 1].
         center, width = window
@@ -94,6 +221,15 @@ def load_dicom(path: str) -> np.ndarray:
     if photometric == "MONOCHROME1":
         scaled = 1.0 - scaled
     return np.round(scaled * 255.0).astype(np.uint8)
+
+
+def _min_max_uint8(a: np.ndarray) -> np.ndarray:
+    """Float pixels -> uint8 over their own min-max range (all zero if constant)."""
+    if not np.isfinite(a).all():
+        raise ValueError("the image holds NaN or infinite pixel values")
+    lo, hi = float(a.min()), float(a.max())
+    scaled = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
+    return np.round(scaled).astype(np.uint8)
 
 
 def _first_window(ds) -> tuple[float, float] | None:
@@ -114,10 +250,9 @@ def _first_window(ds) -> tuple[float, float] | None:
 def to_uint8_gray(im: Image.Image) -> np.ndarray:
     """Any Pillow image -> ``(H, W)`` uint8 grayscale."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(im, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        scaled = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
-        return np.round(scaled).astype(np.uint8)
+        if im.width * im.height == 0:
+            raise ValueError("image has no pixels")
+        return _min_max_uint8(np.asarray(im, dtype=np.float64))
     if im.mode == "RGBA":
         im = im.convert("RGB")  # drop alpha: NIH's RGBA files carry the image in RGB
     if im.mode != "L":
@@ -134,9 +269,22 @@ def letterbox_geometry(height: int, width: int, size: int):
     The long side becomes ``size``; the short side is padded equally on both sides
     with black (air), so the whole thorax is kept and nothing is stretched.
     Returns ``(scale, pad_x, pad_y)``: stored = original * scale + pad.
+
+    Raises ``DataFormatError`` for an image so narrow (e.g. 3000 x 2 pixels) that
+    its short side would become less than one pixel, and for an empty one.
     """
+    if size < 1:
+        raise ValueError(f"The stored image size must be at least 1 pixel, got {size}.")
+    if min(height, width) < 1:
+        raise DataFormatError(f"The image has no pixels ({width} x {height}, width x height).")
     scale = size / max(height, width)
     new_w, new_h = round(width * scale), round(height * scale)
+    if min(new_w, new_h) < 1:
+        raise DataFormatError(
+            f"An image of {width} x {height} pixels (width x height) is too narrow to store at "
+            f"{size} px: its short side would become {min(width, height) * scale:.2g} pixels "
+            "(less than 1). It is not a radiograph, or it is damaged."
+        )
     return scale, (size - new_w) // 2, (size - new_h) // 2
 
 

@@ -146,3 +146,65 @@ def eval_batches(source, batch_size: int) -> Iterator[dict]:
         batch["mask"] = batch["mask"] * valid[:, None].astype(batch["mask"].dtype)
         batch["valid"] = valid
         yield batch
+
+
+def dataset_fingerprint(config) -> dict:
+    """What data ``config.data`` trains and evaluates on, for logs and the workdir.
+
+    Cheap: reads the prepared data set's ``chestattn_prepare.json`` (no image is
+    decoded, no record read); for phantoms, hashes their settings.
+
+    Returns:
+      A JSON-serialisable dict:
+
+      - ``name``: ``config.data.name`` (``synthetic``, ``nih``, ``chexpert``);
+      - ``image_size``: side of the images in pixels;
+      - ``fingerprint``: ``"sha256:<64 hex>"``. Prepared data sets: the fingerprint
+        of the raw examples they were prepared from (each example's key, image path
+        relative to the raw folder, labels, mask, metadata, boxes and image file
+        size; ``chestattn_jax.data.prepare.inputs_fingerprint``); with
+        ``image_size`` and ``options`` it identifies the data set. Synthetic: a hash
+        of ``config.data.synthetic`` (seed, split sizes, difficulty), ``image_size``
+        and ``classes``. ``"unknown"`` for a data set prepared before this record
+        existed;
+      - ``num_records``: records in the prepared data set, skipped images excluded
+        (synthetic: train + validation + test sizes);
+      - ``raw_dir``: the raw folder it was prepared from (``""`` if its examples were
+        given in Python; None for synthetic or unknown).
+
+      Prepared data sets also have ``options`` (``on_bad_image`` and ``nih_views``
+      or ``frontal_only``) and ``num_skipped`` (bad images left out), None when
+      unknown, and, when the fingerprint is unknown, a ``note`` saying why and how
+      to record it. Compare data sets by ``fingerprint`` (and ``image_size``), not by
+      ``raw_dir``: the same data may be mounted elsewhere.
+
+    Raises:
+      ValueError: an unknown ``config.data.name`` or an unset ``data_dir``.
+      FileNotFoundError: the prepared data set does not exist.
+    """
+    import hashlib
+    import json
+
+    d = config.data
+    if d.name not in DATASETS:
+        raise ValueError(
+            f"Unknown dataset {d.name!r} (config.data.name); expected one of {', '.join(DATASETS)}."
+        )
+    if d.name != "synthetic":
+        from chestattn_jax.data.prepared import provenance  # TFDS only for real data
+
+        return provenance(d.name, d.data_dir, int(d.image_size))
+    syn = d.synthetic
+    settings = {
+        "image_size": int(d.image_size),
+        "classes": list(d.classes),
+        "synthetic": syn.to_dict() if hasattr(syn, "to_dict") else dict(syn),
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    return {
+        "name": "synthetic",
+        "image_size": int(d.image_size),
+        "fingerprint": f"sha256:{digest}",
+        "num_records": int(syn.train_size) + int(syn.validation_size) + int(syn.test_size),
+        "raw_dir": None,
+    }

@@ -38,8 +38,8 @@ from chestattn_jax.data.raw import (
     column_index,
     csv_rows,
     find_file,
-    open_text,
     read_only,
+    text_lines,
 )
 
 # The corrected 2020 metadata first: it fixes ages and some labels of the 2017 file.
@@ -187,8 +187,7 @@ def read_bbox_list(
 
 def read_split_list(path: str | os.PathLike) -> list[str]:
     """The image names in ``train_val_list.txt`` or ``test_list.txt``, one a line, in order."""
-    with open_text(path) as f:
-        return [name for name in (line.strip() for line in f) if name]
+    return [name for name in (line.strip() for _, line in text_lines(path)) if name]
 
 
 def _image_paths(raw_dir: str) -> dict[str, str]:

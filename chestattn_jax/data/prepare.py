@@ -21,17 +21,31 @@ CheXpert): one TFDS split ``full`` of ArrayRecord shards with, per image,
 No TensorFlow is needed. TFDS writes into a temporary ``incomplete.*`` folder and
 renames it only when every shard is written, so an interrupted prepare never
 leaves a data set that looks complete; leftovers of a killed run are removed at
-the next start. Beside the shards, ``chestattn_index.npz`` holds the non-image
-fields of every record (for splits and class counts without decoding images).
+the next build. Beside the shards, ``chestattn_index.npz`` holds the non-image
+fields of every record (for splits and class counts without decoding images),
+and ``chestattn_prepare.json`` what the data set was prepared from: the raw
+folder, the options, the number of examples read and a fingerprint of them (see
+:func:`inputs_fingerprint`), and the images left out under ``--on_bad_image=skip``.
+
+Preparing into a folder that already holds the version folder compares that
+record with the new inputs: the same inputs and options reuse it (nothing is
+rebuilt, and the command says so); anything else is refused, naming what differs,
+unless ``--overwrite`` is given. ``--overwrite`` moves the old version folder
+aside, builds, and deletes the old one only once the new one is complete; a
+failed build puts it back (a killed one, at the next prepare).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import multiprocessing
 import os
 import shutil
+import sys
+import uuid
+import zipfile
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -48,6 +62,12 @@ INDEX_FILE = "chestattn_index.npz"
 REPORT_FILE = "chestattn_prepare.json"
 ON_BAD_IMAGE = ("error", "skip")
 SPLIT = "full"
+# A version folder moved aside by --overwrite: ``replaced.<id>_1.0.0`` beside it.
+ASIDE_PREFIX = "replaced."
+
+
+class DatasetConflictError(ValueError):
+    """The data set folder already holds a data set prepared from other inputs or options."""
 
 
 class _ChestXrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -64,11 +84,13 @@ class _ChestXrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
         examples=None,
         on_bad_image: str = "error",
         num_workers: int = 0,
+        record: dict | None = None,
         **kwargs,
     ):
         if on_bad_image not in ON_BAD_IMAGE:
             raise ValueError(f"Unknown on_bad_image {on_bad_image!r}; expected error or skip.")
         self._examples = examples
+        self._record = record
         self._on_bad_image = on_bad_image
         self._num_workers = num_workers
         self.image_size = int(image_size)
@@ -109,6 +131,20 @@ class _ChestXrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
             raise ValueError("This builder was opened for reading; give examples= to prepare.")
         return {SPLIT: self._generate_examples()}
 
+    def _download_and_prepare(self, dl_manager, download_config):
+        super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+        if self._record is not None:
+            # data_dir is TFDS's incomplete.* folder here, so the record appears with the
+            # shards, in one rename: a version folder never lacks its record.
+            report = {
+                **self._record,
+                "examples_written": len(self._examples) - len(self.skipped),
+                "skipped": [{"file": f, "error": e} for f, e in self.skipped],
+            }
+            _write_atomic(
+                epath.Path(self.data_dir) / REPORT_FILE, json.dumps(report, indent=2).encode()
+            )
+
     def _generate_examples(self):
         work = [(ex, self.image_size, self.box_frame) for ex in self._examples]
         if self._num_workers > 0:
@@ -148,12 +184,25 @@ BUILDERS = {"nih": NIHChestXray14, "chexpert": CheXpert}
 
 
 def _encode(args):
-    """One raw example -> (TFDS record, None) or (None, error message naming the file)."""
+    """One raw example -> (TFDS record, None) or (None, error message naming the file).
+
+    Any error of one file is its own (a decoder's, a degenerate size, a permission):
+    it must not stop the others, and its message names the file.
+    """
     ex, size, box_frame = args
     try:
-        image = load_grayscale(ex.image_path)
-    except (FileNotFoundError, DataFormatError) as e:
-        return None, str(e)
+        return _tfds_example(ex, size, box_frame), None
+    except Exception as e:  # not KeyboardInterrupt / SystemExit
+        message = str(e)
+        if ex.image_path in message:
+            return None, message
+        if isinstance(e, DataFormatError):
+            return None, f"Cannot store image {ex.image_path}: {message}"
+        return None, f"Cannot store image {ex.image_path}: {type(e).__name__}: {message}"
+
+
+def _tfds_example(ex: RawExample, size: int, box_frame: int | None) -> dict:
+    image = load_grayscale(ex.image_path)
     h, w = image.shape
     boxes = np.asarray(ex.boxes, np.float32).reshape(-1, 4)
     if boxes.size:
@@ -162,7 +211,7 @@ def _encode(args):
         fh, fw = (box_frame, box_frame) if box_frame else (h, w)
         boxes = boxes * np.asarray([w / fw, h / fh, w / fw, h / fh], np.float32)
         boxes = letterbox_boxes(boxes, h, w, size)
-    record = {
+    return {
         "image": letterbox(image, size)[..., None],
         "labels": np.asarray(ex.labels, np.int32),
         "mask": np.asarray(ex.mask, np.int32),
@@ -175,13 +224,22 @@ def _encode(args):
         "boxes": boxes.astype(np.float32),
         "box_labels": np.asarray(ex.box_labels, np.int32).reshape(-1),
     }
-    return record, None
 
 
 def open_builder(dataset: str, data_dir: str, image_size: int, **kwargs) -> _ChestXrayBuilder:
     if dataset not in BUILDERS:
         raise ValueError(f"Unknown dataset {dataset!r}; expected one of {', '.join(BUILDERS)}.")
     return BUILDERS[dataset](data_dir=data_dir, image_size=image_size, **kwargs)
+
+
+def version_dir(dataset: str, data_dir: str, image_size: int) -> str:
+    """``DATA_DIR/<name>/<size>px/<version>``, where :func:`prepare` writes ``dataset``."""
+    if dataset not in BUILDERS:
+        raise ValueError(f"Unknown dataset {dataset!r}; expected one of {', '.join(BUILDERS)}.")
+    builder = BUILDERS[dataset]
+    return os.path.join(
+        os.fspath(data_dir), builder.name, f"{int(image_size)}px", str(builder.VERSION)
+    )
 
 
 def _remove_stale_incomplete(builder) -> None:
@@ -195,19 +253,134 @@ def _remove_stale_incomplete(builder) -> None:
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 
+def _set_aside(version: str) -> list[str]:
+    """The version folders that an ``--overwrite`` moved aside beside ``version``."""
+    parent, name = os.path.split(version)
+    if not os.path.isdir(parent):
+        return []
+    return sorted(
+        os.path.join(parent, n)
+        for n in os.listdir(parent)
+        if n.startswith(ASIDE_PREFIX) and n.endswith(f"_{name}")
+    )
+
+
+def _restore_interrupted_overwrite(version: str) -> None:
+    """Puts back a version folder that a killed ``--overwrite`` had moved aside."""
+    aside = _set_aside(version)
+    if aside and not os.path.exists(version):
+        logging.warning(
+            "Restoring %s, which an interrupted --overwrite had moved aside to %s.",
+            version,
+            aside[-1],
+        )
+        os.rename(aside[-1], version)
+
+
 def read_raw(
     dataset: str, raw_dir: str, *, nih_views=("PA", "AP"), frontal_only: bool = True
 ) -> list[RawExample]:
     """Every example of a raw layout with the data set's full class list."""
     if not os.path.isdir(raw_dir):
         raise FileNotFoundError(f"--raw_dir {raw_dir!r} is not a directory.")
+    if not os.access(raw_dir, os.R_OK | os.X_OK):
+        raise PermissionError(f"--raw_dir {raw_dir!r} cannot be read (permissions).")
     if dataset == "nih":
         return nih.load(raw_dir, NIH_CLASSES, views=tuple(nih_views))
     # Uncertain labels are kept apart (mask 0) so the policy can be chosen at training time.
     return chexpert.load(raw_dir, CHEXPERT_CLASSES, uncertainty="ignore", frontal_only=frontal_only)
 
 
-def prepare(
+def prepare_options(dataset: str, *, nih_views, frontal_only: bool, on_bad_image: str) -> dict:
+    """The options that shape a prepared ``dataset`` (those of the other layout do not)."""
+    options = {"on_bad_image": on_bad_image}
+    if dataset == "nih":
+        options["nih_views"] = sorted(set(nih_views))
+    else:
+        options["frontal_only"] = bool(frontal_only)
+    return options
+
+
+def inputs_fingerprint(examples, raw_dir: str = "") -> str:
+    """``sha256:<hex>`` over every example's fields and image file size, in order.
+
+    Hashes the key, the image path (relative to ``raw_dir`` when given, so the
+    fingerprint does not depend on where the folder is), labels, mask, patient,
+    view, sex, age, source split, boxes, box labels and the size in bytes of the
+    image file (-1 if missing). Reads no image: about 1 s for NIH's 112k images.
+    """
+    root = os.path.abspath(raw_dir) if raw_dir else None
+    h = hashlib.sha256()
+    for ex in examples:
+        path = os.path.relpath(ex.image_path, root) if root else ex.image_path
+        try:
+            nbytes = os.stat(ex.image_path).st_size
+        except OSError:
+            nbytes = -1
+        fields = (
+            ex.key,
+            path.replace(os.sep, "/"),
+            np.asarray(ex.labels).tolist(),
+            np.asarray(ex.mask).tolist(),
+            ex.patient_id,
+            ex.view,
+            ex.sex,
+            int(ex.age),
+            ex.source_split,
+            np.asarray(ex.boxes, np.float32).reshape(-1, 4).tolist(),
+            np.asarray(ex.box_labels).reshape(-1).tolist(),
+            nbytes,
+        )
+        h.update(json.dumps(fields, separators=(",", ":")).encode())
+        h.update(b"\n")
+    return f"sha256:{h.hexdigest()}"
+
+
+def read_report(version: str) -> dict:
+    """``chestattn_prepare.json`` of a version folder; ``{}`` if it has none."""
+    path = epath.Path(version) / REPORT_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataFormatError(f"{path} is damaged ({e}); prepare again with --overwrite.") from e
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    """What differs between the record of a prepared data set and a new one."""
+    out = []
+    old_dir, new_dir = old.get("raw_dir", ""), new["raw_dir"]
+    if old_dir != new_dir and not (
+        old_dir and new_dir and os.path.realpath(old_dir) == os.path.realpath(new_dir)
+    ):
+        out.append(f"raw folder: {old_dir or '(examples given in Python)'} -> {new_dir}")
+    old_options = old.get("options", {})
+    for name in sorted(set(old_options) | set(new["options"])):
+        a, b = old_options.get(name), new["options"].get(name)
+        # With every image readable, error and skip build the same data set.
+        if a != b and not (name == "on_bad_image" and not old.get("skipped")):
+            out.append(f"option {name}: {a} -> {b}")
+    if old.get("examples_read") != new["examples_read"]:
+        out.append(f"examples read: {old.get('examples_read')} -> {new['examples_read']}")
+    if old.get("fingerprint") != new["fingerprint"]:
+        out.append(
+            f"fingerprint of the examples (keys, labels, metadata, image file sizes): "
+            f"{old.get('fingerprint')} -> {new['fingerprint']}"
+        )
+    return out
+
+
+def prepare(*args, **kwargs) -> str:
+    """Builds the TFDS data set and its index; returns the prepared version folder.
+
+    Takes the arguments of :func:`prepare_with_status`, which also says whether the data
+    set was built or reused.
+    """
+    return prepare_with_status(*args, **kwargs)[0]
+
+
+def prepare_with_status(
     dataset: str,
     raw_dir: str,
     data_dir: str,
@@ -218,41 +391,155 @@ def prepare(
     nih_views=("PA", "AP"),
     frontal_only: bool = True,
     examples=None,
-) -> str:
-    """Builds the TFDS data set and its index; returns the prepared version folder."""
+    overwrite: bool = False,
+) -> tuple[str, str]:
+    """Builds the TFDS data set and its index, unless it exists and matches.
+
+    Args:
+      dataset: ``nih`` or ``chexpert``.
+      raw_dir: the raw folder (``""`` with ``examples``).
+      data_dir: where the data set goes (``DATA_DIR`` of the module docstring).
+      image_size: side of the stored square images in pixels.
+      on_bad_image: ``error`` stops at the first unreadable image; ``skip`` leaves
+        it out and lists it in ``chestattn_prepare.json``.
+      num_workers: processes decoding and resizing images (0: this process).
+      nih_views, frontal_only: which images of NIH / CheXpert to keep.
+      examples: :class:`RawExample` s to prepare instead of reading ``raw_dir``.
+      overwrite: replace an existing data set whatever it was prepared from.
+
+    Returns:
+      ``(version folder, status)``: ``built`` (nothing was there), ``rebuilt``
+      (``overwrite``) or ``reused`` (the existing data set was prepared from the same
+      examples, raw folder and options; nothing was written).
+
+    Raises:
+      DatasetConflictError: the existing data set was prepared from other inputs or
+        options, or does not say (an earlier version of chestattn_jax), and not
+        ``overwrite``. Nothing is written.
+      FileNotFoundError, PermissionError, DataFormatError, ValueError: bad inputs,
+        found before anything is written; or (DataFormatError) an unreadable image
+        under ``on_bad_image='error'``, in which case an overwritten data set is
+        put back as it was.
+    """
+    # Everything is checked and read before anything is written, moved or deleted.
+    version = version_dir(dataset, data_dir, image_size)
+    if int(image_size) < 1:
+        raise ValueError(f"--image_size must be a positive number of pixels, got {image_size}.")
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise ValueError(f"Unknown on_bad_image {on_bad_image!r}; expected error or skip.")
     if examples is None:
         examples = read_raw(dataset, raw_dir, nih_views=nih_views, frontal_only=frontal_only)
     if not examples:
         raise DataFormatError(f"No examples found in {raw_dir} for dataset {dataset!r}.")
-    builder = open_builder(
-        dataset,
-        data_dir,
-        image_size,
-        examples=examples,
-        on_bad_image=on_bad_image,
-        num_workers=num_workers,
-    )
-    if builder.is_prepared():
-        logging.info("%s is already prepared; delete it to prepare again.", builder.data_dir)
-    else:
-        _remove_stale_incomplete(builder)
-        builder.download_and_prepare()
-        report = {
-            "examples_read": len(examples),
-            "examples_written": len(examples) - len(builder.skipped),
-            "skipped": [{"file": f, "error": e} for f, e in builder.skipped],
-        }
-        with open(os.path.join(builder.data_dir, REPORT_FILE), "w") as f:
-            json.dump(report, f, indent=2)
-        if builder.skipped:
-            logging.warning(
-                "Skipped %d of %d images (listed in %s).",
-                len(builder.skipped),
-                len(examples),
-                REPORT_FILE,
+    record = {
+        "dataset": dataset,
+        "image_size": int(image_size),
+        "raw_dir": os.path.abspath(raw_dir) if raw_dir else "",
+        "options": prepare_options(
+            dataset, nih_views=nih_views, frontal_only=frontal_only, on_bad_image=on_bad_image
+        ),
+        "examples_read": len(examples),
+        "fingerprint": inputs_fingerprint(examples, raw_dir),
+    }
+    kwargs = {
+        "examples": examples,
+        "on_bad_image": on_bad_image,
+        "num_workers": num_workers,
+        "record": record,
+    }
+    _restore_interrupted_overwrite(version)
+    builder = open_builder(dataset, data_dir, image_size, **kwargs)
+    if not epath.Path(version).exists():
+        _build(builder)
+        return version, "built"
+    if overwrite:
+        if "://" in version:
+            raise ValueError(
+                f"--overwrite moves {version} aside while it builds, which needs a local "
+                "--data_dir; delete that folder yourself, or give another --data_dir."
             )
+        _rebuild(version, lambda: open_builder(dataset, data_dir, image_size, **kwargs))
+        return version, "rebuilt"
+    if not builder.is_prepared():  # TFDS would "reuse" it
+        raise DatasetConflictError(
+            f"{version} exists but holds no complete data set (no dataset_info.json). Nothing "
+            "was written. Run again with --overwrite to replace it, or give another --data_dir."
+        )
+    old = _matching_record(version, record)
+    skipped = len(old.get("skipped", []))
+    logging.info(
+        "%s already holds this data set: prepared from %s with the same options and "
+        "examples (fingerprint %s%s). Nothing was rebuilt.",
+        version,
+        old["raw_dir"] or "examples given in Python",
+        old["fingerprint"],
+        f"; {skipped} bad images were skipped, listed in {REPORT_FILE}" if skipped else "",
+    )
+    for aside in _set_aside(version):
+        logging.warning("%s is the old data set of an interrupted --overwrite.", aside)
+    load_index(builder)  # an index from before boxes were counted is redone
+    return version, "reused"
+
+
+def _matching_record(version: str, record: dict) -> dict:
+    """The record of the data set in ``version`` if it matches ``record``; else raises
+    :class:`DatasetConflictError` saying what differs and how to proceed."""
+    how = (
+        "Nothing was written. To replace it, run again with --overwrite (the old one is "
+        "deleted only once the new one is complete); to keep it, give another --data_dir."
+    )
+    old = read_report(version)
+    if "fingerprint" not in old:
+        raise DatasetConflictError(
+            f"{version} holds a data set prepared by an earlier version of chestattn_jax, "
+            f"which did not record what it was prepared from ({REPORT_FILE} has no "
+            f"fingerprint), so it cannot tell whether it matches --raw_dir="
+            f"{record['raw_dir']} and these options. {how}"
+        )
+    differences = _differences(old, record)
+    if differences:
+        raise DatasetConflictError(
+            f"{version} already holds a data set prepared from other inputs or options "
+            f"(recorded in {REPORT_FILE}; prepared -> now):\n  "
+            + "\n  ".join(differences)
+            + f"\n{how}"
+        )
+    return old
+
+
+def _build(builder) -> None:
+    """Writes the shards with the record (in one rename), then the index."""
+    _remove_stale_incomplete(builder)
+    builder.download_and_prepare()
+    if builder.skipped:
+        logging.warning(
+            "Skipped %d of %d images (listed in %s).",
+            len(builder.skipped),
+            len(builder._examples),
+            REPORT_FILE,
+        )
     load_index(builder)  # writes the index now rather than at the first training run
-    return os.fspath(builder.data_dir)
+
+
+def _rebuild(version: str, new_builder) -> None:
+    """Replaces ``version``: moves it aside, builds, and deletes it only on success."""
+    parent, name = os.path.split(version)
+    aside = os.path.join(parent, f"{ASIDE_PREFIX}{uuid.uuid4().hex[:8]}_{name}")
+    logging.info("--overwrite: moving %s aside to %s while the new one is built.", version, aside)
+    os.rename(version, aside)
+    try:
+        # A new builder: one opened on the old folder holds its DatasetInfo.
+        _build(new_builder())
+    except BaseException:
+        if os.path.exists(version):  # complete, but its index failed
+            shutil.rmtree(version)
+        os.rename(aside, version)
+        logging.error("The rebuild failed; %s is back as it was.", version)
+        raise
+    shutil.rmtree(aside)
+    for stale in _set_aside(version):  # of earlier interrupted --overwrite runs
+        logging.info("Removing %s, left by an interrupted --overwrite.", stale)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def load_index(builder) -> dict:
@@ -264,9 +551,13 @@ def load_index(builder) -> dict:
     path = epath.Path(builder.data_dir) / INDEX_FILE
     fields = ("labels", "mask", "patient_id", "view", "sex", "age", "source_split", "key")
     if path.exists():
-        with np.load(io.BytesIO(path.read_bytes())) as z:
-            if "num_boxes" in z.files:  # else an index from before boxes were counted
-                return {k: z[k] for k in z.files}
+        try:
+            with np.load(io.BytesIO(path.read_bytes())) as z:
+                if "num_boxes" in z.files:  # else an index from before boxes were counted
+                    return {k: z[k] for k in z.files}
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+            # Only a cache of the records: build it again.
+            logging.warning("%s is damaged (%s); reading the records again.", path, e)
     source = builder.as_data_source(SPLIT, decoders={"image": tfds.decode.SkipDecoding()})
     rows = {f: [] for f in (*fields, "num_boxes")}
     for i in range(len(source)):
@@ -278,10 +569,14 @@ def load_index(builder) -> dict:
     index = {f: np.asarray(v) for f, v in rows.items()}
     buffer = io.BytesIO()
     np.savez(buffer, **index)
-    tmp = path.parent / (INDEX_FILE + ".tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.rename(path)
+    _write_atomic(path, buffer.getvalue())
     return index
+
+
+def _write_atomic(path: epath.Path, data: bytes) -> None:
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def main(argv):
@@ -289,17 +584,37 @@ def main(argv):
     from absl import flags
 
     f = flags.FLAGS
-    path = prepare(
-        f.dataset,
-        f.raw_dir,
-        f.data_dir,
-        f.image_size,
-        on_bad_image=f.on_bad_image,
-        num_workers=f.num_workers,
-        nih_views=f.nih_views,
-        frontal_only=f.frontal_only,
-    )
-    print(f"Prepared {path}")
+    if f.dataset != "nih" and f["nih_views"].present:
+        sys.exit("FATAL: --nih_views applies to --dataset=nih only.")
+    if f.dataset != "chexpert" and f["frontal_only"].present:
+        sys.exit("FATAL: --[no]frontal_only applies to --dataset=chexpert only.")
+    try:
+        path, status = prepare_with_status(
+            f.dataset,
+            f.raw_dir,
+            f.data_dir,
+            f.image_size,
+            on_bad_image=f.on_bad_image,
+            num_workers=f.num_workers,
+            nih_views=f.nih_views,
+            frontal_only=f.frontal_only,
+            examples=None,
+            overwrite=f.overwrite,
+        )
+    except (DatasetConflictError, DataFormatError, OSError, ValueError) as e:
+        sys.exit(f"FATAL: {e}")
+    report = read_report(path)
+    if status == "reused":
+        print(
+            f"Nothing rebuilt: {path} already holds this data set, prepared from "
+            f"{report['raw_dir']} with the same options and examples "
+            f"(fingerprint {report['fingerprint']})."
+        )
+    else:
+        print(f"{'Rebuilt' if status == 'rebuilt' else 'Prepared'} {path}")
+    skipped = len(report.get("skipped", []))
+    if skipped:
+        print(f"{skipped} bad images were left out; they are listed in {path}/{REPORT_FILE}.")
     print(
         f"Train with: --config.data.data_dir={f.data_dir} --config.data.image_size={f.image_size}"
     )
@@ -325,5 +640,11 @@ if __name__ == "__main__":
     )
     flags.DEFINE_list("nih_views", ["PA", "AP"], "NIH view positions to keep.")
     flags.DEFINE_bool("frontal_only", True, "CheXpert: keep frontal images only.")
+    flags.DEFINE_bool(
+        "overwrite",
+        False,
+        "Replace a data set already prepared here from other inputs or options (the old "
+        "one is deleted only once the new one is complete).",
+    )
     flags.mark_flags_as_required(["dataset", "raw_dir", "data_dir"])
     app.run(main)

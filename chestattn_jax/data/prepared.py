@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from chestattn_jax.data import prepare as prep
+from chestattn_jax.data.raw import DataFormatError
 from chestattn_jax.data.splits import make_splits
 
 UNCERTAINTY_POLICIES = ("ones", "zeros", "ignore")
@@ -128,17 +129,87 @@ class PreparedSource:
         return f"PreparedSource({self.name}, {len(self)} examples)"
 
 
-@functools.lru_cache(maxsize=4)
 def _load_index(dataset: str, data_dir: str, image_size: int):
+    return _cached_index(dataset, data_dir, image_size, _build_stamp(dataset, data_dir, image_size))
+
+
+def _build_stamp(dataset: str, data_dir: str, image_size: int):
+    """Identifies one build of a local version folder, so that one rebuilt in place
+    (``--overwrite``) is read anew and not from the cache; None if unknown."""
+    path = os.path.join(prep.version_dir(dataset, data_dir, image_size), prep.REPORT_FILE)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _not_prepared(dataset: str, data_dir: str, image_size: int, version_dir: str):
+    return FileNotFoundError(
+        f"No prepared {dataset!r} data set at {version_dir} "
+        f"(config.data.data_dir={data_dir!r}, config.data.image_size={image_size}). "
+        f"Prepare it with: python -m chestattn_jax.data.prepare --dataset={dataset} "
+        f"--raw_dir=RAW --data_dir={data_dir} --image_size={image_size}"
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_index(dataset: str, data_dir: str, image_size: int, stamp):
+    del stamp  # part of the cache key only
     builder = prep.open_builder(dataset, data_dir, image_size)
     if not builder.is_prepared():
-        raise FileNotFoundError(
-            f"No prepared {dataset!r} data set at {os.fspath(builder.data_dir)} "
-            f"(config.data.data_dir={data_dir!r}, config.data.image_size={image_size}). "
-            f"Prepare it with: python -m chestattn_jax.data.prepare --dataset={dataset} "
-            f"--raw_dir=RAW --data_dir={data_dir} --image_size={image_size}"
-        )
+        raise _not_prepared(dataset, data_dir, image_size, os.fspath(builder.data_dir))
     return builder.CLASSES, prep.load_index(builder)
+
+
+def provenance(dataset: str, data_dir: str, image_size: int) -> dict:
+    """What the prepared data set of ``dataset`` at ``data_dir`` was prepared from.
+
+    Reads its ``chestattn_prepare.json`` (no image, no record): see
+    :func:`chestattn_jax.data.input_pipeline.dataset_fingerprint` for the keys.
+    A data set prepared before the record existed gets ``fingerprint='unknown'``.
+
+    Raises:
+      FileNotFoundError: nothing is prepared there.
+    """
+    if not data_dir:
+        raise ValueError(
+            f"config.data.data_dir is not set: config.data.name={dataset!r} trains from a "
+            f"prepared data set (python -m chestattn_jax.data.prepare --dataset={dataset} ...)."
+        )
+    builder = prep.open_builder(dataset, data_dir, image_size)
+    version_dir = os.fspath(builder.data_dir)
+    if not builder.is_prepared():
+        raise _not_prepared(dataset, data_dir, image_size, version_dir)
+    try:
+        report = prep.read_report(version_dir)
+        note = (
+            "prepared before chestattn_jax recorded what a data set is prepared from; "
+            "prepare it again with --overwrite to record it"
+        )
+    except DataFormatError as e:
+        report, note = {}, str(e)
+    out = {
+        "name": dataset,
+        "image_size": int(image_size),
+        "num_records": int(builder.info.splits[prep.SPLIT].num_examples),
+    }
+    if "fingerprint" not in report:
+        return {
+            **out,
+            "fingerprint": "unknown",
+            "raw_dir": None,
+            "options": None,
+            "num_skipped": None,
+            "note": note,
+        }
+    return {
+        **out,
+        "fingerprint": report["fingerprint"],
+        "raw_dir": report.get("raw_dir"),
+        "options": report.get("options"),
+        "num_skipped": len(report.get("skipped", [])),
+    }
 
 
 def open_split(config, split: str) -> PreparedSource:

@@ -8,11 +8,13 @@ report of missing or unreadable files belong to the prepare step.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import gzip
 import io
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -102,7 +104,11 @@ def check_classes(classes: Sequence[str], known: Sequence[str], dataset: str) ->
 
 
 def open_text(path: str | os.PathLike) -> io.TextIOBase:
-    """Opens a text file for the csv module, gunzipping it when the name ends in ``.gz``."""
+    """Opens a text file for the csv module, gunzipping it when the name ends in ``.gz``.
+
+    Read it inside :func:`text_errors`, which turns a non-UTF-8 byte or a damaged
+    ``.gz`` into a :class:`DataFormatError` naming the file and the line.
+    """
     path = os.fspath(path)
     # utf-8-sig drops a byte-order mark, which would otherwise become part of
     # the first column's name.
@@ -111,13 +117,79 @@ def open_text(path: str | os.PathLike) -> io.TextIOBase:
     return open(path, encoding="utf-8-sig", newline="")
 
 
+@contextlib.contextmanager
+def text_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Turns the decoding errors of reading ``path`` into a :class:`DataFormatError`.
+
+    Python's own errors name no file, and a ``UnicodeDecodeError`` gives the
+    position in an 8 KB read buffer instead of the line.
+    """
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e) from e
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise DataFormatError(
+            f"{path}: not a readable gzip file ({type(e).__name__}: {e}); it may be truncated. "
+            "Copy or extract it again."
+        ) from e
+
+
+def _not_utf8(path, error: UnicodeDecodeError) -> DataFormatError:
+    """The line, column and value of the first byte of ``path`` that is not UTF-8."""
+    path = os.fspath(path)
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    if number == 1 and line[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                        return DataFormatError(
+                            f"{path}: the file is UTF-16 (it starts with a UTF-16 byte-order "
+                            "mark), not UTF-8. Save it as UTF-8 (e.g. with iconv -f UTF-16 -t "
+                            "UTF-8)."
+                        )
+                    byte = line[e.start]
+                    guess = bytes([byte]).decode("cp1252", errors="replace")
+                    return DataFormatError(
+                        f"{path}, line {number}, column {e.start + 1}: byte 0x{byte:02X} is not "
+                        f"valid UTF-8 ({guess!r} if the file is Windows-1252 or Latin-1). Save the "
+                        "file as UTF-8 (e.g. with iconv -f WINDOWS-1252 -t UTF-8, given the file's "
+                        "real encoding)."
+                    )
+    except (OSError, EOFError, zlib.error):
+        pass
+    byte = error.object[error.start] if error.start < len(error.object) else None
+    value = "" if byte is None else f" byte 0x{byte:02X}"
+    return DataFormatError(f"{path}:{value} is not UTF-8 ({error}). Save the file as UTF-8.")
+
+
 def csv_rows(path: str | os.PathLike) -> Iterator[tuple[int, list[str]]]:
     """``(line number, fields)`` of each non-blank row of a CSV file, header included."""
-    with open_text(path) as f:
+    with open_text(path) as f, text_errors(path):
         reader = csv.reader(f)
-        for row in reader:
-            if row:
-                yield reader.line_num, row
+        first = 1  # the line the row being read starts on
+        try:
+            for row in reader:
+                if row:
+                    yield reader.line_num, row
+                first = reader.line_num + 1
+        except csv.Error as e:
+            if "field limit" in str(e):  # a quote that opens and never closes
+                raise DataFormatError(
+                    f'{path}, line {first}: a field opens a quote (") that is still open at '
+                    f"line {reader.line_num} ({e})."
+                ) from e
+            raise DataFormatError(f"{path}, line {reader.line_num}: {e}.") from e
+
+
+def text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each line of a text file (``.gz`` too), newline removed."""
+    with open_text(path) as f, text_errors(path):
+        for number, line in enumerate(f, start=1):
+            yield number, line.rstrip("\r\n")
 
 
 def column_index(header: Sequence[str], required: Sequence[str], path) -> dict[str, int]:
