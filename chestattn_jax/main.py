@@ -9,24 +9,35 @@
       --mode=predict --images=a.png,b.jpg,c.dcm
 
 Training resumes from the latest checkpoint in ``--workdir`` when run again.
+
+Flags and the whole config are checked before anything is written or compiled
+(:func:`chestattn_jax.config.validate`); a mistake ends the run with one ``FATAL``
+message naming each flag or config field at fault and a non-zero exit status
+(``--verbosity=1`` logs the traceback as well).
 """
 
+import difflib
 import logging as pylogging
 import os
+import re
 import sys
+import traceback
 
 import jax
 from absl import app, flags, logging
-from ml_collections import config_flags
+from ml_collections import config_dict, config_flags
 
+from chestattn_jax import config as config_lib
 from chestattn_jax import distributed, evaluate, predict, train
+from chestattn_jax.checkpointing import CheckpointError
+from chestattn_jax.workdir import WorkdirBusy
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and evaluation output.")
 flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "evaluate", "predict"],
+    list(config_lib.MODES),
     "train (then test), evaluate only, or predict on --images.",
 )
 flags.DEFINE_list(
@@ -70,14 +81,22 @@ class _QuietLibraries(pylogging.Filter):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    """Runs ``--mode`` once the flags and the config are checked. Raises one of
+    :data:`USER_ERRORS` for what the user must fix (a :class:`config_lib.ConfigError`
+    lists every problem of the flags and the config); :func:`run` turns it into one
+    ``FATAL`` message."""
+    config = FLAGS.config
+    found = flag_problems(argv)
+    if found:  # reported before a distributed runtime starts, with the config's problems
+        # but for batch sizes that do not divide over the devices (not known yet).
+        raise config_lib.ConfigError(found + config_lib.problems(config, FLAGS.mode, num_devices=1))
     distributed.initialize(
         FLAGS.coordinator_address,
         FLAGS.num_processes,
         FLAGS.process_id,
         autodetect=FLAGS.distributed,
     )
+    config_lib.validate(config, FLAGS.mode)  # batch sizes over jax.device_count() too
     logging.get_absl_handler().addFilter(_QuietLibraries())
     logging.info(
         "JAX %s: process %d of %d, %d local / %d global devices (%s)",
@@ -88,43 +107,192 @@ def main(argv):
         jax.device_count(),
         jax.devices()[0].platform,
     )
-    config = FLAGS.config
     if FLAGS.mode == "train":
         train.train_and_evaluate(config, FLAGS.workdir)
     elif FLAGS.mode == "evaluate":
-        train.prepare_workdir(FLAGS.workdir)
-        try:
-            evaluate.evaluate(config, FLAGS.workdir)
-        except (ValueError, FileNotFoundError) as e:  # wrong checkpoint, no checkpoint
-            sys.exit(f"FATAL: {e}")
+        evaluate.evaluate(config, FLAGS.workdir)
     else:
-        if not FLAGS.images:
-            raise app.UsageError("--mode=predict needs --images=a.png,b.jpg,c.dcm")
-        try:
-            result = predict.predict(config, FLAGS.workdir, FLAGS.images, FLAGS.output_dir)
-        except (ValueError, FileNotFoundError) as e:  # wrong checkpoint, no checkpoint
-            sys.exit(f"FATAL: {e}")
+        result = predict.predict(config, FLAGS.workdir, FLAGS.images, FLAGS.output_dir)
         if result["errors"]:
             failed = ", ".join(e["path"] for e in result["errors"])
-            sys.exit(
-                f"FATAL: {len(result['errors'])} of {len(FLAGS.images)} images failed: {failed}"
+            total = len(result["predictions"]) + len(result["errors"])
+            sys.exit(f"FATAL: {len(result['errors'])} of {total} images failed: {failed}")
+
+
+def flag_problems(argv) -> list[str]:
+    """What is wrong with the command line's own flags (not the config) for ``--mode``."""
+    found = []
+    mode = FLAGS.mode
+    if len(argv) > 1:
+        found.append(
+            f"unexpected arguments {' '.join(argv[1:])!r}: flags take the form --name=value "
+            "(--images takes one comma-separated list)."
+        )
+    if mode == "predict":
+        if not FLAGS.images:
+            found.append("--mode=predict needs --images=a.png,b.jpg,c.dcm (comma-separated).")
+        elif not all(p.strip() for p in FLAGS.images):
+            found.append(f"--images={','.join(FLAGS.images)}: an empty file name (a stray comma?).")
+        if FLAGS.distributed or (FLAGS.num_processes or 1) > 1:
+            found.append(
+                "--mode=predict runs in one process; start it without --distributed and "
+                "--num_processes."
             )
+        out = FLAGS.output_dir
+        if out is not None and (not out or (os.path.exists(out) and not os.path.isdir(out))):
+            found.append(f"--output_dir={out!r} is not a directory, nor a name for a new one.")
+    else:
+        for name in ("images", "output_dir"):
+            if FLAGS[name].present:
+                found.append(f"--{name} is read by --mode=predict only; this is --mode={mode}.")
+    workdir = FLAGS.workdir
+    if not workdir:
+        found.append("--workdir is empty; give the directory of the run.")
+    elif "://" not in workdir:  # gs:// and other URLs: checked when they are read
+        if os.path.exists(workdir) and not os.path.isdir(workdir):
+            found.append(f"--workdir {workdir!r} exists and is not a directory.")
+        elif mode != "train" and not os.path.isdir(workdir):
+            found.append(
+                f"--workdir {workdir!r} does not exist; --mode={mode} reads the checkpoints "
+                "that --mode=train wrote there."
+            )
+    return found
+
+
+# What a run raises for what its user must fix or decide: bad flags, config, data, workdir
+# or checkpoint (ValueError, OSError), no readable checkpoint, a workdir another training
+# run holds, a loss that diverged. Anything else is a bug, and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, CheckpointError, WorkdirBusy, FloatingPointError)
+
+
+def run(argv):
+    """:func:`main` as the command line runs it: a user's mistake ends in one FATAL
+    message and a non-zero exit status, not a traceback."""
+    try:
+        main(argv)
+    except USER_ERRORS as e:
+        logging.debug("The error below was raised here:", exc_info=True)
+        sys.exit(f"FATAL: {e}")
 
 
 def parse_flags(argv):
-    """absl flag parsing, with a plain message for a ``--config.*`` key that does not exist."""
+    """absl's flag parsing and its one-line ``FATAL Flags parsing error`` for a bad flag,
+    with a message naming the flag for a ``--config.*`` field that does not exist."""
     try:
-        return FLAGS(argv)
+        rest = FLAGS(argv)
+        config = FLAGS.config
+        if not isinstance(config, config_dict.ConfigDict):
+            getattr(config, "keys", None)  # one that failed to load raises OSError when read
+            _flags_error(
+                f"flag --config={_config_spec(argv)}: get_config() returned "
+                f"{type(config).__name__}, not an ml_collections.ConfigDict."
+            )
+        return rest
     except (AttributeError, KeyError) as e:
         # ml_collections raises these for an override path that is not in the config.
-        detail = str(e.args[0] if e.args else e).replace("\\'", "'").strip("\"' ")
-        key = detail.split("\n")[0].strip("'")
-        culprits = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and key in a]
-        sys.exit(
-            f"FATAL: {' '.join(culprits) or 'a --config override'}: the config has no field "
-            f"{key!r}. {' '.join(detail.splitlines()[1:])}".rstrip()
-        )
+        found = override_problems(argv)
+        if found:
+            sys.exit(f"FATAL: {config_lib.ConfigError(found)}")
+        spec = _config_spec(argv)
+        _flags_error(f"flag --config={spec}: {_describe(e, spec)}")
+    except flags.Error as e:
+        _flags_error(_without_traceback(str(e)))
+    except OSError as e:  # the config file could not be loaded (raised when it is read)
+        _flags_error(f"flag --config={_config_spec(argv)}: {_last_line(str(e))}")
+    except Exception as e:  # the config file's own error: SyntaxError, NameError, ...
+        spec = _config_spec(argv)
+        _flags_error(f"flag --config={spec}: {_describe(e, spec)}")
+
+
+def _describe(e: BaseException, spec: str | None) -> str:
+    """``Type: message (at FILE, line N)``: the last line of the config file ``spec`` in the
+    traceback of ``e``, or else its innermost frame."""
+    text = f"{type(e).__name__}: {e}"
+    if isinstance(e, SyntaxError):  # names its line itself
+        return text
+    frames = traceback.extract_tb(e.__traceback__)
+    path = os.path.abspath(spec.split(":", 1)[0]) if spec else None
+    own = [f for f in frames if os.path.abspath(f.filename) == path]
+    if own or frames:
+        frame = (own or frames)[-1]
+        text += f" (at {frame.filename}, line {frame.lineno})"
+    return text
+
+
+def _flags_error(message: str):
+    """Exits as ``absl.app.parse_flags_with_usage`` does."""
+    sys.stderr.write(f"FATAL Flags parsing error: {message}\n")
+    sys.stderr.write("Pass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(1)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else text
+
+
+def _without_traceback(message: str) -> str:
+    """A config file's exception as its last line: ml_collections puts the traceback of
+    ``get_config`` into the flag error."""
+    if "Traceback (most recent call last)" not in message:
+        return message
+    head = message.split("Error whilst parsing config file:")[0].rstrip()
+    return f"{head} {_last_line(message)}"
+
+
+def _config_spec(argv) -> str | None:
+    """The value of the last ``--config`` in ``argv``."""
+    spec = None
+    for i, arg in enumerate(argv):
+        m = re.match(r"^--?config(=(.*))?$", arg)
+        if m:
+            spec = m[2] if m[1] else (argv[i + 1] if i + 1 < len(argv) else None)
+    return spec
+
+
+def override_problems(argv) -> list[str]:
+    """Each ``--config.A.B=V`` of ``argv`` whose path is not in the config, named with the
+    group it is missing from and the closest field name."""
+    spec = _config_spec(argv)
+    if not spec:
+        return []
+    try:
+        config = FLAGS["config"].parser.parse(spec)
+    except Exception:  # the config file itself is broken
+        return []
+    found = []
+    for arg in argv[1:]:
+        m = re.match(r"^--?(?:no)?config\.([^=]+)", arg)
+        if m:
+            problem = _path_problem(config, m[1])
+            if problem:
+                found.append(f"{arg}: {problem}")
+    return found
+
+
+def _path_problem(config, path: str) -> str | None:
+    node, walked = config, "config"
+    for part in path.split("."):
+        if not isinstance(node, config_dict.ConfigDict | dict):
+            return (
+                f"{walked} is a value ({node!r}), not a group of fields; it has no field {part!r}."
+            )
+        if part not in node:
+            fields = list(node.keys())
+            close = difflib.get_close_matches(part, fields, n=1)
+            if walked == "config.data.uncertainty_per_class":
+                hint = (
+                    " Set the whole dict: "
+                    "--config.data.uncertainty_per_class=\"{'Edema': 'ones'}\"."
+                )
+            elif close:
+                hint = f" Did you mean {close[0]!r}?"
+            else:
+                hint = f" Its fields are {', '.join(fields)}." if fields else ""
+            return f"the config has no field {part!r} in {walked}.{hint}"
+        node, walked = node[part], f"{walked}.{part}"
+    return None
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(run, flags_parser=parse_flags)

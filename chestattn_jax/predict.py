@@ -9,8 +9,10 @@ and mode, DICOM through pydicom; see ``chestattn_jax.data.images``), letterboxes
 it to ``config.data.image_size`` and writes to ``OUT`` (``W/predict`` by default):
 
 - ``predictions.json``: the checkpoint, the classes, and per image its
-  probabilities and overlay file; images that could not be read are listed
-  under ``errors`` with the reason, and the others are still scored;
+  probabilities and overlay file; images that could not be read or letterboxed
+  are listed under ``errors`` with the reason, and the others are still scored;
+  a file given more than once (however spelled) is scored once and listed
+  under ``repeated``;
 - one overlay PNG per image: the letterboxed input and each class's gate-3 map
   (class-based), the shared map (image-based), or the probabilities (resnet).
 
@@ -31,7 +33,6 @@ from etils import epath
 from chestattn_jax import figures
 from chestattn_jax import sharding as shd
 from chestattn_jax.data.images import letterbox, load_grayscale
-from chestattn_jax.data.raw import DataFormatError
 from chestattn_jax.evaluate import inference_fn, restore_for_inference
 
 
@@ -45,15 +46,32 @@ def _overlay_names(paths) -> list[str]:
     return names
 
 
+def distinct_paths(paths) -> tuple[list[str], list[dict]]:
+    """``paths`` with each file once (``a.png``, ``./a.png`` and its absolute path are one
+    file), in order, as first spelled; and ``[{"path", "times"}]`` for the repeated ones."""
+    kept, first, times = [], {}, {}
+    for p in map(os.fspath, paths):
+        key = p if "://" in p else os.path.normpath(os.path.abspath(p))
+        if key in first:
+            times[first[key]] += 1
+            continue
+        first[key] = p
+        times[p] = 1
+        kept.append(p)
+    repeated = [{"path": p, "times": n} for p, n in times.items() if n > 1]
+    return kept, repeated
+
+
 def load_images(paths, size: int):
     """Reads and letterboxes every path. Returns ``(images {path: (S, S) uint8}, errors)``
-    where ``errors`` lists ``{"path", "error"}`` for files that could not be read."""
+    where ``errors`` lists ``{"path", "error"}`` for files that could not be read or
+    letterboxed, whatever the reason: one bad file never keeps the others from scoring."""
     images, errors = {}, []
     for path in paths:
         try:
             images[path] = letterbox(load_grayscale(path), size)
-        except (FileNotFoundError, IsADirectoryError, DataFormatError, OSError, ValueError) as e:
-            logging.warning("Skipping %s: %s", path, e)
+        except Exception as e:  # any reader or resize failure of this one file
+            logging.warning("Skipping %s: %s: %s", path, type(e).__name__, e)
             errors.append({"path": path, "error": f"{type(e).__name__}: {e}"})
     return images, errors
 
@@ -63,7 +81,9 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
     ``predictions.json`` holds (see the module docstring)."""
     if jax.process_count() > 1:
         raise RuntimeError("--mode=predict runs in one process; start it without a coordinator.")
-    paths = list(paths)
+    paths, repeated = distinct_paths(paths)
+    for r in repeated:
+        logging.warning("%s is given %d times; it is scored once.", r["path"], r["times"])
     out_dir = output_dir or os.path.join(workdir, "predict")
     state, step, mesh = restore_for_inference(config, workdir, config.eval.checkpoint)
     classes = list(config.data.classes)
@@ -111,7 +131,14 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
         "classes": classes,
         "predictions": [predictions[p] for p in paths if p in predictions],
         "errors": errors,
+        "repeated": repeated,
     }
     epath.Path(out_dir, "predictions.json").write_text(json.dumps(result, indent=2))
-    logging.info("Scored %d of %d images -> %s", len(predictions), len(paths), out_dir)
+    logging.info(
+        "Scored %d of %d images%s -> %s",
+        len(predictions),
+        len(paths),
+        f" ({len(repeated)} given more than once, scored once)" if repeated else "",
+        out_dir,
+    )
     return result

@@ -36,9 +36,14 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 def local_batch_size(global_batch_size: int, field: str) -> int:
     """This process's share of a global batch; the batch must split over every device."""
     devices, processes = jax.device_count(), jax.process_count()
-    if global_batch_size <= 0 or global_batch_size % devices:
+    in_use = f"{devices} device" if devices == 1 else f"{devices} devices"
+    if global_batch_size <= 0:
         raise ValueError(
-            f"{field}={global_batch_size} is not divisible by the {devices} devices in use; "
+            f"{field}={global_batch_size} must be positive: a multiple of the {in_use} in use."
+        )
+    if global_batch_size % devices:
+        raise ValueError(
+            f"{field}={global_batch_size} is not divisible by the {in_use} in use; "
             f"pick a multiple of {devices}."
         )
     return global_batch_size // processes

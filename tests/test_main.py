@@ -17,6 +17,7 @@ TINY_FLAGS = [
     "--config.loss.class_weights=none",  # 64 images: rare phantom classes have no positives
     "--config.train.batch_size=8",
     "--config.train.num_steps=4",
+    "--config.train.warmup_steps=0",
     "--config.train.log_every_steps=2",
     "--config.train.eval_every_steps=4",
     "--config.eval.batch_size=16",
@@ -59,41 +60,92 @@ def test_train_then_evaluate_from_the_command_line(tmp_path):
         cache_dir=tmp_path / "cache",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # Evaluation opens the checkpoints read-only on purpose: Orbax's warning says nothing.
+    assert "read only" not in proc.stderr, proc.stderr[-3000:]
     with open(workdir / "eval" / "metrics.json") as f:
         assert json.load(f) == trained
+
+
+SYN = "--config=configs/synthetic.py"
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
+        # absl's own one-line errors, not a traceback.
         (
-            ["--config=configs/synthetic.py", "--config.train.bogus_key=1"],
-            "--config.train.bogus_key: the config has no field 'bogus_key'",
+            [SYN],
+            "FATAL Flags parsing error: flag --workdir=None: Flag --workdir must have a value "
+            "other than None.\n",
         ),
-        (["--config=configs/synthetic.py:klass"], "Unknown config argument 'klass'"),
+        ([SYN, "WORKDIR", "--workdr=x"], "FATAL Flags parsing error: Unknown command line flag"),
         (
-            ["--config=configs/synthetic.py", "--config.model.variant=klass"],
-            "Unknown model variant (config.model.variant) 'klass'",
-        ),
-        (
-            ["--config=configs/synthetic.py", "--config.model.compatibility=cosine"],
-            "compatibility (config.model.compatibility) 'cosine'",
+            [SYN, "WORKDIR", "--config.train.batch_size=abc"],
+            "FATAL Flags parsing error: flag --config.train.batch_size=abc: invalid literal",
         ),
         (
-            ["--config=configs/synthetic.py", "--config.loss.class_weights=balanced"],
-            "class-weight scheme 'balanced' (config.loss.class_weights)",
+            ["--config=configs/synthetic.py:klass", "WORKDIR"],
+            "FATAL Flags parsing error: flag --config=configs/synthetic.py:klass: ValueError: "
+            "Unknown config argument 'klass': it names the model variant, one of resnet, image, "
+            "class.\n",
         ),
-        (["--config=configs/nih.py"], "config.data.data_dir is not set"),
+        # A mistyped part of an override path: its last part, or one in the middle.
         (
-            ["--config=configs/chexpert.py", "--config.data.data_dir=/nonexistent"],
-            "python -m chestattn_jax.data.prepare --dataset=chexpert",
+            [SYN, "WORKDIR", "--config.train.batchsize=8"],
+            "FATAL: --config.train.batchsize=8: the config has no field 'batchsize' in "
+            "config.train. Did you mean 'batch_size'?\n",
+        ),
+        (
+            [SYN, "WORKDIR", "--config.trian.batch_size=8"],
+            "FATAL: --config.trian.batch_size=8: the config has no field 'trian' in config. "
+            "Did you mean 'train'?\n",
+        ),
+        # config.validate: every problem at once, before anything is written or compiled.
+        (
+            [
+                SYN,
+                "WORKDIR",
+                "--config.train.batch_size=0",
+                "--config.train.eval_every_steps=0",
+                "--config.data.split=foo",
+                "--config.model.compatibility=cosine",
+            ],
+            "FATAL: 4 problems:\n"
+            "  - config.data.split='foo': expected one of random, kfold, official.\n"
+            "  - config.model.compatibility='cosine': expected one of pc, additive, dp.\n"
+            "  - config.train.batch_size=0: must be at least 1.\n"
+            "  - config.train.eval_every_steps=0: must be at least 1.\n",
+        ),
+        (
+            [SYN, "WORKDIR", "--mode=predict", "--config.train.num_steps=0"],
+            # (num_steps is not read by predict)
+            "FATAL: 2 problems:\n"
+            "  - --mode=predict needs --images=a.png,b.jpg,c.dcm (comma-separated).\n"
+            "  - --workdir 'WORKDIR' does not exist; --mode=predict reads the checkpoints",
+        ),
+        (
+            [SYN, "WORKDIR", "--mode=evaluate", "--images=a.png"],
+            "  - --images is read by --mode=predict only; this is --mode=evaluate.\n"
+            "  - --workdir 'WORKDIR' does not exist; --mode=evaluate reads the checkpoints that "
+            "--mode=train wrote there.\n",
+        ),
+        (["--config=configs/nih.py", "WORKDIR"], "config.data.data_dir=None: not set"),
+        # Past validation: the data set's own check, still one line.
+        (
+            ["--config=configs/chexpert.py", "WORKDIR", "--config.data.data_dir=/nonexistent"],
+            "FATAL: No prepared 'chexpert' data set at /nonexistent/",
         ),
     ],
 )
 def test_bad_input_gets_a_clear_error(tmp_path, args, message):
-    proc = run_main(*args, f"--workdir={tmp_path / 'w'}")
+    """A user's mistake ends in one FATAL message, with a non-zero exit status, no
+    traceback, and no workdir written."""
+    workdir = tmp_path / "w"
+    proc = run_main(*[f"--workdir={workdir}" if a == "WORKDIR" else a for a in args])
     assert proc.returncode != 0
-    assert message in proc.stderr, proc.stderr[-2000:]
+    assert message.replace("WORKDIR", str(workdir)) in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not workdir.exists()
 
 
 def test_workdir_that_is_a_file_from_the_command_line(tmp_path):

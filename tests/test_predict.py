@@ -160,6 +160,47 @@ def test_predict_scores_good_files_and_reports_bad_ones(workdir, images, tmp_pat
     assert len({p["overlay"] for p in result["predictions"]}) == len(good)
 
 
+def test_predict_scores_a_repeated_file_once(workdir, images, tmp_path, caplog):
+    """A path given twice (or spelled another way) is one image: one prediction, its own
+    overlay name, honest counts, and a warning naming it."""
+    config, wd, _ = workdir
+    good, _ = images
+    folder, name = os.path.split(good[0])
+    again = os.path.join(folder, ".", name)  # the same file, spelled otherwise
+    out = str(tmp_path / "out")
+    with caplog.at_level("INFO"):
+        result = predict_lib.predict(config, wd, [*good, good[0], again], out)
+    assert [p["path"] for p in result["predictions"]] == good
+    assert result["errors"] == []
+    assert result["repeated"] == [{"path": good[0], "times": 3}]
+    overlays = sorted(os.path.basename(p["overlay"]) for p in result["predictions"])
+    assert overlays == sorted(f"{os.path.splitext(os.path.basename(p))[0]}.png" for p in good)
+    assert sorted(os.listdir(out)) == sorted([*overlays, "predictions.json"])
+    with open(os.path.join(out, "predictions.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(result))
+    assert f"{good[0]} is given 3 times; it is scored once." in caplog.text
+    assert "Scored 5 of 5 images (1 given more than once, scored once)" in caplog.text
+
+
+def test_predict_reports_images_too_narrow_to_letterbox(workdir, images, tmp_path):
+    """A 1000 x 1 and a 3000 x 2 PNG cannot be letterboxed: both are listed with the reason
+    and every good file is still scored."""
+    config, wd, _ = workdir
+    good, _ = images
+    rng = np.random.default_rng(5)
+    narrow = []
+    for name, shape in (("line.png", (1, 1000)), ("sliver.png", (3000, 2))):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(tmp_path / name)
+        narrow.append(str(tmp_path / name))
+    with Image.open(narrow[0]) as im:
+        assert im.size == (1000, 1)
+    result = predict_lib.predict(config, wd, [narrow[0], *good, narrow[1]], str(tmp_path / "out"))
+    assert [p["path"] for p in result["predictions"]] == good
+    assert [e["path"] for e in result["errors"]] == narrow
+    for e in result["errors"]:
+        assert "too narrow" in e["error"], e
+
+
 @pytest.mark.parametrize(
     "variant, classes, message",
     [
@@ -218,7 +259,7 @@ def test_predict_command_line(workdir, images, tmp_path):
         f"--config={REPO / 'configs' / 'synthetic.py'}",
         f"--workdir={wd}",
         "--mode=predict",
-        f"--images={good[0]},{bad[1]}",
+        f"--images={good[0]},{bad[1]},{good[0]}",  # a repeated path counts once
         f"--output_dir={out}",
         "--config.data.image_size=32",
         "--config.model.num_filters=8",

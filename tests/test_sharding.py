@@ -6,7 +6,11 @@ import subprocess
 import sys
 import textwrap
 
+import jax
+import pytest
 from conftest import REPO
+
+from chestattn_jax import sharding as shd
 
 SCRIPT = textwrap.dedent(
     """
@@ -83,3 +87,14 @@ def test_eight_device_step_matches_one_device():
     # The losses move, so equality is not two untouched initialisations.
     assert r["loss1"][0] != r["loss1"][-1]
     assert "config.train.batch_size=12" in r["error"] and "8 devices" in r["error"]
+
+
+def test_batch_size_zero_is_called_not_positive():
+    n = jax.device_count()
+    with pytest.raises(ValueError) as e:
+        shd.local_batch_size(0, "config.train.batch_size")
+    assert str(e.value) == (
+        f"config.train.batch_size=0 must be positive: a multiple of the {n} "
+        f"device{'s' if n > 1 else ''} in use."
+    )
+    assert shd.local_batch_size(n, "config.train.batch_size") == n // jax.process_count()
