@@ -19,12 +19,14 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sys
 
 import numpy as np
 from etils import epath
 
 from chestattn_jax import figures
 from chestattn_jax.metrics import bootstrap_auc, paired_auc_difference
+from chestattn_jax.workdir import write_text
 
 
 def load_predictions(workdir: str) -> dict:
@@ -35,6 +37,19 @@ def load_predictions(workdir: str) -> dict:
         )
     with np.load(io.BytesIO(epath.Path(path).read_bytes())) as z:
         return {k: z[k] for k in z.files}
+
+
+def column_names(workdirs) -> list[str]:
+    """Each workdir's last path component, or as many trailing components as it takes to
+    tell workdirs apart (``runs/a/w`` and ``runs/b/w`` -> ``a/w``, ``b/w``)."""
+    parts = [os.path.normpath(w.split("://")[-1]).split(os.sep) for w in workdirs]
+    if len({tuple(p) for p in parts}) < len(parts):
+        raise ValueError(f"A workdir is given twice: {', '.join(workdirs)}.")
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return list(workdirs)
 
 
 def compare(workdirs, out_dir: str, num_draws: int = 1000, seed: int = 0) -> dict:
@@ -56,7 +71,7 @@ def compare(workdirs, out_dir: str, num_draws: int = 1000, seed: int = 0) -> dic
                 f"{workdirs[0]}; paired comparison needs the same one."
             )
     classes = [str(c) for c in ref["classes"]]
-    names = [os.path.basename(os.path.normpath(w)) for w in workdirs]
+    names = column_names(workdirs)
     aucs = [
         bootstrap_auc(
             ref["labels"], p["probs"], ref["mask"], classes, ref["patient_ids"], num_draws, seed
@@ -102,18 +117,18 @@ def compare(workdirs, out_dir: str, num_draws: int = 1000, seed: int = 0) -> dic
             *[diff_cell(d["mean"]) for d in diffs],
         ]
     )
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "table.csv"), "w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])
-    with open(os.path.join(out_dir, "table.md"), "w") as f:
-        f.write("| " + " | ".join(header) + " |\n")
-        f.write("|" + "---|" * len(header) + "\n")
-        for r in rows:
-            f.write("| " + " | ".join(r) + " |\n")
-        f.write(
-            f"\nTest AUC with 95 % intervals from {num_draws} patient-level bootstrap draws; "
-            f"differences are paired (same draws) against {names[0]}.\n"
-        )
+    epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
+    table = io.StringIO(newline="")
+    csv.writer(table).writerows([header, *rows])
+    write_text(epath.Path(out_dir) / "table.csv", table.getvalue())
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += [
+        "",
+        f"Test AUC with 95 % intervals from {num_draws} patient-level bootstrap draws; "
+        f"differences are paired (same draws) against {names[0]}.",
+    ]
+    write_text(epath.Path(out_dir) / "table.md", "\n".join(lines) + "\n")
     return {
         "auc": dict(zip(names, aucs, strict=True)),
         "difference": dict(zip(names[1:], diffs, strict=True)),
@@ -165,9 +180,13 @@ def main(argv):
     from absl import flags
 
     f = flags.FLAGS
-    result = compare(argv[1:], f.out, f.num_draws, f.seed)
-    with open(os.path.join(f.out, "table.md")) as t:
-        print(t.read())
+    if len(argv) < 2:
+        sys.exit("FATAL: give the workdirs to compare: python -m chestattn_jax.compare W1 W2 ...")
+    try:
+        result = compare(argv[1:], f.out, f.num_draws, f.seed)
+    except (ValueError, OSError) as e:  # no evaluation yet, other test splits, unwritable
+        sys.exit(f"FATAL: {e}")
+    print((epath.Path(f.out) / "table.md").read_text())
     return result
 
 

@@ -15,6 +15,8 @@ with the lowest validation loss by default) and writes ``WORKDIR/eval/``:
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import io
 import json
 import os
@@ -27,14 +29,20 @@ from sklearn.metrics import roc_auc_score
 
 from chestattn_jax import figures
 from chestattn_jax import sharding as shd
-from chestattn_jax.checkpointing import Checkpointer
-from chestattn_jax.data.input_pipeline import create_source, eval_batches, normalize_images
+from chestattn_jax import workdir as workdir_lib
+from chestattn_jax.checkpointing import Checkpointer, CheckpointMismatch
+from chestattn_jax.data.input_pipeline import (
+    create_source,
+    dataset_fingerprint,
+    eval_batches,
+    normalize_images,
+)
 from chestattn_jax.localization import OVERLAP_THRESHOLDS, LocalizationScores
 from chestattn_jax.losses import class_weights
 from chestattn_jax.metrics import bootstrap_auc
 from chestattn_jax.models import create_model
 from chestattn_jax.steps import make_eval_step
-from chestattn_jax.train_state import create_optimizer, create_train_state
+from chestattn_jax.train_state import abstract_train_state, create_optimizer, create_train_state
 
 
 def _source_indices(batch_index: int, batch_size: int) -> np.ndarray:
@@ -86,7 +94,7 @@ def _savez(path, **arrays) -> None:
     """``np.savez`` to a local or ``gs://`` path."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    epath.Path(path).write_bytes(buffer.getvalue())
+    workdir_lib.write_bytes(path, buffer.getvalue())
 
 
 def _allgather(tree):
@@ -271,115 +279,272 @@ def attention_analysis(state, source, config, mesh, labels, probs, out_dir) -> d
     return {"pointing_game": scores.pointing_game(), "overlap": scores.overlap()}
 
 
-def select_checkpoint(checkpointer: Checkpointer, which: str) -> int:
-    """The step to evaluate: ``best`` (lowest validation loss) or ``latest``."""
-    if which not in ("best", "latest"):
-        raise ValueError(f"Unknown config.eval.checkpoint {which!r}; expected best or latest.")
-    latest = checkpointer.latest_step()
-    if latest is None:
-        raise FileNotFoundError(
-            f"No checkpoint in {checkpointer.directory}; train first with --mode=train."
-        )
-    if which == "latest":
-        return latest
-    best = checkpointer.read_meta(latest).get("best_step")
-    return latest if best is None else int(best)
+# Config fields that decide the model: a checkpoint is never evaluated under other values.
+MODEL_FIELDS = (
+    "model.variant",
+    "model.stage_sizes",
+    "model.num_filters",
+    "model.attention_dim",
+    "model.compatibility",
+    "model.attention_norm",
+    "data.classes",
+    "data.channels",
+)
+# Fields that decide which images are scored and how they reach the model. Another value
+# than training's is refused unless config.allow_setting_changes: another split can hold
+# training patients, another image size or normalisation feeds the model other inputs.
+DATA_FIELDS = (
+    "data.name",
+    "data.image_size",
+    "data.mean",
+    "data.std",
+    "data.views",
+    "data.split",
+    "data.split_fractions",
+    "data.num_folds",
+    "data.fold",
+    "data.val_fraction",
+    "data.split_seed",
+    "data.uncertainty",
+    "data.uncertainty_per_class",
+)
+# The phantoms' fields (config.data.name == "synthetic"): all of them, split sizes included,
+# decide the data set's fingerprint, so that a difference is named by its field.
+SYNTHETIC_FIELDS = (
+    "data.synthetic.seed",
+    "data.synthetic.train_size",
+    "data.synthetic.validation_size",
+    "data.synthetic.test_size",
+    "data.synthetic.lesion_contrast",
+    "data.synthetic.lesion_size",
+    "data.synthetic.noise",
+    "data.synthetic.prevalence_scale",
+)
+# The key of the data set's fingerprint among the settings and changes.
+FINGERPRINT = "dataset fingerprint"
+# Evaluation settings that change the numbers written (recorded beside them).
+EVAL_FIELDS = (
+    "eval.split",
+    "eval.checkpoint",
+    "eval.bootstrap_draws",
+    "eval.bootstrap_seed",
+    "eval.map_threshold",
+    "model.dtype",
+)
 
 
-# The config fields that decide a checkpoint's parameter shapes.
-_MODEL_FIELDS = ("model.variant", "data.classes", "model.stage_sizes", "model.num_filters")
-_MODEL_FIELDS += ("model.attention_dim", "data.channels")
+def _data_fields(config) -> tuple[str, ...]:
+    return DATA_FIELDS + (SYNTHETIC_FIELDS if config.data.name == "synthetic" else ())
 
 
 def _field(tree, dotted: str):
     for part in dotted.split("."):
         tree = tree[part]
-    return list(tree) if isinstance(tree, list | tuple) else tree
+    return _plain(tree)
 
 
-def _refuse(path: str, config, problems: list[str]) -> None:
-    if problems:
-        raise ValueError(
-            f"Checkpoint {path} does not fit config.model / config.data "
-            f"(variant {config.model.variant!r}, {len(config.data.classes)} classes): "
-            + "; ".join(problems)
-            + ". Evaluate with the config the workdir was trained with."
-        )
+def _plain(value):
+    """Config values as JSON has them: tuples as lists, ConfigDicts as dicts."""
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
-def check_trained_config(workdir: str, path: str, config) -> None:
-    """Compares ``config`` with ``WORKDIR/config.json`` (written by training), if there is
-    one, on the fields that decide the parameters; raises a ``ValueError`` naming them."""
-    saved_path = epath.Path(workdir) / "config.json"
-    if not saved_path.exists():
-        return
-    saved = json.loads(saved_path.read_text())
-    problems = []
-    for name in _MODEL_FIELDS:
+def _differences(saved: dict, config, fields) -> dict[str, tuple]:
+    """``{field: (saved value, config value)}`` for each of ``fields`` that differs;
+    fields missing from ``saved`` (written by an older version) are not compared."""
+    out = {}
+    for name in fields:
         try:
-            was, now = _field(saved, name), _field(config, name)
+            was = _field(saved, name)
         except (KeyError, TypeError):
             continue
+        now = _field(config, name)
         if was != now:
-            problems.append(f"config.{name} is {now!r} but the checkpoint was trained with {was!r}")
-    _refuse(path, config, problems)
+            out[name] = (was, now)
+    return out
 
 
-def check_checkpoint_shapes(path: str, state, config) -> None:
-    """Compares the parameter shapes stored at ``path`` with ``state``'s; raises a
-    ``ValueError`` listing missing, extra and differently shaped parameters."""
-    import orbax.checkpoint as ocp
-    from etils import epath
+def _describe_changes(changes: dict[str, tuple], then: str) -> str:
+    def name(k):
+        return f"config.{k}" if "." in k else f"the {k}"
 
-    # The item's own handler: no array is read, and no step-level metadata is expected.
-    stored = getattr(ocp.StandardCheckpointHandler().metadata(epath.Path(path)), "tree", None)
-    if not stored or "params" not in stored:
-        return
-    flat_stored = {
-        jax.tree_util.keystr(p): tuple(getattr(v, "shape", ()))
-        for p, v in jax.tree_util.tree_leaves_with_path(stored["params"])
-    }
-    flat_wanted = {
-        jax.tree_util.keystr(p): tuple(np.shape(v))
-        for p, v in jax.tree_util.tree_leaves_with_path(state.params)
-    }
-    problems = []
-    missing = sorted(set(flat_wanted) - set(flat_stored))
-    extra = sorted(set(flat_stored) - set(flat_wanted))
-    shapes = [
-        f"{p} stored {flat_stored[p]}, config wants {flat_wanted[p]}"
-        for p in sorted(set(flat_wanted) & set(flat_stored))
-        if flat_stored[p] != flat_wanted[p]
-    ]
-    if missing:
-        problems.append(
-            f"parameters the config's model has but the checkpoint lacks: {missing[:4]}"
+    return "; ".join(
+        f"{name(k)} is {now!r} but {then} {was!r}" for k, (was, now) in changes.items()
+    )
+
+
+def trained_setting_changes(
+    workdir: str,
+    config,
+    fingerprint: dict | None = None,
+    advice: str = "Evaluate with the config the workdir was trained with.",
+) -> dict:
+    """How ``config`` differs from the config ``workdir`` was trained with
+    (``WORKDIR/config.json``, ``WORKDIR/dataset.json``) on the fields that decide what is
+    evaluated (:data:`DATA_FIELDS`, for phantoms :data:`SYNTHETIC_FIELDS`, and the data
+    set's ``fingerprint`` from ``fingerprint``; never its ``raw_dir``: the same data may be
+    mounted elsewhere). Raises a ``ValueError`` if the model fields differ: that
+    checkpoint cannot be evaluated so.
+
+    A fingerprint that is ``"unknown"`` (a data set prepared before fingerprints were
+    recorded) cannot be compared: a warning says so, and it is not counted as a change.
+    For phantoms, whose fingerprint is a hash of config fields, a difference is named by
+    those fields; the fingerprint is listed only when no field explains it."""
+    root = workdir_lib.workdir_path(workdir)
+    saved = workdir_lib.read_json(root / workdir_lib.CONFIG_FILE)
+    if saved is None:
+        return {}
+    model = _differences(saved, config, MODEL_FIELDS)
+    if model:
+        raise ValueError(
+            f"The checkpoints of {workdir} do not fit config.model / config.data "
+            f"(variant {config.model.variant!r}, {len(config.data.classes)} classes): "
+            + _describe_changes(model, "the checkpoint was trained with")
+            + f". {advice}"
         )
-    if extra:
-        problems.append(f"parameters in the checkpoint the config's model lacks: {extra[:4]}")
-    if shapes:
-        problems.append("shapes differ: " + "; ".join(shapes[:4]))
-    _refuse(path, config, problems)
+    changes = _differences(saved, config, _data_fields(config))
+    trained_on = workdir_lib.read_json(root / workdir_lib.DATASET_FILE) or {}
+    was, now = trained_on.get("fingerprint"), (fingerprint or {}).get("fingerprint")
+    if "unknown" in (was, now):
+        unknown = trained_on if was == "unknown" else fingerprint
+        logging.warning(
+            "Cannot check that the data set is the one %s was trained on: the fingerprint "
+            "of the data set %s is unknown (%s).",
+            workdir,
+            "it was trained on" if was == "unknown" else "of this config",
+            unknown.get("note") or "it was prepared before fingerprints were recorded",
+        )
+    elif was and now and was != now:
+        # A phantom fingerprint hashes these fields (and the classes): named above if
+        # they differ. A prepared data set's hashes its raw inputs, which no field names.
+        inputs = ("data.image_size", *SYNTHETIC_FIELDS)
+        if config.data.name != "synthetic" or not _differences(saved, config, inputs):
+            changes[FINGERPRINT] = (was, now)
+    return changes
+
+
+def check_setting_changes(changes: dict, config, what: str) -> None:
+    """Refuses ``changes`` (from :func:`trained_setting_changes`) unless
+    ``config.allow_setting_changes``; logs them when allowed."""
+    if not changes:
+        return
+    text = _describe_changes(changes, "the workdir was trained with")
+    if FINGERPRINT in changes and config.data.name != "synthetic":
+        text += (
+            " (the data set was prepared again, from other raw images or with other options, "
+            f"since training: compare the workdir's {workdir_lib.DATASET_FILE} with the "
+            "chestattn_prepare.json of the data set)"
+        )
+    if not config.allow_setting_changes:
+        raise ValueError(
+            f"{what} under other data settings than training used: {text}. Another split "
+            "can hold training patients, and another image size or normalisation feeds the "
+            "model inputs it never saw. Use the training settings, or pass "
+            "--config.allow_setting_changes=true if this is what you want."
+        )
+    logging.warning("%s under other data settings than training (allowed): %s", what, text)
+
+
+def eval_settings(config, fingerprint: dict | None) -> dict:
+    """Every setting that changes the numbers of an evaluation, by config field."""
+    fields = (*EVAL_FIELDS, *_data_fields(config), *MODEL_FIELDS)
+    settings = {f: _field(config, f) for f in fields}
+    settings[FINGERPRINT] = (fingerprint or {}).get("fingerprint")
+    return settings
+
+
+def eval_dir_name(config, changes: dict) -> str:
+    """``eval`` for the test split at the best checkpoint under the training settings;
+    ``eval_<split>_<checkpoint>`` for other splits or checkpoints, with a digest of the
+    changed settings appended when they differ from training's; or
+    ``config.eval.output_name``."""
+    if config.eval.output_name:
+        return config.eval.output_name
+    split, which = config.eval.split, config.eval.checkpoint
+    if (split, which) == ("test", "best") and not changes:
+        return workdir_lib.EVAL_DIR
+    name = f"eval_{split}_{which}"
+    if changes:
+        text = json.dumps({k: v[1] for k, v in changes.items()}, sort_keys=True, default=str)
+        name += "_" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    return name
+
+
+def plan_evaluation(config, workdir: str, *, replace_other_settings: bool = False) -> dict:
+    """Checks, before anything is computed or written, that ``config`` may be evaluated
+    on ``workdir`` and where: ``{"out_dir", "settings", "changes", "fingerprint"}``.
+
+    An output folder that holds an evaluation with other settings is never overwritten
+    (a ``ValueError`` names the difference), unless ``replace_other_settings`` (the
+    evaluation that ends a training run, whose settings are the new training settings).
+    """
+    fingerprint = dataset_fingerprint(config)
+    changes = trained_setting_changes(workdir, config, fingerprint)
+    check_setting_changes(changes, config, "Evaluating")
+    settings = eval_settings(config, fingerprint)
+    out_dir = workdir_lib.workdir_path(workdir) / eval_dir_name(config, changes)
+    previous = workdir_lib.read_json(out_dir / "metrics.json")
+    if previous is not None:
+        before = previous.get("settings")
+        if before is None:
+            logging.warning(
+                "%s holds an evaluation that does not record its settings (an older "
+                "version wrote it); replacing it.",
+                out_dir,
+            )
+        elif before != settings:
+            differ = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+            text = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
+            if not replace_other_settings:
+                raise ValueError(
+                    f"{out_dir} holds an evaluation with other settings ({text}); "
+                    "evaluations with other settings do not overwrite each other. Name "
+                    "another folder with --config.eval.output_name=NAME, or move that one away."
+                )
+            logging.warning("Replacing %s, evaluated with other settings: %s", out_dir, text)
+    return {
+        "out_dir": os.fspath(out_dir),
+        "settings": settings,
+        "changes": changes,
+        "fingerprint": fingerprint,
+    }
+
+
+def abstract_state(config, mesh):
+    """The train state of ``config`` as shapes, dtypes and (replicated) shardings."""
+    init = functools.partial(
+        create_train_state,
+        create_model(config),
+        create_optimizer(config.train),
+        jax.random.key(config.seed),
+        (config.data.image_size, config.data.image_size, config.data.channels),
+        shd.replicated(mesh),
+    )
+    return abstract_train_state(init, shd.replicated(mesh))
 
 
 def restore_for_inference(config, workdir: str, which: str = "best"):
     """The train state of checkpoint ``which`` (``best`` or ``latest``) of ``workdir``,
-    checked against ``config``'s model. Returns ``(state, step, mesh)``."""
+    checked against ``config``'s model. Returns ``(state, step, mesh)``.
+
+    An unreadable checkpoint is passed over, with a warning, for the next in order
+    (the rule training resumes by; :meth:`Checkpointer.restore_for_inference`).
+    """
+    trained_setting_changes(workdir, config)  # the model fields, named, before any read
     checkpointer = Checkpointer(workdir, read_only=True)
     try:
-        step = select_checkpoint(checkpointer, which)
-        path = os.fspath(epath.Path(checkpointer.directory) / str(step) / "state")
-        check_trained_config(workdir, path, config)
         mesh = shd.make_mesh()
-        state = create_train_state(
-            create_model(config),
-            create_optimizer(config.train),
-            jax.random.key(config.seed),
-            (config.data.image_size, config.data.image_size, config.data.channels),
-            shd.replicated(mesh),
-        )
-        check_checkpoint_shapes(path, state, config)
-        state, _ = checkpointer.restore(step, state)
+        step, state, _ = checkpointer.restore_for_inference(abstract_state(config, mesh), which)
+    except CheckpointMismatch as e:
+        raise CheckpointMismatch(
+            f"{e} Evaluate with the config the workdir was trained with "
+            f"(variant {config.model.variant!r}, {len(config.data.classes)} classes now)."
+        ) from None
     finally:
         checkpointer.close()
     return state, step, mesh
@@ -424,29 +589,36 @@ def per_class_rows(metrics: dict, classes) -> list[dict]:
     return rows
 
 
-def write_eval(workdir: str, metrics: dict, classes=None) -> str:
-    """Writes ``WORKDIR/eval/metrics.json`` and, with ``classes``, ``per_class.csv`` and
-    ``per_class.md`` (process 0 only); returns the JSON's path."""
-    out = os.path.join(workdir, "eval")
-    path = os.path.join(out, "metrics.json")
+def write_eval(out_dir: str, metrics: dict, classes=None) -> str:
+    """Writes ``OUT_DIR/metrics.json`` and, with ``classes``, ``per_class.csv`` and
+    ``per_class.md`` (process 0 only); returns the JSON's path. ``metrics.json`` is
+    written last: it marks a complete evaluation."""
+    out = epath.Path(out_dir)
+    path = os.fspath(out / "metrics.json")
     if jax.process_index() != 0:
         return path
-    epath.Path(out).mkdir(parents=True, exist_ok=True)
-    epath.Path(path).write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    if classes is None:
-        return path
-    rows = per_class_rows(metrics, classes)
-    table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows([{k: ("" if v is None else v) for k, v in r.items()} for r in rows])
-    epath.Path(out, "per_class.csv").write_text(table.getvalue())
+    out.mkdir(parents=True, exist_ok=True)
+    if classes is not None:
+        rows = per_class_rows(metrics, classes)
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows([{k: ("" if v is None else v) for k, v in r.items()} for r in rows])
+        workdir_lib.write_text(out / "per_class.csv", table.getvalue())
+        workdir_lib.write_text(out / "per_class.md", _markdown_table(metrics, rows))
+    workdir_lib.write_json(path, metrics)
+    return path
+
+
+def _markdown_table(metrics: dict, rows: list[dict]) -> str:
     header = ["class", "AUC [95% CI]", "pos", "neg"]
     loc_cols = [k for k in rows[0] if k == "hit_rate" or "@" in k]
     header += [k.replace("hit_rate", "hit rate") for k in loc_cols]
+    settings = metrics.get("settings") or {}
     lines = [
         f"{metrics.get('variant', '')} model, {metrics.get('split', '')} split, "
-        f"step {metrics.get('step', '')}, {metrics.get('num_examples', '')} images",
+        f"step {metrics.get('step', '')}, {metrics.get('num_examples', '')} images"
+        + (f", {settings['data.image_size']} px" if "data.image_size" in settings else ""),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -463,13 +635,13 @@ def write_eval(workdir: str, metrics: dict, classes=None) -> str:
         ]
         cells += [_fmt(r[k], 2) for k in loc_cols]
         lines.append("| " + " | ".join(cells) + " |")
-    epath.Path(out, "per_class.md").write_text("\n".join(lines) + "\n")
-    return path
+    return "\n".join(lines) + "\n"
 
 
-def evaluate_state(config, workdir: str, state, mesh, step: int, weights) -> dict:
-    """Evaluates ``state`` on ``config.eval.split`` and writes ``WORKDIR/eval/``."""
-    out_dir = os.path.join(workdir, "eval")
+def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
+    """Evaluates ``state`` on ``config.eval.split`` and writes ``plan["out_dir"]``
+    (``plan`` from :func:`plan_evaluation`)."""
+    out_dir = plan["out_dir"]
     test_source = create_source(config, config.eval.split)
     probs, labels, mask, loss, _ = predict_split(
         make_eval_step(config, mesh, weights), state, test_source, config.eval.batch_size, mesh
@@ -482,8 +654,18 @@ def evaluate_state(config, workdir: str, state, mesh, step: int, weights) -> dic
             metrics["localization"] = localization
             # Kept at the top level too, where scripts written for earlier releases read it.
             metrics["pointing_game"] = localization["pointing_game"]
-    metrics.update(step=int(step), split=config.eval.split, variant=config.model.variant)
-    path = write_eval(workdir, metrics, list(config.data.classes))
+    metrics.update(
+        step=int(step),
+        split=config.eval.split,
+        variant=config.model.variant,
+        settings=plan["settings"],
+        dataset=plan["fingerprint"],
+    )
+    if plan["changes"]:
+        metrics["changed_from_training"] = {
+            k: {"trained": was, "evaluated": now} for k, (was, now) in plan["changes"].items()
+        }
+    path = write_eval(out_dir, metrics, list(config.data.classes))
     logging.info(
         "%s mean AUC %.4f at step %d -> %s",
         config.eval.split,
@@ -494,8 +676,10 @@ def evaluate_state(config, workdir: str, state, mesh, step: int, weights) -> dic
     return metrics
 
 
-def evaluate(config, workdir: str) -> dict:
-    """Restores the configured checkpoint of ``workdir`` and evaluates ``config.eval.split``."""
+def evaluate(config, workdir: str, *, replace_other_settings: bool = False) -> dict:
+    """Restores the configured checkpoint of ``workdir`` and evaluates ``config.eval.split``
+    into the folder :func:`plan_evaluation` picks; returns the metrics written there."""
+    plan = plan_evaluation(config, workdir, replace_other_settings=replace_other_settings)
     state, step, mesh = restore_for_inference(config, workdir, config.eval.checkpoint)
     train_source = create_source(config, "train")
     weights = class_weights(
@@ -504,4 +688,4 @@ def evaluate(config, workdir: str) -> dict:
         config.loss.class_weights,
         list(config.data.classes),
     )
-    return evaluate_state(config, workdir, state, mesh, step, weights)
+    return evaluate_state(config, state, mesh, step, weights, plan)

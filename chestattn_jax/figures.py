@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from chestattn_jax.localization import upsample_map
+from chestattn_jax.workdir import write_bytes
 
 DPI = 100
 PANEL_INCHES = 2.2  # one image panel
@@ -39,7 +40,7 @@ def _save(fig, path) -> str:
     fig.savefig(buffer, dpi=DPI, format="png")
     target = epath.Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(buffer.getvalue())
+    write_bytes(target, buffer.getvalue())
     return os.fspath(path)
 
 

@@ -11,10 +11,7 @@ import jax
 from absl import logging
 from etils import epath
 
-
-def is_local(path) -> bool:
-    """Whether ``path`` is on the local filesystem (not ``gs://`` or another URL scheme)."""
-    return "://" not in os.fspath(path)
+from chestattn_jax.workdir import is_local
 
 
 def read_jsonl(path) -> list[dict]:

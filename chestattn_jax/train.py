@@ -24,6 +24,7 @@ non-finite is checkpointed.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import threading
@@ -33,18 +34,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from etils import epath
 
 from chestattn_jax import evaluate as evaluation
 from chestattn_jax import sharding as shd
-from chestattn_jax.checkpointing import Checkpointer, workdir_path
+from chestattn_jax import workdir as workdir_lib
+from chestattn_jax.checkpointing import Checkpointer
 from chestattn_jax.data.augment import Augment
-from chestattn_jax.data.input_pipeline import create_source, train_dataset
+from chestattn_jax.data.input_pipeline import create_source, dataset_fingerprint, train_dataset
 from chestattn_jax.losses import class_weights
 from chestattn_jax.metric_writers import MetricWriter, Progress
 from chestattn_jax.models import create_model
 from chestattn_jax.models.convert import maybe_load_pretrained
 from chestattn_jax.steps import make_eval_step, make_train_step
-from chestattn_jax.train_state import TrainState, create_optimizer, create_train_state
+from chestattn_jax.train_state import (
+    TrainState,
+    abstract_train_state,
+    create_optimizer,
+    create_train_state,
+)
+from chestattn_jax.workdir import TrainLock, workdir_path
 
 PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a SIGTERM death
 # Test-only: "STEP:SIGNAL[:PROCESS]" makes the process (or only process PROCESS) send
@@ -71,11 +80,17 @@ class Preempted(SystemExit):
         return self.message
 
 
-def prepare_workdir(workdir):
-    """Creates ``workdir`` (local or ``gs://``); returns it as an ``epath.Path``."""
+def check_workdir(workdir) -> epath.Path:
+    """``workdir`` as an ``epath.Path``, after checking it is a directory or can be one."""
     path = workdir_path(workdir)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"--workdir {os.fspath(workdir)!r} exists and is not a directory.")
+    return path
+
+
+def prepare_workdir(workdir) -> epath.Path:
+    """Creates ``workdir`` (local or ``gs://``); returns it as an ``epath.Path``."""
+    path = check_workdir(workdir)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -86,7 +101,9 @@ def train_and_evaluate(config, workdir) -> dict:
     Returns the test metrics, also written to ``WORKDIR/eval/metrics.json``.
     """
     train(config, workdir)
-    return evaluation.evaluate(config, os.fspath(workdir))
+    # The settings are this run's training settings now (config.json): an evaluation
+    # under the ones it was resumed from is out of date, and is replaced.
+    return evaluation.evaluate(config, os.fspath(workdir), replace_other_settings=True)
 
 
 def train(config, workdir) -> TrainState:
@@ -97,22 +114,47 @@ def train(config, workdir) -> TrainState:
     :class:`Preempted` after saving a checkpoint on ``SIGTERM``, and
     ``FloatingPointError`` on a non-finite loss.
     """
-    workdir = prepare_workdir(workdir)
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    workdir = check_workdir(workdir)
     t = config.train
     local_bs = shd.local_batch_size(t.batch_size, "config.train.batch_size")
     shd.local_batch_size(config.eval.batch_size, "config.eval.batch_size")
+    train_source = create_source(config, "train")
+    val_source = create_source(config, "validation")
+    fingerprint = dataset_fingerprint(config)
+    prepare_workdir(workdir)
+    with TrainLock(workdir):
+        checkpointer = Checkpointer(workdir, t.checkpoints_to_keep)
+        try:
+            return _train(
+                config, workdir, checkpointer, local_bs, train_source, val_source, fingerprint
+            )
+        finally:
+            checkpointer.close()
+
+
+def _train(
+    config, workdir, checkpointer, local_bs, train_source, val_source, fingerprint
+) -> TrainState:
+    """:func:`train`, once the inputs are checked and the workdir is locked."""
+    t = config.train
+    if checkpointer.all_steps():
+        # Before anything is compiled or written: the model must be the one of the
+        # checkpoints, and the data the one they were trained on.
+        changes = evaluation.trained_setting_changes(
+            workdir,
+            config,
+            fingerprint,
+            advice="A config that changes the model needs its own --workdir.",
+        )
+        evaluation.check_setting_changes(changes, config, "Resuming training")
     mesh = shd.make_mesh()
     model = create_model(config)
     tx = create_optimizer(t)
-
-    train_source = create_source(config, "train")
-    val_source = create_source(config, "validation")
     counts = train_source.positive_counts()
     weights = class_weights(
         counts, len(train_source), config.loss.class_weights, list(config.data.classes)
     )
+    logging.info("Data set: %s", json.dumps(fingerprint, sort_keys=True))
     logging.info(
         "Training positives per class: %s",
         dict(zip(config.data.classes, counts.tolist(), strict=True)),
@@ -128,10 +170,7 @@ def train(config, workdir) -> TrainState:
         shd.replicated(mesh),
     )
     # Shapes and placement only: a resumed run restores into it, without compiling init.
-    abstract_state = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shd.replicated(mesh)),
-        jax.eval_shape(init),
-    )
+    abstract_state = abstract_train_state(init, shd.replicated(mesh))
     logging.info("Parameters: %d", sum(x.size for x in jax.tree.leaves(abstract_state.params)))
     augment = Augment.from_config(config.data.augment) if config.data.augment.enabled else None
 
@@ -146,7 +185,6 @@ def train(config, workdir) -> TrainState:
             prefetch_batches=config.data.prefetch_batches,
         )
     )
-    checkpointer = Checkpointer(workdir, t.checkpoints_to_keep)
     meta = {"best_step": None, "best_val_loss": None, "bad_evals": 0, "stopped_early": False}
     pending = []  # per-step train metrics since the last log: fetched together, no per-step sync
     restored = checkpointer.restore_latest(abstract_state, data_iter)
@@ -175,6 +213,18 @@ def train(config, workdir) -> TrainState:
             "unlogged_train_metrics": [{k: float(v) for k, v in m.items()} for m in unlogged],
         }
         checkpointer.save(step, state, data_iter, saved_meta, val_loss=val_loss)
+
+    if jax.process_index() == 0:
+        # Only now that the checkpoints fit: what evaluation checks its config against.
+        saved = workdir_lib.read_json(workdir / workdir_lib.CONFIG_FILE)
+        if restored is not None and saved is not None:
+            changed = sorted(_changed_fields(saved, json.loads(config.to_json_best_effort())))
+            if changed:
+                logging.warning("Resumed with other settings than before: %s", ", ".join(changed))
+        workdir_lib.write_text(
+            workdir / workdir_lib.CONFIG_FILE, config.to_json_best_effort(indent=2) + "\n"
+        )
+        workdir_lib.write_json(workdir / workdir_lib.DATASET_FILE, fingerprint)
 
     try:
         with _PreemptionNotice() as preemption:
@@ -238,10 +288,21 @@ def train(config, workdir) -> TrainState:
                     raise preempted
     finally:
         writer.close()
-        checkpointer.close()
         if hasattr(data_iter, "close"):
             data_iter.close()
     return state
+
+
+def _changed_fields(before, after, prefix="") -> list[str]:
+    """Dotted names of the config fields whose values differ between two JSON dicts."""
+    out = []
+    for key in sorted(set(before) | set(after)):
+        a, b = before.get(key), after.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed_fields(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
 
 
 def _last_good(checkpointer: Checkpointer) -> str:

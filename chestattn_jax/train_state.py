@@ -51,7 +51,7 @@ def create_learning_rate(train_config) -> optax.Schedule:
 
 
 def create_optimizer(train_config) -> optax.GradientTransformation:
-    """Adam (the paper's optimiser) by default; ``adamw`` and ``sgd`` beside it."""
+    """Adam by default (our choice: the paper names none); ``adamw`` and ``sgd`` beside it."""
     name = train_config.optimizer
     if name not in OPTIMIZERS:
         raise ValueError(
@@ -62,7 +62,7 @@ def create_optimizer(train_config) -> optax.GradientTransformation:
     if name == "adam":
         return optax.adam(lr)
     if name == "adamw":
-        return optax.adamw(lr, weight_decay=train_config.get("weight_decay", 1e-4))
+        return optax.adamw(lr, weight_decay=train_config.weight_decay)
     return optax.sgd(lr, momentum=0.9, nesterov=True)
 
 
@@ -86,3 +86,11 @@ def create_train_state(model, tx, rng, input_shape, sharding=None) -> TrainState
         )
 
     return jax.jit(init, out_shardings=sharding)(rng)
+
+
+def abstract_train_state(init, sharding):
+    """The shapes, dtypes and ``sharding`` of the state ``init()`` returns, without
+    running (or compiling) it: what a checkpoint restores into."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), jax.eval_shape(init)
+    )

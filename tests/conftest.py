@@ -56,3 +56,48 @@ def compilation_cache(tmp_path_factory):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One finished 8-step run of the tiny class-based model (checkpoints at steps 4 and 8,
+    evaluated), for tests that copy a workdir and then misuse or damage the copy."""
+    from chestattn_jax import train
+
+    config = tiny_config("class", num_steps=8, eval_every_steps=4)
+    config.loss.class_weights = "none"
+    workdir = tmp_path_factory.mktemp("tiny_run") / "w"
+    train.train_and_evaluate(config, str(workdir))
+    return config, workdir
+
+
+def copy_workdir(src, dst):
+    """A copy of a workdir, as a user would make with ``cp -r``."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def config_overrides(config, base) -> list[str]:
+    """The ``--config.A.B=V`` flags that turn ``base`` (the config file's config) into
+    ``config``: a command line that runs exactly what a test built in Python."""
+
+    def leaves(tree, prefix=""):
+        for key, value in tree.items():
+            if hasattr(value, "to_dict"):  # a ConfigDict group; plain dicts are values
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    def text(value):
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, tuple | list | dict):
+            return repr(value)
+        return str(value)
+
+    wanted, given = dict(leaves(config)), dict(leaves(base))
+    if set(wanted) != set(given):
+        raise ValueError(f"fields differ: {sorted(set(wanted) ^ set(given))}")
+    return [f"--config.{k}={text(v)}" for k, v in wanted.items() if v != given[k]]

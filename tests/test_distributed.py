@@ -5,6 +5,7 @@ preemption agreement and the per-process data-iterator checkpoints are exercised
 """
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,7 +25,7 @@ from test_resume import (
 )
 
 from chestattn_jax import distributed, train
-from chestattn_jax.checkpointing import Checkpointer
+from chestattn_jax.checkpointing import UNREADABLE_DIR, Checkpointer
 from chestattn_jax.data.augment import Augment
 from chestattn_jax.data.input_pipeline import train_dataset
 from chestattn_jax.data.synthetic import PhantomChestXray, PhantomConfig
@@ -106,23 +107,42 @@ def max_abs_difference(a, b) -> float:
     )
 
 
-def test_two_processes_train_like_one_and_resume_after_preemption(tmp_path, tmp_path_factory):
-    two, logs = tmp_path / "two", tmp_path / "logs"
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    """A 2-process run preempted (SIGTERM on process 1 only) and resumed to step 12:
+    ``(workdir, logs, stage 1's [(code, output)], stage 2's [(code, output)])``."""
+    root = tmp_path_factory.mktemp("two_processes")
+    two, logs = root / "two", root / "logs"
     logs.mkdir()
     # Process 1 alone gets the SIGTERM; both must save the same step and exit 143.
     procs = launch(two, 2, logs, {train.SIGNAL_AT_STEP_ENV: "3:SIGTERM:1"})
     start_reference(tmp_path_factory)  # 1 process, meanwhile
-    (code_a, out_a), (code_b, out_b) = wait_all(procs)
-    assert code_a == code_b == 128 + signal.SIGTERM, (out_a[-3000:], out_b[-3000:])
+    preempted = wait_all(procs)
     steps = Checkpointer(two, read_only=True).all_steps()
+    # Each process's data iterator file of the preempted step (gone once the run resumes
+    # and later steps replace it).
+    data_files = sorted(p.name for p in (two / "checkpoints" / str(steps[-1]) / "data").glob("*"))
+    finished = wait_all(launch(two, 2, logs))
+    return two, logs, (preempted, steps, data_files), finished
+
+
+def test_two_processes_train_like_one_and_resume_after_preemption(
+    two_process_run, tmp_path_factory
+):
+    two, _, (first, steps, data_files), finished = two_process_run
+    (code_a, out_a), (code_b, out_b) = first
+    assert code_a == code_b == 128 + signal.SIGTERM, (out_a[-3000:], out_b[-3000:])
     preempted_at = steps[-1]
     assert 3 <= preempted_at < 12, steps  # JAX picks the step all processes can reach
     for out in (out_a, out_b):
         assert f"saved the checkpoint of step {preempted_at}" in out
-    assert len(list((two / "checkpoints" / str(preempted_at) / "data").glob("process_*"))) == 2
+    assert [f for f in data_files if f.startswith("process_")] == [
+        "process_0-of-2.json",
+        "process_1-of-2.json",
+    ]
     assert "Parameters:" in out_a and "Parameters:" not in out_b  # INFO from process 0 only
 
-    for code, out in wait_all(launch(two, 2, logs)):
+    for code, out in finished:
         assert code == 0, out[-3000:]
 
     one = reference_done(tmp_path_factory)
@@ -147,6 +167,34 @@ def test_two_processes_train_like_one_and_resume_after_preemption(tmp_path, tmp_
                 assert r2[k] == pytest.approx(r1[k], rel=1e-5), (k, r1["step"])
     assert rows1[0]["train/loss"] != rows1[-2]["train/loss"]  # training moved
     assert json.loads((two / "config.json").read_text())["train"]["num_steps"] == 12
+
+
+def test_one_process_failing_to_read_a_checkpoint_does_not_strand_the_other(
+    two_process_run, tmp_path
+):
+    """Only process 1 reads ``data/process_1-of-2.json``: damaged, process 1 cannot restore
+    step 12 while process 0 can. Both must agree to resume from the step before, at once
+    (not wait at a barrier for one that never comes), and end where the first run ended."""
+    two, logs, _, _ = two_process_run
+    _, reference = final_state(two)
+    workdir = tmp_path / "damaged"
+    shutil.copytree(two, workdir)
+    steps = Checkpointer(workdir, read_only=True).all_steps()
+    assert steps[-1] == 12 and len(steps) >= 2, steps
+    own_file = workdir / "checkpoints" / "12" / "data" / "process_1-of-2.json"
+    own_file.write_text(own_file.read_text()[:10])
+    (code_a, out_a), (code_b, out_b) = wait_all(launch(workdir, 2, logs), timeout=240)
+    assert code_a == code_b == 0, (out_a[-3000:], out_b[-3000:])
+    fallback = steps[-2]
+    for out in (out_a, out_b):
+        assert "checkpoints/12 is unreadable" in out and f"resumed from step {fallback}" in out
+    assert "process_1-of-2.json" in out_b  # the process that failed names its file
+    assert "it failed on another process" in out_a
+    assert (workdir / UNREADABLE_DIR / "12").is_dir()
+    step, state = final_state(workdir)
+    assert step == 12
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(reference), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_main_checks_the_distributed_flags(tmp_path, monkeypatch):

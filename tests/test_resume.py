@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, tiny_config
 
 from chestattn_jax import train
-from chestattn_jax.checkpointing import UNREADABLE_DIR, Checkpointer
+from chestattn_jax.checkpointing import UNREADABLE_DIR, Checkpointer, CheckpointMismatch
 from chestattn_jax.metric_writers import read_jsonl
 
 # Wall-clock figures of one progress report: the only values two runs may not share.
@@ -297,7 +297,11 @@ def test_checkpoints_of_another_config_are_an_error_not_damage(tmp_path):
         checkpointer.save(step, {"w": np.zeros(3, np.float32)}, None, {}, val_loss=float(step))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     wider = {"w": jax.ShapeDtypeStruct((4,), np.float32, sharding=device)}
-    with pytest.raises(RuntimeError, match=r"step 2: ValueError.*needs a new --workdir"):
+    with pytest.raises(
+        CheckpointMismatch,
+        match=r"checkpoints/2 does not fit .*shapes differ: \['w'\] stored "
+        r"\(3,\), config wants \(4,\).*needs its own --workdir",
+    ):
         checkpointer.restore_latest(wider)
     assert checkpointer.all_steps() == [1, 2]
     assert not (tmp_path / UNREADABLE_DIR).exists()

@@ -1,0 +1,150 @@
+"""The workdir: the names of what a run keeps there, writes that name the file
+when they fail, and the lock that keeps two training runs apart.
+
+  WORKDIR/
+    config.json        the config of the last training run (written once its checks pass)
+    dataset.json       the fingerprint of the data set it trained on
+    train.lock         held by the training run that uses the workdir (local disks only)
+    checkpoints/       Orbax steps (checkpointing.py)
+    metrics.jsonl      training and validation scalars; tensorboard/ the same as events
+    eval/              the evaluation of the test split at the best checkpoint (evaluate.py);
+                       eval_<split>_<checkpoint>[_<settings>]/ for other evaluations
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import sys
+
+import jax
+import numpy as np
+from absl import logging
+from etils import epath
+
+CONFIG_FILE = "config.json"
+DATASET_FILE = "dataset.json"
+LOCK_FILE = "train.lock"
+EVAL_DIR = "eval"
+
+
+def workdir_path(workdir) -> epath.Path:
+    """``workdir`` as an ``epath.Path``: absolute if local, unchanged if a URL (``gs://``)."""
+    text = os.fspath(workdir)
+    return epath.Path(text if "://" in text else os.path.abspath(text))
+
+
+def is_local(path) -> bool:
+    return "://" not in os.fspath(path)
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` (local or ``gs://``): locally into a temporary file
+    renamed into place, so a full disk or a kill never leaves half a file. An
+    ``OSError`` names the file."""
+    path = epath.Path(path)
+    tmp = path.parent / f".{path.name}.tmp"
+    try:
+        if is_local(path):
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        else:
+            path.write_bytes(data)
+    except OSError as e:
+        if is_local(path):
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        raise OSError(e.errno, f"Cannot write {path}: {e.strerror or e}") from e
+
+
+def write_text(path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_json(path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path) -> dict | None:
+    """The JSON object in ``path``, or ``None`` if there is no such file."""
+    path = epath.Path(path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); move it away to continue.") from e
+
+
+class WorkdirBusy(RuntimeError):
+    """Another training run holds the workdir's lock."""
+
+
+class TrainLock:
+    """An exclusive lock of ``WORKDIR/train.lock`` for the life of a training run.
+
+    ``fcntl.flock`` on a local disk: the kernel releases it when the process ends,
+    however it ends (``kill -9`` included), so a lock is never left stale. The file
+    names the holder (process, host, start time, command line) for the message the
+    next run shows. With several processes, process 0 takes it and all agree.
+    On ``gs://`` there is no lock (object stores have no advisory locks): one
+    warning says so, and keeping runs apart is then up to the user.
+    """
+
+    def __init__(self, workdir):
+        self.path = workdir_path(workdir) / LOCK_FILE
+        self._fd = None
+
+    def __enter__(self):
+        taken = True
+        holder = ""
+        if jax.process_index() == 0:
+            if is_local(self.path):
+                taken, holder = self._take()
+            else:
+                logging.warning(
+                    "No lock on a %s workdir: make sure no other training run uses %s.",
+                    os.fspath(self.path).split("://")[0] + "://",
+                    self.path.parent,
+                )
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            taken = bool(np.all(multihost_utils.process_allgather(np.asarray(taken))))
+        if not taken:
+            raise WorkdirBusy(
+                f"Another training run is using --workdir {self.path.parent} "
+                f"({holder or f'it holds {self.path}'}). Wait for it to end or stop it, "
+                "or train in another --workdir."
+            )
+        return self
+
+    def _take(self) -> tuple[bool, str]:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            os.close(fd)
+            return False, holder
+        started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        text = (
+            f"process {os.getpid()} on host {socket.gethostname()}, started {started}: "
+            + " ".join(sys.argv)
+        )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode() + b"\n", 0)
+        self._fd = fd
+        return True, ""
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock; the file stays, naming the last holder
+            self._fd = None
+        return False

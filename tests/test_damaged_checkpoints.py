@@ -1,0 +1,166 @@
+"""Damaged checkpoints and failed saves: one rule for training and evaluation, the right
+diagnosis, and one FATAL line naming the file and the cause."""
+
+import logging
+import os
+import resource
+import subprocess
+import sys
+import types
+
+import pytest
+from conftest import REPO, config_overrides, copy_workdir, load_config
+from test_main import TINY_FLAGS
+
+from chestattn_jax import checkpointing, evaluate, train
+from chestattn_jax.checkpointing import Checkpointer, CheckpointError
+
+
+def damage(workdir, step):
+    """What a failing disk leaves: checkpoint ``step``'s largest array file cut in half."""
+    state = workdir / "checkpoints" / str(step) / "state"
+    chunk = max((p for p in state.rglob("*") if p.is_file()), key=os.path.getsize)
+    chunk.write_bytes(chunk.read_bytes()[: os.path.getsize(chunk) // 2])
+
+
+def listing(directory):
+    return sorted(
+        os.path.relpath(os.path.join(d, f), directory)
+        for d, _, fs in os.walk(directory)
+        for f in fs
+    )
+
+
+def test_evaluation_passes_over_a_damaged_best_checkpoint(tiny_run, tmp_path, caplog):
+    config, trained = tiny_run
+    workdir = copy_workdir(trained, tmp_path / "w")
+    best, other = Checkpointer(workdir, read_only=True).preference_order("best")
+    damage(workdir, best)
+    before = listing(workdir / "checkpoints")
+    with caplog.at_level(logging.WARNING):
+        metrics = evaluate.evaluate(config, str(workdir))
+    assert metrics["step"] == other
+    warnings = [r.getMessage() for r in caplog.records if "is unreadable" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(
+        f"Checkpoint {workdir}/checkpoints/{best} (the best) is unreadable (ValueError: "
+    )
+    assert f"using step {other} instead" in warnings[0]
+    assert "Error reading" in warnings[0]  # TensorStore's own words, naming the array
+    assert listing(workdir / "checkpoints") == before  # evaluation moves nothing
+
+
+def test_no_readable_checkpoint_is_damage_not_a_config_change(tiny_run, tmp_path):
+    config, trained = tiny_run
+    workdir = copy_workdir(trained, tmp_path / "w")
+    for step in Checkpointer(workdir, read_only=True).all_steps():
+        damage(workdir, step)
+    before = listing(workdir)
+    config_json = (workdir / "config.json").read_bytes()
+    for run in (evaluate.evaluate, train.train):
+        with pytest.raises(CheckpointError) as raised:
+            run(config, str(workdir))
+        message = str(raised.value)
+        assert message.startswith(f"No checkpoint in {workdir}/checkpoints can be read.")
+        assert (
+            f"step 8 ({workdir}/checkpoints/8): ValueError: OUT_OF_RANGE: Error reading" in message
+        )
+        assert f"step 4 ({workdir}/checkpoints/4)" in message
+        assert "config" not in message
+        # Nothing is moved, deleted or rewritten (config.json included); train.lock, left
+        # by the training run that made the workdir, is only taken again.
+        assert listing(workdir) == before
+        assert (workdir / "config.json").read_bytes() == config_json
+
+
+def fatal_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("FATAL")]
+
+
+def run_cli(*args, preexec_fn=None):
+    return subprocess.run(
+        [sys.executable, "-m", "chestattn_jax.main", "--config=configs/synthetic.py", *args],
+        cwd=REPO,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=preexec_fn,
+    )
+
+
+def test_command_line_names_the_damaged_file_once(tiny_run, tmp_path):
+    config, trained = tiny_run
+    workdir = copy_workdir(trained, tmp_path / "w")
+    for step in Checkpointer(workdir, read_only=True).all_steps():
+        damage(workdir, step)
+    # Exactly the config the workdir was trained with: what fails is the damage alone.
+    flags = config_overrides(config, load_config("synthetic"))
+    proc = run_cli(f"--workdir={workdir}", *flags, "--mode=evaluate")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    for echo in ("Event loop is closed", "Traceback", "never retrieved", "ImportError"):
+        assert echo not in proc.stderr, proc.stderr[-3000:]
+    (fatal,) = fatal_lines(proc.stderr)
+    assert f"No checkpoint in {workdir}/checkpoints can be read" in fatal
+    assert "OUT_OF_RANGE: Error reading" in fatal
+
+
+def _limit_file_size():
+    # A disk that refuses to grow a file past 256 KiB: every checkpoint write fails
+    # (EFBIG, "File too large"), the small logs and config files do not.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+
+
+def test_a_failed_save_is_one_fatal_line_and_loses_nothing(tmp_path):
+    workdir = tmp_path / "w"
+    proc = run_cli(f"--workdir={workdir}", *TINY_FLAGS, preexec_fn=_limit_file_size)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    # Orbax's threads, TensorStore's late callbacks and asyncio's unretrieved tasks each
+    # print the failure again, with tracebacks: all of them are echoes of the FATAL line.
+    for echo in ("Event loop is closed", "Traceback", "never retrieved", "ImportError"):
+        assert echo not in proc.stderr, proc.stderr[-3000:]
+    (fatal,) = fatal_lines(proc.stderr)
+    assert f"Could not write checkpoint step 4 in {workdir}/checkpoints" in fatal
+    assert "File too large" in fatal
+    assert "run the same command again to resume" in fatal
+    # The half-written step is never taken for a checkpoint, and is cleared at the next start.
+    assert Checkpointer(workdir, read_only=True).all_steps() == []
+    Checkpointer(workdir).close()
+    assert not [p for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
+
+
+def test_only_echoes_of_a_reported_failure_are_silenced(tmp_path, caplog, monkeypatch):
+    """What is silenced after a failed save or read is that failure printed again; an
+    error of an operation that succeeded, or of anything else, is printed."""
+    logger = logging.getLogger("absl")
+    step = tmp_path / "checkpoints" / "4"
+    written = f'Error writing "a/0" at local file "{step}.orbax-checkpoint-tmp/d/f1"'
+
+    def orbax_logs(text):  # as Orbax's _SignalingThread logs an error it then hands on
+        try:
+            raise ValueError(text)
+        except ValueError:
+            exc_info = sys.exc_info()
+        pathname = os.path.join(os.sep, "site", "orbax", "future.py")
+        logger.handle(logger.makeRecord("absl", logging.ERROR, pathname, 1, "raised", (), exc_info))
+
+    with checkpointing._echoes_dropped(step):  # held while the write runs ...
+        orbax_logs(written)
+        assert not caplog.records
+    assert len(caplog.records) == 1  # ... and printed, since the write did not fail
+    caplog.clear()
+
+    with pytest.raises(ValueError), checkpointing._echoes_dropped(step):
+        orbax_logs(written)
+        raise ValueError(written)  # the caller reports this one
+    orbax_logs(written.replace("a/0", "b/0"))  # another array of the failed step, later
+    printed = []
+    monkeypatch.setattr(checkpointing._ECHOES, "previous_hook", printed.append)
+    closed = types.SimpleNamespace(exc_value=RuntimeError("Event loop is closed"))
+    checkpointing._ECHOES.unraisable_hook(closed)
+    assert not caplog.records and not printed
+    orbax_logs(f'Error writing "a/0" at local file "{step}0/d/f1"')  # step 40: another step
+    orbax_logs("Something else entirely")
+    other = types.SimpleNamespace(exc_value=RuntimeError("another"))
+    checkpointing._ECHOES.unraisable_hook(other)
+    assert len(caplog.records) == 2 and printed == [other]

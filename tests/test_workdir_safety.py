@@ -1,0 +1,208 @@
+"""What a command may write into a workdir, and when: a refused run writes nothing,
+evaluations under other settings never overwrite each other, one training run at a time."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import REPO, copy_workdir
+
+from chestattn_jax import evaluate, train
+from chestattn_jax.workdir import LOCK_FILE, TrainLock, WorkdirBusy
+
+
+def snapshot(workdir):
+    """Every file of a workdir with its bytes."""
+    return {
+        os.path.relpath(os.path.join(d, f), workdir): open(os.path.join(d, f), "rb").read()
+        for d, _, files in os.walk(workdir)
+        for f in files
+    }
+
+
+def like(config, **changes):
+    """A copy of ``config`` with dotted fields changed: ``like(c, **{"data.std": 0.3})``."""
+    out = config.copy_and_resolve_references()
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node = out
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return out
+
+
+def test_refused_training_writes_nothing(tiny_run, tmp_path):
+    """A run refused because the checkpoints are of another model leaves config.json (and
+    everything else) as it was, so that evaluate with the right config still works."""
+    config, trained = tiny_run
+    workdir = copy_workdir(trained, tmp_path / "w")
+    before = snapshot(workdir)
+    image = like(config, **{"model.variant": "image"})
+    with pytest.raises(ValueError, match=r"config.model.variant is 'image' but the checkpoint"):
+        train.train(image, str(workdir))
+    after = snapshot(workdir)
+    # Only the lock is taken (and names its new holder); nothing else is touched.
+    assert set(after) == set(before) | {LOCK_FILE}
+    assert {k: v for k, v in after.items() if k != LOCK_FILE} == {
+        k: v for k, v in before.items() if k != LOCK_FILE
+    }
+    metrics = evaluate.evaluate(config, str(workdir))
+    assert metrics["variant"] == "class"
+
+
+@pytest.mark.parametrize(
+    "field, value, trained_with",
+    [
+        ("data.image_size", 64, 32),
+        ("data.std", 0.3, 0.25),
+        ("data.synthetic.seed", 1, 0),
+        # Other phantoms are scored: refused too, named by the field, not by a hash.
+        ("data.synthetic.test_size", 100, 72),
+    ],
+)
+def test_evaluation_under_other_data_settings_is_refused(
+    tiny_run, tmp_path, field, value, trained_with
+):
+    config, trained = tiny_run
+    workdir = copy_workdir(trained, tmp_path / "w")
+    before = snapshot(workdir)
+    with pytest.raises(
+        ValueError,
+        match=rf"config.{field} is {value} but the workdir was trained with "
+        rf"{trained_with}.*--config.allow_setting_changes=true",
+    ) as raised:
+        evaluate.evaluate(like(config, **{field: value}), str(workdir))
+    assert "fingerprint" not in str(raised.value) and "sha256" not in str(raised.value)
+    assert snapshot(workdir) == before
+
+
+def test_an_unknown_fingerprint_is_a_warning_not_a_change(tiny_run, tmp_path, caplog):
+    """A data set prepared before fingerprints were recorded cannot be compared: that is
+    said, not refused; and where the data set lies (raw_dir) is never compared."""
+    config, trained = tiny_run
+    workdir = copy_workdir(trained, tmp_path / "w")
+    recorded = json.loads((workdir / "dataset.json").read_text())
+    now = {**recorded, "raw_dir": "/mnt/elsewhere"}
+    assert evaluate.trained_setting_changes(str(workdir), config, now) == {}
+    unknown = {**recorded, "fingerprint": "unknown", "note": "prepared by an older version"}
+    with caplog.at_level(logging.WARNING):
+        assert evaluate.trained_setting_changes(str(workdir), config, unknown) == {}
+        (workdir / "dataset.json").write_text(json.dumps(unknown))
+        assert evaluate.trained_setting_changes(str(workdir), config, recorded) == {}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"Cannot check that the data set is the one {workdir} was trained on: the "
+        f"fingerprint of the data set {which} is unknown (prepared by an older version)."
+        for which in ("of this config", "it was trained on")
+    ]
+    # A fingerprint that differs with no field to explain it is named as such.
+    (workdir / "dataset.json").write_text(json.dumps(recorded))
+    other = {**recorded, "fingerprint": "sha256:" + "0" * 64}
+    changes = evaluate.trained_setting_changes(str(workdir), config, other)
+    assert changes == {"dataset fingerprint": (recorded["fingerprint"], other["fingerprint"])}
+
+
+def test_allowed_change_is_recorded_in_a_folder_of_its_own(tiny_run, tmp_path):
+    config, trained = tiny_run
+    workdir = copy_workdir(trained, tmp_path / "w")
+    test_results = (workdir / "eval" / "metrics.json").read_bytes()
+    bigger = like(config, **{"data.image_size": 64, "allow_setting_changes": True})
+    metrics = evaluate.evaluate(bigger, str(workdir))
+    assert (workdir / "eval" / "metrics.json").read_bytes() == test_results
+    folders = sorted(p.name for p in workdir.iterdir() if p.name.startswith("eval_test_best_"))
+    assert len(folders) == 1, folders
+    on_disk = json.loads((workdir / folders[0] / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    assert on_disk["settings"]["data.image_size"] == 64
+    assert on_disk["changed_from_training"] == {"data.image_size": {"trained": 32, "evaluated": 64}}
+    assert "32 px" not in (workdir / folders[0] / "per_class.md").read_text()
+    assert "64 px" in (workdir / folders[0] / "per_class.md").read_text()
+
+
+def test_other_split_and_checkpoint_do_not_overwrite_the_test_results(tiny_run, tmp_path):
+    config, trained = tiny_run
+    workdir = copy_workdir(trained, tmp_path / "w")
+    test_results = json.loads((workdir / "eval" / "metrics.json").read_text())
+    val = evaluate.evaluate(like(config, **{"eval.split": "validation"}), str(workdir))
+    latest = evaluate.evaluate(like(config, **{"eval.checkpoint": "latest"}), str(workdir))
+    assert json.loads((workdir / "eval" / "metrics.json").read_text()) == test_results
+    on_disk = json.loads((workdir / "eval_validation_best" / "metrics.json").read_text())
+    assert on_disk["split"] == val["split"] == "validation"
+    assert on_disk["settings"]["eval.split"] == "validation"
+    assert on_disk["num_examples"] == config.data.synthetic.validation_size
+    on_disk = json.loads((workdir / "eval_test_latest" / "metrics.json").read_text())
+    assert on_disk["step"] == latest["step"] == 8
+    assert test_results["settings"]["eval.checkpoint"] == "best"
+
+
+def test_an_evaluation_with_other_settings_is_not_overwritten(tiny_run, tmp_path):
+    config, trained = tiny_run
+    workdir = copy_workdir(trained, tmp_path / "w")
+    before = snapshot(workdir)
+    fewer = like(config, **{"eval.bootstrap_draws": 10})
+    with pytest.raises(
+        ValueError,
+        match=r"holds an evaluation with other settings \(eval.bootstrap_draws: "
+        r"1000 there, 10 now\).*--config.eval.output_name",
+    ):
+        evaluate.evaluate(fewer, str(workdir))
+    assert snapshot(workdir) == before
+    named = like(fewer, **{"eval.output_name": "eval_10_draws"})
+    assert evaluate.evaluate(named, str(workdir))["bootstrap"]["num_draws"] == 10
+    assert (
+        json.loads((workdir / "eval_10_draws" / "metrics.json").read_text())["settings"][
+            "eval.bootstrap_draws"
+        ]
+        == 10
+    )
+    # The same settings again: the folder is that evaluation's, and is rewritten.
+    assert evaluate.evaluate(named, str(workdir))["bootstrap"]["num_draws"] == 10
+
+
+HOLD_LOCK = textwrap.dedent(
+    """
+    import sys, time
+    from chestattn_jax.workdir import TrainLock
+    with TrainLock(sys.argv[1]):
+        print("locked", flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def test_a_second_training_run_is_refused_and_named(tiny_run, tmp_path):
+    config, trained = tiny_run
+    workdir = copy_workdir(trained, tmp_path / "w")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(workdir)],
+        cwd=REPO,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = snapshot(workdir)
+        with pytest.raises(
+            WorkdirBusy,
+            match=rf"Another training run is using --workdir "
+            rf"{workdir} \(process {holder.pid} on host .*, started .*\)",
+        ):
+            train.train(like(config, **{"train.num_steps": 12}), str(workdir))
+        assert snapshot(workdir) == before
+        # kill -9: the kernel releases the lock; nothing stale is left to clean up.
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        with TrainLock(workdir):
+            with pytest.raises(WorkdirBusy), TrainLock(workdir):
+                pass  # a second holder, even in this process, is refused
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
