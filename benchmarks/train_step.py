@@ -472,8 +472,6 @@ def main(argv):
 
     import jax
 
-    import chestattn_jax
-
     where = machine()
     print(where, "| XLA_FLAGS:", os.environ.get("XLA_FLAGS", ""), flush=True)
     if FLAGS.compare_xla:
@@ -547,8 +545,7 @@ def main(argv):
         [
             f"### {datetime.date.today().isoformat()}: {where}",
             "",
-            f"`python {' '.join(sys.argv)}`; XLA_FLAGS: `{flags_used}` "
-            f"(chestattn_jax added: `{' '.join(chestattn_jax.XLA_FLAGS_ADDED) or 'nothing'}`); "
+            f"`python {' '.join(sys.argv)}`; XLA_FLAGS: `{flags_used}`; "
             f"skip_unused_stage4={FLAGS.skip_unused_stage4}; median of {FLAGS.steps} steps "
             f"after {FLAGS.warmup} warm-up, JAX and PyTorch steps alternating. TFLOP/s: XLA's "
             f"count of the train step's operations (lowered HLO) over its time; % peak: of a "

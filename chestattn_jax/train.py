@@ -204,6 +204,7 @@ def _train(
     step = int(state.step)
     writer = MetricWriter(workdir, resume_step=step)
     progress = Progress(t.num_steps, t.batch_size, step)
+    hooks = step_hooks()
 
     def save(val_loss=None):
         unlogged = jax.device_get(pending)
@@ -279,7 +280,8 @@ def _train(
                     )
                     save(val_loss=val["loss"])
                     saved = True
-                _signal_self_if_asked(step)
+                for hook in hooks:
+                    hook(step)
                 if preemption.reached(step):
                     if not saved:
                         save()
@@ -368,19 +370,34 @@ class _PreemptionNotice:
         return False
 
 
-def _signal_self_if_asked(step: int) -> None:
-    """The test hook of ``SIGNAL_AT_STEP_ENV``: a real signal, at a chosen step."""
+def step_hooks() -> list:
+    """Callables ``hook(step)`` the loop runs after each finished (logged, validated,
+    checkpointed) step, as flax's imagenet example runs its report and profile hooks.
+
+    Only the test hook of ``SIGNAL_AT_STEP_ENV`` exists: a real signal at a chosen step,
+    for the resume and preemption tests. Without the variable the list is empty.
+    """
     spec = os.environ.get(SIGNAL_AT_STEP_ENV)
     if not spec:
-        return
+        return []
     at, name, *process = spec.split(":")
-    if step != int(at) or (process and int(process[0]) != jax.process_index()):
-        return
-    logging.warning(
-        "%s=%s: sending %s to this process after step %d.", SIGNAL_AT_STEP_ENV, spec, name, step
-    )
-    os.kill(os.getpid(), getattr(signal, name))
-    if jax.process_count() > 1 and name == "SIGTERM":
-        # JAX's preemption service passes the notice on in the background (it polls
-        # each second); a real notice comes minutes ahead, a tiny test run is over sooner.
-        time.sleep(3)
+    if process and int(process[0]) != jax.process_index():
+        return []
+
+    def signal_self(step: int) -> None:
+        if step != int(at):
+            return
+        logging.warning(
+            "%s=%s: sending %s to this process after step %d.",
+            SIGNAL_AT_STEP_ENV,
+            spec,
+            name,
+            step,
+        )
+        os.kill(os.getpid(), getattr(signal, name))
+        if jax.process_count() > 1 and name == "SIGTERM":
+            # JAX's preemption service passes the notice on in the background (it polls
+            # each second); a real notice comes minutes ahead, a tiny test run is over sooner.
+            time.sleep(3)
+
+    return [signal_self]

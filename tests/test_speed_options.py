@@ -1,24 +1,17 @@
 """Issue 6's speed options change nothing they should not: the stage-4 skip, bfloat16
-compute, the donated train step and the XLA:CPU default flags.
+compute and the donated train step.
 
 Compiles (tiny 32 px model): four forward-and-gradient functions for the skip, two
-forwards and one train step for bfloat16, and two subprocesses for the flags.
+forwards and one train step for bfloat16.
 """
-
-import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO, tiny_config
+from conftest import tiny_config
 
 from chestattn_jax import sharding as shd
-from chestattn_jax import xla_flags
 from chestattn_jax.losses import regularized_loss
 from chestattn_jax.models import create_model
 from chestattn_jax.steps import make_train_step
@@ -255,142 +248,3 @@ def test_bfloat16_train_step_learns_and_donates():
     assert all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0], losses
     assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
     assert {x.dtype for x in jax.tree.leaves(state.batch_stats)} == {jnp.dtype(jnp.float32)}
-
-
-# ----------------------------------------------------------------------------- XLA flags
-
-# A stand-in: the mechanism is tested whatever CPU_DEFAULTS holds (possibly nothing).
-FLAGS = ("--xla_cpu_use_onednn=true", "--xla_cpu_prefer_vector_width=512")
-NAME = "xla_cpu_use_onednn"
-
-
-@pytest.fixture
-def no_plugins(monkeypatch):
-    monkeypatch.setattr(xla_flags, "_installed", lambda module: False)
-    monkeypatch.setattr(xla_flags, "_backend_started", lambda: False)
-
-
-def test_flags_added_on_cpu(no_plugins):
-    env = {"JAX_PLATFORMS": "cpu"}
-    assert xla_flags.apply_cpu_defaults(env, FLAGS) == list(FLAGS)
-    assert env["XLA_FLAGS"] == " ".join(FLAGS)
-    # Without JAX_PLATFORMS and without accelerator plugins JAX runs on the CPU too.
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    xla_flags.apply_cpu_defaults(env, FLAGS)
-    assert env["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=8", *FLAGS]
-
-
-def test_flags_respect_the_user(no_plugins):
-    for value in (f"--{NAME}=false", f"--{NAME}", f"--xla_dump_to=/tmp/x --{NAME}=false"):
-        env = {"XLA_FLAGS": value, "JAX_PLATFORMS": "cpu"}
-        # The user's setting of one flag stays; the other is still added.
-        assert xla_flags.apply_cpu_defaults(env, FLAGS) == [FLAGS[1]]
-        assert env["XLA_FLAGS"] == f"{value} {FLAGS[1]}"
-    env = {"JAX_PLATFORMS": "cpu", xla_flags.OPT_OUT: "0"}
-    assert xla_flags.apply_cpu_defaults(env, FLAGS) == [] and "XLA_FLAGS" not in env
-
-
-def test_flags_not_applied_off_cpu(no_plugins, monkeypatch):
-    for platforms in ("cuda", "tpu", "gpu,cpu", "rocm"):
-        env = {"JAX_PLATFORMS": platforms}
-        assert xla_flags.apply_cpu_defaults(env, FLAGS) == [] and "XLA_FLAGS" not in env
-    monkeypatch.setattr(xla_flags, "_installed", lambda module: module == "jax_cuda12_plugin")
-    env = {}
-    assert xla_flags.apply_cpu_defaults(env, FLAGS) == [] and env == {}
-    # A GPU plugin is installed but the user asks for the CPU: the flags apply.
-    env = {"JAX_PLATFORMS": "cpu"}
-    assert xla_flags.apply_cpu_defaults(env, FLAGS) == list(FLAGS)
-
-
-def test_flags_not_applied_after_backend_start():
-    jax.devices()  # this test process has started its backend
-    env = {"JAX_PLATFORMS": "cpu"}
-    assert xla_flags.apply_cpu_defaults(env, FLAGS) == [] and env == {"JAX_PLATFORMS": "cpu"}
-
-
-NUMERICS = textwrap.dedent(
-    """
-    import json, os, sys
-    import chestattn_jax, jax, jax.numpy as jnp, numpy as np
-    sys.path.insert(0, "tests")
-    from conftest import tiny_config
-    from chestattn_jax.losses import regularized_loss
-    from chestattn_jax.models import create_model
-
-    config = tiny_config("class")
-    config.model.num_filters = 16
-    model = create_model(config)
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(8, 64, 64, 1)), jnp.float32)
-    y = jnp.asarray(rng.integers(0, 2, (8, 5)), jnp.float32)
-    variables = model.init(jax.random.key(0), x)
-
-    def loss(params):
-        (logits, aux), _ = model.apply({**variables, "params": params}, x, train=True,
-                                       mutable=["batch_stats"])
-        return regularized_loss(logits, y, jnp.ones_like(y), jnp.ones(5),
-                                aux["class_log_attention"], 0.1)[0], logits
-
-    (value, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
-    print("RESULT", json.dumps(dict(
-        added=chestattn_jax.XLA_FLAGS_ADDED, xla_flags=os.environ.get("XLA_FLAGS", ""),
-        loss=float(value), logits=np.asarray(logits).tolist(),
-        grads=[np.asarray(g).ravel().tolist() for g in jax.tree.leaves(grads)])))
-    """
-)
-
-
-def test_importing_the_package_sets_flags_before_the_backend_starts():
-    """Flags in XLA_FLAGS only count if no backend exists yet when they are set."""
-    script = (
-        "import os, json, chestattn_jax\n"
-        "from jax._src import xla_bridge\n"
-        "print('RESULT', json.dumps([chestattn_jax.XLA_FLAGS_ADDED, bool(xla_bridge._backends),"
-        " os.environ.get('XLA_FLAGS', '')]))"
-    )
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", xla_flags.OPT_OUT)}
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=REPO,
-        env={**env, "JAX_PLATFORMS": "cpu"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    added, started, flags = json.loads(line[len("RESULT ") :])
-    assert added == list(xla_flags.CPU_DEFAULTS) and not started
-    assert flags.split() == list(xla_flags.CPU_DEFAULTS)
-
-
-@pytest.mark.skipif(not xla_flags.CPU_DEFAULTS, reason="no XLA:CPU flags are applied by default")
-def test_flags_change_results_only_by_rounding():
-    """The same loss, logits and gradients with the default flags as without them."""
-    procs = {}
-    for name, extra in (("defaults", {}), ("none", {xla_flags.OPT_OUT: "0"})):
-        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-        env.update(JAX_PLATFORMS="cpu", **extra)
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-c", NUMERICS],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-    results = {}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-4000:]
-        line = [x for x in out.splitlines() if x.startswith("RESULT ")][-1]
-        results[name] = json.loads(line[len("RESULT ") :])
-    on, off = results["defaults"], results["none"]
-    assert on["added"] == list(xla_flags.CPU_DEFAULTS)
-    assert set(xla_flags.CPU_DEFAULTS) <= set(on["xla_flags"].split())
-    assert off["added"] == [] and off["xla_flags"] == ""
-    assert abs(on["loss"] - off["loss"]) <= 1e-5 * abs(off["loss"])
-    np.testing.assert_allclose(on["logits"], off["logits"], rtol=1e-4, atol=1e-5)
-    for a, b in zip(on["grads"], off["grads"], strict=True):
-        a, b = np.asarray(a), np.asarray(b)
-        assert np.max(np.abs(a - b)) <= 1e-3 * np.max(np.abs(b)) + 1e-7
