@@ -327,8 +327,14 @@ def write_dicom(
     rescale: tuple[float, float] | None = None,
     window: tuple[float, float] | None = None,
     with_pixels: bool = True,
+    voi_function: str | None = None,
+    voi_lut: tuple[int, int, list[int]] | None = None,
 ) -> None:
-    """A DX DICOM file (explicit VR little endian) holding ``pixels`` (uint8 or uint16)."""
+    """A DX DICOM file (explicit VR little endian) holding ``pixels`` (uint8 or uint16).
+
+    ``voi_function``: the VOI LUT Function of the window (LINEAR, LINEAR_EXACT, SIGMOID);
+    ``voi_lut``: ``(first mapped value, output bits, table)``, one VOI LUT Sequence item.
+    """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -352,4 +358,14 @@ def write_dicom(
         ds.RescaleSlope, ds.RescaleIntercept = rescale
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = window
+    if voi_function is not None:
+        ds.VOILUTFunction = voi_function
+    if voi_lut is not None:
+        from pydicom.sequence import Sequence
+
+        first, bits, table = voi_lut
+        item = Dataset()
+        item.add_new(0x00283002, "US", [len(table), first, bits])  # LUT Descriptor
+        item.add_new(0x00283006, "US", [int(x) for x in table])  # LUT Data
+        ds.VOILUTSequence = Sequence([item])
     ds.save_as(str(path), enforce_file_format=True)

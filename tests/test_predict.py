@@ -64,6 +64,54 @@ def test_dicom_rescale_then_window(tmp_path):
     assert not np.array_equal(load_grayscale(str(tmp_path / "n.dcm")).reshape(-1), out)
 
 
+def test_dicom_sigmoid_window(tmp_path):
+    """VOI LUT Function SIGMOID (PS3.3 C.11.2.1.3.1): 1 / (1 + exp(-4 (x - c) / w))."""
+    a = np.arange(1000, dtype=np.uint16).reshape(25, 40)
+    write_dicom(tmp_path / "s.dcm", a, window=(500.0, 200.0), voi_function="SIGMOID")
+    out = load_grayscale(str(tmp_path / "s.dcm")).reshape(-1).astype(int)
+    expected = np.round(255 / (1 + np.exp(-4 * (np.arange(1000) - 500.0) / 200.0)))
+    np.testing.assert_allclose(out, expected, atol=1)
+    # Not the linear window of the same centre and width, which clips at 400 and 600.
+    write_dicom(tmp_path / "l.dcm", a, window=(500.0, 200.0))
+    linear = load_grayscale(str(tmp_path / "l.dcm")).reshape(-1).astype(int)
+    assert linear[350] == 0 and out[350] > 0 and np.abs(linear - out).max() > 20
+
+
+def test_dicom_voi_lut_sequence_is_preferred_to_the_window(tmp_path):
+    """A VOI LUT Sequence maps modality values through its table (PS3.3 C.11.2.1.1):
+    below the first mapped value to the first entry, above the table to the last."""
+    table = np.round(255 * np.sqrt(np.arange(256) / 255)).astype(int)  # a gamma curve
+    a = np.arange(1000, dtype=np.uint16).reshape(25, 40)
+    # The window (a different mapping) is there too; the LUT is what applies.
+    write_dicom(
+        tmp_path / "v.dcm", a, rescale=(1.0, -100.0), window=(0.0, 50.0), voi_lut=(200, 8, table)
+    )
+    out = load_grayscale(str(tmp_path / "v.dcm")).reshape(-1)
+    modality = np.arange(1000) - 100  # the table starts at modality value 200
+    np.testing.assert_array_equal(out, table[np.clip(modality - 200, 0, 255)])
+    # The same file as MONOCHROME1 is its inverse.
+    write_dicom(
+        tmp_path / "m1.dcm", a, "MONOCHROME1", rescale=(1.0, -100.0), voi_lut=(200, 8, table)
+    )
+    np.testing.assert_array_equal(load_grayscale(str(tmp_path / "m1.dcm")).reshape(-1), 255 - out)
+
+
+def test_dicom_without_the_part_10_preamble(tmp_path):
+    """Older archives hold bare data sets: no preamble, no 'DICM', no file meta."""
+    import pydicom
+
+    a = np.random.default_rng(2).integers(0, 4096, (30, 20), dtype=np.uint16)
+    write_dicom(tmp_path / "p10.dcm", a, window=(2000.0, 3000.0))
+    ds = pydicom.dcmread(tmp_path / "p10.dcm")
+    del ds.file_meta
+    ds.preamble = None
+    ds.save_as(tmp_path / "bare.dcm", implicit_vr=True, little_endian=True)
+    assert (tmp_path / "bare.dcm").read_bytes()[128:132] != b"DICM"
+    np.testing.assert_array_equal(
+        load_grayscale(str(tmp_path / "bare.dcm")), load_grayscale(str(tmp_path / "p10.dcm"))
+    )
+
+
 def test_dicom_without_pixels_and_garbage(tmp_path):
     write_dicom(tmp_path / "empty.dcm", np.zeros((8, 8), np.uint16), with_pixels=False)
     with pytest.raises(DataFormatError, match=r"empty\.dcm has no pixel data"):

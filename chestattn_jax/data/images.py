@@ -6,11 +6,13 @@ to luminance, and 16-bit files are windowed to their own min-max range, because
 their stored bit depth (often 12 of 16 bits) varies between sources.
 
 DICOM files (``.dcm``/``.dicom``, or any file with the ``DICM`` preamble) are read
-with pydicom: the first frame; rescale slope and intercept applied (modality
-units); then the file's own first window (Window Center / Width, the DICOM linear
-VOI function) when it has one, else the min-max range like 16-bit PNGs; and
-MONOCHROME1 (bright = air) inverted, so that bone is bright as in every other
-format. An 8-bit MONOCHROME2 DICOM without rescale or window is taken as is,
+with pydicom: the first frame; its modality LUT applied (Rescale Slope and
+Intercept, or a Modality LUT Sequence: pydicom's ``apply_modality_lut``); then its
+VOI LUT (pydicom's ``apply_voi_lut``: the VOI LUT Sequence when there is one, else
+the first Window Center / Width with its VOI LUT Function, LINEAR, LINEAR_EXACT or
+SIGMOID), its output range mapped to 0-255; without either, the min-max range like
+16-bit PNGs; and MONOCHROME1 (bright = air) inverted, so that bone is bright as in
+every other format. An 8-bit MONOCHROME2 DICOM without rescale or window is taken as is,
 exactly like the same pixels in a PNG.
 """
 
@@ -93,10 +95,15 @@ def load_dicom(path: str) -> np.ndarray:
         with open(path, "rb") as f:
             prefix = f.read(DICOM_PREFIX_END)[128:]
         if prefix != b"DICM":
-            raise DataFormatError(
-                f"{path} is not a DICOM file: no 'DICM' prefix after the 128-byte preamble."
-            ) from e
-        raise DataFormatError(f"Cannot read DICOM file {path}: {e}") from e
+            ds = _legacy_dicom(path)  # a bare data set without the Part 10 preamble
+            if ds is None:
+                raise DataFormatError(
+                    f"{path} is not a DICOM file: no 'DICM' prefix after the 128-byte preamble, "
+                    "and not a bare DICOM data set with an image either."
+                ) from e
+            caught = []
+        else:
+            raise DataFormatError(f"Cannot read DICOM file {path}: {e}") from e
     except (struct.error, EOFError) as e:  # the file ends inside an element's header
         raise DataFormatError(
             f"DICOM file {path} is truncated ({size} bytes): it ends inside a data element "
@@ -110,6 +117,38 @@ def load_dicom(path: str) -> np.ndarray:
         raise
     except Exception as e:  # a malformed attribute value (e.g. a text Rescale Slope)
         raise DataFormatError(f"DICOM file {path}: {type(e).__name__}: {e}") from e
+
+
+def _legacy_dicom(path: str):
+    """A data set written without the Part 10 preamble and file meta (older archives
+    and ACR-NEMA-style exports), read with pydicom's ``force``; None unless it parses
+    and describes an image with pixel data."""
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True)
+            ok = "PixelData" in ds and "Rows" in ds and "Columns" in ds
+    except Exception:  # not a data set at all
+        return None
+    if not ok:
+        return None
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        # Uncompressed, by definition of a bare data set: the encoding it was read in.
+        from pydicom import uid
+        from pydicom.dataset import FileMetaDataset
+
+        implicit, little = ds.original_encoding
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = (
+            uid.ImplicitVRLittleEndian
+            if implicit
+            else uid.ExplicitVRLittleEndian
+            if little
+            else uid.ExplicitVRBigEndian
+        )
+    return ds
 
 
 def _dicom_image(path: str, ds, size: int, caught) -> np.ndarray:
@@ -203,24 +242,78 @@ def _dicom_to_uint8(path: str, ds, a: np.ndarray) -> np.ndarray:
         return to_uint8_gray(Image.fromarray(rgb, "RGB"))
     if a.ndim != 2 or a.size == 0:
         raise DataFormatError(f"DICOM file {path}: expected a 2-D image, got shape {a.shape}.")
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    window = _first_window(ds)
-    if a.dtype == np.uint8 and slope == 1 and intercept == 0 and window is None:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    lut_range = _voi_lut_range(ds)
+    window = None if lut_range else _first_window(ds)
+    identity = (
+        float(ds.get("RescaleSlope", 1) or 1) == 1
+        and float(ds.get("RescaleIntercept", 0) or 0) == 0
+        and not ds.get("ModalityLUTSequence")
+    )
+    if a.dtype == np.uint8 and identity and lut_range is None and window is None:
         return 255 - a if photometric == "MONOCHROME1" else a
-    v = a.astype(np.float64) * slope + intercept
+    # Modality units: Rescale Slope / Intercept, or a Modality LUT Sequence.
+    v = np.asarray(apply_modality_lut(a, ds), np.float64)
     if not np.isfinite(v).all():
         raise DataFormatError(f"DICOM file {path}: its pixel data holds NaN or infinite values.")
-    if window is not None:
-        # DICOM PS3.3 C.11.2.1.2.1, the linear VOI function, to [0, 1].
-        center, width = window
-        scaled = np.clip((v - (center - 0.5)) / max(width - 1.0, 1e-6) + 0.5, 0.0, 1.0)
+    if lut_range is not None or window is not None:
+        # The VOI LUT Sequence if there is one, else the first window with its VOI LUT
+        # Function (LINEAR, LINEAR_EXACT or SIGMOID): pydicom, as DICOM PS3.3 C.11.2
+        # specifies; its output range is then mapped to [0, 1].
+        x = v
+        if lut_range is not None:
+            # A table is indexed by whole modality values (rounded when a rescale made
+            # floats), clamped to the table's span here: pydicom 3.0's apply_voi computes
+            # the indices in the table's output type, so with an 8-bit table an index of
+            # 256 or more wraps around instead of taking the last entry.
+            first, entries = _voi_lut_span(ds)
+            x = np.clip(np.round(v), first, first + entries - 1).astype(np.int64)
+        out = np.asarray(apply_voi_lut(x, ds, index=0, prefer_lut=True), np.float64)
+        if lut_range is not None:
+            lo, hi = lut_range
+        else:
+            center, width = window
+            far = 50.0 * width + 1.0  # beyond the window: a sigmoid is within 1e-80 of its ends
+            lo, hi = np.asarray(
+                apply_voi_lut(np.array([center - far, center + far]), ds, index=0), np.float64
+            )
+        scaled = np.clip((out - lo) / (hi - lo), 0.0, 1.0) if hi != lo else np.zeros_like(out)
     else:
         lo, hi = float(v.min()), float(v.max())
         scaled = (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
     if photometric == "MONOCHROME1":
         scaled = 1.0 - scaled
     return np.round(scaled * 255.0).astype(np.uint8)
+
+
+def _voi_lut_span(ds) -> tuple[int, int]:
+    """(first mapped value, number of entries) of the first VOI LUT Sequence item."""
+    entries, first = (int(x) for x in ds.VOILUTSequence[0].LUTDescriptor[:2])
+    return first, entries or 2**16  # 0 entries means 65536 (PS3.3 C.11.2.1.1)
+
+
+def _voi_lut_range(ds) -> tuple[float, float] | None:
+    """The output range of the first item of the VOI LUT Sequence, or None without one.
+
+    Its LUT Descriptor gives the output bits (PS3.3 C.11.2.1.1); a table whose entries
+    exceed them (a descriptor that understates its bits, seen in the wild) is taken at
+    its own maximum.
+    """
+    items = ds.get("VOILUTSequence")
+    if not items:
+        return None
+    item = items[0]
+    descriptor = item.get("LUTDescriptor")
+    if descriptor is None or len(descriptor) < 3 or "LUTData" not in item:
+        return None
+    hi = float(2 ** int(descriptor[2]) - 1)
+    data = item.LUTData
+    try:  # a list of values (US); raw bytes (OW) are trusted to follow the descriptor
+        top = hi if isinstance(data, bytes | bytearray) else float(np.max(np.asarray(data, float)))
+    except (TypeError, ValueError):
+        top = hi
+    return 0.0, max(hi, top)
 
 
 def _min_max_uint8(a: np.ndarray) -> np.ndarray:
