@@ -37,7 +37,7 @@ from chestattn_jax.data.input_pipeline import (
     eval_batches,
     normalize_images,
 )
-from chestattn_jax.localization import OVERLAP_THRESHOLDS, LocalizationScores
+from chestattn_jax.localization import OVERLAP_THRESHOLDS, ClassPrior, LocalizationScores
 from chestattn_jax.losses import class_weights
 from chestattn_jax.metrics import bootstrap_auc
 from chestattn_jax.models import create_model
@@ -199,11 +199,43 @@ def inference_fn(config, mesh):
     )
 
 
-def attention_analysis(state, source, config, mesh, labels, probs, out_dir) -> dict:
+# Training images the class prior is built from, at most (evenly spaced over the split).
+PRIOR_MAX_IMAGES = 2000
+
+
+def class_prior(train_source, source, truth_rows, num_classes: int):
+    """The class-prior baseline (:class:`ClassPrior`) and a description of its origin.
+
+    Built from the training split's truth when it has some for every class; otherwise
+    (NIH's boxes lie in the test list only) from the evaluated split's own truth, each
+    image then scored with a prior that leaves its own masks out.
+    """
+    prior = ClassPrior(num_classes)
+    rows = np.asarray(getattr(train_source, "truth_indices", lambda: [])(), np.int64)
+    if len(rows) > PRIOR_MAX_IMAGES:
+        rows = rows[np.linspace(0, len(rows) - 1, PRIOR_MAX_IMAGES).astype(np.int64)]
+    for i in rows:
+        truth = train_source.truth(int(i))
+        prior.add(truth["masks"], truth["labels"])
+    if len(rows) and prior.counts.all():
+        return prior, {"built_from": "training split", "images": len(rows)}
+    prior = ClassPrior(num_classes)
+    for i in sorted(truth_rows):
+        truth = source.truth(int(i))
+        prior.add(truth["masks"], truth["labels"])
+    return prior, {"built_from": "evaluated split, leave-one-out", "images": len(truth_rows)}
+
+
+def attention_analysis(
+    state, source, config, mesh, labels, probs, out_dir, train_source=None
+) -> dict:
     """One pass of the gate-3 maps over ``source`` (rows of ``labels``/``probs`` in source
     order), scoring localisation where the source has truth, averaging each class's map
     over images whose only finding is that class (Fig. 3), and keeping the first
     ``config.eval.num_figure_images`` images with a finding for the overlays (Fig. 2).
+
+    Localisation is scored for the model's maps and, beside them, for two baselines: the
+    class prior (:func:`class_prior`, from ``train_source``) and a uniform map.
 
     Returns the ``localization`` metrics (``None`` without truth) and writes the figures.
     """
@@ -212,6 +244,12 @@ def attention_analysis(state, source, config, mesh, labels, probs, out_dir) -> d
     has_truth = hasattr(source, "truth_indices")
     truth_rows = set(np.asarray(source.truth_indices()).tolist()) if has_truth else set()
     scores = LocalizationScores(classes, config.eval.map_threshold)
+    prior_scores = LocalizationScores(classes, config.eval.map_threshold)
+    uniform_scores = LocalizationScores(classes, config.eval.map_threshold)
+    if truth_rows:
+        prior, prior_info = class_prior(train_source, source, truth_rows, k)
+        leave_one_out = prior_info["built_from"] != "training split"
+    fixed_prior_maps = None
     sums, counts = None, np.zeros(k, np.int64)
     examples = []
     fn = inference_fn(config, mesh)
@@ -234,7 +272,17 @@ def attention_analysis(state, source, config, mesh, labels, probs, out_dir) -> d
                 sums = np.zeros((k, *m.shape[-2:]), np.float64)
             if i in truth_rows:
                 truth = source.truth(i)
-                scores.add(m, truth["masks"], truth["labels"])
+                masks, present = truth["masks"], truth["labels"]
+                scores.add(m, masks, present)
+                shape = m.shape[-2:]
+                if leave_one_out:
+                    prior_maps = prior.maps(shape, leave_out=masks, leave_out_labels=present)
+                else:
+                    if fixed_prior_maps is None:
+                        fixed_prior_maps = prior.maps(shape)
+                    prior_maps = fixed_prior_maps
+                prior_scores.add(prior_maps, masks, present)
+                uniform_scores.add_uniform(shape, masks, present)
             if y.sum() == 1:
                 j = int(np.argmax(y))
                 sums[j] += m[j] if m.ndim == 3 else m
@@ -276,7 +324,21 @@ def attention_analysis(state, source, config, mesh, labels, probs, out_dir) -> d
         )
     if not truth_rows:
         return None
-    return {"pointing_game": scores.pointing_game(), "overlap": scores.overlap()}
+    return {
+        "pointing_game": scores.pointing_game(),
+        "overlap": scores.overlap(),
+        "baselines": {
+            "class_prior": {
+                **prior_info,
+                "pointing_game": prior_scores.pointing_game(),
+                "overlap": prior_scores.overlap(),
+            },
+            "uniform": {
+                "pointing_game": uniform_scores.pointing_game(),
+                "overlap": uniform_scores.overlap(),
+            },
+        },
+    }
 
 
 # Config fields that decide the model: a checkpoint is never evaluated under other values.
@@ -577,6 +639,12 @@ def per_class_rows(metrics: dict, classes) -> list[dict]:
         if loc:
             mean = c == "mean"
             row["hit_rate"] = loc["pointing_game"]["mean_hit_rate"] if mean else pg.get(c)
+            # The same game for the baselines: where a class usually lies, and no map.
+            for name, key in (("class_prior", "prior_hit_rate"), ("uniform", "uniform_hit_rate")):
+                base = (loc.get("baselines") or {}).get(name)
+                if base:
+                    bpg = base["pointing_game"]
+                    row[key] = bpg["mean_hit_rate"] if mean else bpg["hit_rate"].get(c)
             for t in OVERLAP_THRESHOLDS:
                 for name in ("iou", "iobb"):
                     acc = (
@@ -612,8 +680,8 @@ def write_eval(out_dir: str, metrics: dict, classes=None) -> str:
 
 def _markdown_table(metrics: dict, rows: list[dict]) -> str:
     header = ["class", "AUC [95% CI]", "pos", "neg"]
-    loc_cols = [k for k in rows[0] if k == "hit_rate" or "@" in k]
-    header += [k.replace("hit_rate", "hit rate") for k in loc_cols]
+    loc_cols = [k for k in rows[0] if k.endswith("hit_rate") or "@" in k]
+    header += [k.replace("_", " ") for k in loc_cols]
     settings = metrics.get("settings") or {}
     lines = [
         f"{metrics.get('variant', '')} model, {metrics.get('split', '')} split, "
@@ -635,6 +703,14 @@ def _markdown_table(metrics: dict, rows: list[dict]) -> str:
         ]
         cells += [_fmt(r[k], 2) for k in loc_cols]
         lines.append("| " + " | ".join(cells) + " |")
+    prior = ((metrics.get("localization") or {}).get("baselines") or {}).get("class_prior")
+    if prior:
+        lines += [
+            "",
+            "hit rate: the pointing game of the model's maps; prior hit rate: of each class's "
+            f"average truth mask ({prior['built_from']}, {prior['images']} images) as a fixed "
+            "map; uniform hit rate: of a map that favours no cell (a cell drawn at random).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -649,7 +725,16 @@ def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
     metrics = _auc_and_loss(probs, labels, mask, loss, config)
     add_test_outputs(probs, labels, mask, test_source, config, out_dir, metrics)
     if config.model.variant != "resnet":
-        localization = attention_analysis(state, test_source, config, mesh, labels, probs, out_dir)
+        localization = attention_analysis(
+            state,
+            test_source,
+            config,
+            mesh,
+            labels,
+            probs,
+            out_dir,
+            train_source=create_source(config, "train"),
+        )
         if localization is not None:
             metrics["localization"] = localization
             # Kept at the top level too, where scripts written for earlier releases read it.

@@ -15,6 +15,11 @@ model has one map for all classes, scored against each present class.
   ChestX-ray8's Table 3, a finding counts as localised at threshold t when its
   IoU (or IoBB) is at least t; we report that accuracy at t = 0.1, 0.25, 0.5 and
   the mean IoU and IoBB.
+
+Two baselines are scored the same way beside every model (``evaluate.py``): a *class
+prior*, each class's average truth mask over the training split as a fixed map
+(:class:`ClassPrior`), and a *uniform* map (:meth:`LocalizationScores.add_uniform`).
+A model's map earns credit only where it beats knowing where a class usually lies.
 """
 
 from __future__ import annotations
@@ -60,6 +65,20 @@ def region_overlap(region, truth) -> tuple[float, float]:
     return (inter / union if union else 0.0), (inter / area if area else 0.0)
 
 
+def cell_means(a, map_shape) -> np.ndarray:
+    """``(..., S, S)`` -> ``(..., h, w)``: the mean of ``a`` over each map cell's pixels
+    (cell ``r`` spans rows ``r*S//h`` to ``(r+1)*S//h``; exact when ``h`` divides ``S``)."""
+    a = np.asarray(a, np.float64)
+    h, w = map_shape
+    size_y, size_x = a.shape[-2:]
+    ys = (np.arange(h) * size_y) // h
+    xs = (np.arange(w) * size_x) // w
+    sums = np.add.reduceat(np.add.reduceat(a, ys, axis=-2), xs, axis=-1)
+    heights = np.diff(np.append(ys, size_y))
+    widths = np.diff(np.append(xs, size_x))
+    return sums / (heights[:, None] * widths[None, :])
+
+
 class LocalizationScores:
     """Accumulates, per class, the pointing-game hit and the IoU / IoBB of each finding.
 
@@ -83,6 +102,22 @@ class LocalizationScores:
             hit = cell_hits(argmax_cells(m), m.shape, truth)
             region = upsample_map(m, truth.shape[0]) >= self.map_threshold
             self._scores[j].append((hit, *region_overlap(region, truth)))
+
+    def add_uniform(self, map_shape, truth_masks, labels) -> None:
+        """The same scores for a uniform map of ``map_shape``, which favours no cell.
+
+        Its maximum is every cell, so its pointing-game hit is the expected hit of a
+        cell drawn at random: the fraction of cells holding a truth pixel. Its region
+        is the whole image: IoU = IoBB = the truth's share of the image.
+        """
+        h, w = map_shape
+        for j in np.flatnonzero(np.asarray(labels)):
+            truth = np.asarray(truth_masks[j], bool)
+            if not truth.any():
+                continue
+            hits = np.mean([cell_hits((r, c), (h, w), truth) for r in range(h) for c in range(w)])
+            share = float(truth.mean())
+            self._scores[j].append((float(hits), share, share))
 
     def _per_class(self, column: int, threshold: float | None = None) -> dict:
         out = {}
@@ -118,6 +153,45 @@ class LocalizationScores:
             out[f"{name}_accuracy"] = acc
             out[f"mean_{name}_accuracy"] = {t: self._mean(a) for t, a in acc.items()}
         return out
+
+
+class ClassPrior:
+    """Each class's average truth mask: a fixed map per class that knows where a finding
+    usually lies and nothing about the image. Scored like a model's maps, it is the
+    baseline a model's localisation must beat.
+
+    :meth:`add` the truth of the images it is built from (the training split); then
+    :meth:`maps` gives the ``(k, h, w)`` maps at a model's map resolution. When it is
+    built from the evaluated split itself (no truth in the training split, as with
+    NIH's boxes), ``leave_out`` removes the scored image's own masks first.
+    """
+
+    def __init__(self, num_classes: int):
+        self.sums = None
+        self.counts = np.zeros(num_classes, np.int64)
+
+    def add(self, truth_masks, labels) -> None:
+        masks = np.asarray(truth_masks, bool)
+        if self.sums is None:
+            self.sums = np.zeros(masks.shape, np.float64)
+        for j in np.flatnonzero(np.asarray(labels)):
+            if masks[j].any():
+                self.sums[j] += masks[j]
+                self.counts[j] += 1
+
+    def maps(self, map_shape, leave_out=None, leave_out_labels=None) -> np.ndarray:
+        """``(k, h, w)``: each class's mean mask over its map cells (zeros without any)."""
+        k = len(self.counts)
+        if self.sums is None:
+            return np.zeros((k, *map_shape))
+        sums, counts = self.sums.copy(), self.counts.astype(np.float64)
+        if leave_out is not None:
+            own = np.asarray(leave_out, bool)
+            for j in np.flatnonzero(np.asarray(leave_out_labels)):
+                if own[j].any():
+                    sums[j] -= own[j]
+                    counts[j] -= 1
+        return cell_means(sums / np.maximum(counts, 1)[:, None, None], map_shape)
 
 
 def score_maps(maps, truth_masks, labels, class_names, map_threshold=0.5) -> LocalizationScores:

@@ -82,3 +82,89 @@ def test_overlap_scores_thresholds_per_class():
     assert out["mean_iou_accuracy"]["0.5"] == 0.5  # mean of a (1.0) and b (0.0)
     shared = overlap_scores(maps[:, 0], masks, labels, ["a", "b"])  # one map per image
     assert shared["iou"]["a"] == out["iou"]["a"] and shared["iou"]["b"] == 0.0
+
+
+# ------------------------------------------------------------------ baselines
+
+
+def test_cell_means_are_block_means():
+    from chestattn_jax.localization import cell_means
+
+    a = np.arange(64, dtype=float).reshape(8, 8)
+    expected = a.reshape(4, 2, 4, 2).mean(axis=(1, 3))
+    np.testing.assert_allclose(cell_means(a, (4, 4)), expected)
+    # Several maps at once, and a size the grid does not divide: cells of 2 or 3 rows.
+    stack = np.stack([a[:7, :7], 2 * a[:7, :7]])
+    out = cell_means(stack, (3, 3))
+    np.testing.assert_allclose(out[1], 2 * out[0])
+    np.testing.assert_allclose(out[0, 0, 0], a[:2, :2].mean())
+    np.testing.assert_allclose(out[0, 2, 2], a[4:7, 4:7].mean())
+
+
+def test_uniform_map_scores_a_random_cell_and_the_whole_image():
+    from chestattn_jax.localization import LocalizationScores
+
+    truth = np.zeros((1, 16, 16), bool)
+    truth[0, 4:8, 4:12] = True  # exactly cells (1, 1) and (1, 2) of a 4 x 4 grid
+    scores = LocalizationScores(["a"])
+    scores.add_uniform((4, 4), truth, np.ones(1))
+    assert scores.pointing_game()["hit_rate"]["a"] == pytest.approx(2 / 16)
+    iou = scores.overlap()["iou"]["a"]
+    assert iou == pytest.approx(32 / 256) and scores.overlap()["iobb"]["a"] == iou
+
+
+def test_class_prior_is_the_mean_mask_and_leaves_an_image_out():
+    from chestattn_jax.localization import ClassPrior
+
+    s = 8
+    first, second = np.zeros((2, s, s), bool), np.zeros((2, s, s), bool)
+    first[0, :4, :4] = True  # class 0 top-left in one image, bottom-right in the other
+    second[0, 4:, 4:] = True
+    second[1, :, :2] = True  # class 1 only in the second image
+    prior = ClassPrior(2)
+    prior.add(first, np.array([1, 0]))
+    prior.add(second, np.array([1, 1]))
+    np.testing.assert_array_equal(prior.counts, [2, 1])
+    maps = prior.maps((2, 2))
+    np.testing.assert_allclose(maps[0], [[0.5, 0], [0, 0.5]])
+    np.testing.assert_allclose(maps[1], [[0.5, 0], [0.5, 0]])
+    # Scoring the first image: only the second image's class-0 mask is left.
+    loo = prior.maps((2, 2), leave_out=first, leave_out_labels=np.array([1, 0]))
+    np.testing.assert_allclose(loo[0], [[0, 0], [0, 1]])
+    np.testing.assert_allclose(loo[1], maps[1])
+
+
+def test_the_prior_wins_where_every_finding_lies_in_one_place():
+    """A fixed location per class: the prior points at it every time, a uniform map seldom."""
+    from chestattn_jax.localization import ClassPrior, LocalizationScores
+
+    n, s = 6, 16
+    masks = np.zeros((n, 2, s, s), bool)
+    masks[:, 0, 1:3, 1:3] = True
+    masks[:, 1, 12:15, 10:13] = True
+    labels = np.ones((n, 2))
+    prior = ClassPrior(2)
+    for m, y in zip(masks, labels, strict=True):
+        prior.add(m, y)
+    on_prior, uniform = LocalizationScores(["a", "b"]), LocalizationScores(["a", "b"])
+    for m, y in zip(masks, labels, strict=True):
+        on_prior.add(prior.maps((4, 4), leave_out=m, leave_out_labels=y), m, y)
+        uniform.add_uniform((4, 4), m, y)
+    assert on_prior.pointing_game()["mean_hit_rate"] == 1.0
+    assert uniform.pointing_game()["mean_hit_rate"] < 0.2
+
+
+def test_evaluation_reports_the_baselines_beside_the_model(tiny_run):
+    import json
+
+    _, workdir = tiny_run
+    with open(workdir / "eval" / "metrics.json") as f:
+        loc = json.load(f)["localization"]
+    prior, uniform = loc["baselines"]["class_prior"], loc["baselines"]["uniform"]
+    assert prior["built_from"] in ("training split", "evaluated split, leave-one-out")
+    assert prior["images"] > 0
+    for scores in (loc, prior, uniform):
+        assert scores["pointing_game"]["count"] == loc["pointing_game"]["count"]
+        assert 0 <= scores["pointing_game"]["mean_hit_rate"] <= 1
+    table = (workdir / "eval" / "per_class.md").read_text()
+    assert "prior hit rate" in table and "uniform hit rate" in table

@@ -248,6 +248,12 @@ def test_nih_config_trains_and_evaluates_from_prepared_data(nih, tmp_path):
     expected = np.sum([(t["masks"].any((1, 2)) & (t["labels"] > 0)) for t in boxed], 0)
     counts = metrics["localization"]["overlap"]["count"]
     assert [counts[c] for c in prep.NIH_CLASSES] == expected.tolist()
+    # No boxes in the training split (as in NIH): the class prior is the test boxes'
+    # own average, each image scored without its own boxes.
+    prior = metrics["localization"]["baselines"]["class_prior"]
+    assert prior["built_from"] == "evaluated split, leave-one-out"
+    assert prior["images"] == len(boxed)
+    assert prior["pointing_game"]["count"] == metrics["localization"]["pointing_game"]["count"]
     assert os.path.exists(os.path.join(tmp_path, "w", "eval", "average_masks.png"))
 
 
