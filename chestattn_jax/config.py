@@ -95,6 +95,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.train.optimizer = "adam"  # adam | adamw | sgd
     config.train.learning_rate = 1e-4
     config.train.weight_decay = 1e-4  # adamw only
+    config.train.momentum = 0.9  # sgd only (Nesterov); our choice, as is the optimiser
     config.train.schedule = "constant"  # constant | cosine
     config.train.warmup_steps = 0
     config.train.log_every_steps = 100
@@ -612,6 +613,11 @@ def _check_train(p: _Problems, mode: str) -> None:
     p.non_negative("train.weight_decay")
     if optimizer is not None and optimizer != "adamw":
         p.ignored("train.weight_decay", f"is read by the adamw optimizer only, not {optimizer!r}")
+    momentum = p.real("train.momentum")
+    if momentum is not None and not 0 <= momentum < 1:
+        p.add("train.momentum", "must be at least 0 and below 1.")
+    if optimizer is not None and optimizer != "sgd":
+        p.ignored("train.momentum", f"is read by the sgd optimizer only, not {optimizer!r}")
     p.choice("train.schedule", SCHEDULES)
     warmup = p.int("train.warmup_steps", 0, "at least 0")
     if mode == "train" and steps is not None and warmup and warmup >= steps:

@@ -63,7 +63,7 @@ def create_optimizer(train_config) -> optax.GradientTransformation:
         return optax.adam(lr)
     if name == "adamw":
         return optax.adamw(lr, weight_decay=train_config.weight_decay)
-    return optax.sgd(lr, momentum=0.9, nesterov=True)
+    return optax.sgd(lr, momentum=train_config.momentum, nesterov=True)
 
 
 def create_train_state(model, tx, rng, input_shape, sharding=None) -> TrainState:

@@ -102,6 +102,8 @@ BAD = [
     # ... and what other switches would.
     ({"data.augment.rotation_deg": 10.0}, "train", "no effect while config.data.augment.enab"),
     ({"train.weight_decay": 0.01}, "train", "weight_decay=0.01: is read by the adamw optimizer"),
+    ({"train.momentum": 0.5}, "train", "config.train.momentum=0.5: is read by the sgd optimizer"),
+    ({"train.momentum": 1.0, "train.optimizer": "sgd"}, "train", "momentum=1.0: must be at least"),
 ]
 
 
@@ -262,7 +264,19 @@ def test_the_base_config_has_what_the_code_reads_with_a_default():
     from chestattn_jax.train_state import create_optimizer
 
     config = config_lib.get_base_config()
-    assert config.train.weight_decay == 1e-4  # train_state: get("weight_decay", 1e-4)
+    assert config.train.weight_decay == 1e-4 and config.train.momentum == 0.9
+    # SGD reads train.momentum: Nesterov's first step is -lr * (1 + momentum) * gradient.
+    import jax.numpy as jnp
+
+    config.train.optimizer = "sgd"
+    for momentum in (0.5, 0.9):
+        config.train.momentum = momentum
+        tx = create_optimizer(config.train)
+        params = {"w": jnp.ones(2)}
+        updates, _ = tx.update(params, tx.init(params), params)
+        lr = config.train.learning_rate
+        assert float(updates["w"][0]) == pytest.approx(-lr * (1 + momentum), rel=1e-5)
+    config.train.momentum = 0.9
     assert config.allow_setting_changes is False
     assert config.eval.output_name == ""
     assert config.model.skip_unused_stage4 is True  # nets: get("skip_unused_stage4", True)
