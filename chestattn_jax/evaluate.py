@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import os
+import time
 
 import jax
 import numpy as np
@@ -52,30 +53,40 @@ def _source_indices(batch_index: int, batch_size: int) -> np.ndarray:
     return jax.process_index() + jax.process_count() * local
 
 
-def predict_split(eval_fn, state, source, batch_size: int, mesh):
-    """Runs ``eval_fn`` over every example of ``source``.
+def predict_split(eval_fn, state, source, batch_size: int, mesh, on_batch=None):
+    """Runs ``eval_fn`` over every example of ``source``: one pass.
 
     Returns ``(probabilities (N, k), labels (N, k), mask (N, k), mean loss, indices (N,))``
     with the padding of the last batch removed and rows in source order
     (``indices[i]`` is the source index of row i: ``arange(N)``).
+
+    ``on_batch``: with an ``eval_fn`` that also returns the gate-3 maps
+    (``make_eval_step(..., with_maps=True)``), called after each batch as
+    ``on_batch(maps, rows)``: the global batch's maps, and its host arrays ``image``,
+    ``labels``, ``valid`` and ``index`` gathered from every process (padding rows
+    included, ``valid`` False).
     """
     local_bs = shd.local_batch_size(batch_size, "config.eval.batch_size")
     data_sharding = shd.batch_sharded(mesh)
     logits, labels, masks, valid, index, loss_sum = [], [], [], [], [], 0.0
     for b, batch in enumerate(eval_batches(source, local_bs)):
-        out_logits, out_loss = eval_fn(
+        out = eval_fn(
             state, shd.to_global({k: batch[k] for k in ("image", "labels", "mask")}, data_sharding)
         )
         # Outputs are replicated, so every process holds the global batch; gather the
         # host-side labels the same way so that rows line up.
         host = {k: batch[k] for k in ("labels", "mask", "valid")}
+        if on_batch is not None:
+            host["image"] = batch["image"]
         gathered = _allgather({**host, "index": _source_indices(b, local_bs)})
-        logits.append(np.asarray(out_logits))
+        if on_batch is not None:
+            on_batch(np.asarray(jax.device_get(out[2]), np.float32), gathered)
+        logits.append(np.asarray(out[0]))
         labels.append(gathered["labels"])
         masks.append(gathered["mask"])
         valid.append(gathered["valid"])
         index.append(gathered["index"])
-        loss_sum += float(out_loss)
+        loss_sum += float(out[1])
     valid = np.concatenate(valid)
     index = np.concatenate(index)[valid]
     order = np.argsort(index, kind="stable")  # source order on any number of processes
@@ -226,119 +237,125 @@ def class_prior(train_source, source, truth_rows, num_classes: int):
     return prior, {"built_from": "evaluated split, leave-one-out", "images": len(truth_rows)}
 
 
-def attention_analysis(
-    state, source, config, mesh, labels, probs, out_dir, train_source=None
-) -> dict:
-    """One pass of the gate-3 maps over ``source`` (rows of ``labels``/``probs`` in source
-    order), scoring localisation where the source has truth, averaging each class's map
-    over images whose only finding is that class (Fig. 3), and keeping the first
-    ``config.eval.num_figure_images`` images with a finding for the overlays (Fig. 2).
+class AttentionAnalysis:
+    """What evaluation learns from the gate-3 maps, fed batch by batch from the one
+    inference pass over ``source`` (:func:`predict_split`'s ``on_batch``), so that no
+    map is kept beyond what it needs:
 
-    Localisation is scored for the model's maps and, beside them, for two baselines: the
-    class prior (:func:`class_prior`, from ``train_source``) and a uniform map.
+    - localisation where the source has truth, for the model's maps and, beside them,
+      two baselines: the class prior (:func:`class_prior`, from ``train_source``) and a
+      uniform map;
+    - each class's map averaged over images whose only finding is that class (Fig. 3);
+    - the first ``config.eval.num_figure_images`` images with a finding (Fig. 2).
 
-    Returns the ``localization`` metrics (``None`` without truth) and writes the figures.
+    :meth:`finish` writes the figures and returns the ``localization`` metrics.
     """
-    classes = list(config.data.classes)
-    k = len(classes)
-    has_truth = hasattr(source, "truth_indices")
-    truth_rows = set(np.asarray(source.truth_indices()).tolist()) if has_truth else set()
-    scores = LocalizationScores(classes, config.eval.map_threshold)
-    prior_scores = LocalizationScores(classes, config.eval.map_threshold)
-    uniform_scores = LocalizationScores(classes, config.eval.map_threshold)
-    if truth_rows:
-        prior, prior_info = class_prior(train_source, source, truth_rows, k)
-        leave_one_out = prior_info["built_from"] != "training split"
-    fixed_prior_maps = None
-    sums, counts = None, np.zeros(k, np.int64)
-    examples = []
-    fn = inference_fn(config, mesh)
-    local_bs = shd.local_batch_size(config.eval.batch_size, "config.eval.batch_size")
-    sharding = shd.batch_sharded(mesh)
-    for b, batch in enumerate(eval_batches(source, local_bs)):
-        _, maps = fn(state, shd.to_global({"image": batch["image"]}, sharding)["image"])
-        maps = np.asarray(jax.device_get(maps), np.float32)
-        host = _allgather(
-            {
-                "image": batch["image"],
-                "valid": batch["valid"],
-                "index": _source_indices(b, local_bs),
-            }
-        )
-        for r in np.flatnonzero(host["valid"]):
-            i = int(host["index"][r])
-            m, y = maps[r], labels[i]
-            if sums is None:
-                sums = np.zeros((k, *m.shape[-2:]), np.float64)
-            if i in truth_rows:
-                truth = source.truth(i)
-                masks, present = truth["masks"], truth["labels"]
-                scores.add(m, masks, present)
-                shape = m.shape[-2:]
-                if leave_one_out:
-                    prior_maps = prior.maps(shape, leave_out=masks, leave_out_labels=present)
-                else:
-                    if fixed_prior_maps is None:
-                        fixed_prior_maps = prior.maps(shape)
-                    prior_maps = fixed_prior_maps
-                prior_scores.add(prior_maps, masks, present)
-                uniform_scores.add_uniform(shape, masks, present)
+
+    def __init__(self, source, config, train_source=None):
+        self.source, self.config = source, config
+        self.classes = list(config.data.classes)
+        k = len(self.classes)
+        has_truth = hasattr(source, "truth_indices")
+        self.truth_rows = set(np.asarray(source.truth_indices()).tolist()) if has_truth else set()
+        threshold = config.eval.map_threshold
+        self.scores = LocalizationScores(self.classes, threshold)
+        self.prior_scores = LocalizationScores(self.classes, threshold)
+        self.uniform_scores = LocalizationScores(self.classes, threshold)
+        self.prior = self.prior_info = None
+        if self.truth_rows:
+            self.prior, self.prior_info = class_prior(train_source, source, self.truth_rows, k)
+        self._fixed_prior_maps = None
+        self.sums, self.counts = None, np.zeros(k, np.int64)
+        self.examples = []
+
+    def add(self, maps, rows) -> None:
+        """One global batch: ``maps`` and the gathered host ``rows`` (image, labels,
+        valid, index)."""
+        for r in np.flatnonzero(rows["valid"]):
+            i, m, y = int(rows["index"][r]), maps[r], rows["labels"][r]
+            if self.sums is None:
+                self.sums = np.zeros((len(self.classes), *m.shape[-2:]), np.float64)
+            if i in self.truth_rows:
+                self._score(i, m)
             if y.sum() == 1:
                 j = int(np.argmax(y))
-                sums[j] += m[j] if m.ndim == 3 else m
-                counts[j] += 1
-            if y.any() and len(examples) < config.eval.num_figure_images:
-                examples.append((i, host["image"][r, ..., 0], m))
-    averages = {c: (sums[j] / counts[j] if counts[j] else None) for j, c in enumerate(classes)}
-    if jax.process_index() == 0 and examples:
-        variant = config.model.variant
-        idx = np.asarray([e[0] for e in examples])
-        _savez(
-            os.path.join(out_dir, "attention_examples.npz"),
-            index=idx,
-            images=np.stack([e[1] for e in examples]),
-            maps=np.stack([e[2] for e in examples]),
-            labels=labels[idx],
-            probs=probs[idx],
-            classes=np.asarray(classes),
-            variant=variant,
-            average_masks=np.stack([sums[j] / max(counts[j], 1) for j in range(k)]),
-            average_counts=counts,
-        )
-        rows = [
-            {
-                "image": img,
-                "labels": labels[i],
-                "image_map": m if m.ndim == 2 else None,
-                "class_maps": m if m.ndim == 3 else None,
-                "title": f"test #{i}: " + ", ".join(classes[j] for j in np.flatnonzero(labels[i])),
+                self.sums[j] += m[j] if m.ndim == 3 else m
+                self.counts[j] += 1
+            if y.any() and len(self.examples) < self.config.eval.num_figure_images:
+                self.examples.append((i, rows["image"][r, ..., 0], m))
+
+    def _score(self, i: int, m) -> None:
+        truth = self.source.truth(i)
+        masks, present = truth["masks"], truth["labels"]
+        self.scores.add(m, masks, present)
+        shape = m.shape[-2:]
+        if self.prior_info["built_from"] != "training split":  # leave this image out
+            prior_maps = self.prior.maps(shape, leave_out=masks, leave_out_labels=present)
+        else:
+            if self._fixed_prior_maps is None:
+                self._fixed_prior_maps = self.prior.maps(shape)
+            prior_maps = self._fixed_prior_maps
+        self.prior_scores.add(prior_maps, masks, present)
+        self.uniform_scores.add_uniform(shape, masks, present)
+
+    def finish(self, labels, probs, out_dir) -> dict | None:
+        """Writes the figures (process 0); returns the ``localization`` metrics, or
+        ``None`` without truth. ``labels``/``probs``: the pass's rows in source order."""
+        classes, sums, counts, examples = self.classes, self.sums, self.counts, self.examples
+        k = len(classes)
+        if jax.process_index() == 0 and examples:
+            variant = self.config.model.variant
+            idx = np.asarray([e[0] for e in examples])
+            _savez(
+                os.path.join(out_dir, "attention_examples.npz"),
+                index=idx,
+                images=np.stack([e[1] for e in examples]),
+                maps=np.stack([e[2] for e in examples]),
+                labels=labels[idx],
+                probs=probs[idx],
+                classes=np.asarray(classes),
+                variant=variant,
+                average_masks=np.stack([sums[j] / max(counts[j], 1) for j in range(k)]),
+                average_counts=counts,
+            )
+            rows = [
+                {
+                    "image": img,
+                    "labels": labels[i],
+                    "image_map": m if m.ndim == 2 else None,
+                    "class_maps": m if m.ndim == 3 else None,
+                    "title": f"test #{i}: "
+                    + ", ".join(classes[j] for j in np.flatnonzero(labels[i])),
+                }
+                for i, img, m in examples
+            ]
+            figures.attention_rows(rows, classes, os.path.join(out_dir, "overlays.png"))
+            averages = {
+                c: (sums[j] / counts[j] if counts[j] else None) for j, c in enumerate(classes)
             }
-            for i, img, m in examples
-        ]
-        figures.attention_rows(rows, classes, os.path.join(out_dir, "overlays.png"))
-        figures.average_masks(
-            averages,
-            dict(zip(classes, counts.tolist(), strict=True)),
-            os.path.join(out_dir, "average_masks.png"),
-            title=f"{variant}-based attention: average map over images with a single finding",
-        )
-    if not truth_rows:
-        return None
-    return {
-        "pointing_game": scores.pointing_game(),
-        "overlap": scores.overlap(),
-        "baselines": {
-            "class_prior": {
-                **prior_info,
-                "pointing_game": prior_scores.pointing_game(),
-                "overlap": prior_scores.overlap(),
+            figures.average_masks(
+                averages,
+                dict(zip(classes, counts.tolist(), strict=True)),
+                os.path.join(out_dir, "average_masks.png"),
+                title=f"{variant}-based attention: average map over images with a single finding",
+            )
+        if not self.truth_rows:
+            return None
+        return {
+            "pointing_game": self.scores.pointing_game(),
+            "overlap": self.scores.overlap(),
+            "baselines": {
+                "class_prior": {
+                    **self.prior_info,
+                    "pointing_game": self.prior_scores.pointing_game(),
+                    "overlap": self.prior_scores.overlap(),
+                },
+                "uniform": {
+                    "pointing_game": self.uniform_scores.pointing_game(),
+                    "overlap": self.uniform_scores.overlap(),
+                },
             },
-            "uniform": {
-                "pointing_game": uniform_scores.pointing_game(),
-                "overlap": uniform_scores.overlap(),
-            },
-        },
-    }
+        }
 
 
 # Config fields that decide the model: a checkpoint is never evaluated under other values.
@@ -719,22 +736,30 @@ def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
     (``plan`` from :func:`plan_evaluation`)."""
     out_dir = plan["out_dir"]
     test_source = create_source(config, config.eval.split)
+    # One pass over the split: the logits, the loss and (attention models) the maps,
+    # which AttentionAnalysis consumes batch by batch.
+    analysis = None
+    if config.model.variant != "resnet":
+        analysis = AttentionAnalysis(test_source, config, create_source(config, "train"))
+    start = time.perf_counter()
     probs, labels, mask, loss, _ = predict_split(
-        make_eval_step(config, mesh, weights), state, test_source, config.eval.batch_size, mesh
+        make_eval_step(config, mesh, weights, with_maps=analysis is not None),
+        state,
+        test_source,
+        config.eval.batch_size,
+        mesh,
+        on_batch=analysis.add if analysis is not None else None,
+    )
+    logging.info(
+        "Evaluation: one pass over the %d images of the %s split in %.1f s.",
+        len(probs),
+        config.eval.split,
+        time.perf_counter() - start,
     )
     metrics = _auc_and_loss(probs, labels, mask, loss, config)
     add_test_outputs(probs, labels, mask, test_source, config, out_dir, metrics)
-    if config.model.variant != "resnet":
-        localization = attention_analysis(
-            state,
-            test_source,
-            config,
-            mesh,
-            labels,
-            probs,
-            out_dir,
-            train_source=create_source(config, "train"),
-        )
+    if analysis is not None:
+        localization = analysis.finish(labels, probs, out_dir)
         if localization is not None:
             metrics["localization"] = localization
             # Kept at the top level too, where scripts written for earlier releases read it.

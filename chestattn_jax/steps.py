@@ -21,7 +21,7 @@ from chestattn_jax.train_state import TrainState
 def forward_loss(
     state: TrainState, params, batch: dict, *, train: bool, weights, entropy_weight, mean, std
 ):
-    """Model outputs and Eq. 5 on a batch: ``(loss, (parts, logits, new_batch_stats))``.
+    """Model outputs and Eq. 5 on a batch: ``(loss, (parts, logits, new_batch_stats, aux))``.
 
     ``batch``: ``image`` ``(B, H, W, C)`` uint8, ``labels`` and ``mask`` ``(B, k)``.
     """
@@ -43,7 +43,7 @@ def forward_loss(
         aux.get("class_log_attention"),
         entropy_weight,
     )
-    return loss, (parts, logits, batch_stats)
+    return loss, (parts, logits, batch_stats, aux)
 
 
 def train_step(state: TrainState, batch: dict, **loss_kwargs):
@@ -52,15 +52,22 @@ def train_step(state: TrainState, batch: dict, **loss_kwargs):
         functools.partial(forward_loss, state, batch=batch, train=True, **loss_kwargs),
         has_aux=True,
     )
-    (loss, (parts, _, batch_stats)), grads = grad_fn(state.params)
+    (loss, (parts, _, batch_stats, _)), grads = grad_fn(state.params)
     return state.apply_gradients(grads, batch_stats), {"loss": loss, **parts}
 
 
 def eval_step(state: TrainState, batch: dict, **loss_kwargs):
     """Logits ``(B, k)`` and the summed Eq. 5 loss of the valid examples of a batch."""
-    loss, (_, logits, _) = forward_loss(state, state.params, batch, train=False, **loss_kwargs)
+    loss, (_, logits, _, _) = forward_loss(state, state.params, batch, train=False, **loss_kwargs)
     # regularized_loss divides by the batch size; padded rows have mask 0 and add nothing.
     return logits, loss * logits.shape[0]
+
+
+def eval_step_with_maps(state: TrainState, batch: dict, **loss_kwargs):
+    """:func:`eval_step` and, from the same forward pass, the gate-3 attention maps:
+    ``(B, k, h, w)`` (class-based) or ``(B, h, w)`` (image-based)."""
+    loss, (_, logits, _, aux) = forward_loss(state, state.params, batch, train=False, **loss_kwargs)
+    return logits, loss * logits.shape[0], aux["attention"]["gate3"]
 
 
 def _jit_over_mesh(step, config, mesh, weights, **jit_kwargs):
@@ -74,7 +81,7 @@ def _jit_over_mesh(step, config, mesh, weights, **jit_kwargs):
     return jax.jit(
         step,
         in_shardings=(shd.replicated(mesh), shd.batch_sharded(mesh)),
-        out_shardings=(shd.replicated(mesh), shd.replicated(mesh)),
+        out_shardings=shd.replicated(mesh),  # every output, however many
         **jit_kwargs,
     )
 
@@ -84,6 +91,7 @@ def make_train_step(config, mesh, weights):
     return _jit_over_mesh(train_step, config, mesh, weights, donate_argnums=(0,))
 
 
-def make_eval_step(config, mesh, weights):
-    """``eval_step`` jitted over ``mesh``; outputs replicated on every device."""
-    return _jit_over_mesh(eval_step, config, mesh, weights)
+def make_eval_step(config, mesh, weights, *, with_maps: bool = False):
+    """``eval_step`` (or, ``with_maps``, :func:`eval_step_with_maps`) jitted over ``mesh``;
+    outputs replicated on every device."""
+    return _jit_over_mesh(eval_step_with_maps if with_maps else eval_step, config, mesh, weights)

@@ -168,3 +168,34 @@ def test_evaluation_reports_the_baselines_beside_the_model(tiny_run):
         assert 0 <= scores["pointing_game"]["mean_hit_rate"] <= 1
     table = (workdir / "eval" / "per_class.md").read_text()
     assert "prior hit rate" in table and "uniform hit rate" in table
+
+
+def test_evaluation_passes_over_the_split_once(tiny_run, tmp_path, monkeypatch):
+    """Logits, loss and maps come from one pass; the results are those of the run's
+    own evaluation."""
+    import json
+
+    from conftest import copy_workdir
+
+    from chestattn_jax import evaluate as evaluation
+
+    config, workdir = tiny_run
+    workdir = copy_workdir(workdir, tmp_path / "w")
+    passes = []
+    original = evaluation.eval_batches
+
+    def counted(source, batch_size):
+        passes.append(len(source))
+        return original(source, batch_size)
+
+    monkeypatch.setattr(evaluation, "eval_batches", counted)
+    config = config.copy_and_resolve_references()
+    config.eval.output_name = "again"
+    again = evaluation.evaluate(config, str(workdir))
+    assert len(passes) == 1 and passes[0] == again["num_examples"]
+    with open(workdir / "eval" / "metrics.json") as f:
+        before = json.load(f)
+    assert again["auc"].keys() == before["auc"].keys()
+    for c, v in before["auc"].items():
+        assert (v is None and again["auc"][c] is None) or abs(again["auc"][c] - v) < 1e-6
+    assert again["localization"]["pointing_game"] == before["localization"]["pointing_game"]
