@@ -48,7 +48,7 @@ class ChestAttentionNet(nn.Module):
         on ``concat(ĝ1, ĝ2, ĝ3)``) or ``class`` (gates 1-2 shared, gate 3 and the
         classifier replicated per class, Eq. 4).
       stage_sizes, num_filters: the backbone (``(3, 4, 6, 3)`` and 64 for ResNet-50).
-      attention_dim: D of every gate (16 in the paper).
+      attention_dim: D of every gate (16: our choice, the paper does not give D).
       compatibility: ``pc`` (paper), ``additive`` or ``dp``.
       normalisation: ``softmax`` (paper) or ``sigmoid``.
       dtype: compute dtype of the backbone convolutions, BatchNorm and the gates' 1x1
