@@ -101,3 +101,14 @@ def config_overrides(config, base) -> list[str]:
     if set(wanted) != set(given):
         raise ValueError(f"fields differ: {sorted(set(wanted) ^ set(given))}")
     return [f"--config.{k}={text(v)}" for k, v in wanted.items() if v != given[k]]
+
+
+def set_fields(config, changes: dict):
+    """Sets dotted fields of ``config`` in place (``{"data.std": 0.3}``); returns it."""
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return config

@@ -3,7 +3,7 @@ problem named by field, value and what is allowed, all of them at once."""
 
 import ml_collections
 import pytest
-from conftest import load_config, tiny_config
+from conftest import load_config, set_fields, tiny_config
 
 from chestattn_jax import config as config_lib
 from chestattn_jax.config import ConfigError, problems, validate
@@ -16,13 +16,7 @@ def configured(name="synthetic", arg=None, **changes):
         config.data.data_dir = "/prepared"  # the prepared folder is not read by validate
     # Not type-safe, as a config file may build it: a field may change type here.
     config = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
-    for dotted, value in changes.items():
-        *parents, last = dotted.split(".")
-        node = config
-        for p in parents:
-            node = node[p]
-        node[last] = value
-    return config
+    return set_fields(config, changes)
 
 
 @pytest.mark.parametrize("name", ["synthetic", "nih", "chexpert"])

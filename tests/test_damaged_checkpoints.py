@@ -97,12 +97,20 @@ def test_command_line_names_the_damaged_file_once(tiny_run, tmp_path):
     # Exactly the config the workdir was trained with: what fails is the damage alone.
     flags = config_overrides(config, load_config("synthetic"))
     proc = run_cli(f"--workdir={workdir}", *flags, "--mode=evaluate")
+    fatal = the_one_fatal_line(proc)
+    assert f"No checkpoint in {workdir}/checkpoints can be read" in fatal
+    assert "OUT_OF_RANGE: Error reading" in fatal
+
+
+def the_one_fatal_line(proc) -> str:
+    """A command that failed with exactly one FATAL line and none of the echoes of it
+    that Orbax's threads, TensorStore's late callbacks and asyncio's unretrieved tasks
+    used to print, with tracebacks."""
     assert proc.returncode == 1, proc.stderr[-3000:]
     for echo in ("Event loop is closed", "Traceback", "never retrieved", "ImportError"):
         assert echo not in proc.stderr, proc.stderr[-3000:]
     (fatal,) = fatal_lines(proc.stderr)
-    assert f"No checkpoint in {workdir}/checkpoints can be read" in fatal
-    assert "OUT_OF_RANGE: Error reading" in fatal
+    return fatal
 
 
 def _limit_file_size():
@@ -114,12 +122,7 @@ def _limit_file_size():
 def test_a_failed_save_is_one_fatal_line_and_loses_nothing(tmp_path):
     workdir = tmp_path / "w"
     proc = run_cli(f"--workdir={workdir}", *TINY_FLAGS, preexec_fn=_limit_file_size)
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    # Orbax's threads, TensorStore's late callbacks and asyncio's unretrieved tasks each
-    # print the failure again, with tracebacks: all of them are echoes of the FATAL line.
-    for echo in ("Event loop is closed", "Traceback", "never retrieved", "ImportError"):
-        assert echo not in proc.stderr, proc.stderr[-3000:]
-    (fatal,) = fatal_lines(proc.stderr)
+    fatal = the_one_fatal_line(proc)
     assert f"Could not write checkpoint step 4 in {workdir}/checkpoints" in fatal
     assert "File too large" in fatal
     assert "run the same command again to resume" in fatal

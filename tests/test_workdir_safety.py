@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO, copy_workdir
+from conftest import REPO, copy_workdir, set_fields
 
 from chestattn_jax import evaluate, train
 from chestattn_jax.workdir import LOCK_FILE, TrainLock, WorkdirBusy
@@ -27,14 +27,7 @@ def snapshot(workdir):
 
 def like(config, **changes):
     """A copy of ``config`` with dotted fields changed: ``like(c, **{"data.std": 0.3})``."""
-    out = config.copy_and_resolve_references()
-    for dotted, value in changes.items():
-        *parents, last = dotted.split(".")
-        node = out
-        for p in parents:
-            node = node[p]
-        node[last] = value
-    return out
+    return set_fields(config.copy_and_resolve_references(), changes)
 
 
 def test_refused_training_writes_nothing(tiny_run, tmp_path):
