@@ -26,7 +26,6 @@ import jax
 import numpy as np
 from absl import logging
 from etils import epath
-from sklearn.metrics import roc_auc_score
 
 from chestattn_jax import figures
 from chestattn_jax import sharding as shd
@@ -40,7 +39,7 @@ from chestattn_jax.data.input_pipeline import (
 )
 from chestattn_jax.localization import OVERLAP_THRESHOLDS, ClassPrior, LocalizationScores
 from chestattn_jax.losses import class_weights
-from chestattn_jax.metrics import bootstrap_auc
+from chestattn_jax.metrics import bootstrap_auc, point_auc
 from chestattn_jax.models import create_model
 from chestattn_jax.steps import make_eval_step
 from chestattn_jax.train_state import abstract_train_state, create_optimizer, create_train_state
@@ -117,20 +116,17 @@ def _allgather(tree):
 
 
 def per_class_auc(labels, probs, mask, class_names) -> dict:
-    """ROC AUC of each class over its unmasked examples, and their mean.
+    """ROC AUC of each class over its unmasked examples, and their mean
+    (:func:`chestattn_jax.metrics.point_auc`).
 
     A class whose unmasked labels are all 0 or all 1 has no AUC: it is reported
     as ``None`` and listed in ``undefined_classes``, and the mean is over the others.
     """
-    per_class, undefined = {}, []
-    for j, name in enumerate(class_names):
-        keep = mask[:, j] > 0
-        y = labels[keep, j]
-        if y.size == 0 or y.min() == y.max():
-            per_class[name] = None
-            undefined.append(name)
-            continue
-        per_class[name] = float(roc_auc_score(y, probs[keep, j]))
+    aucs = point_auc(labels, probs, mask)
+    per_class = {
+        name: None if np.isnan(a) else float(a) for name, a in zip(class_names, aucs, strict=True)
+    }
+    undefined = [name for name, v in per_class.items() if v is None]
     defined = [v for v in per_class.values() if v is not None]
     return {
         "auc": per_class,

@@ -64,16 +64,26 @@ def weighted_auc(scores, labels, weights) -> np.ndarray:
     return auc
 
 
+def point_auc(labels, probs, mask) -> np.ndarray:
+    """``(k,)`` ROC AUC of each class over its unmasked examples (equal to
+    ``sklearn.metrics.roc_auc_score``); NaN where a class has a single label value.
+    The library's one point-AUC code path: evaluation, validation and the bootstrap."""
+    labels, probs, mask = np.asarray(labels), np.asarray(probs), np.asarray(mask)
+    out = []
+    for j in range(labels.shape[1]):
+        keep = mask[:, j] > 0
+        out.append(weighted_auc(probs[keep, j], labels[keep, j], np.ones((1, keep.sum())))[0])
+    return np.asarray(out)
+
+
 def _aucs(labels, probs, mask, draws):
     """Per-class AUC on the data as given ``(k,)`` and on every draw ``(D, k)``; NaN where
     a class has a single label value."""
-    point, per_draw = [], []
-    full = np.ones((1, labels.shape[0]))
+    per_draw = []
     for j in range(labels.shape[1]):
         keep = mask[:, j] > 0
-        point.append(weighted_auc(probs[keep, j], labels[keep, j], full[:, keep])[0])
         per_draw.append(weighted_auc(probs[keep, j], labels[keep, j], draws[:, keep]))
-    return np.asarray(point), np.stack(per_draw, axis=1)
+    return point_auc(labels, probs, mask), np.stack(per_draw, axis=1)
 
 
 def _class_mean(values) -> np.ndarray:

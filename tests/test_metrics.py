@@ -82,3 +82,18 @@ def test_paired_difference_of_a_better_model():
         labels, probs, probs, np.ones_like(labels), ["a", "b", "c"], patients, num_draws=50
     )
     assert same["mean"]["difference"] == 0 and same["mean"]["ci"] == [0.0, 0.0]
+
+
+def test_point_auc_is_sklearns_with_ties_and_masks():
+    from chestattn_jax.metrics import point_auc
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, (300, 4))
+    probs = np.round(rng.random((300, 4)), 2)  # many ties
+    mask = rng.random((300, 4)) > 0.2
+    labels[:, 3] = 1  # one class with a single label value: no AUC
+    out = point_auc(labels, probs, mask)
+    for j in range(3):
+        keep = mask[:, j]
+        assert out[j] == pytest.approx(roc_auc_score(labels[keep, j], probs[keep, j]), abs=1e-12)
+    assert np.isnan(out[3])
