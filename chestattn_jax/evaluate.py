@@ -15,7 +15,6 @@ with the lowest validation loss by default) and writes ``WORKDIR/eval/``:
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import io
 import json
@@ -30,19 +29,23 @@ from etils import epath
 from chestattn_jax import figures
 from chestattn_jax import sharding as shd
 from chestattn_jax import workdir as workdir_lib
-from chestattn_jax.checkpointing import Checkpointer, CheckpointMismatch
 from chestattn_jax.data.input_pipeline import (
     create_source,
     dataset_fingerprint,
     eval_batches,
-    normalize_images,
+)
+from chestattn_jax.inference import (
+    MODEL_FIELDS,
+    _describe_changes,
+    _differences,
+    _field,
+    check_model_fields,
+    restore_for_inference,
 )
 from chestattn_jax.localization import OVERLAP_THRESHOLDS, ClassPrior, LocalizationScores
 from chestattn_jax.losses import class_weights
 from chestattn_jax.metrics import bootstrap_auc, point_auc
-from chestattn_jax.models import create_model
 from chestattn_jax.steps import make_eval_step
-from chestattn_jax.train_state import abstract_train_state, create_optimizer, create_train_state
 
 
 def _source_indices(batch_index: int, batch_size: int) -> np.ndarray:
@@ -184,26 +187,6 @@ def add_test_outputs(probs, labels, mask, source, config, out_dir, metrics) -> N
         figures.roc_curves(
             labels, probs, mask, classes, os.path.join(out_dir, "roc_curves.png"), metrics["auc"]
         )
-
-
-def inference_fn(config, mesh):
-    """``jit``: ``(state, uint8 images) -> (logits (B, k) float32, gate-3 maps or None)``,
-    outputs replicated. Gate-3 maps are ``(B, k, h, w)`` (class) or ``(B, h, w)`` (image)."""
-    mean, std = config.data.mean, config.data.std
-
-    def fn(state, images):
-        logits, aux = state.apply_fn(
-            {"params": state.params, "batch_stats": state.batch_stats},
-            normalize_images(images, mean, std),
-            train=False,
-        )
-        return logits.astype(np.float32), aux["attention"].get("gate3")
-
-    return jax.jit(
-        fn,
-        in_shardings=(shd.replicated(mesh), shd.batch_sharded(mesh)),
-        out_shardings=shd.replicated(mesh),
-    )
 
 
 # Training images the class prior is built from, at most (evenly spaced over the split).
@@ -354,17 +337,6 @@ class AttentionAnalysis:
         }
 
 
-# Config fields that decide the model: a checkpoint is never evaluated under other values.
-MODEL_FIELDS = (
-    "model.variant",
-    "model.stage_sizes",
-    "model.num_filters",
-    "model.attention_dim",
-    "model.compatibility",
-    "model.attention_norm",
-    "data.classes",
-    "data.channels",
-)
 # Fields that decide which images are scored and how they reach the model. Another value
 # than training's is refused unless config.allow_setting_changes: another split can hold
 # training patients, another image size or normalisation feeds the model other inputs.
@@ -412,47 +384,6 @@ def _data_fields(config) -> tuple[str, ...]:
     return DATA_FIELDS + (SYNTHETIC_FIELDS if config.data.name == "synthetic" else ())
 
 
-def _field(tree, dotted: str):
-    for part in dotted.split("."):
-        tree = tree[part]
-    return _plain(tree)
-
-
-def _plain(value):
-    """Config values as JSON has them: tuples as lists, ConfigDicts as dicts."""
-    if hasattr(value, "to_dict"):
-        value = value.to_dict()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _differences(saved: dict, config, fields) -> dict[str, tuple]:
-    """``{field: (saved value, config value)}`` for each of ``fields`` that differs;
-    fields missing from ``saved`` (written by an older version) are not compared."""
-    out = {}
-    for name in fields:
-        try:
-            was = _field(saved, name)
-        except (KeyError, TypeError):
-            continue
-        now = _field(config, name)
-        if was != now:
-            out[name] = (was, now)
-    return out
-
-
-def _describe_changes(changes: dict[str, tuple], then: str) -> str:
-    def name(k):
-        return f"config.{k}" if "." in k else f"the {k}"
-
-    return "; ".join(
-        f"{name(k)} is {now!r} but {then} {was!r}" for k, (was, now) in changes.items()
-    )
-
-
 def trained_setting_changes(
     workdir: str,
     config,
@@ -474,14 +405,7 @@ def trained_setting_changes(
     saved = workdir_lib.read_json(root / workdir_lib.CONFIG_FILE)
     if saved is None:
         return {}
-    model = _differences(saved, config, MODEL_FIELDS)
-    if model:
-        raise ValueError(
-            f"The checkpoints of {workdir} do not fit config.model / config.data "
-            f"(variant {config.model.variant!r}, {len(config.data.classes)} classes): "
-            + _describe_changes(model, "the checkpoint was trained with")
-            + f". {advice}"
-        )
+    check_model_fields(workdir, config, advice)
     changes = _differences(saved, config, _data_fields(config))
     trained_on = workdir_lib.read_json(root / workdir_lib.DATASET_FILE) or {}
     was, now = trained_on.get("fingerprint"), (fingerprint or {}).get("fingerprint")
@@ -588,41 +512,6 @@ def plan_evaluation(config, workdir: str, *, replace_other_settings: bool = Fals
         "changes": changes,
         "fingerprint": fingerprint,
     }
-
-
-def abstract_state(config, mesh):
-    """The train state of ``config`` as shapes, dtypes and (replicated) shardings."""
-    init = functools.partial(
-        create_train_state,
-        create_model(config),
-        create_optimizer(config.train),
-        jax.random.key(config.seed),
-        (config.data.image_size, config.data.image_size, config.data.channels),
-        shd.replicated(mesh),
-    )
-    return abstract_train_state(init, shd.replicated(mesh))
-
-
-def restore_for_inference(config, workdir: str, which: str = "best"):
-    """The train state of checkpoint ``which`` (``best`` or ``latest``) of ``workdir``,
-    checked against ``config``'s model. Returns ``(state, step, mesh)``.
-
-    An unreadable checkpoint is passed over, with a warning, for the next in order
-    (the rule training resumes by; :meth:`Checkpointer.restore_for_inference`).
-    """
-    trained_setting_changes(workdir, config)  # the model fields, named, before any read
-    checkpointer = Checkpointer(workdir, read_only=True)
-    try:
-        mesh = shd.make_mesh()
-        step, state, _ = checkpointer.restore_for_inference(abstract_state(config, mesh), which)
-    except CheckpointMismatch as e:
-        raise CheckpointMismatch(
-            f"{e} Evaluate with the config the workdir was trained with "
-            f"(variant {config.model.variant!r}, {len(config.data.classes)} classes now)."
-        ) from None
-    finally:
-        checkpointer.close()
-    return state, step, mesh
 
 
 def _fmt(v, digits=3):

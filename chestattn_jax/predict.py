@@ -30,10 +30,8 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from chestattn_jax import figures
-from chestattn_jax import sharding as shd
+from chestattn_jax import figures, inference
 from chestattn_jax.data.images import letterbox, load_grayscale
-from chestattn_jax.evaluate import inference_fn, restore_for_inference
 
 
 def _overlay_names(paths) -> list[str]:
@@ -85,30 +83,16 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
     for r in repeated:
         logging.warning("%s is given %d times; it is scored once.", r["path"], r["times"])
     out_dir = output_dir or os.path.join(workdir, "predict")
-    state, step, mesh = restore_for_inference(config, workdir, config.eval.checkpoint)
-    classes = list(config.data.classes)
-    size, channels = int(config.data.image_size), int(config.data.channels)
+    model = inference.restore(config, workdir, config.eval.checkpoint)
+    step, classes, size = model.step, model.classes, model.image_size
     images, errors = load_images(paths, size)
-    fn = inference_fn(config, mesh)
-    # One compiled shape for the whole call: a multiple of the device count.
-    devices = mesh.devices.size
-    batch_size = min(config.eval.batch_size, -(-max(len(images), 1) // devices) * devices)
-    batch_size = -(-batch_size // devices) * devices
-    sharding = shd.batch_sharded(mesh)
     ok = list(images)
     epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
     names = dict(zip(paths, _overlay_names(paths), strict=True))
     predictions = {}
-    for start in range(0, len(ok), batch_size):
-        chunk = ok[start : start + batch_size]
-        batch = np.zeros((batch_size, size, size, channels), np.uint8)
-        for r, path in enumerate(chunk):
-            batch[r] = images[path][..., None]
-        logits, maps = fn(state, shd.to_global({"image": batch}, sharding)["image"])
-        logits = np.asarray(jax.device_get(logits), np.float64)
-        maps = None if maps is None else np.asarray(jax.device_get(maps), np.float32)
-        probs = 1.0 / (1.0 + np.exp(-logits))
-        for r, path in enumerate(chunk):
+    if ok:
+        probs, maps = model.predict_letterboxed(np.stack([images[p] for p in ok]))
+        for r, path in enumerate(ok):
             overlay = os.path.join(out_dir, names[path])
             figures.image_overlays(
                 images[path],

@@ -319,3 +319,50 @@ def test_predict_command_line(workdir, images, tmp_path):
     assert "1 of 2 images failed" in proc.stderr and "broken.png" in proc.stderr
     result = json.loads((out / "predictions.json").read_text())
     assert [p["path"] for p in result["predictions"]] == [good[0]]
+
+
+# ------------------------------------------------------------------ Python API
+
+
+def test_load_and_predict_match_the_command(workdir, images, tmp_path):
+    """chestattn_jax.load(workdir).predict gives what --mode=predict writes, on the same
+    files, and takes arrays too."""
+    import chestattn_jax
+
+    config, wd, _ = workdir
+    good, _ = images
+    written = predict_lib.predict(config, wd, good, str(tmp_path / "out"))
+    model = chestattn_jax.load(wd)  # the config from WORKDIR/config.json
+    assert model.classes == list(config.data.classes) and model.step == 0
+    out = model.predict(good)
+    expected = [[p["probabilities"][c] for c in model.classes] for p in written["predictions"]]
+    np.testing.assert_allclose(out["probabilities"], expected, rtol=1e-6, atol=1e-7)
+    assert out["maps"].shape[:2] == (len(good), len(model.classes))
+    np.testing.assert_array_equal(out["images"][0], letterbox(load_grayscale(good[0]), 32))
+    # Arrays: uint8 as is, floats in [0, 1] scaled to 0-255, a stack, a mix with paths.
+    gray = load_grayscale(good[0])
+    from_array = model.predict(gray)["probabilities"]
+    np.testing.assert_allclose(from_array[0], out["probabilities"][0], rtol=1e-6)
+    floats = model.predict(gray.astype(np.float32) / 255.0)["probabilities"]
+    np.testing.assert_allclose(floats, from_array, rtol=1e-6)
+    mixed = model.predict([good[1], np.stack([gray, gray])[0]])["probabilities"]
+    np.testing.assert_allclose(mixed, out["probabilities"][[1, 0]], rtol=1e-6, atol=1e-7)
+    assert model.predict(np.stack([gray, gray]))["probabilities"].shape == (2, 5)
+
+
+def test_load_refuses_what_it_cannot_score(workdir, images, tmp_path):
+    import chestattn_jax
+
+    _, wd, _ = workdir
+    model = chestattn_jax.load(wd, checkpoint="latest")
+    with pytest.raises(ValueError, match=r"float image must hold finite values in \[0, 1\]"):
+        model.predict(np.full((40, 40), 2.0))
+    with pytest.raises(ValueError, match="uint16; a 16-bit image needs a window"):
+        model.predict(np.zeros((40, 40), np.uint16))
+    with pytest.raises(DataFormatError, match=r"nopixels\.dcm"):
+        model.predict(images[1][0])
+    with pytest.raises(ValueError, match="checkpoint='last'"):
+        chestattn_jax.load(wd, checkpoint="last")
+    bare = make_workdir(tmp_path / "bare", with_config_json=False)[1]
+    with pytest.raises(FileNotFoundError, match=r"config\.json does not exist.*config=\.\.\."):
+        chestattn_jax.load(bare)
