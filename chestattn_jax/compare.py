@@ -16,7 +16,6 @@ over test images whose only finding is that class, one row per model).
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import sys
@@ -24,7 +23,7 @@ import sys
 import numpy as np
 from etils import epath
 
-from chestattn_jax import figures
+from chestattn_jax import figures, tables
 from chestattn_jax.metrics import bootstrap_auc, paired_auc_difference
 from chestattn_jax.workdir import write_text
 
@@ -118,11 +117,8 @@ def compare(workdirs, out_dir: str, num_draws: int = 1000, seed: int = 0) -> dic
         ]
     )
     epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
-    table = io.StringIO(newline="")
-    csv.writer(table).writerows([header, *rows])
-    write_text(epath.Path(out_dir) / "table.csv", table.getvalue())
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    write_text(epath.Path(out_dir) / "table.csv", tables.csv_text(header, rows))
+    lines = [tables.markdown(header, rows)]
     lines += [
         "",
         f"Test AUC with 95 % intervals from {num_draws} patient-level bootstrap draws; "

@@ -14,7 +14,6 @@ with the lowest validation loss by default) and writes ``WORKDIR/eval/``:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -26,7 +25,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from chestattn_jax import figures
+from chestattn_jax import figures, tables
 from chestattn_jax import sharding as shd
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.data.input_pipeline import (
@@ -570,11 +569,8 @@ def write_eval(out_dir: str, metrics: dict, classes=None) -> str:
     out.mkdir(parents=True, exist_ok=True)
     if classes is not None:
         rows = per_class_rows(metrics, classes)
-        table = io.StringIO(newline="")
-        writer = csv.DictWriter(table, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows([{k: ("" if v is None else v) for k, v in r.items()} for r in rows])
-        workdir_lib.write_text(out / "per_class.csv", table.getvalue())
+        table = tables.csv_text(list(rows[0]), [list(r.values()) for r in rows])
+        workdir_lib.write_text(out / "per_class.csv", table)
         workdir_lib.write_text(out / "per_class.md", _markdown_table(metrics, rows))
     workdir_lib.write_json(path, metrics)
     return path
@@ -585,14 +581,7 @@ def _markdown_table(metrics: dict, rows: list[dict]) -> str:
     loc_cols = [k for k in rows[0] if k.endswith("hit_rate") or "@" in k]
     header += [k.replace("_", " ") for k in loc_cols]
     settings = metrics.get("settings") or {}
-    lines = [
-        f"{metrics.get('variant', '')} model, {metrics.get('split', '')} split, "
-        f"step {metrics.get('step', '')}, {metrics.get('num_examples', '')} images"
-        + (f", {settings['data.image_size']} px" if "data.image_size" in settings else ""),
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
+    cells_rows = []
     for r in rows:
         auc = _fmt(r["auc"])
         if r["auc_low"] is not None:
@@ -604,7 +593,14 @@ def _markdown_table(metrics: dict, rows: list[dict]) -> str:
             "" if r.get("negatives") is None else str(r["negatives"]),
         ]
         cells += [_fmt(r[k], 2) for k in loc_cols]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells_rows.append(cells)
+    lines = [
+        f"{metrics.get('variant', '')} model, {metrics.get('split', '')} split, "
+        f"step {metrics.get('step', '')}, {metrics.get('num_examples', '')} images"
+        + (f", {settings['data.image_size']} px" if "data.image_size" in settings else ""),
+        "",
+        tables.markdown(header, cells_rows),
+    ]
     prior = ((metrics.get("localization") or {}).get("baselines") or {}).get("class_prior")
     if prior:
         lines += [

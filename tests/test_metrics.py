@@ -97,3 +97,14 @@ def test_point_auc_is_sklearns_with_ties_and_masks():
         keep = mask[:, j]
         assert out[j] == pytest.approx(roc_auc_score(labels[keep, j], probs[keep, j]), abs=1e-12)
     assert np.isnan(out[3])
+
+
+def test_one_table_writer_for_markdown_and_csv():
+    import csv
+    import io
+
+    from chestattn_jax.tables import csv_text, markdown
+
+    header, rows = ["class", "AUC"], [["A", "0.9"], ["B, C", None]]
+    assert markdown(header, rows) == "| class | AUC |\n|---|---|\n| A | 0.9 |\n| B, C |  |"
+    assert list(csv.reader(io.StringIO(csv_text(header, rows)))) == [header, rows[0], ["B, C", ""]]
