@@ -44,8 +44,9 @@ CSV_FILES = {"train": "train.csv", "valid": "valid.csv"}
 LABEL_COLUMNS = ("No Finding", *CHEXPERT_CLASSES, "Fracture", "Support Devices")
 METADATA_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 POLICIES = ("ones", "zeros", "ignore")
-# (label, mask) of an uncertain (-1.0) value under each policy.
-_UNCERTAIN = {"ones": (1, 1), "zeros": (0, 1), "ignore": (0, 0)}
+# (label, mask) of an uncertain (-1.0) value under each policy: the one definition, which
+# the CSV reader and the prepared data set's sources (prepared.apply_uncertainty) both use.
+UNCERTAIN_AS = {"ones": (1, 1), "zeros": (0, 1), "ignore": (0, 0)}
 POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 # Blank means "not mentioned in the report", which CheXpert's authors and the paper read as 0.
 _VALUES = {"1.0": POSITIVE, "0.0": NEGATIVE, "": NEGATIVE, "-1.0": UNCERTAIN}
@@ -55,17 +56,20 @@ _SPLIT_PATIENT = re.compile(r"(?:^|/)([^/]+)/(patient\d+)/")
 
 
 def uncertainty_policies(
-    uncertainty: str | Mapping[str, str], classes: Sequence[str]
+    uncertainty: str | Mapping[str, str],
+    classes: Sequence[str],
+    known: Sequence[str] = LABEL_COLUMNS,
 ) -> tuple[str, ...]:
     """The policy of each of ``classes``.
 
     Args:
       uncertainty: one of ``ones``, ``zeros``, ``ignore`` for every class, or
         ``{class: policy}``; classes left out of the dict get ``zeros``.
-      classes: CheXpert observation names.
+      classes: the class names, in order.
+      known: the names a dict key may take (CheXpert's observations).
 
     Raises:
-      DataFormatError: an unknown policy, or a dict key that is no CheXpert observation.
+      DataFormatError: an unknown policy, or a dict key that is not in ``known``.
     """
 
     def check(policy, where):
@@ -78,11 +82,11 @@ def uncertainty_policies(
 
     if isinstance(uncertainty, str):
         return (check(uncertainty, ""),) * len(classes)
-    unknown = [c for c in uncertainty if c not in LABEL_COLUMNS]
+    unknown = [c for c in uncertainty if c not in known]
     if unknown:
         raise DataFormatError(
             f"Uncertainty policy given for {', '.join(map(repr, unknown))}, which is no "
-            f"CheXpert observation; they are {', '.join(LABEL_COLUMNS)}."
+            f"CheXpert observation; they are {', '.join(known)}."
         )
     return tuple(check(uncertainty.get(c, "zeros"), f" for class {c!r}") for c in classes)
 
@@ -110,7 +114,7 @@ def _labels_and_mask(cells, policies, classes, where) -> tuple[np.ndarray, np.nd
     for i, (text, policy, column) in enumerate(zip(cells, policies, classes, strict=True)):
         value = _parse_value(text, where, column)
         if value == UNCERTAIN:
-            labels[i], mask[i] = _UNCERTAIN[policy]
+            labels[i], mask[i] = UNCERTAIN_AS[policy]
         else:
             labels[i] = value
     return read_only(labels), read_only(mask)

@@ -25,13 +25,16 @@ from PIL import Image
 
 from chestattn_jax.data.chexpert import LABEL_COLUMNS, METADATA_COLUMNS
 from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_BOX_CLASSES
+from chestattn_jax.data.nih import BOX_LABEL_ALIASES, NIH_BOX_FRAME
 from chestattn_jax.data.synthetic import PHANTOM_CLASSES, PhantomConfig, render
+
+# The box list's own spelling of our class names ("Infiltrate"), as the reader undoes it.
+BOX_LABEL_SPELLING = {ours: theirs for theirs, ours in BOX_LABEL_ALIASES.items()}
 
 NIH_HEADER = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
     "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
 )
-NIH_BOX_FRAME = 1024
 IMAGES_PER_PATIENT = 3
 
 CHEXPERT_COLUMNS = (*METADATA_COLUMNS, *LABEL_COLUMNS)
@@ -114,7 +117,7 @@ def export_nih(
             for c in present:
                 if c in NIH_BOX_CLASSES:
                     x, y, w, h = (ex["boxes"][PHANTOM_CLASSES.index(c)] * scale).tolist()
-                    label = "Infiltrate" if c == "Infiltration" else c
+                    label = BOX_LABEL_SPELLING.get(c, c)
                     boxes.append([name, label, f"{x:.6f}", f"{y:.6f}", f"{w:.6f}", f"{h:.6f}"])
     with open(os.path.join(out_dir, "Data_Entry_2017_v2020.csv"), "w", newline="") as f:
         f.write(NIH_HEADER + "\n")

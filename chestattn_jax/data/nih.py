@@ -45,6 +45,9 @@ from chestattn_jax.data.raw import (
 # The corrected 2020 metadata first: it fixes ages and some labels of the 2017 file.
 DATA_ENTRY_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 BBOX_LIST_NAME = "BBox_List_2017.csv"
+# The box list's coordinates are pixels of the distributed 1024 x 1024 PNGs, whatever size
+# a copy's images have: prepare scales from this frame, export writes in it.
+NIH_BOX_FRAME = 1024
 SPLIT_LISTS = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
 NO_FINDING = "No Finding"
 

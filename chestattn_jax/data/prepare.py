@@ -57,7 +57,6 @@ from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_CLASSES
 from chestattn_jax.data.images import letterbox, letterbox_boxes, load_grayscale
 from chestattn_jax.data.raw import DataFormatError, RawExample
 
-NIH_BOX_FRAME = 1024  # NIH's box list is in the coordinates of the 1024 x 1024 PNGs
 INDEX_FILE = "chestattn_index.npz"
 REPORT_FILE = "chestattn_prepare.json"
 ON_BAD_IMAGE = ("error", "skip")
@@ -172,7 +171,7 @@ class _ChestXrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
 class NIHChestXray14(_ChestXrayBuilder, skip_registration=True):
     name = "nih_chest_xray14"
     CLASSES = NIH_CLASSES
-    box_frame = NIH_BOX_FRAME
+    box_frame = nih.NIH_BOX_FRAME
 
 
 class CheXpert(_ChestXrayBuilder, skip_registration=True):

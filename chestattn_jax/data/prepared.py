@@ -9,40 +9,35 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from chestattn_jax.data import prepare as prep
+from chestattn_jax.data.chexpert import POLICIES, UNCERTAIN_AS, uncertainty_policies
 from chestattn_jax.data.raw import DataFormatError
 from chestattn_jax.data.splits import make_splits
 
-UNCERTAINTY_POLICIES = ("ones", "zeros", "ignore")
+UNCERTAINTY_POLICIES = POLICIES
 
 
 def apply_uncertainty(labels, mask, classes, policy):
     """Stored labels (uncertain = label 0, mask 0) -> labels and mask under ``policy``.
 
     ``policy`` is ``ones`` | ``zeros`` | ``ignore`` for every class, or a dict
-    ``{class: policy}`` (unlisted classes: ``zeros``). ``(N, k)`` int32 arrays.
+    ``{class: policy}`` (unlisted classes: ``zeros``). ``(N, k)`` int32 arrays. The
+    policies and what each does are CheXpert's reader's (``chexpert.UNCERTAIN_AS``).
     """
-    if isinstance(policy, str):
-        policy = dict.fromkeys(classes, policy)
-    else:
-        policy = dict(policy)
+    if not isinstance(policy, str):
         unknown = [c for c in policy if c not in classes]
         if unknown:
             raise ValueError(
                 f"config.data.uncertainty names classes not in config.data.classes:"
                 f" {', '.join(unknown)}."
             )
+    try:
+        policies = uncertainty_policies(policy, classes, known=classes)
+    except DataFormatError as e:
+        raise ValueError(f"config.data.uncertainty: {e}") from None
     labels, mask = np.array(labels, np.int32), np.array(mask, np.int32)
     uncertain = mask == 0
-    for j, c in enumerate(classes):
-        p = policy.get(c, "zeros")
-        if p not in UNCERTAINTY_POLICIES:
-            raise ValueError(
-                f"Unknown uncertainty policy {p!r} for {c!r} (config.data."
-                f"uncertainty); expected one of {', '.join(UNCERTAINTY_POLICIES)}."
-            )
-        if p != "ignore":
-            labels[uncertain[:, j], j] = 1 if p == "ones" else 0
-            mask[uncertain[:, j], j] = 1
+    for j, p in enumerate(policies):
+        labels[uncertain[:, j], j], mask[uncertain[:, j], j] = UNCERTAIN_AS[p]
     return labels, mask
 
 
