@@ -49,7 +49,7 @@ from etils import epath
 from flax import serialization
 
 from chestattn_jax.train_state import TrainState
-from chestattn_jax.workdir import workdir_path
+from chestattn_jax.workdir import CHECKPOINT_DIR, workdir_path
 
 UNREADABLE_DIR = "checkpoints_unreadable"
 
@@ -94,7 +94,7 @@ class _DataRestore(grain.checkpoint.CheckpointRestore):
 class Checkpointer:
     def __init__(self, workdir, checkpoints_to_keep: int = 2, read_only: bool = False):
         self.workdir = workdir_path(workdir)
-        self.directory = self.workdir / "checkpoints"
+        self.directory = self.workdir / CHECKPOINT_DIR
         policy = ocp.checkpoint_managers.AnyPreservationPolicy(
             [
                 ocp.checkpoint_managers.LatestN(n=checkpoints_to_keep),

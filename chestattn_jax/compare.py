@@ -25,11 +25,11 @@ from etils import epath
 
 from chestattn_jax import figures, tables
 from chestattn_jax.metrics import bootstrap_auc, paired_auc_difference
-from chestattn_jax.workdir import write_text
+from chestattn_jax.workdir import ATTENTION_EXAMPLES_FILE, EVAL_DIR, PREDICTIONS_FILE, write_text
 
 
 def load_predictions(workdir: str) -> dict:
-    path = os.path.join(workdir, "eval", "predictions.npz")
+    path = os.path.join(workdir, EVAL_DIR, PREDICTIONS_FILE)
     if not epath.Path(path).exists():
         raise FileNotFoundError(
             f"{path} not found: train or run --mode=evaluate on {workdir} first."
@@ -136,7 +136,7 @@ def attention_figures(workdirs, names, classes, out_dir: str) -> list[str]:
     """Fig. 2 and Fig. 3 from the workdirs that have ``eval/attention_examples.npz``."""
     examples = {}
     for w, name in zip(workdirs, names, strict=True):
-        path = os.path.join(w, "eval", "attention_examples.npz")
+        path = os.path.join(w, EVAL_DIR, ATTENTION_EXAMPLES_FILE)
         if epath.Path(path).exists():
             with np.load(io.BytesIO(epath.Path(path).read_bytes())) as z:
                 examples[name] = {k: z[k] for k in z.files}

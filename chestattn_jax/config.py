@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import ml_collections
 
+from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_CLASSES
 from chestattn_jax.models.nets import VARIANTS
 
@@ -148,13 +149,13 @@ VIEWS = {"nih": ("PA", "AP"), "chexpert": ("AP", "PA", "LL", "RL", "Lateral")}
 # What the workdir itself keeps: an evaluation folder (config.eval.output_name) must not
 # take one of these names.
 WORKDIR_NAMES = (
-    "checkpoints",
-    "config.json",
-    "dataset.json",
-    "train.lock",
-    "metrics.jsonl",
+    workdir_lib.CHECKPOINT_DIR,
+    workdir_lib.CONFIG_FILE,
+    workdir_lib.DATASET_FILE,
+    workdir_lib.LOCK_FILE,
+    workdir_lib.METRICS_FILE,
     "tensorboard",
-    "predict",
+    workdir_lib.PREDICT_DIR,
 )
 # Fields of the prepared data sets' split schemes, and the schemes that read them.
 _SPLIT_FIELDS = {

@@ -176,7 +176,7 @@ def add_test_outputs(probs, labels, mask, source, config, out_dir, metrics) -> N
     if jax.process_index() == 0:
         epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
         _savez(
-            os.path.join(out_dir, "predictions.npz"),
+            os.path.join(out_dir, workdir_lib.PREDICTIONS_FILE),
             probs=probs,
             labels=labels,
             mask=mask,
@@ -285,7 +285,7 @@ class AttentionAnalysis:
             variant = self.config.model.variant
             idx = np.asarray([e[0] for e in examples])
             _savez(
-                os.path.join(out_dir, "attention_examples.npz"),
+                os.path.join(out_dir, workdir_lib.ATTENTION_EXAMPLES_FILE),
                 index=idx,
                 images=np.stack([e[1] for e in examples]),
                 maps=np.stack([e[2] for e in examples]),

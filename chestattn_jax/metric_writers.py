@@ -11,7 +11,7 @@ import jax
 from absl import logging
 from etils import epath
 
-from chestattn_jax.workdir import is_local
+from chestattn_jax.workdir import METRICS_FILE, is_local
 
 
 def read_jsonl(path) -> list[dict]:
@@ -49,7 +49,7 @@ class MetricWriter:
         from tensorboardX import SummaryWriter  # imported here: only process 0 needs it
 
         workdir = epath.Path(workdir)
-        self._path = workdir / "metrics.jsonl"
+        self._path = workdir / METRICS_FILE
         kept = [r for r in read_jsonl(self._path) if r.get("step", 0) <= resume_step]
         self._lines = [json.dumps(r) + "\n" for r in kept]
         self._rewrite()

@@ -31,6 +31,7 @@ from absl import logging
 from etils import epath
 
 from chestattn_jax import figures, inference
+from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.data.images import letterbox, load_grayscale
 
 
@@ -82,7 +83,7 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
     paths, repeated = distinct_paths(paths)
     for r in repeated:
         logging.warning("%s is given %d times; it is scored once.", r["path"], r["times"])
-    out_dir = output_dir or os.path.join(workdir, "predict")
+    out_dir = output_dir or os.path.join(workdir, workdir_lib.PREDICT_DIR)
     model = inference.restore(config, workdir, config.eval.checkpoint)
     step, classes, size = model.step, model.classes, model.image_size
     images, errors = load_images(paths, size)

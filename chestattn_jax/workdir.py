@@ -27,7 +27,14 @@ from etils import epath
 CONFIG_FILE = "config.json"
 DATASET_FILE = "dataset.json"
 LOCK_FILE = "train.lock"
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
 EVAL_DIR = "eval"
+PREDICT_DIR = "predict"
+# In an evaluation folder: the predictions record that compare reads, and the maps of
+# the figure images.
+PREDICTIONS_FILE = "predictions.npz"
+ATTENTION_EXAMPLES_FILE = "attention_examples.npz"
 
 
 def workdir_path(workdir) -> epath.Path:
