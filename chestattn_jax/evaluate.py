@@ -6,7 +6,8 @@ with the lowest validation loss by default) and writes ``WORKDIR/eval/``:
 - ``metrics.json``: everything below, machine-readable;
 - ``per_class.csv`` and ``per_class.md``: AUC with its 95 % bootstrap interval,
   positives and negatives per class, and the localisation scores where there is truth;
-- ``predictions.npz``: probabilities, labels, masks and patient ids (for ``compare``);
+- ``predictions.npz``: probabilities, labels, masks, patient and example ids (the one
+  record of the pass, which ``compare`` reads);
 - ``roc_curves.png``; for the attention models also ``overlays.png`` (Fig. 2 for this
   model), ``average_masks.png`` (Fig. 3) and ``attention_examples.npz`` (the maps
   that ``compare`` puts side by side).
@@ -181,6 +182,14 @@ def add_test_outputs(probs, labels, mask, source, config, out_dir, metrics) -> N
             labels=labels,
             mask=mask,
             patient_ids=np.asarray(patients, dtype=str),
+            # Each row's example: the raw data set's name for prepared data, else the
+            # split's index (phantoms are generated from it).
+            example_ids=np.asarray(
+                getattr(source, "example_ids", None)
+                if getattr(source, "example_ids", None) is not None
+                else np.arange(len(labels)),
+                dtype=str,
+            ),
             classes=np.asarray(classes),
         )
         figures.roc_curves(

@@ -255,6 +255,11 @@ def test_nih_config_trains_and_evaluates_from_prepared_data(nih, tmp_path):
     assert prior["images"] == len(boxed)
     assert prior["pointing_game"]["count"] == metrics["localization"]["pointing_game"]["count"]
     assert os.path.exists(os.path.join(tmp_path, "w", "eval", "average_masks.png"))
+    # The predictions record names each row's image as NIH does.
+    with np.load(os.path.join(tmp_path, "w", "eval", "predictions.npz")) as z:
+        ids = list(z["example_ids"])
+    assert ids == list(test.example_ids) and all(i.endswith(".png") for i in ids)
+    assert len(set(ids)) == len(ids) == metrics["num_examples"]
 
 
 def test_real_radiographs_decode_and_letterbox():

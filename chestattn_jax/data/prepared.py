@@ -59,10 +59,13 @@ class PreparedSource:
         patient_ids=None,
         num_boxes=None,
         columns=None,
+        example_ids=None,
     ):
         self._builder_kwargs = builder_kwargs
         # (N,) patient of each example, for patient-level bootstrap intervals.
         self.patient_ids = None if patient_ids is None else np.asarray(patient_ids)
+        # (N,) the raw data set's name of each example (NIH's Image Index, CheXpert's Path).
+        self.example_ids = None if example_ids is None else np.asarray(example_ids)
         self._indices = np.asarray(indices, np.int64)
         self._labels = np.asarray(labels, np.int32)
         self._mask = np.asarray(mask, np.int32)
@@ -258,6 +261,7 @@ def open_split(config, split: str) -> PreparedSource:
         mask[chosen],
         name=f"{d.name}/{split}",
         patient_ids=index["patient_id"][rows][chosen],
+        example_ids=index["key"][rows][chosen],
         num_boxes=index["num_boxes"][rows][chosen],
         columns=cols,
     )
