@@ -9,11 +9,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from chestattn_jax.data import prepare as prep
-from chestattn_jax.data.chexpert import POLICIES, UNCERTAIN_AS, uncertainty_policies
+from chestattn_jax.data.chexpert import UNCERTAIN_AS, uncertainty_policies
 from chestattn_jax.data.raw import DataFormatError
 from chestattn_jax.data.splits import make_splits
-
-UNCERTAINTY_POLICIES = POLICIES
 
 
 def apply_uncertainty(labels, mask, classes, policy):
@@ -142,6 +140,14 @@ def _build_stamp(dataset: str, data_dir: str, image_size: int):
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
+def _require_data_dir(dataset: str, data_dir) -> None:
+    if not data_dir:
+        raise ValueError(
+            f"config.data.data_dir is not set: config.data.name={dataset!r} trains from a "
+            f"prepared data set (python -m chestattn_jax.data.prepare --dataset={dataset} ...)."
+        )
+
+
 def _not_prepared(dataset: str, data_dir: str, image_size: int, version_dir: str):
     return FileNotFoundError(
         f"No prepared {dataset!r} data set at {version_dir} "
@@ -170,11 +176,7 @@ def provenance(dataset: str, data_dir: str, image_size: int) -> dict:
     Raises:
       FileNotFoundError: nothing is prepared there.
     """
-    if not data_dir:
-        raise ValueError(
-            f"config.data.data_dir is not set: config.data.name={dataset!r} trains from a "
-            f"prepared data set (python -m chestattn_jax.data.prepare --dataset={dataset} ...)."
-        )
+    _require_data_dir(dataset, data_dir)
     builder = prep.open_builder(dataset, data_dir, image_size)
     version_dir = os.fspath(builder.data_dir)
     if not builder.is_prepared():
@@ -213,11 +215,7 @@ def provenance(dataset: str, data_dir: str, image_size: int) -> dict:
 def open_split(config, split: str) -> PreparedSource:
     """The ``split`` (train / validation / test) of the prepared data set of ``config.data``."""
     d = config.data
-    if not d.data_dir:
-        raise ValueError(
-            f"config.data.data_dir is not set: config.data.name={d.name!r} trains from a "
-            f"prepared data set (python -m chestattn_jax.data.prepare --dataset={d.name} ...)."
-        )
+    _require_data_dir(d.name, d.data_dir)
     all_classes, index = _load_index(d.name, d.data_dir, int(d.image_size))
     unknown = [c for c in d.classes if c not in all_classes]
     if unknown:
