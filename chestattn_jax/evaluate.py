@@ -413,7 +413,7 @@ def trained_setting_changes(
     saved = workdir_lib.read_json(root / workdir_lib.CONFIG_FILE)
     if saved is None:
         return {}
-    check_model_fields(workdir, config, advice)
+    check_model_fields(workdir, config, advice, saved=saved)
     changes = _differences(saved, config, _data_fields(config))
     trained_on = workdir_lib.read_json(root / workdir_lib.DATASET_FILE) or {}
     was, now = trained_on.get("fingerprint"), (fingerprint or {}).get("fingerprint")

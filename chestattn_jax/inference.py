@@ -140,12 +140,17 @@ def inference_fn(config, mesh):
 
 
 def check_model_fields(
-    workdir: str, config, advice: str = "Evaluate with the config the workdir was trained with."
+    workdir: str,
+    config,
+    advice: str = "Evaluate with the config the workdir was trained with.",
+    saved: dict | None = None,
 ) -> None:
     """Raises a ``ValueError`` naming each :data:`MODEL_FIELDS` value of ``config`` that
-    differs from the config ``workdir`` was trained with: its checkpoints cannot be
-    restored so. Nothing to compare (no ``config.json``) is no error."""
-    saved = workdir_lib.read_json(workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE)
+    differs from the config ``workdir`` was trained with (``saved``, its ``config.json``,
+    read here unless given): its checkpoints cannot be restored so. Nothing to compare
+    (no ``config.json``) is no error."""
+    if saved is None:
+        saved = workdir_lib.read_json(workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE)
     if saved is None:
         return
     model = _differences(saved, config, MODEL_FIELDS)
