@@ -369,18 +369,25 @@ def describe(error: BaseException | None) -> str:
     TensorStore name the file), with its type."""
     if error is None:
         return "it failed on another process"
-    chain, e = [], error
-    while e is not None and e not in chain:
-        chain.append(e)
-        if isinstance(e, UnreadableFile):  # names the file and its cause already
-            break
-        e = e.__cause__ or e.__context__
+    chain = _chain(error)
+    # An UnreadableFile names the file and its cause already: the chain ends there.
+    cut = next((i for i, e in enumerate(chain) if isinstance(e, UnreadableFile)), None)
+    chain = chain if cut is None else chain[: cut + 1]
     innermost = next((e for e in reversed(chain) if str(e).strip()), error)
     text = " ".join(str(innermost).split())
     text = text.split(" See full TensorStore details")[0]
     if len(text) > 500:  # the file at fault comes first, the OS's reason last: keep both
         text = text[:250] + " ... " + text[-250:]
     return f"{type(innermost).__name__}: {text}"
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the exceptions it was raised from or during, outermost first."""
+    chain, e = [], error
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    return chain
 
 
 def _val_loss(metrics: dict) -> float:
@@ -469,11 +476,7 @@ class _Echoes(pylogging.Filter):
         with self.lock:
             self.active -= 1
             if error is not None:
-                chain, e = [], error
-                while e is not None and e not in chain:
-                    chain.append(e)
-                    e = e.__cause__ or e.__context__
-                self.reported.update(str(e) for e in chain if str(e).strip())
+                self.reported.update(str(e) for e in _chain(error) if str(e).strip())
                 self.failed_dirs.append(re.compile(re.escape(where) + r"(?=[/.\"']|$)"))
             if self.active:
                 return
