@@ -251,7 +251,6 @@ class AttentionAnalysis:
         self.prior = self.prior_info = None
         if self.truth_rows:
             self.prior, self.prior_info = class_prior(train_source, source, self.truth_rows, k)
-        self._fixed_prior_maps = None
         self.sums, self.counts = None, np.zeros(k, np.int64)
         self.examples = []
 
@@ -279,9 +278,7 @@ class AttentionAnalysis:
         if self.prior_info["built_from"] != "training split":  # leave this image out
             prior_maps = self.prior.maps(shape, leave_out=masks, leave_out_labels=present)
         else:
-            if self._fixed_prior_maps is None:
-                self._fixed_prior_maps = self.prior.maps(shape)
-            prior_maps = self._fixed_prior_maps
+            prior_maps = self.prior.maps(shape)
         self.prior_scores.add(prior_maps, masks, present)
         self.uniform_scores.add_uniform(shape, masks, present)
 

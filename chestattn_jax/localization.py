@@ -37,14 +37,34 @@ def argmax_cells(maps) -> np.ndarray:
     return np.stack([flat // w, flat % w], axis=-1)
 
 
+def _cell_bounds(cells: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and end pixel of each of ``cells`` map cells along an axis of ``size`` pixels
+    (the end rounded up: a cell covers every pixel it touches)."""
+    r = np.arange(cells)
+    return (r * size) // cells, -(-((r + 1) * size) // cells)
+
+
 def cell_hits(cell, map_shape, truth_mask) -> bool:
     """Whether any pixel of ``truth_mask`` ``(S, S)`` lies in map cell ``(row, col)``."""
-    h, w = map_shape
-    size_y, size_x = truth_mask.shape
     r, c = int(cell[0]), int(cell[1])
-    y0, y1 = (r * size_y) // h, -(-((r + 1) * size_y) // h)
-    x0, x1 = (c * size_x) // w, -(-((c + 1) * size_x) // w)
-    return bool(truth_mask[y0:y1, x0:x1].any())
+    y0, y1 = _cell_bounds(map_shape[0], truth_mask.shape[0])
+    x0, x1 = _cell_bounds(map_shape[1], truth_mask.shape[1])
+    return bool(truth_mask[y0[r] : y1[r], x0[c] : x1[c]].any())
+
+
+def cells_hit(truth_mask, map_shape) -> np.ndarray:
+    """``(h, w)`` bool: :func:`cell_hits` of every cell at once, from an integral image."""
+    integral = np.zeros((truth_mask.shape[0] + 1, truth_mask.shape[1] + 1), np.int64)
+    integral[1:, 1:] = np.asarray(truth_mask, bool).cumsum(0).cumsum(1)
+    y0, y1 = _cell_bounds(map_shape[0], truth_mask.shape[0])
+    x0, x1 = _cell_bounds(map_shape[1], truth_mask.shape[1])
+    inside = (
+        integral[np.ix_(y1, x1)]
+        - integral[np.ix_(y0, x1)]
+        - integral[np.ix_(y1, x0)]
+        + integral[np.ix_(y0, x0)]
+    )
+    return inside > 0
 
 
 def upsample_map(m, size: int) -> np.ndarray:
@@ -110,14 +130,12 @@ class LocalizationScores:
         cell drawn at random: the fraction of cells holding a truth pixel. Its region
         is the whole image: IoU = IoBB = the truth's share of the image.
         """
-        h, w = map_shape
         for j in np.flatnonzero(np.asarray(labels)):
             truth = np.asarray(truth_masks[j], bool)
             if not truth.any():
                 continue
-            hits = np.mean([cell_hits((r, c), (h, w), truth) for r in range(h) for c in range(w)])
             share = float(truth.mean())
-            self._scores[j].append((float(hits), share, share))
+            self._scores[j].append((float(cells_hit(truth, map_shape).mean()), share, share))
 
     def _per_class(self, column: int, threshold: float | None = None) -> dict:
         out = {}
@@ -169,6 +187,7 @@ class ClassPrior:
     def __init__(self, num_classes: int):
         self.sums = None
         self.counts = np.zeros(num_classes, np.int64)
+        self._cell_sums = {}  # map shape -> (k, h, w) cell means of ``sums``
 
     def add(self, truth_masks, labels) -> None:
         masks = np.asarray(truth_masks, bool)
@@ -178,20 +197,28 @@ class ClassPrior:
             if masks[j].any():
                 self.sums[j] += masks[j]
                 self.counts[j] += 1
+        self._cell_sums.clear()
 
     def maps(self, map_shape, leave_out=None, leave_out_labels=None) -> np.ndarray:
-        """``(k, h, w)``: each class's mean mask over its map cells (zeros without any)."""
+        """``(k, h, w)``: each class's mean mask over its map cells (zeros without any).
+
+        The cell means of the summed masks are computed once per map shape; leaving an
+        image out subtracts its own masks' cell means (a cell mean is linear)."""
         k = len(self.counts)
         if self.sums is None:
             return np.zeros((k, *map_shape))
-        sums, counts = self.sums.copy(), self.counts.astype(np.float64)
+        shape = tuple(map_shape)
+        if shape not in self._cell_sums:
+            self._cell_sums[shape] = cell_means(self.sums, shape)
+        sums, counts = self._cell_sums[shape], self.counts.astype(np.float64)
         if leave_out is not None:
+            sums = sums.copy()
             own = np.asarray(leave_out, bool)
             for j in np.flatnonzero(np.asarray(leave_out_labels)):
                 if own[j].any():
-                    sums[j] -= own[j]
+                    sums[j] -= cell_means(own[j], shape)
                     counts[j] -= 1
-        return cell_means(sums / np.maximum(counts, 1)[:, None, None], map_shape)
+        return sums / np.maximum(counts, 1)[:, None, None]
 
 
 def score_maps(maps, truth_masks, labels, class_names, map_threshold=0.5) -> LocalizationScores:

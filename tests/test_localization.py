@@ -199,3 +199,16 @@ def test_evaluation_passes_over_the_split_once(tiny_run, tmp_path, monkeypatch):
     for c, v in before["auc"].items():
         assert (v is None and again["auc"][c] is None) or abs(again["auc"][c] - v) < 1e-6
     assert again["localization"]["pointing_game"] == before["localization"]["pointing_game"]
+
+
+def test_cells_hit_is_cell_hits_of_every_cell():
+    """The integral-image version agrees with the cell-by-cell one, also where the grid
+    does not divide the image (cells then overlap by a pixel)."""
+    from chestattn_jax.localization import cells_hit
+
+    rng = np.random.default_rng(0)
+    for size, h, w in [(16, 4, 4), (32, 3, 5), (31, 7, 4)]:
+        for _ in range(10):
+            mask = rng.random((size, size)) > 0.99
+            expected = [[cell_hits((r, c), (h, w), mask) for c in range(w)] for r in range(h)]
+            np.testing.assert_array_equal(cells_hit(mask, (h, w)), expected)
