@@ -244,61 +244,51 @@ def _dicom_to_uint8(path: str, ds, a: np.ndarray) -> np.ndarray:
         raise DataFormatError(f"DICOM file {path}: expected a 2-D image, got shape {a.shape}.")
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    lut_range = _voi_lut_range(ds)
-    window = None if lut_range else _first_window(ds)
+    lut = _voi_lut(ds)
+    window = None if lut else _first_window(ds)
     identity = (
         float(ds.get("RescaleSlope", 1) or 1) == 1
         and float(ds.get("RescaleIntercept", 0) or 0) == 0
         and not ds.get("ModalityLUTSequence")
     )
-    if a.dtype == np.uint8 and identity and lut_range is None and window is None:
+    if a.dtype == np.uint8 and identity and lut is None and window is None:
         return 255 - a if photometric == "MONOCHROME1" else a
     # Modality units: Rescale Slope / Intercept, or a Modality LUT Sequence.
     v = np.asarray(apply_modality_lut(a, ds), np.float64)
     if not np.isfinite(v).all():
         raise DataFormatError(f"DICOM file {path}: its pixel data holds NaN or infinite values.")
-    if lut_range is not None or window is not None:
-        # The VOI LUT Sequence if there is one, else the first window with its VOI LUT
-        # Function (LINEAR, LINEAR_EXACT or SIGMOID): pydicom, as DICOM PS3.3 C.11.2
-        # specifies; its output range is then mapped to [0, 1].
-        x = v
-        if lut_range is not None:
-            # A table is indexed by whole modality values (rounded when a rescale made
-            # floats), clamped to the table's span here: pydicom 3.0's apply_voi computes
-            # the indices in the table's output type, so with an 8-bit table an index of
-            # 256 or more wraps around instead of taking the last entry.
-            first, entries = _voi_lut_span(ds)
-            x = np.clip(np.round(v), first, first + entries - 1).astype(np.int64)
-        out = np.asarray(apply_voi_lut(x, ds, index=0, prefer_lut=True), np.float64)
-        if lut_range is not None:
-            lo, hi = lut_range
-        else:
-            center, width = window
-            far = 50.0 * width + 1.0  # beyond the window: a sigmoid is within 1e-80 of its ends
-            lo, hi = np.asarray(
-                apply_voi_lut(np.array([center - far, center + far]), ds, index=0), np.float64
-            )
-        scaled = np.clip((out - lo) / (hi - lo), 0.0, 1.0) if hi != lo else np.zeros_like(out)
+    # The VOI LUT Sequence if there is one, else the first window with its VOI LUT
+    # Function (LINEAR, LINEAR_EXACT or SIGMOID), by pydicom as DICOM PS3.3 C.11.2
+    # specifies; its output range is then mapped to [0, 1]. Without either, min-max.
+    if lut is not None:
+        first, entries, top = lut
+        # A table is indexed by whole modality values (rounded when a rescale made
+        # floats), clamped to the table's span here: pydicom 3.0's apply_voi computes
+        # the indices in the table's output type, so with an 8-bit table an index of
+        # 256 or more wraps around instead of taking the last entry.
+        x = np.clip(np.round(v), first, first + entries - 1).astype(np.int64)
+        v, lo, hi = np.asarray(apply_voi_lut(x, ds, index=0), np.float64), 0.0, top
+    elif window is not None:
+        center, width = window
+        far = 50.0 * width + 1.0  # beyond the window: a sigmoid is within 1e-80 of its ends
+        probe = np.array([center - far, center + far])
+        lo, hi = np.asarray(apply_voi_lut(probe, ds, index=0), np.float64)
+        v = np.asarray(apply_voi_lut(v, ds, index=0), np.float64)
     else:
         lo, hi = float(v.min()), float(v.max())
-        scaled = (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
+    scaled = np.clip((v - lo) / (hi - lo), 0.0, 1.0) if hi != lo else np.zeros_like(v)
     if photometric == "MONOCHROME1":
         scaled = 1.0 - scaled
     return np.round(scaled * 255.0).astype(np.uint8)
 
 
-def _voi_lut_span(ds) -> tuple[int, int]:
-    """(first mapped value, number of entries) of the first VOI LUT Sequence item."""
-    entries, first = (int(x) for x in ds.VOILUTSequence[0].LUTDescriptor[:2])
-    return first, entries or 2**16  # 0 entries means 65536 (PS3.3 C.11.2.1.1)
-
-
-def _voi_lut_range(ds) -> tuple[float, float] | None:
-    """The output range of the first item of the VOI LUT Sequence, or None without one.
+def _voi_lut(ds) -> tuple[int, int, float] | None:
+    """``(first mapped value, number of entries, top of the output range)`` of the first
+    item of the VOI LUT Sequence, or None without a usable one.
 
     Its LUT Descriptor gives the output bits (PS3.3 C.11.2.1.1); a table whose entries
     exceed them (a descriptor that understates its bits, seen in the wild) is taken at
-    its own maximum.
+    its own maximum. 0 entries means 65536.
     """
     items = ds.get("VOILUTSequence")
     if not items:
@@ -307,13 +297,15 @@ def _voi_lut_range(ds) -> tuple[float, float] | None:
     descriptor = item.get("LUTDescriptor")
     if descriptor is None or len(descriptor) < 3 or "LUTData" not in item:
         return None
-    hi = float(2 ** int(descriptor[2]) - 1)
+    entries, first, bits = (int(x) for x in descriptor[:3])
+    top = float(2**bits - 1)
     data = item.LUTData
     try:  # a list of values (US); raw bytes (OW) are trusted to follow the descriptor
-        top = hi if isinstance(data, bytes | bytearray) else float(np.max(np.asarray(data, float)))
+        if not isinstance(data, bytes | bytearray):
+            top = max(top, float(np.max(np.asarray(data, float))))
     except (TypeError, ValueError):
-        top = hi
-    return 0.0, max(hi, top)
+        pass
+    return first, entries or 2**16, top
 
 
 def _min_max_uint8(a: np.ndarray) -> np.ndarray:
