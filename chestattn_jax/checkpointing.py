@@ -266,7 +266,9 @@ class Checkpointer:
         saved without one, e.g. at a preemption, after those, newest first);
         ``latest`` newest first."""
         if which not in ("best", "latest"):
-            raise ValueError(f"Unknown config.eval.checkpoint {which!r}; expected best or latest.")
+            raise ValueError(
+                f"checkpoint={which!r} (config.eval.checkpoint): expected 'best' or 'latest'."
+            )
         newest_first = list(reversed(self.all_steps()))
         if which == "latest":
             return newest_first

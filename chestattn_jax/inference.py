@@ -279,6 +279,4 @@ def load(workdir: str, config=None, checkpoint: str = "best") -> Model:
     """The trained model of ``workdir``: its ``best`` (lowest validation loss) or
     ``latest`` checkpoint, with the config it was trained with unless ``config`` is
     given."""
-    if checkpoint not in ("best", "latest"):
-        raise ValueError(f"checkpoint={checkpoint!r}: expected 'best' or 'latest'.")
     return restore(config if config is not None else workdir_config(workdir), workdir, checkpoint)
