@@ -24,18 +24,48 @@ import numpy as np
 from etils import epath
 
 from chestattn_jax import figures, tables
+from chestattn_jax.evaluation.record import Record
 from chestattn_jax.metrics import bootstrap_auc, paired_auc_difference
 from chestattn_jax.workdir import ATTENTION_EXAMPLES_FILE, EVAL_DIR, PREDICTIONS_FILE, write_text
 
 
-def load_predictions(workdir: str) -> dict:
+def load_predictions(workdir: str) -> Record:
+    """The evaluation record of ``workdir`` (``eval/predictions.npz``)."""
     path = os.path.join(workdir, EVAL_DIR, PREDICTIONS_FILE)
     if not epath.Path(path).exists():
         raise FileNotFoundError(
             f"{path} not found: train or run --mode=evaluate on {workdir} first."
         )
-    with np.load(io.BytesIO(epath.Path(path).read_bytes())) as z:
-        return {k: z[k] for k in z.files}
+    return Record.load(path)
+
+
+def check_paired(workdirs, records) -> None:
+    """Raises a ``ValueError`` unless every record lists the same examples, in the same
+    order, with the same labels, masks and classes as the first: a paired comparison
+    scores every model on the same images."""
+    ref = records[0]
+    for w, r in zip(workdirs[1:], records[1:], strict=True):
+        problems = []
+        if r.classes != ref.classes or r.evaluated_as != ref.evaluated_as:
+            problems.append(f"classes {', '.join(r.classes)} against {', '.join(ref.classes)}")
+        elif len(r) != len(ref):
+            problems.append(f"{len(r)} images against {len(ref)}")
+        elif not np.array_equal(r.example_ids, ref.example_ids):
+            first = int(np.flatnonzero(r.example_ids != ref.example_ids)[0])
+            problems.append(
+                f"other images (row {first}: {str(r.example_ids[first])!r} against "
+                f"{str(ref.example_ids[first])!r})"
+            )
+        elif not np.array_equal(r.patient_ids, ref.patient_ids):
+            problems.append("other patient ids")
+        elif not (np.array_equal(r.labels, ref.labels) and np.array_equal(r.mask, ref.mask)):
+            problems.append("other labels (another uncertainty policy?)")
+        if problems:
+            raise ValueError(
+                f"{w} was evaluated on another split than {workdirs[0]}: "
+                f"{problems[0]}. A paired comparison needs the same images, labels and "
+                "classes; evaluate both on the same data set, split and class list."
+            )
 
 
 def column_names(workdirs) -> list[str]:
@@ -56,35 +86,22 @@ def compare(workdirs, out_dir: str, num_draws: int = 1000, seed: int = 0) -> dic
     if len(workdirs) < 1:
         raise ValueError("Give at least one workdir.")
     preds = [load_predictions(w) for w in workdirs]
+    check_paired(workdirs, preds)
     ref = preds[0]
-    for w, p in zip(workdirs[1:], preds[1:], strict=True):
-        same = (
-            p["labels"].shape == ref["labels"].shape
-            and np.array_equal(p["labels"], ref["labels"])
-            and np.array_equal(p["classes"], ref["classes"])
-            and np.array_equal(p["patient_ids"], ref["patient_ids"])
-        )
-        if not same:
-            raise ValueError(
-                f"{w} was evaluated on another test split or class list than "
-                f"{workdirs[0]}; paired comparison needs the same one."
-            )
-    classes = [str(c) for c in ref["classes"]]
+    classes = list(ref.classes)
     names = column_names(workdirs)
     aucs = [
-        bootstrap_auc(
-            ref["labels"], p["probs"], ref["mask"], classes, ref["patient_ids"], num_draws, seed
-        )
+        bootstrap_auc(ref.labels, p.probs, ref.mask, classes, ref.patient_ids, num_draws, seed)
         for p in preds
     ]
     diffs = [
         paired_auc_difference(
-            ref["labels"],
-            p["probs"],
-            ref["probs"],
-            ref["mask"],
+            ref.labels,
+            p.probs,
+            ref.probs,
+            ref.mask,
             classes,
-            ref["patient_ids"],
+            ref.patient_ids,
             num_draws,
             seed,
         )

@@ -118,6 +118,18 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.eval.num_figure_images = 8
     # The evaluation folder in the workdir; "" names it after the split and checkpoint.
     config.eval.output_name = ""
+    # What evaluation computes from its one pass over the split, as evaluator plug-ins
+    # (chestattn_jax/evaluation/evaluators): auc (with bootstrap intervals), localization
+    # (where the data has truth, beside a class-prior and a uniform baseline), figures
+    # (ROC curves, Fig. 2, Fig. 3) and tables (per_class.csv / .md; needs auc).
+    config.eval.evaluators = ("auc", "localization", "figures", "tables")
+    # Cross-dataset evaluation (chestattn_jax/evaluation/class_map.py): score the model on
+    # another prepared data set (nih | chexpert; "" the one it was trained on), found
+    # under eval.data_dir, through eval.class_map: "exact" pairs the classes with the same
+    # meaning (Effusion = Pleural Effusion); "MODEL=DATA,..." gives pairs.
+    config.eval.dataset = ""
+    config.eval.data_dir = ""
+    config.eval.class_map = "exact"
     return config
 
 
@@ -398,7 +410,8 @@ def _check_general(p: _Problems) -> None:
     p.bool("allow_setting_changes")
 
 
-def _known_classes(name: str):
+def known_classes(name: str):
+    """The classes a data set (``config.data.name``) has."""
     from chestattn_jax.data.synthetic import PHANTOM_CLASSES
 
     return {"synthetic": PHANTOM_CLASSES, "nih": NIH_CLASSES, "chexpert": CHEXPERT_CLASSES}[name]
@@ -552,7 +565,7 @@ def _check_classes(p: _Problems, name: str | None) -> None:
         p.add("data.classes", f"names {', '.join(map(repr, repeated))} more than once.")
     if name is None:
         return
-    known = _known_classes(name)
+    known = known_classes(name)
     unknown = [c for c in classes if c not in known]
     if unknown:
         hint = ""
@@ -658,3 +671,56 @@ def _check_eval(p: _Problems) -> None:
             "must be one folder name inside the workdir (no '/'), other than "
             f"{', '.join(WORKDIR_NAMES)}.",
         )
+    _check_evaluators(p)
+    _check_cross_dataset(p)
+
+
+def _check_evaluators(p: _Problems) -> None:
+    from chestattn_jax.evaluation.evaluators import available
+
+    known = available()
+    names = p.value("eval.evaluators")
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        p.add(
+            "eval.evaluators",
+            f"must be a tuple of evaluator names from {', '.join(known)}, e.g. "
+            "--config.eval.evaluators=\"('auc','tables')\".",
+        )
+        return
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        p.add(
+            "eval.evaluators",
+            f"no evaluator {', '.join(map(repr, unknown))}; expected names from "
+            f"{', '.join(known)}.",
+        )
+    elif len(set(names)) < len(names):
+        p.add("eval.evaluators", "names an evaluator more than once.")
+    elif "tables" in names and "auc" not in names:
+        p.add("eval.evaluators", "tables tabulates the AUCs: add auc, or leave tables out.")
+
+
+def _check_cross_dataset(p: _Problems) -> None:
+    from chestattn_jax.evaluation import class_map
+
+    name = p.choice("eval.dataset", ("", "nih", "chexpert"))
+    if not name:
+        why = "is read only in a cross-dataset evaluation (config.eval.dataset)"
+        p.ignored("eval.data_dir", why)
+        p.ignored("eval.class_map", why)
+        return
+    data_dir = p.value("eval.data_dir")
+    if not data_dir or not isinstance(data_dir, str):
+        p.add(
+            "eval.data_dir",
+            f"must name the folder of the prepared {name} data set that "
+            f"config.eval.dataset={name!r} evaluates on.",
+        )
+    text, classes = p.value("eval.class_map"), p.value("data.classes")
+    if not isinstance(text, str):
+        p.add("eval.class_map", 'must be a string: "exact", "MODEL=DATA,...", or both.')
+    elif "data.classes" not in p.reported:
+        try:
+            class_map.parse(text, classes, known_classes(name))
+        except ValueError as e:
+            p.add("eval.class_map", str(e))

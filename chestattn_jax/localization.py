@@ -16,9 +16,10 @@ model has one map for all classes, scored against each present class.
   IoU (or IoBB) is at least t; we report that accuracy at t = 0.1, 0.25, 0.5 and
   the mean IoU and IoBB.
 
-Two baselines are scored the same way beside every model (``evaluate.py``): a *class
-prior*, each class's average truth mask over the training split as a fixed map
-(:class:`ClassPrior`), and a *uniform* map (:meth:`LocalizationScores.add_uniform`).
+Two baselines are scored the same way beside every model
+(``evaluation/evaluators/localization.py``): a *class prior*, each class's average
+truth mask over the training split as a fixed map (:class:`ClassPrior`), and a
+*uniform* map (:meth:`LocalizationScores.add_uniform`).
 A model's map earns credit only where it beats knowing where a class usually lies.
 """
 

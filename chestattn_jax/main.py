@@ -28,7 +28,7 @@ from absl import app, flags, logging
 from ml_collections import config_dict, config_flags
 
 from chestattn_jax import config as config_lib
-from chestattn_jax import distributed, evaluate, predict, train
+from chestattn_jax import distributed, evaluation, predict, train
 from chestattn_jax.checkpointing import CheckpointError
 from chestattn_jax.workdir import WorkdirBusy
 
@@ -110,7 +110,7 @@ def main(argv):
     if FLAGS.mode == "train":
         train.train_and_evaluate(config, FLAGS.workdir)
     elif FLAGS.mode == "evaluate":
-        evaluate.evaluate(config, FLAGS.workdir)
+        evaluation.evaluate(config, FLAGS.workdir)
     else:
         result = predict.predict(config, FLAGS.workdir, FLAGS.images, FLAGS.output_dir)
         if result["errors"]:

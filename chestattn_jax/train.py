@@ -36,7 +36,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from chestattn_jax import evaluate as evaluation
+from chestattn_jax import evaluation
 from chestattn_jax import sharding as shd
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.checkpointing import Checkpointer

@@ -7,8 +7,10 @@ when they fail, and the lock that keeps two training runs apart.
     train.lock         held by the training run that uses the workdir (local disks only)
     checkpoints/       Orbax steps (checkpointing.py)
     metrics.jsonl      training and validation scalars; tensorboard/ the same as events
-    eval/              the evaluation of the test split at the best checkpoint (evaluate.py);
-                       eval_<split>_<checkpoint>[_<settings>]/ for other evaluations
+    eval/              the evaluation of the test split at the best checkpoint
+                       (chestattn_jax/evaluation); eval_<split>_<checkpoint>[_<settings>]/
+                       for other evaluations, eval_<dataset>_<split>_<checkpoint>/ on
+                       another data set
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, config_overrides, copy_workdir, load_config
 from test_main import TINY_FLAGS
 
-from chestattn_jax import checkpointing, evaluate, train
+from chestattn_jax import checkpointing, evaluation, train
 from chestattn_jax.checkpointing import Checkpointer, CheckpointError
 
 
@@ -38,7 +38,7 @@ def test_evaluation_passes_over_a_damaged_best_checkpoint(tiny_run, tmp_path, ca
     damage(workdir, best)
     before = listing(workdir / "checkpoints")
     with caplog.at_level(logging.WARNING):
-        metrics = evaluate.evaluate(config, str(workdir))
+        metrics = evaluation.evaluate(config, str(workdir))
     assert metrics["step"] == other
     warnings = [r.getMessage() for r in caplog.records if "is unreadable" in r.getMessage()]
     assert len(warnings) == 1, warnings
@@ -57,7 +57,7 @@ def test_no_readable_checkpoint_is_damage_not_a_config_change(tiny_run, tmp_path
         damage(workdir, step)
     before = listing(workdir)
     config_json = (workdir / "config.json").read_bytes()
-    for run in (evaluate.evaluate, train.train):
+    for run in (evaluation.evaluate, train.train):
         with pytest.raises(CheckpointError) as raised:
             run(config, str(workdir))
         message = str(raised.value)

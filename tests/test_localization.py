@@ -177,18 +177,19 @@ def test_evaluation_passes_over_the_split_once(tiny_run, tmp_path, monkeypatch):
 
     from conftest import copy_workdir
 
-    from chestattn_jax import evaluate as evaluation
+    from chestattn_jax import evaluation
+    from chestattn_jax.evaluation import record
 
     config, workdir = tiny_run
     workdir = copy_workdir(workdir, tmp_path / "w")
     passes = []
-    original = evaluation.eval_batches
+    original = record.eval_batches
 
     def counted(source, batch_size):
         passes.append(len(source))
         return original(source, batch_size)
 
-    monkeypatch.setattr(evaluation, "eval_batches", counted)
+    monkeypatch.setattr(record, "eval_batches", counted)
     config = config.copy_and_resolve_references()
     config.eval.output_name = "again"
     again = evaluation.evaluate(config, str(workdir))

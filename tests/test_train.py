@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 
 import jax
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from chestattn_jax import evaluate, train
+from chestattn_jax import evaluation, train
 from chestattn_jax.checkpointing import Checkpointer
+from chestattn_jax.evaluation.evaluators.auc import per_class_auc
 
 
 def read_jsonl(path):
@@ -58,11 +60,11 @@ def test_outputs_on_disk(trained):
 
 def test_evaluate_reproduces_metrics_exactly(trained):
     config, workdir, metrics = trained
-    again = evaluate.evaluate(config, workdir)
+    again = evaluation.evaluate(config, workdir)
     assert again == metrics
     latest = config.copy_and_resolve_references()
     latest.eval.checkpoint = "latest"
-    assert evaluate.evaluate(latest, workdir)["step"] == 24
+    assert evaluation.evaluate(latest, workdir)["step"] == 24
 
 
 def test_resume_continues_from_latest_checkpoint(trained, tmp_path):
@@ -79,7 +81,7 @@ def test_resume_continues_from_latest_checkpoint(trained, tmp_path):
     assert steps == [4, 8, 12, 16, 20, 24, 28, 32]  # 24 -> 32 only, nothing retrained
     assert Checkpointer(resumed, read_only=True).latest_step() == 32
     # Run again on a finished workdir: no training, the same test metrics.
-    first = evaluate.evaluate(longer, resumed)
+    first = evaluation.evaluate(longer, resumed)
     assert train.train_and_evaluate(longer, resumed) == first
 
 
@@ -99,13 +101,13 @@ def test_batch_not_divisible_by_devices(tmp_path, monkeypatch):
 
 def test_evaluate_without_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="No checkpoint"):
-        evaluate.evaluate(tiny_config(), str(tmp_path))
+        evaluation.evaluate(tiny_config(), str(tmp_path))
 
 
 def test_per_class_auc_reports_single_valued_classes():
     labels = np.array([[0, 1], [1, 1], [0, 1], [1, 1]])
     probs = np.array([[0.1, 0.3], [0.9, 0.2], [0.2, 0.8], [0.7, 0.5]])
-    out = evaluate.per_class_auc(labels, probs, np.ones_like(labels), ["A", "B"])
+    out = per_class_auc(labels, probs, np.ones_like(labels), ["A", "B"])
     assert out["auc"] == {"A": 1.0, "B": None}
     assert out["undefined_classes"] == ["B"] and out["mean_auc"] == 1.0
 
@@ -152,12 +154,21 @@ def test_compare_writes_the_paper_table(trained, tmp_path):
     assert first["classes"][config.data.classes[0]]["auc"] == pytest.approx(
         metrics["auc"][config.data.classes[0]]
     )
-    # A different test split cannot be compared pairwise.
-    preds = dict(np.load(os.path.join(other, "eval", "predictions.npz")))
-    preds["labels"] = 1 - preds["labels"]
-    np.savez(os.path.join(other, "eval", "predictions.npz"), **preds)
-    with pytest.raises(ValueError, match="another test split"):
-        compare([workdir, other], str(tmp_path / "t2"), num_draws=10)
+    # Records of other images, labels or classes cannot be compared pairwise.
+    path = os.path.join(other, "eval", "predictions.npz")
+    original = dict(np.load(path))
+    ids = original["example_ids"].copy()
+    ids[[3, 4]] = ids[[4, 3]]  # the same images, in another order
+    for change, message in (
+        ({"example_ids": ids}, "row 3: '4' against '3'"),
+        ({"labels": 1 - original["labels"]}, "other labels"),
+        ({"patient_ids": original["patient_ids"][::-1]}, "other patient ids"),
+        ({"classes": original["classes"][::-1]}, "classes"),
+        ({"labels": original["labels"][:-1]}, "images against"),
+    ):
+        np.savez(path, **{**original, **change})
+        with pytest.raises(ValueError, match=f"another split than .*: .*{re.escape(message)}"):
+            compare([workdir, other], str(tmp_path / "t2"), num_draws=10)
 
 
 def test_progress_reports_the_share_of_time_spent_waiting_for_input():

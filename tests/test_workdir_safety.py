@@ -12,7 +12,7 @@ import textwrap
 import pytest
 from conftest import REPO, copy_workdir, set_fields
 
-from chestattn_jax import evaluate, train
+from chestattn_jax import evaluation, train
 from chestattn_jax.workdir import LOCK_FILE, TrainLock, WorkdirBusy
 
 
@@ -45,7 +45,7 @@ def test_refused_training_writes_nothing(tiny_run, tmp_path):
     assert {k: v for k, v in after.items() if k != LOCK_FILE} == {
         k: v for k, v in before.items() if k != LOCK_FILE
     }
-    metrics = evaluate.evaluate(config, str(workdir))
+    metrics = evaluation.evaluate(config, str(workdir))
     assert metrics["variant"] == "class"
 
 
@@ -70,7 +70,7 @@ def test_evaluation_under_other_data_settings_is_refused(
         match=rf"config.{field} is {value} but the workdir was trained with "
         rf"{trained_with}.*--config.allow_setting_changes=true",
     ) as raised:
-        evaluate.evaluate(like(config, **{field: value}), str(workdir))
+        evaluation.evaluate(like(config, **{field: value}), str(workdir))
     assert "fingerprint" not in str(raised.value) and "sha256" not in str(raised.value)
     assert snapshot(workdir) == before
 
@@ -82,12 +82,12 @@ def test_an_unknown_fingerprint_is_a_warning_not_a_change(tiny_run, tmp_path, ca
     workdir = copy_workdir(trained, tmp_path / "w")
     recorded = json.loads((workdir / "dataset.json").read_text())
     now = {**recorded, "raw_dir": "/mnt/elsewhere"}
-    assert evaluate.trained_setting_changes(str(workdir), config, now) == {}
+    assert evaluation.trained_setting_changes(str(workdir), config, now) == {}
     unknown = {**recorded, "fingerprint": "unknown", "note": "prepared by an older version"}
     with caplog.at_level(logging.WARNING):
-        assert evaluate.trained_setting_changes(str(workdir), config, unknown) == {}
+        assert evaluation.trained_setting_changes(str(workdir), config, unknown) == {}
         (workdir / "dataset.json").write_text(json.dumps(unknown))
-        assert evaluate.trained_setting_changes(str(workdir), config, recorded) == {}
+        assert evaluation.trained_setting_changes(str(workdir), config, recorded) == {}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
         f"Cannot check that the data set is the one {workdir} was trained on: the "
@@ -97,7 +97,7 @@ def test_an_unknown_fingerprint_is_a_warning_not_a_change(tiny_run, tmp_path, ca
     # A fingerprint that differs with no field to explain it is named as such.
     (workdir / "dataset.json").write_text(json.dumps(recorded))
     other = {**recorded, "fingerprint": "sha256:" + "0" * 64}
-    changes = evaluate.trained_setting_changes(str(workdir), config, other)
+    changes = evaluation.trained_setting_changes(str(workdir), config, other)
     assert changes == {"dataset fingerprint": (recorded["fingerprint"], other["fingerprint"])}
 
 
@@ -106,7 +106,7 @@ def test_allowed_change_is_recorded_in_a_folder_of_its_own(tiny_run, tmp_path):
     workdir = copy_workdir(trained, tmp_path / "w")
     test_results = (workdir / "eval" / "metrics.json").read_bytes()
     bigger = like(config, **{"data.image_size": 64, "allow_setting_changes": True})
-    metrics = evaluate.evaluate(bigger, str(workdir))
+    metrics = evaluation.evaluate(bigger, str(workdir))
     assert (workdir / "eval" / "metrics.json").read_bytes() == test_results
     folders = sorted(p.name for p in workdir.iterdir() if p.name.startswith("eval_test_best_"))
     assert len(folders) == 1, folders
@@ -122,8 +122,8 @@ def test_other_split_and_checkpoint_do_not_overwrite_the_test_results(tiny_run, 
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
     test_results = json.loads((workdir / "eval" / "metrics.json").read_text())
-    val = evaluate.evaluate(like(config, **{"eval.split": "validation"}), str(workdir))
-    latest = evaluate.evaluate(like(config, **{"eval.checkpoint": "latest"}), str(workdir))
+    val = evaluation.evaluate(like(config, **{"eval.split": "validation"}), str(workdir))
+    latest = evaluation.evaluate(like(config, **{"eval.checkpoint": "latest"}), str(workdir))
     assert json.loads((workdir / "eval" / "metrics.json").read_text()) == test_results
     on_disk = json.loads((workdir / "eval_validation_best" / "metrics.json").read_text())
     assert on_disk["split"] == val["split"] == "validation"
@@ -144,10 +144,10 @@ def test_an_evaluation_with_other_settings_is_not_overwritten(tiny_run, tmp_path
         match=r"holds an evaluation with other settings \(eval.bootstrap_draws: "
         r"1000 there, 10 now\).*--config.eval.output_name",
     ):
-        evaluate.evaluate(fewer, str(workdir))
+        evaluation.evaluate(fewer, str(workdir))
     assert snapshot(workdir) == before
     named = like(fewer, **{"eval.output_name": "eval_10_draws"})
-    assert evaluate.evaluate(named, str(workdir))["bootstrap"]["num_draws"] == 10
+    assert evaluation.evaluate(named, str(workdir))["bootstrap"]["num_draws"] == 10
     assert (
         json.loads((workdir / "eval_10_draws" / "metrics.json").read_text())["settings"][
             "eval.bootstrap_draws"
@@ -155,7 +155,7 @@ def test_an_evaluation_with_other_settings_is_not_overwritten(tiny_run, tmp_path
         == 10
     )
     # The same settings again: the folder is that evaluation's, and is rewritten.
-    assert evaluate.evaluate(named, str(workdir))["bootstrap"]["num_draws"] == 10
+    assert evaluation.evaluate(named, str(workdir))["bootstrap"]["num_draws"] == 10
 
 
 HOLD_LOCK = textwrap.dedent(

@@ -1,0 +1,82 @@
+"""Evaluator plug-ins: what evaluation computes from its one pass over a split.
+
+Each module here holds one ``Evaluator`` (a subclass of :class:`Evaluator`), and
+``config.eval.evaluators`` names the modules to run, in order. An evaluator sees the
+pass twice:
+
+- ``add(maps, rows)``, once per global batch while the model runs, if it set
+  ``needs_maps`` (the gate-3 maps are then computed, and streamed: nothing keeps them
+  unless an evaluator does);
+- ``finish(record, metrics)``, once after the pass, with the :class:`Record` of the
+  whole split: it adds its numbers to ``metrics`` (written as ``metrics.json``) and
+  writes its files into ``ctx.out_dir``.
+
+Adding a metric is adding a module: ``my_metric.py`` with ``class Evaluator(Evaluator)``
+runs with ``--config.eval.evaluators="('auc','my_metric','tables')"``. An evaluator
+reads what the ones before it added to ``metrics`` (``tables`` tabulates them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import pkgutil
+
+import jax
+
+from chestattn_jax.evaluation.record import Record
+
+
+@dataclasses.dataclass
+class Context:
+    """What an evaluator may read besides the record.
+
+    ``source``: the evaluated split (``truth(i)`` where it has localisation truth);
+    ``train_source()``: the training split of the same data set, opened on first use;
+    ``classes`` / ``evaluated_as``: each record column's name for the model and for the
+    evaluated data set (they differ only across data sets)."""
+
+    config: object
+    out_dir: str
+    source: object
+    open_train_source: object  # () -> the training split's source
+    classes: tuple[str, ...]
+    evaluated_as: tuple[str, ...]
+
+    @functools.cached_property
+    def train_source(self):
+        return self.open_train_source()
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes files (process 0 of several)."""
+        return jax.process_index() == 0
+
+
+class Evaluator:
+    """The interface. Override ``finish``; set ``needs_maps`` and override ``add`` to
+    see the gate-3 maps as the pass runs."""
+
+    needs_maps = False
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    def add(self, maps, rows) -> None:
+        """One global batch: ``maps`` ``(B, k, h, w)`` (class-based) or ``(B, h, w)``
+        (image-based), and host arrays ``image``, ``labels``, ``valid`` (False on
+        padding rows) and ``index`` (the row's source index)."""
+
+    def finish(self, record: Record, metrics: dict) -> None:
+        raise NotImplementedError
+
+
+def available() -> tuple[str, ...]:
+    """The evaluator modules of this package."""
+    return tuple(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def create(names, ctx: Context) -> list[Evaluator]:
+    """The evaluators ``names`` (``config.eval.evaluators``), in that order."""
+    return [importlib.import_module(f"{__name__}.{name}").Evaluator(ctx) for name in names]

@@ -1,0 +1,135 @@
+"""``--mode=evaluate``, top to bottom: check, restore, one pass, evaluators, write."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from absl import logging
+from etils import epath
+
+from chestattn_jax import workdir as workdir_lib
+from chestattn_jax.data.input_pipeline import create_source
+from chestattn_jax.evaluation import class_map, evaluators
+from chestattn_jax.evaluation.evaluators.auc import per_class_auc
+from chestattn_jax.evaluation.record import run_pass
+from chestattn_jax.evaluation.settings import plan_evaluation
+from chestattn_jax.inference import restore_for_inference
+from chestattn_jax.losses import class_weights
+from chestattn_jax.steps import make_eval_step
+
+
+def evaluate(config, workdir: str, *, replace_other_settings: bool = False) -> dict:
+    """Restores the configured checkpoint of ``workdir`` and evaluates ``config.eval.split``
+    into the folder :func:`plan_evaluation` picks; returns the metrics written there."""
+    plan = plan_evaluation(config, workdir, replace_other_settings=replace_other_settings)
+    state, step, mesh = restore_for_inference(config, workdir, config.eval.checkpoint)
+    return evaluate_state(config, state, mesh, step, training_class_weights(config), plan)
+
+
+def training_class_weights(config):
+    """The loss's class weights, from the training split as in training."""
+    train_source = create_source(config, "train")
+    return class_weights(
+        train_source.positive_counts(),
+        len(train_source),
+        config.loss.class_weights,
+        list(config.data.classes),
+    )
+
+
+def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
+    """Evaluates ``state`` on ``config.eval.split`` of the evaluated data set and writes
+    ``plan["out_dir"]`` (``plan`` from :func:`plan_evaluation`)."""
+    out_dir, data_config = plan["out_dir"], plan["data_config"]
+    classes = list(config.data.classes)
+    columns = None  # the model's classes that are scored: all, unless across data sets
+    if class_map.is_cross_dataset(config):
+        columns = class_map.columns(config)
+        classes = [classes[j] for j in columns]
+    source = create_source(data_config, config.eval.split)
+    ctx = evaluators.Context(
+        config=config,
+        out_dir=out_dir,
+        source=source,
+        open_train_source=lambda: create_source(data_config, "train"),
+        classes=tuple(classes),
+        evaluated_as=tuple(data_config.data.classes),
+    )
+    if ctx.writes:
+        epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
+    chosen = evaluators.create(config.eval.evaluators, ctx)
+    with_maps = config.model.variant != "resnet" and any(e.needs_maps for e in chosen)
+
+    def on_batch(maps, rows):
+        for e in chosen:
+            if e.needs_maps:
+                e.add(maps, rows)
+
+    # The one pass over the split: probabilities, the loss and (for the evaluators that
+    # ask) the gate-3 maps, streamed batch by batch.
+    start = time.perf_counter()
+    record = run_pass(
+        make_eval_step(config, mesh, weights, with_maps=with_maps),
+        state,
+        source,
+        config.eval.batch_size,
+        mesh,
+        classes=ctx.classes,
+        evaluated_as=ctx.evaluated_as,
+        columns=columns,
+        num_outputs=len(config.data.classes),
+        on_batch=on_batch if with_maps else None,
+    )
+    logging.info(
+        "Evaluation: one pass over the %d images of the %s split in %.1f s.",
+        len(record),
+        config.eval.split,
+        time.perf_counter() - start,
+    )
+    metrics = {
+        "loss": record.loss,
+        "num_examples": len(record),
+        "step": int(step),
+        "split": config.eval.split,
+        "variant": config.model.variant,
+        "settings": plan["settings"],
+        "dataset": plan["fingerprint"],
+        "evaluators": list(config.eval.evaluators),
+    }
+    if columns is not None:
+        metrics["cross_dataset"] = {
+            "dataset": config.eval.dataset,
+            "data_dir": config.eval.data_dir,
+            "class_map_setting": config.eval.class_map,
+            "class_map": dict(zip(ctx.classes, ctx.evaluated_as, strict=True)),
+            "fingerprint": plan["settings"].get("evaluated dataset fingerprint"),
+        }
+    if plan["changes"]:
+        metrics["changed_from_training"] = {
+            k: {"trained": was, "evaluated": now} for k, (was, now) in plan["changes"].items()
+        }
+    for evaluator in chosen:
+        evaluator.finish(record, metrics)
+    # metrics.json last: it marks a complete evaluation.
+    path = os.path.join(out_dir, "metrics.json")
+    if ctx.writes:
+        record.save(os.path.join(out_dir, workdir_lib.PREDICTIONS_FILE))
+        workdir_lib.write_json(path, metrics)
+    logging.info(
+        "%s mean AUC %s at step %d -> %s",
+        config.eval.split,
+        "n/a" if metrics.get("mean_auc") is None else f"{metrics['mean_auc']:.4f}",
+        step,
+        path,
+    )
+    return metrics
+
+
+def split_metrics(eval_fn, state, source, config, mesh) -> dict:
+    """Per-class AUC and loss over every example of ``source`` (validation in training)."""
+    classes = list(config.data.classes)
+    record = run_pass(eval_fn, state, source, config.eval.batch_size, mesh, classes=classes)
+    metrics = per_class_auc(record.labels, record.probs, record.mask, classes)
+    metrics.update(loss=record.loss, num_examples=len(record))
+    return metrics

@@ -1,0 +1,189 @@
+"""The one inference pass over a split, and the record it leaves.
+
+:func:`run_pass` runs the model once over every example of a source. It returns a
+:class:`Record` (probabilities, labels, masks, patient and example ids, and the loss)
+and hands the gate-3 maps, one global batch at a time, to whoever asks for them
+(``on_batch``), so that no map outlives its batch. Memory is the record's: for NIH's
+25,596-image test list and 14 classes, probabilities (float64), labels and masks
+(int32) take 25,596 x 14 x 16 bytes = 5.7 MB; the maps of a batch of 64 at 224 px
+(14 x 14 cells, 14 classes) are 0.7 MB, and what the evaluators keep of them is
+bounded by the class count and ``config.eval.num_figure_images``
+(:mod:`chestattn_jax.evaluation.evaluators`).
+
+``WORKDIR/eval/predictions.npz`` is the record on disk (:meth:`Record.save`);
+``chestattn_jax.compare`` reads it back with :meth:`Record.load`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import jax
+import numpy as np
+from etils import epath
+
+from chestattn_jax import sharding as shd
+from chestattn_jax import workdir as workdir_lib
+from chestattn_jax.data.input_pipeline import eval_batches
+
+
+@dataclasses.dataclass
+class Record:
+    """One pass over a split, rows in the source's order.
+
+    ``classes`` names each column as the model knows it; ``evaluated_as`` as the
+    evaluated data set does (the same names, except in a cross-dataset evaluation,
+    where the class map pairs them: :mod:`chestattn_jax.evaluation.class_map`).
+    """
+
+    probs: np.ndarray  # (N, k) float64
+    labels: np.ndarray  # (N, k)
+    mask: np.ndarray  # (N, k); 0 where a label is unknown (not scored)
+    patient_ids: np.ndarray  # (N,) str; the bootstrap resamples patients
+    example_ids: np.ndarray  # (N,) str; the raw data set's name of each image
+    classes: tuple[str, ...]
+    evaluated_as: tuple[str, ...]
+    loss: float = float("nan")  # mean loss per example
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def save(self, path) -> None:
+        """``np.savez`` to a local or ``gs://`` path."""
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            probs=self.probs,
+            labels=self.labels,
+            mask=self.mask,
+            patient_ids=np.asarray(self.patient_ids, dtype=str),
+            example_ids=np.asarray(self.example_ids, dtype=str),
+            classes=np.asarray(self.classes),
+            evaluated_as=np.asarray(self.evaluated_as),
+            loss=np.float64(self.loss),
+        )
+        workdir_lib.write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path) -> Record:
+        """The record at ``path``. Records written before example ids were kept get the
+        row number as their id (``compare`` then matches rows by patient and labels)."""
+        with np.load(io.BytesIO(epath.Path(path).read_bytes())) as z:
+            arrays = {k: z[k] for k in z.files}
+        n = len(arrays["labels"])
+        classes = tuple(str(c) for c in arrays["classes"])
+        return cls(
+            probs=arrays["probs"],
+            labels=arrays["labels"],
+            mask=arrays["mask"],
+            patient_ids=arrays["patient_ids"],
+            example_ids=arrays.get("example_ids", np.arange(n).astype(str)),
+            classes=classes,
+            evaluated_as=tuple(str(c) for c in arrays.get("evaluated_as", classes)),
+            loss=float(arrays.get("loss", np.nan)),
+        )
+
+
+def _source_indices(batch_index: int, batch_size: int) -> np.ndarray:
+    """Source index of each row of this process's ``eval_batches`` batch ``batch_index``
+    (``eval_batches`` gives process p the examples ``p, p + P, p + 2P, ...``)."""
+    local = batch_index * batch_size + np.arange(batch_size)
+    return jax.process_index() + jax.process_count() * local
+
+
+def _allgather(tree):
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
+def _ids(source, name: str, n: int) -> np.ndarray:
+    """The source's per-example ``patient_ids`` / ``example_ids``, or the row number
+    (phantoms: one image per patient, generated from its index)."""
+    ids = getattr(source, name, None)
+    return np.asarray(np.arange(n) if ids is None else ids).astype(str)
+
+
+def run_pass(
+    eval_fn,
+    state,
+    source,
+    batch_size: int,
+    mesh,
+    *,
+    classes,
+    evaluated_as=None,
+    columns=None,
+    num_outputs=None,
+    on_batch=None,
+) -> Record:
+    """Runs ``eval_fn`` (:func:`chestattn_jax.steps.make_eval_step`) once over every
+    example of ``source``, on any number of processes.
+
+    Args:
+      classes: the model's name of each column of the record.
+      evaluated_as: the source's name of each column (default: ``classes``).
+      columns: the model outputs that the source's labels belong to, one per label
+        column (a cross-dataset evaluation scores some of the model's classes);
+        default: all, in order. Labels are widened to the model's ``num_outputs``
+        classes for the loss (masked elsewhere), and outputs and maps are cut back
+        to ``columns``.
+      on_batch: with an ``eval_fn`` that returns the gate-3 maps, called after each
+        batch as ``on_batch(maps, rows)``: the global batch's maps (cut to
+        ``columns``) and its host arrays ``image``, ``labels``, ``valid`` and ``index``
+        (the source index) gathered from every process; padding rows have ``valid``
+        False.
+    """
+    local_bs = shd.local_batch_size(batch_size, "config.eval.batch_size")
+    data_sharding = shd.batch_sharded(mesh)
+    logits, labels, masks, valid, index, loss_sum = [], [], [], [], [], 0.0
+    for b, batch in enumerate(eval_batches(source, local_bs)):
+        out = eval_fn(
+            state, shd.to_global(_model_inputs(batch, columns, num_outputs), data_sharding)
+        )
+        # Outputs are replicated, so every process holds the global batch; gather the
+        # host-side labels the same way so that rows line up.
+        host = {k: batch[k] for k in ("labels", "mask", "valid")}
+        if on_batch is not None:
+            host["image"] = batch["image"]
+        rows = _allgather({**host, "index": _source_indices(b, local_bs)})
+        if on_batch is not None:
+            maps = np.asarray(jax.device_get(out[2]), np.float32)
+            on_batch(maps[:, columns] if columns is not None and maps.ndim == 4 else maps, rows)
+        batch_logits = np.asarray(out[0])
+        logits.append(batch_logits if columns is None else batch_logits[:, columns])
+        labels.append(rows["labels"])
+        masks.append(rows["mask"])
+        valid.append(rows["valid"])
+        index.append(rows["index"])
+        loss_sum += float(out[1])
+    valid = np.concatenate(valid)
+    index = np.concatenate(index)[valid]
+    order = np.argsort(index, kind="stable")  # source order on any number of processes
+    probs = 1.0 / (1.0 + np.exp(-np.concatenate(logits)[valid].astype(np.float64)))
+    n = int(valid.sum())
+    return Record(
+        probs=probs[order],
+        labels=np.concatenate(labels)[valid][order],
+        mask=np.concatenate(masks)[valid][order],
+        patient_ids=_ids(source, "patient_ids", n),
+        example_ids=_ids(source, "example_ids", n),
+        classes=tuple(classes),
+        evaluated_as=tuple(evaluated_as or classes),
+        loss=loss_sum / n,
+    )
+
+
+def _model_inputs(batch, columns, num_outputs) -> dict:
+    """The device inputs: the images, and labels and mask over the model's classes."""
+    out = {k: batch[k] for k in ("image", "labels", "mask")}
+    if columns is None:
+        return out
+    for key in ("labels", "mask"):
+        wide = np.zeros((len(batch[key]), num_outputs), batch[key].dtype)
+        wide[:, columns] = batch[key]
+        out[key] = wide
+    return out

@@ -1,0 +1,228 @@
+"""What an evaluation is checked against before it starts, and where it writes.
+
+:func:`plan_evaluation` runs before anything is computed or written. It refuses a config
+whose data settings differ from training's (another split can hold training patients,
+another image size feeds the model inputs it never saw) unless
+``config.allow_setting_changes``, and it picks the output folder: ``eval`` for the
+test split at the best checkpoint, a folder named after the split, checkpoint (and
+evaluated data set) otherwise; an evaluation with other settings is never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from absl import logging
+
+from chestattn_jax import workdir as workdir_lib
+from chestattn_jax.data.input_pipeline import dataset_fingerprint
+from chestattn_jax.evaluation import class_map
+from chestattn_jax.inference import (
+    MODEL_FIELDS,
+    _describe_changes,
+    _differences,
+    _field,
+    check_model_fields,
+)
+
+# Fields that decide which images are scored and how they reach the model. Another value
+# than training's is refused unless config.allow_setting_changes: another split can hold
+# training patients, another image size or normalisation feeds the model other inputs.
+DATA_FIELDS = (
+    "data.name",
+    "data.image_size",
+    "data.mean",
+    "data.std",
+    "data.views",
+    "data.split",
+    "data.split_fractions",
+    "data.num_folds",
+    "data.fold",
+    "data.val_fraction",
+    "data.split_seed",
+    "data.uncertainty",
+    "data.uncertainty_per_class",
+)
+# The phantoms' fields (config.data.name == "synthetic"): all of them, split sizes included,
+# decide the data set's fingerprint, so that a difference is named by its field.
+SYNTHETIC_FIELDS = (
+    "data.synthetic.seed",
+    "data.synthetic.train_size",
+    "data.synthetic.validation_size",
+    "data.synthetic.test_size",
+    "data.synthetic.lesion_contrast",
+    "data.synthetic.lesion_size",
+    "data.synthetic.noise",
+    "data.synthetic.prevalence_scale",
+)
+# The key of the data set's fingerprint among the settings and changes.
+FINGERPRINT = "dataset fingerprint"
+# Evaluation settings that change the numbers written (recorded beside them).
+EVAL_FIELDS = (
+    "eval.split",
+    "eval.checkpoint",
+    "eval.bootstrap_draws",
+    "eval.bootstrap_seed",
+    "eval.map_threshold",
+    "model.dtype",
+)
+
+
+def _data_fields(config) -> tuple[str, ...]:
+    return DATA_FIELDS + (SYNTHETIC_FIELDS if config.data.name == "synthetic" else ())
+
+
+def trained_setting_changes(
+    workdir: str,
+    config,
+    fingerprint: dict | None = None,
+    advice: str = "Evaluate with the config the workdir was trained with.",
+) -> dict:
+    """How ``config`` differs from the config ``workdir`` was trained with
+    (``WORKDIR/config.json``, ``WORKDIR/dataset.json``) on the fields that decide what is
+    evaluated (:data:`DATA_FIELDS`, for phantoms :data:`SYNTHETIC_FIELDS`, and the data
+    set's ``fingerprint`` from ``fingerprint``; never its ``raw_dir``: the same data may be
+    mounted elsewhere). Raises a ``ValueError`` if the model fields differ: that
+    checkpoint cannot be evaluated so.
+
+    A fingerprint that is ``"unknown"`` (a data set prepared before fingerprints were
+    recorded) cannot be compared: a warning says so, and it is not counted as a change.
+    For phantoms, whose fingerprint is a hash of config fields, a difference is named by
+    those fields; the fingerprint is listed only when no field explains it."""
+    root = workdir_lib.workdir_path(workdir)
+    saved = workdir_lib.read_json(root / workdir_lib.CONFIG_FILE)
+    if saved is None:
+        return {}
+    check_model_fields(workdir, config, advice, saved=saved)
+    changes = _differences(saved, config, _data_fields(config))
+    trained_on = workdir_lib.read_json(root / workdir_lib.DATASET_FILE) or {}
+    was, now = trained_on.get("fingerprint"), (fingerprint or {}).get("fingerprint")
+    if "unknown" in (was, now):
+        unknown = trained_on if was == "unknown" else fingerprint
+        logging.warning(
+            "Cannot check that the data set is the one %s was trained on: the fingerprint "
+            "of the data set %s is unknown (%s).",
+            workdir,
+            "it was trained on" if was == "unknown" else "of this config",
+            unknown.get("note") or "it was prepared before fingerprints were recorded",
+        )
+    elif was and now and was != now:
+        # A phantom fingerprint hashes these fields (and the classes): named above if
+        # they differ. A prepared data set's hashes its raw inputs, which no field names.
+        inputs = ("data.image_size", *SYNTHETIC_FIELDS)
+        if config.data.name != "synthetic" or not _differences(saved, config, inputs):
+            changes[FINGERPRINT] = (was, now)
+    return changes
+
+
+def check_setting_changes(changes: dict, config, what: str) -> None:
+    """Refuses ``changes`` (from :func:`trained_setting_changes`) unless
+    ``config.allow_setting_changes``; logs them when allowed."""
+    if not changes:
+        return
+    text = _describe_changes(changes, "the workdir was trained with")
+    if FINGERPRINT in changes and config.data.name != "synthetic":
+        text += (
+            " (the data set was prepared again, from other raw images or with other options, "
+            f"since training: compare the workdir's {workdir_lib.DATASET_FILE} with the "
+            "chestattn_prepare.json of the data set)"
+        )
+    if not config.allow_setting_changes:
+        raise ValueError(
+            f"{what} under other data settings than training used: {text}. Another split "
+            "can hold training patients, and another image size or normalisation feeds the "
+            "model inputs it never saw. Use the training settings, or pass "
+            "--config.allow_setting_changes=true if this is what you want."
+        )
+    logging.warning("%s under other data settings than training (allowed): %s", what, text)
+
+
+# What a cross-dataset evaluation adds to the settings (class_map.py).
+CROSS_DATASET_FIELDS = ("eval.dataset", "eval.class_map")
+# The key of the evaluated data set's fingerprint in a cross-dataset evaluation.
+EVALUATED_FINGERPRINT = "evaluated dataset fingerprint"
+
+
+def eval_settings(config, fingerprint: dict | None, evaluated: dict | None = None) -> dict:
+    """Every setting that changes the numbers of an evaluation, by config field; for a
+    cross-dataset evaluation also the evaluated data set and its ``evaluated``
+    fingerprint."""
+    fields = (*EVAL_FIELDS, *_data_fields(config), *MODEL_FIELDS)
+    if class_map.is_cross_dataset(config):
+        fields += CROSS_DATASET_FIELDS
+    settings = {f: _field(config, f) for f in fields}
+    settings[FINGERPRINT] = (fingerprint or {}).get("fingerprint")
+    if class_map.is_cross_dataset(config):
+        settings[EVALUATED_FINGERPRINT] = (evaluated or {}).get("fingerprint")
+    return settings
+
+
+def eval_dir_name(config, changes: dict) -> str:
+    """``eval`` for the test split at the best checkpoint under the training settings;
+    ``eval_<split>_<checkpoint>`` for other splits or checkpoints, and
+    ``eval_<data set>_<split>_<checkpoint>`` on another data set, with a digest of the
+    changed settings (and of a class map other than ``exact``) appended; or
+    ``config.eval.output_name``."""
+    if config.eval.output_name:
+        return config.eval.output_name
+    split, which = config.eval.split, config.eval.checkpoint
+    cross = class_map.is_cross_dataset(config)
+    if (split, which) == ("test", "best") and not changes and not cross:
+        return workdir_lib.EVAL_DIR
+    name = f"eval_{config.eval.dataset}_{split}_{which}" if cross else f"eval_{split}_{which}"
+    digest = {k: v[1] for k, v in changes.items()}
+    if cross and config.eval.class_map != class_map.EXACT:
+        digest["eval.class_map"] = config.eval.class_map
+    if digest:
+        text = json.dumps(digest, sort_keys=True, default=str)
+        name += "_" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    return name
+
+
+def plan_evaluation(config, workdir: str, *, replace_other_settings: bool = False) -> dict:
+    """Checks, before anything is computed or written, that ``config`` may be evaluated
+    on ``workdir`` and where: ``{"out_dir", "settings", "changes", "fingerprint",
+    "data_config"}`` (``data_config``: the config whose ``data`` is the evaluated data set;
+    ``config`` itself unless ``config.eval.dataset`` names another).
+
+    An output folder that holds an evaluation with other settings is never overwritten
+    (a ``ValueError`` names the difference), unless ``replace_other_settings`` (the
+    evaluation that ends a training run, whose settings are the new training settings).
+    """
+    fingerprint = dataset_fingerprint(config)
+    changes = trained_setting_changes(workdir, config, fingerprint)
+    check_setting_changes(changes, config, "Evaluating")
+    data_config, evaluated = config, None
+    if class_map.is_cross_dataset(config):
+        data_config = class_map.data_config(config)
+        evaluated = dataset_fingerprint(data_config)
+    settings = eval_settings(config, fingerprint, evaluated)
+    out_dir = workdir_lib.workdir_path(workdir) / eval_dir_name(config, changes)
+    previous = workdir_lib.read_json(out_dir / "metrics.json")
+    if previous is not None:
+        before = previous.get("settings")
+        if before is None:
+            logging.warning(
+                "%s holds an evaluation that does not record its settings (an older "
+                "version wrote it); replacing it.",
+                out_dir,
+            )
+        elif before != settings:
+            differ = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+            text = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
+            if not replace_other_settings:
+                raise ValueError(
+                    f"{out_dir} holds an evaluation with other settings ({text}); "
+                    "evaluations with other settings do not overwrite each other. Name "
+                    "another folder with --config.eval.output_name=NAME, or move that one away."
+                )
+            logging.warning("Replacing %s, evaluated with other settings: %s", out_dir, text)
+    return {
+        "out_dir": os.fspath(out_dir),
+        "settings": settings,
+        "changes": changes,
+        "fingerprint": fingerprint,
+        "data_config": data_config,
+    }
