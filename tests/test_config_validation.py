@@ -80,6 +80,12 @@ BAD = [
     ({"data.augment.interpolation": "cubic"}, "train", "interpolation='cubic': expected one"),
     ({"eval.checkpoint": "last"}, "evaluate", "eval.checkpoint='last': expected one of best"),
     ({"eval.split": "val"}, "evaluate", "eval.split='val': expected one of train, validation"),
+    ({"eval.evaluators": ("auc", "roc")}, "evaluate", "no evaluator 'roc'; expected names from"),
+    ({"eval.evaluators": "auc,tables"}, "evaluate", "must be a tuple of evaluator names"),
+    ({"eval.evaluators": ("auc", "auc")}, "evaluate", "names an evaluator more than once"),
+    ({"eval.evaluators": ("tables",)}, "evaluate", "tables tabulates the AUCs: add auc"),
+    ({"eval.dataset": "mimic"}, "evaluate", "config.eval.dataset='mimic': expected one of , nih"),
+    ({"eval.class_map": "Mass=Lung Lesion"}, "evaluate", "is read only in a cross-dataset"),
     # Classes.
     ({"data.classes": ()}, "train", "config.data.classes=(): must be a non-empty tuple"),
     ({"data.classes": ("Mass", "Mass")}, "train", "names 'Mass' more than once"),
@@ -236,6 +242,14 @@ def test_validate_knows_every_choice_the_code_checks_where_it_is_used():
         "eval.checkpoint": ("best", "latest"),
         "eval.split": SPLIT_NAMES,
     }
+    # Every evaluator module can be named, alone or all together.
+    from chestattn_jax.evaluation.evaluators import available
+
+    assert set(available()) == {"auc", "localization", "figures", "tables"}
+    for names in [(n,) for n in available() if n != "tables"] + [available()]:
+        names = tuple(sorted(names, key=lambda n: n == "tables"))
+        config = configured(**{"eval.evaluators": names})
+        assert problems(config, "evaluate", num_devices=1) == []
     for field, values in choices.items():
         for value in values:
             extra = {"data.augment.enabled": True} if field.startswith("data.augment") else {}

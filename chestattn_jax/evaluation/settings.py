@@ -197,7 +197,13 @@ def plan_evaluation(config, workdir: str, *, replace_other_settings: bool = Fals
     data_config, evaluated = config, None
     if class_map.is_cross_dataset(config):
         data_config = class_map.data_config(config)
-        evaluated = dataset_fingerprint(data_config)
+        try:
+            evaluated = dataset_fingerprint(data_config)
+        except (ValueError, OSError) as e:  # named by the fields the user set
+            text = str(e).replace("config.data.data_dir", "config.eval.data_dir")
+            raise type(e)(
+                f"The evaluated data set (config.eval.dataset={config.eval.dataset!r}): {text}"
+            ) from None
     settings = eval_settings(config, fingerprint, evaluated)
     out_dir = workdir_lib.workdir_path(workdir) / eval_dir_name(config, changes)
     previous = workdir_lib.read_json(out_dir / "metrics.json")
