@@ -49,7 +49,7 @@ from etils import epath
 from flax import serialization
 
 from chestattn_jax.train_state import TrainState
-from chestattn_jax.workdir import CHECKPOINT_DIR, workdir_path
+from chestattn_jax.workdir import CHECKPOINT_DIR, workdir_path, writes_files
 
 UNREADABLE_DIR = "checkpoints_unreadable"
 
@@ -319,7 +319,7 @@ class Checkpointer:
         n = 1
         while target.exists():
             target, n = target_root / f"{step}-{n}", n + 1
-        if jax.process_index() == 0:
+        if writes_files():
             target_root.mkdir(parents=True, exist_ok=True)
             try:
                 self.step_dir(step).rename(target)

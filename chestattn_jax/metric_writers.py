@@ -7,11 +7,10 @@ import math
 import os
 import time
 
-import jax
 from absl import logging
 from etils import epath
 
-from chestattn_jax.workdir import METRICS_FILE, is_local
+from chestattn_jax.workdir import METRICS_FILE, is_local, writes_files
 
 
 def read_jsonl(path) -> list[dict]:
@@ -43,7 +42,7 @@ class MetricWriter:
     """
 
     def __init__(self, workdir, resume_step: int = 0):
-        self._active = jax.process_index() == 0
+        self._active = writes_files()
         if not self._active:
             return
         from tensorboardX import SummaryWriter  # imported here: only process 0 needs it

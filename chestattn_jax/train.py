@@ -215,7 +215,7 @@ def _train(
         }
         checkpointer.save(step, state, data_iter, saved_meta, val_loss=val_loss)
 
-    if jax.process_index() == 0:
+    if workdir_lib.writes_files():
         # Only now that the checkpoints fit: what evaluation checks its config against.
         saved = workdir_lib.read_json(workdir / workdir_lib.CONFIG_FILE)
         if restored is not None and saved is not None:

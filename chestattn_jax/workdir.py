@@ -39,6 +39,13 @@ PREDICTIONS_FILE = "predictions.npz"
 ATTENTION_EXAMPLES_FILE = "attention_examples.npz"
 
 
+def writes_files() -> bool:
+    """Whether this process writes the workdir's files: process 0 of several (the one
+    rule for every writer: config and data fingerprints, checkpoint moves, metrics,
+    evaluation files and the lock). The others compute the same and write nothing."""
+    return jax.process_index() == 0
+
+
 def workdir_path(workdir) -> epath.Path:
     """``workdir`` as an ``epath.Path``: absolute if local, unchanged if a URL (``gs://``)."""
     text = os.fspath(workdir)
@@ -111,7 +118,7 @@ class TrainLock:
     def __enter__(self):
         taken = True
         holder = ""
-        if jax.process_index() == 0:
+        if writes_files():
             if is_local(self.path):
                 taken, holder = self._take()
             else:

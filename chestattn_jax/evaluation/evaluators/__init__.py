@@ -23,8 +23,7 @@ import functools
 import importlib
 import pkgutil
 
-import jax
-
+from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.evaluation.record import Record
 
 
@@ -50,8 +49,8 @@ class Context:
 
     @property
     def writes(self) -> bool:
-        """Whether this process writes files (process 0 of several)."""
-        return jax.process_index() == 0
+        """Whether this process writes files (:func:`chestattn_jax.workdir.writes_files`)."""
+        return workdir_lib.writes_files()
 
 
 class Evaluator:
