@@ -241,7 +241,7 @@ def problems(config, mode: str = "train", *, num_devices: int | None = None) -> 
     _check_data(p)
     _check_model_and_loss(p)
     _check_train(p, mode)
-    _check_eval(p)
+    _check_eval(p, mode)
     if mode in ("train", "evaluate"):
         if num_devices is None:
             import jax
@@ -515,15 +515,19 @@ def _check_data(p: _Problems) -> None:
     p.non_negative("data.synthetic.noise")
     p.positive("data.synthetic.prevalence_scale")
 
-    # Settings the chosen data set would silently ignore.
-    if name == "synthetic":
+    # Settings the chosen data set would silently ignore (unless a cross-dataset evaluation
+    # reads them for the evaluated data set).
+    cross = p.value("eval.dataset") in ("nih", "chexpert")
+    if name == "synthetic" and not cross:
         for field in _PREPARED_FIELDS:
             p.ignored(
                 f"data.{field}",
                 "is ignored on synthetic data (config.data.name='synthetic'), whose splits "
                 "are config.data.synthetic.*_size",
             )
-    elif name is not None:
+    elif name == "synthetic":
+        p.ignored("data.data_dir", "is not read: the evaluated data set is config.eval.data_dir")
+    elif name is not None and name != "synthetic":
         for field in p.default("data.synthetic").keys():
             p.ignored(
                 f"data.synthetic.{field}",
@@ -538,7 +542,7 @@ def _check_data(p: _Problems) -> None:
             )
         elif not isinstance(p.value("data.data_dir"), str):
             p.add("data.data_dir", "must be a folder name.")
-        if name == "nih":
+        if name == "nih" and p.value("eval.dataset") != "chexpert":
             for field in ("uncertainty", "uncertainty_per_class"):
                 p.ignored(f"data.{field}", "has no effect on nih, whose labels are never uncertain")
         if split is not None:
@@ -646,7 +650,7 @@ def _check_train(p: _Problems, mode: str) -> None:
     p.int("train.checkpoints_to_keep", 1, "at least 1")
 
 
-def _check_eval(p: _Problems) -> None:
+def _check_eval(p: _Problems, mode: str) -> None:
     from chestattn_jax.data.splits import SPLIT_NAMES
 
     p.int("eval.batch_size", 1, "at least 1")
@@ -672,7 +676,7 @@ def _check_eval(p: _Problems) -> None:
             f"{', '.join(WORKDIR_NAMES)}.",
         )
     _check_evaluators(p)
-    _check_cross_dataset(p)
+    _check_cross_dataset(p, mode)
 
 
 def _check_evaluators(p: _Problems) -> None:
@@ -700,10 +704,16 @@ def _check_evaluators(p: _Problems) -> None:
         p.add("eval.evaluators", "tables tabulates the AUCs: add auc, or leave tables out.")
 
 
-def _check_cross_dataset(p: _Problems) -> None:
+def _check_cross_dataset(p: _Problems, mode: str) -> None:
     from chestattn_jax.evaluation import class_map
 
     name = p.choice("eval.dataset", ("", "nih", "chexpert"))
+    if name and mode != "evaluate":
+        p.add(
+            "eval.dataset",
+            "is read by --mode=evaluate only: train on one data set, then evaluate the "
+            "workdir on another.",
+        )
     if not name:
         why = "is read only in a cross-dataset evaluation (config.eval.dataset)"
         p.ignored("eval.data_dir", why)

@@ -72,6 +72,19 @@ def test_cross_dataset_fields_are_checked():
     config.eval.dataset = "chexpert"  # and no data_dir
     found = config_lib.problems(config, "evaluate", num_devices=1)
     assert len(found) == 1 and found[0].startswith("config.eval.data_dir=''")
+    # Training reads no other data set.
+    config.eval.data_dir = "/prepared"
+    found = config_lib.problems(config, "train", num_devices=1)
+    assert (
+        len(found) == 1 and "config.eval.dataset='chexpert': is read by --mode=evaluate" in found[0]
+    )
+    # The prepared-data fields then describe the evaluated data set, also for a model
+    # trained on the phantoms (which read none of them).
+    config.data.split, config.data.uncertainty = "official", "ones"
+    assert config_lib.problems(config, "evaluate", num_devices=1) == []
+    config.data.data_dir = "/elsewhere"
+    found = config_lib.problems(config, "evaluate", num_devices=1)
+    assert len(found) == 1 and "config.data.data_dir='/elsewhere': is not read" in found[0]
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +185,31 @@ def test_an_unprepared_evaluated_data_set_is_named_before_anything_is_written(
     with pytest.raises(FileNotFoundError, match=r"config.eval.dataset='chexpert'.*eval.data_dir"):
         evaluation.evaluate(config, workdir)
     assert sorted(os.listdir(workdir)) == before
+
+
+def test_the_evaluated_data_sets_label_policy_is_its_own(trained_on_nih):
+    """NIH has no uncertain labels; CheXpert's are masked out under 'ignore'. Settings of
+    the evaluated data set are not training settings: no refusal."""
+    from chestattn_jax import evaluation
+
+    config, workdir, chexpert_dir = trained_on_nih
+    config = config.copy_and_resolve_references()
+    config.eval.dataset, config.eval.data_dir = "chexpert", chexpert_dir
+    config.data.uncertainty = "ignore"
+    config.eval.evaluators, config.eval.bootstrap_draws = ("auc",), 0
+    config.eval.output_name = "eval_chexpert_ignore"
+    config_lib.validate(config, "evaluate", num_devices=1)
+    metrics = evaluation.evaluate(config, workdir)
+    assert metrics["settings"]["data.uncertainty"] == "ignore"
+    assert "changed_from_training" not in metrics
+    scored = [metrics["positives"][c] + metrics["negatives"][c] for c in metrics["auc"]]
+    target = config.copy_and_resolve_references()
+    target.eval.dataset = target.eval.data_dir = ""
+    target.data.name, target.data.data_dir = "chexpert", chexpert_dir
+    target.data.classes = tuple(b for _, b in EXACT_PAIRS)
+    labelled = {}
+    for policy in ("zeros", "ignore"):
+        target.data.uncertainty = policy
+        labelled[policy] = create_source(target, "test")._mask.sum(0).tolist()
+    assert scored == labelled["ignore"]
+    assert sum(labelled["ignore"]) < sum(labelled["zeros"]), "the export has uncertain labels"

@@ -70,8 +70,19 @@ EVAL_FIELDS = (
 )
 
 
+# What a cross-dataset evaluation checks against training: how images reach the model.
+# The other data fields then describe the evaluated data set (its split, views, labels),
+# which cannot hold training patients.
+INPUT_FIELDS = ("data.name", "data.image_size", "data.mean", "data.std")
+
+
 def _data_fields(config) -> tuple[str, ...]:
     return DATA_FIELDS + (SYNTHETIC_FIELDS if config.data.name == "synthetic" else ())
+
+
+def _trained_fields(config) -> tuple[str, ...]:
+    """The data fields that must equal training's."""
+    return INPUT_FIELDS if class_map.is_cross_dataset(config) else _data_fields(config)
 
 
 def trained_setting_changes(
@@ -84,8 +95,8 @@ def trained_setting_changes(
     (``WORKDIR/config.json``, ``WORKDIR/dataset.json``) on the fields that decide what is
     evaluated (:data:`DATA_FIELDS`, for phantoms :data:`SYNTHETIC_FIELDS`, and the data
     set's ``fingerprint`` from ``fingerprint``; never its ``raw_dir``: the same data may be
-    mounted elsewhere). Raises a ``ValueError`` if the model fields differ: that
-    checkpoint cannot be evaluated so.
+    mounted elsewhere; across data sets only :data:`INPUT_FIELDS`). Raises a
+    ``ValueError`` if the model fields differ: that checkpoint cannot be evaluated so.
 
     A fingerprint that is ``"unknown"`` (a data set prepared before fingerprints were
     recorded) cannot be compared: a warning says so, and it is not counted as a change.
@@ -96,7 +107,7 @@ def trained_setting_changes(
     if saved is None:
         return {}
     check_model_fields(workdir, config, advice, saved=saved)
-    changes = _differences(saved, config, _data_fields(config))
+    changes = _differences(saved, config, _trained_fields(config))
     trained_on = workdir_lib.read_json(root / workdir_lib.DATASET_FILE) or {}
     was, now = trained_on.get("fingerprint"), (fingerprint or {}).get("fingerprint")
     if "unknown" in (was, now):
@@ -192,10 +203,12 @@ def plan_evaluation(config, workdir: str, *, replace_other_settings: bool = Fals
     evaluation that ends a training run, whose settings are the new training settings).
     """
     fingerprint = dataset_fingerprint(config)
-    changes = trained_setting_changes(workdir, config, fingerprint)
+    # Across data sets the training data's own fingerprint has nothing to match.
+    cross = class_map.is_cross_dataset(config)
+    changes = trained_setting_changes(workdir, config, None if cross else fingerprint)
     check_setting_changes(changes, config, "Evaluating")
     data_config, evaluated = config, None
-    if class_map.is_cross_dataset(config):
+    if cross:
         data_config = class_map.data_config(config)
         try:
             evaluated = dataset_fingerprint(data_config)
