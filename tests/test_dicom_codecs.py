@@ -103,3 +103,23 @@ def test_an_unsupported_syntax_names_the_file_and_the_syntax(tmp_path):
     ds.save_as(path, enforce_file_format=True)
     with pytest.raises(DataFormatError, match=r"broken\.dcm.*1\.2\.840\.10008\.1\.2\.4\.70"):
         load_grayscale(str(path))
+
+
+@pytest.mark.parametrize("explicit", [True, False], ids=["explicit VR", "implicit VR"])
+def test_a_file_meta_without_transfer_syntax_reads_as_it_was_encoded(
+    explicit, uncompressed, tmp_path
+):
+    """Some writers leave (0002,0010) out; native pixel data then decodes in the encoding
+    the data set was read in (pydicom alone refuses such a file)."""
+    ds = _dataset(_image())
+    if not explicit:
+        ds.file_meta.TransferSyntaxUID = uid.ImplicitVRLittleEndian
+    path = tmp_path / "no_syntax.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    import pydicom
+
+    written = pydicom.dcmread(path)
+    del written.file_meta.TransferSyntaxUID
+    written.save_as(path, implicit_vr=not explicit, little_endian=True)
+    assert "TransferSyntaxUID" not in pydicom.dcmread(path).file_meta
+    np.testing.assert_array_equal(load_grayscale(str(path)), uncompressed)

@@ -112,7 +112,7 @@ def load_dicom(path: str) -> np.ndarray:
     except Exception as e:  # pydicom raises many types for damaged files
         raise DataFormatError(f"Cannot read DICOM file {path}: {type(e).__name__}: {e}") from e
     try:
-        return _dicom_image(path, ds, size, caught)
+        return _dicom_image(path, _with_transfer_syntax(ds), size, caught)
     except DataFormatError:
         raise
     except Exception as e:  # a malformed attribute value (e.g. a text Rescale Slope)
@@ -134,20 +134,31 @@ def _legacy_dicom(path: str):
         return None
     if not ok:
         return None
-    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
-        # Uncompressed, by definition of a bare data set: the encoding it was read in.
-        from pydicom import uid
-        from pydicom.dataset import FileMetaDataset
+    return _with_transfer_syntax(ds)
 
-        implicit, little = ds.original_encoding
+
+def _with_transfer_syntax(ds):
+    """``ds`` with a Transfer Syntax UID if its file meta has none (a bare data set, or a
+    writer that left it out): the encoding the data set was read in, which is right
+    for native (uncompressed) pixel data. Encapsulated pixel data is left alone: its
+    compression cannot be guessed, and decoding then fails with pydicom's message."""
+    if "TransferSyntaxUID" in getattr(ds, "file_meta", {}):
+        return ds
+    if "PixelData" not in ds or ds["PixelData"].is_undefined_length:
+        return ds
+    from pydicom import uid
+    from pydicom.dataset import FileMetaDataset
+
+    implicit, little = ds.original_encoding
+    if getattr(ds, "file_meta", None) is None:
         ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = (
-            uid.ImplicitVRLittleEndian
-            if implicit
-            else uid.ExplicitVRLittleEndian
-            if little
-            else uid.ExplicitVRBigEndian
-        )
+    ds.file_meta.TransferSyntaxUID = (
+        uid.ImplicitVRLittleEndian
+        if implicit
+        else uid.ExplicitVRLittleEndian
+        if little
+        else uid.ExplicitVRBigEndian
+    )
     return ds
 
 
