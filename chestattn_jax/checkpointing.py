@@ -5,11 +5,14 @@ Each checkpoint step holds three items:
 - ``state``: the train state's arrays (step, params, batch_stats, opt_state);
 - ``data``: the grain iterator state (one file per process), so a resumed run
   sees the same batches, augmented the same way;
-- ``meta``: JSON bookkeeping: the best step and validation loss, the
+- ``meta``: JSON bookkeeping: the best step and its validation score, the
   early-stopping count, and the training losses of steps not yet logged.
 
-The most recent ``checkpoints_to_keep`` steps are kept, and so is the step with
-the lowest validation loss (Orbax ``BestN`` on the ``val_loss`` metric).
+The most recent ``checkpoints_to_keep`` steps are kept, and so is the step with the
+best validation score (Orbax ``BestN`` on the ``score`` metric, lower is better: the
+validation loss, its classification part, or minus the mean AUC, as
+``config.train.early_stopping_metric`` says; steps saved before scores were recorded
+are ranked by ``val_loss``).
 
 Orbax writes a step into a temporary directory and renames it when complete, so
 a run killed while saving (or stopped by a full disk) leaves only a
@@ -99,7 +102,7 @@ class Checkpointer:
             [
                 ocp.checkpoint_managers.LatestN(n=checkpoints_to_keep),
                 ocp.checkpoint_managers.BestN(
-                    get_metric_fn=_val_loss,
+                    get_metric_fn=_score,
                     reverse=True,  # sorted high to low, so the last (kept) one is the lowest
                     n=1,
                     keep_checkpoints_without_metrics=False,
@@ -114,7 +117,7 @@ class Checkpointer:
                     preservation_policy=policy,
                     # Without best_fn Orbax does not write the metrics to disk, and a
                     # restarted run would no longer know (and keep) the best step.
-                    best_fn=_val_loss,
+                    best_fn=_score,
                     best_mode="min",
                     create=not read_only,
                     read_only=read_only,
@@ -147,16 +150,27 @@ class Checkpointer:
         return self.directory / str(step)
 
     def save(
-        self, step: int, state: TrainState, data_iterator, meta: dict, val_loss: float | None = None
+        self,
+        step: int,
+        state: TrainState,
+        data_iterator,
+        meta: dict,
+        val_loss: float | None = None,
+        score: float | None = None,
     ) -> None:
-        """Writes step ``step``; raises :class:`CheckpointError` naming the cause if it cannot."""
+        """Writes step ``step``, with its validation loss and ``score`` (what picks the best
+        step, lower is better; default: the loss) when it has them; raises
+        :class:`CheckpointError` naming the cause if it cannot."""
         items = {
             "state": ocp.args.StandardSave(serialization.to_state_dict(state)),
             "meta": ocp.args.JsonSave(meta),
         }
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-        metrics = None if val_loss is None else {"val_loss": float(val_loss)}
+        metrics = None
+        if val_loss is not None:
+            metrics = {"val_loss": float(val_loss)}
+            metrics["score"] = float(val_loss if score is None else score)
         try:
             with _echoes_dropped(self.step_dir(step)):
                 self._manager.save(
@@ -233,11 +247,11 @@ class Checkpointer:
         return (step, *restored)
 
     def restore_for_inference(self, state: TrainState, which: str = "best"):
-        """Step ``which`` (``best``: lowest validation loss; ``latest``) restored into
+        """Step ``which`` (``best``: best validation score; ``latest``) restored into
         ``state``: ``(step, state, meta)``. Nothing on disk changes.
 
         An unreadable step is passed over with a warning for the next in order (best:
-        the next lowest validation loss; latest: the next newest), as training does.
+        the next best score; latest: the next newest), as training does.
         Raises ``FileNotFoundError`` without checkpoints, :class:`CheckpointMismatch`
         when the checkpoint does not fit ``state``, and :class:`CheckpointError` when
         no step restores.
@@ -262,7 +276,7 @@ class Checkpointer:
         return (step, *restored)
 
     def preference_order(self, which: str) -> list[int]:
-        """Steps in the order evaluation tries them: ``best`` by validation loss (steps
+        """Steps in the order evaluation tries them: ``best`` by validation score (steps
         saved without one, e.g. at a preemption, after those, newest first);
         ``latest`` newest first."""
         if which not in ("best", "latest"):
@@ -276,7 +290,7 @@ class Checkpointer:
         for step in newest_first:
             metrics = self._manager.metrics(step) or {}
             if metrics.get("val_loss") is not None:
-                scored.append((float(metrics["val_loss"]), step))
+                scored.append((float(_score(metrics)), step))
         ranked = [s for _, s in sorted(scored)]
         return ranked + [s for s in newest_first if s not in ranked]
 
@@ -392,8 +406,10 @@ def _chain(error: BaseException) -> list[BaseException]:
     return chain
 
 
-def _val_loss(metrics: dict) -> float:
-    return metrics["val_loss"]
+def _score(metrics: dict) -> float:
+    """What ranks a step: its validation score, lower is better (``val_loss`` for steps
+    saved before scores were recorded)."""
+    return metrics.get("score", metrics["val_loss"])
 
 
 def _agree(verdict: str) -> str:

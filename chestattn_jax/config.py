@@ -103,13 +103,17 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.train.warmup_steps = 0
     config.train.log_every_steps = 100
     config.train.eval_every_steps = 2000  # validation + checkpoint
-    # Stop after this many validations without a lower validation loss (0: never).
+    # What stops training and picks the best checkpoint, at every validation: loss (Eq. 5,
+    # as the paper stops "when no decrease in the loss was evident in the validation set"),
+    # bce (Eq. 5 without -λH: comparable across λ) or mean_auc (higher is better).
+    config.train.early_stopping_metric = "loss"
+    # Stop after this many validations without a better early_stopping_metric (0: never).
     config.train.patience = 5
     config.train.checkpoints_to_keep = 2  # most recent ones; the best is kept as well
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 64
-    config.eval.checkpoint = "best"  # best (lowest validation loss) | latest
+    config.eval.checkpoint = "best"  # best (by train.early_stopping_metric) | latest
     config.eval.split = "test"  # train | validation | test
     # 95% intervals from patient-level bootstrap draws of the test split (0: none).
     config.eval.bootstrap_draws = 1000
@@ -648,6 +652,9 @@ def _check_train(p: _Problems, mode: str) -> None:
         )
     p.int("train.log_every_steps", 1, "at least 1")
     p.int("train.eval_every_steps", 1, "at least 1")
+    from chestattn_jax.train import EARLY_STOPPING_METRICS
+
+    p.choice("train.early_stopping_metric", EARLY_STOPPING_METRICS)
     p.int("train.patience", 0, "at least 0 (0: never stop early)")
     p.int("train.checkpoints_to_keep", 1, "at least 1")
 

@@ -57,17 +57,25 @@ def train_step(state: TrainState, batch: dict, **loss_kwargs):
 
 
 def eval_step(state: TrainState, batch: dict, **loss_kwargs):
-    """Logits ``(B, k)`` and the summed Eq. 5 loss of the valid examples of a batch."""
-    loss, (_, logits, _, _) = forward_loss(state, state.params, batch, train=False, **loss_kwargs)
+    """``{"logits": (B, k), "loss", "bce"}``: the logits, and the Eq. 5 loss and its
+    classification part summed over the valid examples of a batch."""
+    loss, (parts, logits, _, _) = forward_loss(
+        state, state.params, batch, train=False, **loss_kwargs
+    )
     # regularized_loss divides by the batch size; padded rows have mask 0 and add nothing.
-    return logits, loss * logits.shape[0]
+    n = logits.shape[0]
+    return {"logits": logits, "loss": loss * n, "bce": parts["bce"] * n}
 
 
 def eval_step_with_maps(state: TrainState, batch: dict, **loss_kwargs):
-    """:func:`eval_step` and, from the same forward pass, the gate-3 attention maps:
-    ``(B, k, h, w)`` (class-based) or ``(B, h, w)`` (image-based)."""
-    loss, (_, logits, _, aux) = forward_loss(state, state.params, batch, train=False, **loss_kwargs)
-    return logits, loss * logits.shape[0], aux["attention"]["gate3"]
+    """:func:`eval_step` and, from the same forward pass, the gate-3 attention maps
+    (``"maps"``): ``(B, k, h, w)`` (class-based) or ``(B, h, w)`` (image-based)."""
+    loss, (parts, logits, _, aux) = forward_loss(
+        state, state.params, batch, train=False, **loss_kwargs
+    )
+    n = logits.shape[0]
+    maps = aux["attention"]["gate3"]
+    return {"logits": logits, "loss": loss * n, "bce": parts["bce"] * n, "maps": maps}
 
 
 def _jit_over_mesh(step, config, mesh, weights, **jit_kwargs):

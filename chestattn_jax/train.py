@@ -95,6 +95,19 @@ def prepare_workdir(workdir) -> epath.Path:
     return path
 
 
+# What stops training and picks the best checkpoint (config.train.early_stopping_metric).
+EARLY_STOPPING_METRICS = ("loss", "bce", "mean_auc")
+
+
+def validation_score(val: dict, metric: str) -> float:
+    """The score of a validation (:func:`evaluation.split_metrics`) that ranks checkpoints
+    and stops training, lower is better: the loss, its classification part, or minus the
+    mean AUC (infinite while no class has both labels)."""
+    if metric == "mean_auc":
+        return -val["mean_auc"] if val["mean_auc"] is not None else float("inf")
+    return float(val[metric])
+
+
 def train_and_evaluate(config, workdir) -> dict:
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints), then tests.
 
@@ -185,7 +198,14 @@ def _train(
             prefetch_batches=config.data.prefetch_batches,
         )
     )
-    meta = {"best_step": None, "best_val_loss": None, "bad_evals": 0, "stopped_early": False}
+    meta = {
+        "best_step": None,
+        "best_val_loss": None,
+        "best_score": None,  # validation_score of the best step
+        "early_stopping_metric": t.early_stopping_metric,
+        "bad_evals": 0,
+        "stopped_early": False,
+    }
     pending = []  # per-step train metrics since the last log: fetched together, no per-step sync
     restored = checkpointer.restore_latest(abstract_state, data_iter)
     if restored is None:
@@ -193,6 +213,7 @@ def _train(
         state = maybe_load_pretrained(init(), config.model.pretrained)
     else:
         step, state, meta = restored
+        meta = _same_stopping_metric(meta, t.early_stopping_metric)
         pending = [
             {k: np.float32(v) for k, v in m.items()} for m in meta.pop("unlogged_train_metrics", [])
         ]
@@ -206,14 +227,14 @@ def _train(
     progress = Progress(t.num_steps, t.batch_size, step)
     hooks = step_hooks()
 
-    def save(val_loss=None):
+    def save(val_loss=None, score=None):
         unlogged = jax.device_get(pending)
         _check_finite(step, state, unlogged, checkpointer)
         saved_meta = {
             **meta,
             "unlogged_train_metrics": [{k: float(v) for k, v in m.items()} for m in unlogged],
         }
-        checkpointer.save(step, state, data_iter, saved_meta, val_loss=val_loss)
+        checkpointer.save(step, state, data_iter, saved_meta, val_loss=val_loss, score=score)
 
     if workdir_lib.writes_files():
         # Only now that the checkpoints fit: what evaluation checks its config against.
@@ -257,16 +278,20 @@ def _train(
                             f"Validation loss became {val['loss']} at step {step}; "
                             + _last_good(checkpointer)
                         )
-                    improved = meta["best_val_loss"] is None or val["loss"] < meta["best_val_loss"]
+                    score = validation_score(val, t.early_stopping_metric)
+                    improved = meta["best_score"] is None or score < meta["best_score"]
                     if improved:
-                        meta.update(best_step=step, best_val_loss=val["loss"], bad_evals=0)
+                        meta.update(
+                            best_step=step, best_val_loss=val["loss"], best_score=score, bad_evals=0
+                        )
                     else:
                         meta["bad_evals"] += 1
                     meta["stopped_early"] = bool(t.patience) and meta["bad_evals"] >= t.patience
                     logging.info(
-                        "step %d | validation loss %.4f | mean AUC %.4f%s",
+                        "step %d | validation loss %.4f (bce %.4f) | mean AUC %.4f%s",
                         step,
                         val["loss"],
+                        val["bce"],
                         val["mean_auc"] or float("nan"),
                         " | early stop" if meta["stopped_early"] else "",
                     )
@@ -274,11 +299,12 @@ def _train(
                         step,
                         {
                             "val/loss": val["loss"],
+                            "val/bce": val["bce"],
                             "val/mean_auc": val["mean_auc"] or float("nan"),
                             **{f"val/auc/{c}": v for c, v in val["auc"].items() if v is not None},
                         },
                     )
-                    save(val_loss=val["loss"])
+                    save(val_loss=val["loss"], score=score)
                     saved = True
                 for hook in hooks:
                     hook(step)
@@ -293,6 +319,22 @@ def _train(
         if hasattr(data_iter, "close"):
             data_iter.close()
     return state
+
+
+def _same_stopping_metric(meta: dict, metric: str) -> dict:
+    """``meta`` of a resumed run, checked to rank its checkpoints by ``metric``: a run saved
+    before scores were recorded ranked them by the loss. Another metric than the run's is
+    refused: its checkpoints' scores would mix two scales."""
+    was = meta.get("early_stopping_metric", "loss")
+    if was != metric:
+        raise ValueError(
+            f"config.train.early_stopping_metric={metric!r}, but this workdir's run ranks its "
+            f"checkpoints by {was!r}. Resume with --config.train.early_stopping_metric={was}, "
+            "or train with another metric in a new --workdir."
+        )
+    meta.setdefault("best_score", meta.get("best_val_loss"))
+    meta["early_stopping_metric"] = metric
+    return meta
 
 
 def _changed_fields(before, after, prefix="") -> list[str]:

@@ -41,6 +41,29 @@ def test_loss_falls(trained):
     assert all(0 <= r["train/data_wait"] <= 1 for r in rows)
     val = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "val/loss" in r]
     assert [r["step"] for r in val] == [12, 24]
+    # Beside the loss, its classification part: Eq. 5 without -λH, which the entropy of
+    # the negative classes' maps (H > 0) lowers.
+    assert all(r["val/loss"] < r["val/bce"] for r in val)
+
+
+def test_the_best_checkpoint_follows_the_early_stopping_metric(tmp_path):
+    """With mean_auc, the best step is the validation with the highest mean AUC, whatever
+    the loss says; evaluation restores it; resuming under another metric is refused."""
+    workdir = str(tmp_path / "w")
+    config = tiny_config("class", num_steps=12, eval_every_steps=4, checkpoints_to_keep=1)
+    config.loss.class_weights = "none"
+    config.train.early_stopping_metric = "mean_auc"
+    config.train.patience = 0
+    metrics = train.train_and_evaluate(config, workdir)
+    val = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "val/loss" in r]
+    best = max(val, key=lambda r: r["val/mean_auc"])["step"]
+    checkpointer = Checkpointer(workdir, read_only=True)
+    assert checkpointer.preference_order("best")[0] == best == metrics["step"]
+    assert best in checkpointer.all_steps()  # kept beside the latest
+    config.train.num_steps = 16
+    config.train.early_stopping_metric = "loss"
+    with pytest.raises(ValueError, match="early_stopping_metric='loss', but this workdir's run"):
+        train.train_and_evaluate(config, workdir)
 
 
 def test_outputs_on_disk(trained):

@@ -89,6 +89,7 @@ def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
     )
     metrics = {
         "loss": record.loss,
+        "bce": record.bce,
         "num_examples": len(record),
         "step": int(step),
         "split": config.eval.split,
@@ -127,9 +128,10 @@ def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
 
 
 def split_metrics(eval_fn, state, source, config, mesh) -> dict:
-    """Per-class AUC and loss over every example of ``source`` (validation in training)."""
+    """Per-class AUC, loss and its classification part (``bce``) over every example of
+    ``source`` (validation in training)."""
     classes = list(config.data.classes)
     record = run_pass(eval_fn, state, source, config.eval.batch_size, mesh, classes=classes)
     metrics = per_class_auc(record.labels, record.probs, record.mask, classes)
-    metrics.update(loss=record.loss, num_examples=len(record))
+    metrics.update(loss=record.loss, bce=record.bce, num_examples=len(record))
     return metrics

@@ -44,7 +44,8 @@ class Record:
     example_ids: np.ndarray  # (N,) str; the raw data set's name of each image
     classes: tuple[str, ...]
     evaluated_as: tuple[str, ...]
-    loss: float = float("nan")  # mean loss per example
+    loss: float = float("nan")  # mean Eq. 5 loss per example
+    bce: float = float("nan")  # its classification part (the loss without -λH)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -62,6 +63,7 @@ class Record:
             classes=np.asarray(self.classes),
             evaluated_as=np.asarray(self.evaluated_as),
             loss=np.float64(self.loss),
+            bce=np.float64(self.bce),
         )
         workdir_lib.write_bytes(path, buffer.getvalue())
 
@@ -82,6 +84,7 @@ class Record:
             classes=classes,
             evaluated_as=tuple(str(c) for c in arrays.get("evaluated_as", classes)),
             loss=float(arrays.get("loss", np.nan)),
+            bce=float(arrays.get("bce", np.nan)),
         )
 
 
@@ -139,7 +142,8 @@ def run_pass(
     """
     local_bs = shd.local_batch_size(batch_size, "config.eval.batch_size")
     data_sharding = shd.batch_sharded(mesh)
-    logits, labels, masks, valid, index, loss_sum = [], [], [], [], [], 0.0
+    logits, labels, masks, valid, index = [], [], [], [], []
+    loss_sum = bce_sum = 0.0
     for b, batch in enumerate(eval_batches(source, local_bs)):
         out = eval_fn(
             state, shd.to_global(_model_inputs(batch, columns, num_outputs), data_sharding)
@@ -151,15 +155,16 @@ def run_pass(
             host["image"] = batch["image"]
         rows = _allgather({**host, "index": _source_indices(b, local_bs)})
         if on_batch is not None:
-            maps = np.asarray(jax.device_get(out[2]), np.float32)
+            maps = np.asarray(jax.device_get(out["maps"]), np.float32)
             on_batch(maps[:, columns] if columns is not None and maps.ndim == 4 else maps, rows)
-        batch_logits = np.asarray(out[0])
+        batch_logits = np.asarray(out["logits"])
         logits.append(batch_logits if columns is None else batch_logits[:, columns])
         labels.append(rows["labels"])
         masks.append(rows["mask"])
         valid.append(rows["valid"])
         index.append(rows["index"])
-        loss_sum += float(out[1])
+        loss_sum += float(out["loss"])
+        bce_sum += float(out["bce"])
     valid = np.concatenate(valid)
     index = np.concatenate(index)[valid]
     order = np.argsort(index, kind="stable")  # source order on any number of processes
@@ -174,6 +179,7 @@ def run_pass(
         classes=tuple(classes),
         evaluated_as=tuple(evaluated_as or classes),
         loss=loss_sum / n,
+        bce=bce_sum / n,
     )
 
 
