@@ -136,6 +136,20 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.eval.dataset = ""
     config.eval.data_dir = ""
     config.eval.class_map = "exact"
+
+    # The paper's experiment (python -m chestattn_jax.experiment): a grid of runs, folds x
+    # variants x λ (class model only) x seeds, each in ROOT/<cell>; see experiment.py.
+    config.experiment = ml_collections.ConfigDict()
+    # Prepared data: data.split=kfold with data.num_folds=folds, fold f tested in cell f.
+    # Phantoms: fold f draws its own phantoms (data.synthetic.seed + f).
+    config.experiment.folds = 3
+    config.experiment.variants = ("resnet", "image", "class")
+    config.experiment.entropy_weights = (0.0, 0.1, 1.0)  # λ values of the class model
+    config.experiment.seeds = (0,)  # training seeds (config.seed) of every cell
+    # How λ is chosen per fold, on the validation split at each run's best checkpoint:
+    # mean_auc (highest validation mean AUC; the paper's metric) | bce (lowest validation
+    # classification loss). Our choice: the paper says only that λ was tuned on validation.
+    config.experiment.lambda_criterion = "mean_auc"
     return config
 
 
@@ -686,6 +700,7 @@ def _check_eval(p: _Problems, mode: str) -> None:
         )
     _check_evaluators(p)
     _check_cross_dataset(p, mode)
+    _check_experiment(p)
 
 
 def _check_evaluators(p: _Problems) -> None:
@@ -743,3 +758,38 @@ def _check_cross_dataset(p: _Problems, mode: str) -> None:
             class_map.parse(text, classes, known_classes(name))
         except ValueError as e:
             p.add("eval.class_map", str(e))
+
+
+def _check_experiment(p: _Problems) -> None:
+    from chestattn_jax.experiment import LAMBDA_CRITERIA
+
+    p.int("experiment.folds", 1, "at least 1")
+    variants = p.value("experiment.variants")
+    if (
+        not isinstance(variants, list | tuple)
+        or not variants
+        or any(v not in VARIANTS for v in variants)
+        or len(set(variants)) < len(variants)
+    ):
+        p.add(
+            "experiment.variants",
+            f"must be a tuple of distinct variants from {', '.join(VARIANTS)}, "
+            "e.g. \"('image','class')\".",
+        )
+    weights = p.value("experiment.entropy_weights")
+    if (
+        not isinstance(weights, list | tuple)
+        or not weights
+        or not all(_is_real(w) and w >= 0 for w in weights)
+        or len(set(weights)) < len(weights)
+    ):
+        p.add("experiment.entropy_weights", "must be a tuple of distinct numbers, each at least 0.")
+    seeds = p.value("experiment.seeds")
+    if (
+        not isinstance(seeds, list | tuple)
+        or not seeds
+        or not all(_is_int(s) and 0 <= s < SEED_LIMIT for s in seeds)
+        or len(set(seeds)) < len(seeds)
+    ):
+        p.add("experiment.seeds", "must be a tuple of distinct integers from 0 to 2**32 - 1.")
+    p.choice("experiment.lambda_criterion", LAMBDA_CRITERIA)

@@ -215,3 +215,34 @@ def average_mask_rows(models: dict, class_names, path: str) -> str:
         )
     fig.tight_layout()
     return _save(fig, path)
+
+
+def forest_plot(differences: dict, class_names, path: str, title: str = "") -> str:
+    """Per-class paired AUC differences with their intervals, one panel per comparison
+    (``{"class - image": paired_auc_difference(...) result, ...}``), the mean last;
+    a line at 0. Classes without a defined difference are left blank."""
+    names = list(differences)
+    rows = [*class_names, "mean"]
+    fig = Figure(figsize=(3.2 * len(names) + 1.2, 0.28 * len(rows) + 1.0), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(1, len(names), sharey=True, squeeze=False)[0])
+    y = np.arange(len(rows))[::-1]
+    for ax, name in zip(axes, names, strict=True):
+        d = differences[name]
+        for yi, c in zip(y, rows, strict=True):
+            s = d["mean"] if c == "mean" else d["classes"][c]
+            if s["difference"] is None:
+                continue
+            color = "black" if c == "mean" else ("tab:blue" if s["ci"][0] > 0 else "0.35")
+            ax.plot(s["ci"], [yi, yi], color=color, lw=1.2)
+            ax.plot([s["difference"]], [yi], "s" if c == "mean" else "o", color=color, ms=4)
+        ax.axvline(0.0, color="0.6", lw=0.8, ls="--")
+        ax.set_title(f"AUC {name}", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("difference [95% CI]", fontsize=7)
+    axes[0].set_yticks(y)
+    axes[0].set_yticklabels(rows, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

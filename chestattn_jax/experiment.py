@@ -1,0 +1,439 @@
+"""The paper's experiment as one command: folds x variants x λ x seeds, then Tables 1-2.
+
+  python -m chestattn_jax.experiment --config=configs/nih.py --workdir=runs/nih --list
+  python -m chestattn_jax.experiment --config=configs/nih.py --workdir=runs/nih
+  python -m chestattn_jax.experiment --config=configs/nih.py --workdir=runs/nih --cell=4
+  python -m chestattn_jax.experiment --config=configs/nih.py --workdir=runs/nih --report
+
+``--workdir`` is the experiment's root. Each *cell* of the grid (``config.experiment``) is
+an ordinary training run in ``ROOT/<cell name>``, e.g. ``ROOT/fold1-class-lam0.1-seed0``,
+trained and evaluated as ``python -m chestattn_jax.main`` would. Without ``--cell`` every
+cell runs in turn: finished cells (their ``eval/metrics.json`` exists) are skipped,
+interrupted ones resume from their latest checkpoint. ``--cell`` runs one cell, by index
+or name (``--list`` prints both), so that a SLURM array, several GPU boxes or TPU VMs run
+cells in parallel (docs/reproduce.md). ``--report`` reads the finished cells and writes
+``ROOT/report/``: Tables 1-2 (:func:`report`).
+
+Folds. On a prepared data set fold f is ``data.split=kfold`` with ``data.fold=f`` and
+``data.num_folds=config.experiment.folds``: over the folds every patient is tested exactly
+once. The phantoms have no patients to partition; fold f draws its own phantoms
+(``data.synthetic.seed + f``), so its test set is other images than every other fold's.
+
+λ (the class model's ``loss.entropy_weight``) is chosen per fold (and seed) on the
+validation split: each λ cell's validation score at its best checkpoint
+(``config.experiment.lambda_criterion``: the mean AUC, highest wins, or the classification
+loss ``val/bce``, lowest wins; ties go to the smaller λ).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+import numpy as np
+from absl import flags, logging
+from etils import epath
+
+from chestattn_jax import workdir as workdir_lib
+
+LAMBDA_CRITERIA = ("mean_auc", "bce")
+REPORT_DIR = "report"
+# The paired differences of the report: (model, baseline) by variant.
+PAIRS = (("class", "image"), ("image", "resnet"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    index: int
+    fold: int
+    variant: str
+    entropy_weight: float | None  # λ; the class model only
+    seed: int
+
+    @property
+    def name(self) -> str:
+        lam = "" if self.entropy_weight is None else f"-lam{self.entropy_weight:g}"
+        return f"fold{self.fold}-{self.variant}{lam}-seed{self.seed}"
+
+
+def cells(config) -> list[Cell]:
+    """The grid of ``config.experiment``, folds outermost: fold, seed, variant, λ."""
+    e = config.experiment
+    out = []
+    for fold in range(e.folds):
+        for seed in e.seeds:
+            for variant in e.variants:
+                lams = list(e.entropy_weights) if variant == "class" else [None]
+                for lam in lams:
+                    out.append(Cell(len(out), fold, variant, lam, int(seed)))
+    return out
+
+
+def find_cell(config, which: str) -> Cell:
+    """The cell named ``which``, or with that index; a ``ValueError`` lists the others."""
+    grid = cells(config)
+    for c in grid:
+        if which in (c.name, str(c.index)):
+            return c
+    raise ValueError(
+        f"--cell={which!r} is not a cell of this experiment: give an index from 0 to "
+        f"{len(grid) - 1} or a name (--list prints them)."
+    )
+
+
+def cell_config(config, cell: Cell):
+    """``config`` with the fold, variant, λ and seed of ``cell``."""
+    c = config.copy_and_resolve_references()
+    with c.unlocked():
+        c.model.variant = cell.variant
+        c.seed = cell.seed
+        if cell.entropy_weight is not None:
+            c.loss.entropy_weight = float(cell.entropy_weight)
+        if c.data.name == "synthetic":
+            c.data.synthetic.seed = int(config.data.synthetic.seed) + cell.fold
+        else:
+            c.data.split = "kfold"
+            c.data.num_folds = int(config.experiment.folds)
+            c.data.fold = cell.fold
+    return c
+
+
+def cell_workdir(root, cell: Cell) -> epath.Path:
+    return workdir_lib.workdir_path(root) / cell.name
+
+
+def status(root, cell: Cell) -> str:
+    """``done`` (evaluated), ``started`` (has checkpoints) or ``new``."""
+    w = cell_workdir(root, cell)
+    if (w / workdir_lib.EVAL_DIR / "metrics.json").exists():
+        return "done"
+    if (w / workdir_lib.CHECKPOINT_DIR).exists():
+        return "started"
+    return "new"
+
+
+def check(config) -> None:
+    """Refuses an experiment its data cannot give: k-fold needs 2 folds or more."""
+    from chestattn_jax import config as config_lib
+
+    if config.data.name != "synthetic" and config.experiment.folds < 2:
+        raise config_lib.ConfigError(
+            [
+                f"config.experiment.folds={config.experiment.folds}: a prepared data set is "
+                "split into folds by patient (data.split=kfold); give at least 2."
+            ]
+        )
+    if config.train.early_stopping_metric == "loss" and len(config.experiment.entropy_weights) > 1:
+        logging.warning(
+            "config.train.early_stopping_metric='loss' stops each λ cell on its own Eq. 5, "
+            "which includes -λH; 'bce' stops every cell on the same classification loss."
+        )
+    for cell in cells(config):
+        config_lib.validate(cell_config(config, cell), "train")
+
+
+def run_cell(config, root, cell: Cell) -> dict:
+    """Trains and evaluates ``cell`` (resuming it), as ``chestattn_jax.main`` would."""
+    from chestattn_jax import train
+
+    logging.info("Experiment cell %d (%s): %s", cell.index, cell.name, status(root, cell))
+    return train.train_and_evaluate(cell_config(config, cell), os.fspath(cell_workdir(root, cell)))
+
+
+def run(config, root, which: str | None = None) -> None:
+    """Runs ``which`` cell, or every cell that is not done, in order."""
+    check(config)
+    todo = [find_cell(config, which)] if which is not None else cells(config)
+    for cell in todo:
+        if which is None and status(root, cell) == "done":
+            logging.info("Experiment cell %d (%s): done, skipped.", cell.index, cell.name)
+            continue
+        run_cell(config, root, cell)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _validation_score(root, cell: Cell, criterion: str) -> float:
+    """``cell``'s validation ``criterion`` at the step its evaluation restored."""
+    w = cell_workdir(root, cell)
+    step = workdir_lib.read_json(w / workdir_lib.EVAL_DIR / "metrics.json")["step"]
+    rows = [
+        json.loads(line)
+        for line in (w / workdir_lib.METRICS_FILE).read_text().splitlines()
+        if line.strip()
+    ]
+    key = f"val/{criterion}"
+    values = [r[key] for r in rows if r.get("step") == step and key in r]
+    if not values:
+        raise ValueError(f"{w}: no {key} logged at step {step}, the step it evaluated.")
+    return float(values[-1])
+
+
+def choose_lambda(config, root, fold: int, seed: int) -> tuple[float, dict]:
+    """The λ of ``fold`` and ``seed`` by ``config.experiment.lambda_criterion``, and every
+    λ's validation score."""
+    criterion = config.experiment.lambda_criterion
+    scores = {}
+    for c in cells(config):
+        if (c.fold, c.seed, c.variant) == (fold, seed, "class"):
+            scores[c.entropy_weight] = _validation_score(root, c, criterion)
+    sign = -1.0 if criterion == "mean_auc" else 1.0  # lower is better after the sign
+    best = min(sorted(scores), key=lambda lam: sign * np.nan_to_num(scores[lam], nan=np.inf))
+    return best, scores
+
+
+def _pooled(records, fold_ids):
+    """The folds' records as one: rows concatenated, patients named by fold."""
+    from chestattn_jax.evaluation.record import Record
+
+    first = records[0]
+    return Record(
+        probs=np.concatenate([r.probs for r in records]),
+        labels=np.concatenate([r.labels for r in records]),
+        mask=np.concatenate([r.mask for r in records]),
+        patient_ids=np.concatenate(
+            [
+                np.char.add(f"fold{f}:", r.patient_ids.astype(str))
+                for r, f in zip(records, fold_ids, strict=True)
+            ]
+        ),
+        example_ids=np.concatenate(
+            [
+                np.char.add(f"fold{f}:", r.example_ids.astype(str))
+                for r, f in zip(records, fold_ids, strict=True)
+            ]
+        ),
+        classes=first.classes,
+        evaluated_as=first.evaluated_as,
+    )
+
+
+def report(config, root, num_draws: int = 1000, seed: int = 0) -> dict:
+    """Tables 1-2 from the finished cells of ``root``, per training seed, into
+    ``ROOT/report/``: ``table.md``, ``table.csv``, ``forest.png`` and ``report.json``.
+
+    Per class and variant: the pooled out-of-fold test AUC (every fold's test images
+    once) with a 95 % patient-bootstrap interval, and the mean ± sd of the folds' AUCs;
+    per pair of variants (class - image, image - resnet): the pooled paired-bootstrap
+    difference with its interval and in how many folds it is positive; the λ chosen in
+    each fold. The class model of a fold is its chosen λ's cell."""
+    from chestattn_jax import compare, figures
+    from chestattn_jax.evaluation.evaluators.auc import per_class_auc
+    from chestattn_jax.evaluation.record import Record
+    from chestattn_jax.metrics import bootstrap_auc, paired_auc_difference
+
+    e = config.experiment
+    missing = [c.name for c in cells(config) if status(root, c) != "done"]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} cells of {root} are not finished: {', '.join(missing)}. Run them "
+            "first (python -m chestattn_jax.experiment ... without --report)."
+        )
+    folds = list(range(e.folds))
+    out = {"num_draws": num_draws, "seeds": {}, "lambda_criterion": e.lambda_criterion}
+    for train_seed in e.seeds:
+        chosen, records = {}, {v: [] for v in e.variants}
+        for fold in folds:
+            if "class" in e.variants:
+                lam, scores = choose_lambda(config, root, fold, train_seed)
+                chosen[fold] = {
+                    "lambda": lam,
+                    "validation": {f"{k:g}": v for k, v in scores.items()},
+                }
+            for v in e.variants:
+                cell = next(
+                    c
+                    for c in cells(config)
+                    if (c.fold, c.seed, c.variant) == (fold, train_seed, v)
+                    and (v != "class" or c.entropy_weight == chosen[fold]["lambda"])
+                )
+                path = (
+                    cell_workdir(root, cell) / workdir_lib.EVAL_DIR / workdir_lib.PREDICTIONS_FILE
+                )
+                records[v].append(Record.load(path))
+            names = list(e.variants)
+            compare.check_paired(names, [records[v][-1] for v in names])
+        classes = list(records[e.variants[0]][0].classes)
+        pooled = {v: _pooled(records[v], folds) for v in e.variants}
+        ref = pooled[e.variants[0]]
+        table = {
+            v: bootstrap_auc(
+                ref.labels, pooled[v].probs, ref.mask, classes, ref.patient_ids, num_draws, seed
+            )
+            for v in e.variants
+        }
+        per_fold = {
+            v: [per_class_auc(r.labels, r.probs, r.mask, classes) for r in records[v]]
+            for v in e.variants
+        }
+        differences = {}
+        for a, b in PAIRS:
+            if a in e.variants and b in e.variants:
+                d = paired_auc_difference(
+                    ref.labels,
+                    pooled[a].probs,
+                    pooled[b].probs,
+                    ref.mask,
+                    classes,
+                    ref.patient_ids,
+                    num_draws,
+                    seed,
+                )
+                for c in classes:
+                    folds_up = [
+                        fa["auc"][c] - fb["auc"][c] > 0
+                        for fa, fb in zip(per_fold[a], per_fold[b], strict=True)
+                        if fa["auc"][c] is not None and fb["auc"][c] is not None
+                    ]
+                    d["classes"][c]["folds_positive"] = int(sum(folds_up))
+                    d["classes"][c]["folds_defined"] = len(folds_up)
+                differences[f"{a} - {b}"] = d
+        out["seeds"][str(train_seed)] = {
+            "lambda": chosen,
+            "pooled": table,
+            "per_fold": per_fold,
+            "differences": differences,
+            "num_examples": len(ref),
+        }
+    out_dir = workdir_lib.workdir_path(root) / REPORT_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, csv = _tables(out, list(e.variants), classes, folds)
+    workdir_lib.write_text(out_dir / "table.md", md)
+    workdir_lib.write_text(out_dir / "table.csv", csv)
+    workdir_lib.write_json(out_dir / "report.json", out)
+    first = out["seeds"][str(e.seeds[0])]
+    if first["differences"]:
+        figures.forest_plot(
+            first["differences"],
+            classes,
+            os.fspath(out_dir / "forest.png"),
+            title=f"paired AUC differences, pooled over {len(folds)} folds (seed {e.seeds[0]})",
+        )
+    return out
+
+
+def _fmt_auc(summary):
+    auc, ci = summary.get("auc", summary.get("mean_auc")), summary.get("ci", summary.get("mean_ci"))
+    return "n/a" if auc is None else f"{auc:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _fmt_diff(d):
+    if d["difference"] is None:
+        return "n/a"
+    return f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+
+
+def _mean_sd(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.3f}"
+
+
+def _tables(out: dict, variants, classes, folds) -> tuple[str, str]:
+    """Markdown and CSV of the report: one table per training seed."""
+    from chestattn_jax import tables
+
+    lines, csv_rows = [], []
+    for train_seed, r in out["seeds"].items():
+        diff_names = list(r["differences"])
+        header = [
+            "class",
+            *[f"{v} pooled AUC [95% CI]" for v in variants],
+            *[f"{v} folds mean ± sd" for v in variants],
+            *[f"{n} [95% CI]" for n in diff_names],
+            *[f"{n} > 0 in folds" for n in diff_names],
+        ]
+        rows = []
+        for c in [*classes, "mean"]:
+            mean = c == "mean"
+            row = [c]
+            row += [
+                _fmt_auc(r["pooled"][v] if mean else r["pooled"][v]["classes"][c]) for v in variants
+            ]
+            row += [
+                _mean_sd([f["mean_auc"] if mean else f["auc"][c] for f in r["per_fold"][v]])
+                for v in variants
+            ]
+            diffs = [r["differences"][n] for n in diff_names]
+            row += [_fmt_diff(d["mean"] if mean else d["classes"][c]) for d in diffs]
+            row += [
+                ""
+                if mean
+                else f"{r['differences'][n]['classes'][c]['folds_positive']}/"
+                f"{r['differences'][n]['classes'][c]['folds_defined']}"
+                for n in diff_names
+            ]
+            rows.append(row)
+        lams = ", ".join(f"fold {f}: λ = {v['lambda']:g}" for f, v in r["lambda"].items())
+        lines += [
+            f"### Training seed {train_seed}: {len(folds)} folds, "
+            f"{r['num_examples']} test images pooled",
+            "",
+            tables.markdown(header, rows),
+            "",
+            (f"λ chosen on validation ({out['lambda_criterion']}): {lams}. " if lams else "")
+            + f"Intervals: {out['num_draws']} patient-level bootstrap draws of the pooled "
+            "test images; differences are paired (the same draws for both models).",
+            "",
+        ]
+        csv_rows += [[train_seed, *row] for row in rows]
+        csv_header = ["seed", *header]
+    return "\n".join(lines), tables.csv_text(csv_header, csv_rows)
+
+
+# ------------------------------------------------------------------------- command line
+
+
+def main(argv):
+    from chestattn_jax import config as config_lib
+    from chestattn_jax import distributed
+
+    f = flags.FLAGS
+    config, root = f.config, f.workdir
+    if len(argv) > 1 or f.mode != "train":
+        raise ValueError(
+            "python -m chestattn_jax.experiment takes --config, --workdir (the experiment's "
+            "root) and --cell, --list or --report; no --mode and no other arguments."
+        )
+    config_lib.validate(config, "train", num_devices=1)
+    if f.list:
+        for c in cells(config):
+            print(f"{c.index:4d}  {c.name:32s}  {status(root, c):8s}  {cell_workdir(root, c)}")
+        return None
+    if f.report:
+        result = report(config, root, f.num_draws)
+        print((workdir_lib.workdir_path(root) / REPORT_DIR / "table.md").read_text())
+        return result
+    distributed.initialize(
+        f.coordinator_address, f.num_processes, f.process_id, autodetect=f.distributed
+    )
+    run(config, root, f.cell)
+    return None
+
+
+def _run(argv):
+    from chestattn_jax import main as cli
+
+    try:
+        main(argv)
+    except cli.USER_ERRORS as e:
+        logging.debug("The error below was raised here:", exc_info=True)
+        sys.exit(f"FATAL: {e}")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    from chestattn_jax import main as cli  # its flags: --config, --workdir, distributed ones
+
+    flags.DEFINE_string("cell", None, "Run only this cell, by index or name (--list shows them).")
+    flags.DEFINE_bool("list", False, "Print the cells, their workdirs and status, and exit.")
+    flags.DEFINE_bool("report", False, "Write ROOT/report/ from the finished cells.")
+    flags.DEFINE_integer("num_draws", 1000, "--report: bootstrap draws.")
+    app.run(_run, flags_parser=cli.parse_flags)
