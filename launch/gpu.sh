@@ -5,6 +5,7 @@ set -euo pipefail
 
 PROG=gpu.sh
 DRY_RUN=0
+module=chestattn_jax.main  # --experiment: chestattn_jax.experiment
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -36,6 +37,8 @@ Options:
   --gpus=0,1,...            CUDA_VISIBLE_DEVICES for the process (default: every GPU)
   --env=KEY=VALUE           set in the training process's environment (repeatable)
   --config.FIELD=VALUE      passed on to chestattn_jax.main, as is everything after --
+  --experiment              run python -m chestattn_jax.experiment instead (--workdir is the
+                            experiment's root; give --cell=N after --)
   --python=PY               the interpreter (default: $PYTHON, else python3)
   --hosts=H1,H2,...         several machines over ssh (H may be user@host; ssh config aliases work)
   --port=P                  coordinator port with --hosts (default 1234)
@@ -73,6 +76,7 @@ while (($# > 0)); do
     --num_processes=*) num_processes=$(opt_value "$1") ;;
     --process_id=*) process_id=$(opt_value "$1") ;;
     --remote_dir=*) remote_dir=$(opt_value "$1") ;;
+    --experiment) module=chestattn_jax.experiment ;;
     --dry-run | --dry_run) DRY_RUN=1 ;;
     -h | --help)
       usage
@@ -100,7 +104,7 @@ need_value --workdir "$workdir"
 # The command every process runs, before the per-process flags.
 base=(env)
 [[ -z $gpus ]] || base+=(CUDA_VISIBLE_DEVICES="$gpus")
-base+=("${envs[@]}" "$python" -m chestattn_jax.main --config="$config" --workdir="$workdir")
+base+=("${envs[@]}" "$python" -m "$module" --config="$config" --workdir="$workdir")
 [[ -z $data_dir ]] || base+=(--config.data.data_dir="$data_dir")
 
 if [[ -z $hosts ]]; then

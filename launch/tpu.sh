@@ -18,6 +18,7 @@ set -euo pipefail
 
 PROG=tpu.sh
 DRY_RUN=0
+module=chestattn_jax.main  # --experiment: chestattn_jax.experiment
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -77,6 +78,8 @@ Options:
   --data_dir=gs://B/DIR    run/all: the prepared data (becomes --config.data.data_dir=...)
   --env=KEY=VALUE          run/all: set in the training process's environment (repeatable)
   --config.FIELD=VALUE     run/all: passed on to chestattn_jax.main, as is everything after --
+  --experiment             run/all: run python -m chestattn_jax.experiment (--workdir is the
+                           experiment's root; give --cell=N after --) instead of the main module
   --no_distributed         run/all: leave out main's --distributed (which has every worker call
                            jax.distributed.initialize(), detecting the slice from the TPU VM)
   --wait                   run: stream worker 0's log until the run ends (as `all` does)
@@ -170,6 +173,7 @@ while (($# > 0)); do
     --lines=*) lines=$(opt_value "$1") ;;
     --no_follow) follow=0 ;;
     --poll_seconds=*) poll_seconds=$(opt_value "$1") ;;
+    --experiment) module=chestattn_jax.experiment ;;
     --dry-run | --dry_run) DRY_RUN=1 ;;
     -h | --help)
       usage
@@ -443,7 +447,7 @@ cmd_run() {
   # PYTHONUNBUFFERED: the log file sees each line as it is printed. JAX_PLATFORMS is left
   # alone: on a TPU VM JAX itself defaults it to 'tpu,cpu' and fails rather than falling back
   # to the CPU (jax/_src/cloud_tpu_init.py); --env=JAX_PLATFORMS=tpu narrows it further.
-  local cmd=(env PYTHONUNBUFFERED=1 "${envs[@]}" .venv/bin/python -m chestattn_jax.main
+  local cmd=(env PYTHONUNBUFFERED=1 "${envs[@]}" .venv/bin/python -m "$module"
     --config="$config" --workdir="$workdir")
   # --distributed: main calls jax.distributed.initialize(), which finds the slice's workers,
   # its own index and the coordinator from the TPU VM's metadata (chestattn_jax/distributed.py).

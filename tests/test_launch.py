@@ -550,6 +550,36 @@ def test_worker_before_any_run(sandbox):
 GPU = ["--config=configs/chexpert.py", "--workdir=/shared/w", "--data_dir=/data/p"]
 
 
+def test_experiment_cells_run_through_both_launchers(sandbox):
+    """--experiment starts python -m chestattn_jax.experiment, one cell per call."""
+    r = sandbox.run(
+        "gpu.sh",
+        *GPU,
+        "--experiment",
+        f"--python={sandbox.fake_python}",
+        "--dry-run",
+        "--",
+        "--cell=4",
+    )
+    assert r.returncode == 0, r.stderr
+    (cmd,) = dry_run_commands(r.stdout)
+    assert cmd[cmd.index("-m") + 1] == "chestattn_jax.experiment" and cmd[-1] == "--cell=4"
+    r = sandbox.run(
+        "tpu.sh",
+        "run",
+        "--dry-run",
+        *TPU,
+        "--config=configs/chexpert.py",
+        "--workdir=gs://b/root",
+        "--experiment",
+        "--",
+        "--cell=4",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "-m chestattn_jax.experiment --config=configs/chexpert.py" in r.stdout
+    assert "--cell=4" in r.stdout
+
+
 def test_gpu_one_host(sandbox):
     args = [*GPU, "--gpus=0,1", "--env=NOTE=a b", f"--python={sandbox.fake_python}"]
     r = sandbox.run("gpu.sh", *args, "--dry-run", "--", "--config.train.batch_size=64")
