@@ -53,6 +53,7 @@ BAD = [
     ({"data.augment.shift": 1.5, "data.augment.enabled": True}, "train", "shift=1.5"),
     ({"data.synthetic.train_size": 0}, "train", "config.data.synthetic.train_size=0"),
     ({"data.synthetic.prevalence_scale": 0.0}, "train", "prevalence_scale=0.0"),
+    ({"data.synthetic.location_variability": 1.5}, "train", "variability=1.5: must be between"),
     ({"model.stage_sizes": (1, 1)}, "train", "config.model.stage_sizes=(1, 1): must be four"),
     ({"model.num_filters": 0}, "train", "config.model.num_filters=0: must be at least 1"),
     ({"loss.entropy_weight": -1.0}, "train", "config.loss.entropy_weight=-1.0"),

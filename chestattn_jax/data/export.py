@@ -210,7 +210,7 @@ def main(argv):
     from absl import flags
 
     f = flags.FLAGS
-    config = PhantomConfig(image_size=f.image_size)
+    config = PhantomConfig(image_size=f.image_size, location_variability=f.location_variability)
     export = export_nih if f.layout == "nih" else export_chexpert
     result = export(f.out_dir, f.num_images, seed=f.seed, config=config)
     print(result)
@@ -224,5 +224,11 @@ if __name__ == "__main__":
     flags.DEFINE_integer("num_images", 1000, "Number of images.")
     flags.DEFINE_integer("image_size", 256, "Side of the written images in pixels.")
     flags.DEFINE_integer("seed", 0, "Phantom seed.")
+    flags.DEFINE_float(
+        "location_variability",
+        0.75,
+        "How far findings stray from their typical place (PhantomConfig); the default is "
+        "config.data.synthetic.location_variability's.",
+    )
     flags.mark_flags_as_required(["out_dir"])
     app.run(main)

@@ -52,6 +52,7 @@ def create_source(config, split: str):
                 lesion_size=syn.lesion_size,
                 noise=syn.noise,
                 prevalence_scale=syn.prevalence_scale,
+                location_variability=syn.location_variability,
             ),
             classes=tuple(d.classes),
         )
@@ -195,10 +196,14 @@ def dataset_fingerprint(config) -> dict:
 
         return provenance(d.name, d.data_dir, int(d.image_size))
     syn = d.synthetic
+    synthetic = syn.to_dict() if hasattr(syn, "to_dict") else dict(syn)
+    if not synthetic.get("location_variability"):
+        # 0 renders what releases before the knob rendered: the same fingerprint.
+        synthetic.pop("location_variability", None)
     settings = {
         "image_size": int(d.image_size),
         "classes": list(d.classes),
-        "synthetic": syn.to_dict() if hasattr(syn, "to_dict") else dict(syn),
+        "synthetic": synthetic,
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     return {

@@ -14,7 +14,10 @@ PA film is read), the trachea and main bronchi, the spine, posterior and anterio
 ribs, clavicles, humeral heads and a gastric air bubble under the left dome.
 
 One generator per NIH class draws its finding where that pathology lives and
-returns the change in attenuation and the truth mask; see ``_GENERATORS``.
+returns the change in attenuation and the truth mask; see ``_GENERATORS``. By
+default each class keeps to its typical place, so a fixed per-class map already
+points well; ``PhantomConfig.location_variability`` moves findings anywhere their
+pathology plausibly lies (``_WIDE_PLACEMENTS``), the masks following them.
 Cardiomegaly and emphysema change anatomy (heart size; lung size and diaphragm),
 so their change is the difference between the altered and the normal anatomy.
 
@@ -77,6 +80,35 @@ class PhantomConfig:
       lesion_size: scales every finding's size.
       noise: scales the quantum noise and the low-frequency exposure variation.
       prevalence_scale: multiplies every prevalence (each capped at 0.95).
+      location_variability: in [0, 1], how far a finding's position strays from its
+        class's typical place. Each present finding independently takes, with this
+        probability, its *wide* placement (anywhere its pathology plausibly lies),
+        otherwise its *typical* placement (the only one at 0.0, which renders exactly
+        the images of earlier releases). The coin comes from a stream of its own, so
+        the labels, the anatomy and every typical finding are unchanged by the knob,
+        and the truth masks and boxes follow each finding. The wide placements:
+
+        - Effusion: free fluid in either or both costophrenic angles as typically,
+          or (a third of wide draws) a loculated lenticular collection against the
+          lateral chest wall of either lung at any height.
+        - Pneumonia and Atelectasis: any zone (upper, middle, lower) of either lung;
+          an atelectatic plate lies in any zone, and a lobar collapse is a lower-lobe
+          wedge (typical) or an upper-lobe collapse against the upper mediastinum.
+        - Edema: bilateral perihilar (typical), unilateral perihilar (either side,
+          higher or lower), or bibasal, a third each.
+        - Emphysema: both whole lungs (typical), upper-zone predominant (centrilobular,
+          no diaphragm change) or lower-zone predominant (panlobular), a third each.
+        - Fibrosis: peripheral basal (typical), upper-zone or mid-zone predominant,
+          in both lungs or one.
+        - Hernia: hiatal (retrocardiac, typical, 40 %), Bochdalek (posterolateral
+          over a dome, the left in three of four, 35 %) or Morgagni (right
+          cardiophrenic angle, 25 %); always at the diaphragm.
+        - Pleural_Thickening: a lateral band at any height instead of mid-chest (or
+          an apical cap), and on both sides in a third of wide draws.
+        - Unchanged (already as wide as the anatomy allows, or fixed by it):
+          Consolidation and Infiltration (any zone of either lung), Nodule and Mass
+          (anywhere in the visible lung fields), Pneumothorax (either apex, tracking
+          down the lateral wall: upright air rises), Cardiomegaly (the heart).
     """
 
     image_size: int = 224
@@ -84,6 +116,7 @@ class PhantomConfig:
     lesion_size: float = 1.0
     noise: float = 1.0
     prevalence_scale: float = 1.0
+    location_variability: float = 0.0
 
     def __post_init__(self):
         if self.image_size < 16:
@@ -92,6 +125,11 @@ class PhantomConfig:
             raise ValueError("lesion_size and prevalence_scale must be positive.")
         if self.noise < 0:
             raise ValueError(f"noise must be non-negative, got {self.noise}.")
+        if not 0.0 <= self.location_variability <= 1.0:  # NaN fails too
+            raise ValueError(
+                f"location_variability must be between 0 and 1 inclusive, "
+                f"got {self.location_variability}."
+            )
 
 
 # ---------------------------------------------------------------------------- labels
@@ -132,6 +170,8 @@ _LABEL_ORDER = (
 
 # Child streams of an example's SeedSequence; findings use _STREAM_FINDING + class index.
 _STREAM_LABELS, _STREAM_ANATOMY, _STREAM_EXPOSURE, _STREAM_FINDING = 0, 1, 2, 3
+# Which findings take their wide placement (``location_variability``): after the findings'.
+_STREAM_LOCATION = _STREAM_FINDING + len(PHANTOM_CLASSES)
 
 
 def _stream(seed: int, index: int, key: int) -> np.random.Generator:
@@ -642,13 +682,15 @@ def _bronchogram(an, rng, cx, cy, rx, side):
     return _upsample(an.strokes(*tree), an.size)
 
 
-def _atelectasis(an, rng, size):
+def _atelectasis(an, rng, size, wide=False):
     """Collapse in the lower or middle zone of one lung: a plate-like band, or a basal
-    wedge whose fissure bows inward and under which the hemidiaphragm rises (volume loss)."""
+    wedge whose fissure bows inward and under which the hemidiaphragm rises (volume loss).
+
+    Wide: the plate lies in any zone, and half the lobar collapses are of the upper lobe."""
     side = int(rng.integers(2))
     in_side = an.side_mask(side)
     if rng.random() < 0.55:
-        cx, cy = an.lung_point(rng, 0.02, side, (0.5, 0.85))
+        cx, cy = an.lung_point(rng, 0.02, side, (0.12, 0.88) if wide else (0.5, 0.85))
         half_len = rng.uniform(0.04, 0.08) * size
         half_thick = rng.uniform(0.009, 0.016) * size
         tilt = rng.uniform(-0.3, 0.3)
@@ -658,6 +700,8 @@ def _atelectasis(an, rng, size):
         profile = _clip01(1.0 - (across / half_thick) ** 2)
         profile *= _clip01((half_len - np.abs(along)) / 0.015) * in_side
         return rng.uniform(0.6, 0.9) * profile * an.lung_att, (profile > 0.0) & an.lungs
+    if wide and rng.random() < 0.5:
+        return _upper_lobe_collapse(an, rng, side)
     # The wedge: the paracardiac base below a fissure that runs from the heart border
     # (below the hilum) down and out to the dome, bowed inward.
     y1 = an.hila[side][1] + rng.uniform(0.05, 0.12)
@@ -678,6 +722,22 @@ def _atelectasis(an, rng, size):
     lost = an.air_att - an.body_att * AIR_FRACTION * np.sqrt(_clip01(raised / EDGE))
     delta = rng.uniform(0.45, 0.75) * profile * an.lung_att + lost * an.visible
     return delta, (profile > 0.0) & an.lungs
+
+
+def _upper_lobe_collapse(an, rng, side):
+    """An upper lobe collapsed up and in: a dense triangle against the upper mediastinum
+    and apex, above a fissure that runs from the hilum up and out to the chest wall."""
+    hd, hy = an.hila[side]
+    d1, y1 = hd, hy - rng.uniform(0.0, 0.04)
+    d2, y2 = an.lung_dc + an.lung_a + 0.02, an.apex + rng.uniform(0.08, 0.2)
+    length = math.hypot(d2 - d1, y2 - y1)
+    ux, uy = (d2 - d1) / length, (y2 - y1) / length
+    rel_d, rel_y = an.d - d1, an.Y - y1
+    t = _clip01((ux * rel_d + uy * rel_y) / length)
+    # Positive above the fissure, which bows up (the lobe has lost volume).
+    s = uy * rel_d - ux * rel_y - rng.uniform(0.005, 0.02) * 4.0 * t * (1.0 - t)
+    profile = _clip01(s / 0.012) * _clip01((y1 + 0.02 - an.Y) / 0.02) * an.side_mask(side)
+    return rng.uniform(0.5, 0.8) * profile * an.lung_att, (profile > 0.0) & an.lungs
 
 
 def _cardiomegaly_ctr(rng) -> float:
@@ -712,20 +772,36 @@ def _consolidation(an, rng, size):
     return density * an.lung_att, (profile > 0.25) & an.lungs
 
 
-def _edema(an, rng, size):
-    """Bilateral perihilar ("bat-wing") haze, fading toward the periphery."""
+def _edema(an, rng, size, wide=False):
+    """Bilateral perihilar ("bat-wing") haze, fading toward the periphery.
+
+    Wide: a third each bilateral perihilar, unilateral perihilar (either side, the
+    haze's centre up to 0.08 higher or lower) and bibasal (lower zones, both lungs)."""
+    pattern = int(rng.integers(3)) if wide else 0
     sx, sy = rng.uniform(0.11, 0.15) * size, rng.uniform(0.13, 0.17) * size
     hd = 0.5 * (an.hila[0][0] + an.hila[1][0]) + rng.uniform(0.0, 0.03)
     hy = 0.5 * (an.hila[0][1] + an.hila[1][1]) + rng.uniform(0.0, 0.04)
+    if pattern == 1:
+        hy += rng.uniform(-0.08, 0.08)
+    elif pattern == 2:
+        hd = rng.uniform(0.14, 0.2)
+        hy = 0.5 * sum(an.dome_top) - rng.uniform(0.06, 0.11)
+        sy = rng.uniform(0.08, 0.11) * size
     spread = np.exp(-(((an.d - hd) / sx) ** 2 + ((an.Y - hy) / sy) ** 2))
+    if pattern == 1:
+        spread = spread * an.side_mask(int(rng.integers(2)))
     profile = _clip01((spread - 0.25) / 0.6)
     texture = 0.8 + 0.2 * np.clip(_smooth_field(rng, an.size, 12), -3.0, 3.0)
     delta = rng.uniform(0.15, 0.55) * profile * texture * an.lung_att  # early to florid
     return delta, (profile > 0.05) & an.lungs
 
 
-def _effusion(an, rng, size):
-    """Fluid in one or both costophrenic angles up to a meniscus rising laterally."""
+def _effusion(an, rng, size, wide=False):
+    """Fluid in one or both costophrenic angles up to a meniscus rising laterally.
+
+    Wide: a third are loculated instead, a lens against either lateral chest wall."""
+    if wide and rng.random() < 1.0 / 3.0:
+        return _loculated_effusion(an, rng, size)
     sides = [(0,), (1,), (0, 1)][int(rng.choice(3, p=[0.35, 0.35, 0.3]))]
     delta = np.zeros_like(an.X)
     mask = np.zeros(an.X.shape, bool)
@@ -741,9 +817,25 @@ def _effusion(an, rng, size):
     return delta, mask
 
 
-def _emphysema(an, rng, size):
+def _loculated_effusion(an, rng, size):
+    """Fluid trapped against the lateral chest wall of one lung at any height: a lens
+    (biconvex, thickest at its middle) with tapering ends."""
+    side = int(rng.integers(2))
+    yc = an.apex + rng.uniform(0.25, 0.75) * (an.dome_top[side] - an.apex)
+    half_len = rng.uniform(0.06, 0.11) * size
+    peak = max(rng.uniform(0.025, 0.05) * size, 1.5 / an.size)  # over a pixel on small images
+    thick = peak * np.sqrt(_clip01(1.0 - ((an.Y - yc) / half_len) ** 2))
+    fill = _clip01((thick - an.lat_m) / 0.008) * an.side_mask(side)
+    delta = rng.uniform(0.75, 0.95) * fill * an.lung_att
+    return delta, (fill > 0.0) & an.lungs
+
+
+def _emphysema(an, rng, size, wide=False):
     """Larger, hyperlucent lungs with sparse markings over a low, flattened diaphragm;
-    the mask is both (enlarged) lung fields."""
+    the mask is both (enlarged) lung fields.
+
+    Wide: a third each diffuse, upper-zone (centrilobular; the diaphragm stays) and
+    lower-zone predominant (panlobular); the mask is the lucent zone."""
     drop = rng.uniform(0.035, 0.06) * size
     top = an.top + drop
     dome = top + rng.uniform(0.35, 0.6) * an.dome_curve * (an.d - an.dome_peak) ** 2
@@ -752,23 +844,47 @@ def _emphysema(an, rng, size):
     air_att = an.body_att * AIR_FRACTION * air
     lucency = rng.uniform(0.06, 0.12)
     sparse = rng.uniform(0.3, 0.6) * _clip01(1.0 - an.lat_m / 0.12)
-    delta = an.air_att - air_att * (1.0 + lucency) - sparse * an.vessels
-    return delta * an.visible, (margin > 0.0) & (an.visible > 0.0) & an.body
+    delta = (an.air_att - air_att * (1.0 + lucency) - sparse * an.vessels) * an.visible
+    mask = (margin > 0.0) & (an.visible > 0.0) & an.body
+    pattern = int(rng.integers(3)) if wide else 0
+    if pattern:  # upper- (1) or lower-zone (2) predominant; only the lower lowers the dome
+        cut = rng.uniform(0.45, 0.6) if pattern == 1 else rng.uniform(0.4, 0.55)
+        zone = _clip01((cut - an.v if pattern == 1 else an.v - cut) / 0.12)
+        delta, mask = delta * zone, mask & (zone > 0.2)
+    return delta, mask
 
 
-def _fibrosis(an, rng, size):
-    """Reticular (net-like) fine lines, peripheral and basal, both lungs."""
+def _fibrosis(an, rng, size, wide=False):
+    """Reticular (net-like) fine lines, peripheral and basal, both lungs.
+
+    Wide: a third each basal, upper-zone (as in sarcoidosis, silicosis, old TB) and
+    mid-zone predominant, less strictly peripheral; in both lungs (half) or one."""
     # Zero crossings of band-limited noise form a net of fine curved lines.
     net = _clip01(1.0 - np.abs(_smooth_field(rng, an.size, 36)) / 0.3)
     peripheral = _clip01(1.0 - an.lat_m / (rng.uniform(0.09, 0.13) * size))
     basal = _clip01((an.v - rng.uniform(0.25, 0.4)) / 0.3)
+    if wide:
+        zone = int(rng.integers(3))
+        peripheral = _clip01(1.0 - an.lat_m / (rng.uniform(0.14, 0.2) * size))
+        if zone == 1:
+            basal = _clip01((rng.uniform(0.5, 0.65) - an.v) / 0.3)
+        elif zone == 2:
+            basal = _clip01(1.0 - np.abs(an.v - rng.uniform(0.4, 0.6)) / 0.35)
+        if rng.random() < 0.5:
+            peripheral = peripheral * an.side_mask(int(rng.integers(2)))
     extent = _clip01((peripheral * basal - 0.2) / 0.4)  # the mask is where this is > 0
     delta = rng.uniform(0.45, 0.7) * net * (0.4 + 0.6 * extent) * (extent > 0.0) * an.lung_att
     return delta, (extent > 0.0) & an.lungs
 
 
-def _hernia(an, rng, size):
-    """Hiatal hernia: a rounded retrocardiac density at the diaphragm with an air-fluid level."""
+def _hernia(an, rng, size, wide=False):
+    """Hiatal hernia: a rounded retrocardiac density at the diaphragm with an air-fluid level.
+
+    Wide: 40 % hiatal, 35 % Bochdalek, 25 % Morgagni (see ``_lateral_hernia``)."""
+    if wide:
+        kind = int(rng.choice(3, p=[0.4, 0.35, 0.25]))
+        if kind:
+            return _lateral_hernia(an, rng, size, kind == 1)
     rx, ry = rng.uniform(0.055, 0.08) * size, rng.uniform(0.045, 0.065) * size
     cx = MID + rng.uniform(0.0, 0.05)
     cy = 0.5 * sum(an.dome_top) - rng.uniform(0.015, 0.04)
@@ -778,6 +894,31 @@ def _hernia(an, rng, size):
     above = an.Y < cy + rng.uniform(-0.3, 0.4) * ry
     wall = _clip01(1.0 - np.abs(e - 1.0) / 0.12)
     delta = an.body_depth * (rng.uniform(-0.8, -0.55) * inside * above + 0.08 * (inside + wall))
+    return delta, (e < 1.0) & an.body
+
+
+def _lateral_hernia(an, rng, size, bochdalek):
+    """Abdominal contents through the diaphragm, a rounded opacity bulging up from a dome:
+    Bochdalek (posterolateral, seen over the outer dome, usually the left; often bowel
+    with gas) or Morgagni (anterior, in the right cardiophrenic angle; mostly fat)."""
+    rx, ry = rng.uniform(0.045, 0.075) * size, rng.uniform(0.04, 0.06) * size
+    if bochdalek:
+        side = int(rng.random() < 0.75)
+        dd = an.dome_peak + rng.uniform(0.03, 0.1)
+    else:
+        side = 0
+        heart = an.heart_mask & an.side_mask(0)
+        dd = (float(an.d[heart].max()) if heart.any() else 0.1) + rng.uniform(-0.01, 0.02)
+    cx = an.side_x(side, dd)
+    cy = an.dome_top[side] + an.dome_curve * (dd - an.dome_peak) ** 2 - rng.uniform(0.2, 0.6) * ry
+    e = _ellipse(an, cx, cy, rx, ry)
+    inside = _sphere(e)
+    wall = _clip01(1.0 - np.abs(e - 1.0) / 0.12)
+    # The contents displace the lung; bowel gas rises above a fluid level.
+    gas = rng.random() < (0.7 if bochdalek else 0.3)
+    above = (an.Y < cy + rng.uniform(-0.3, 0.4) * ry) & gas
+    solid = _clip01((1.0 - e) / 0.15) * np.where(above, np.float32(rng.uniform(0.2, 0.5)), 1.0)
+    delta = rng.uniform(0.6, 0.85) * solid * an.air_att + 0.08 * an.body_depth * (inside + wall)
     return delta, (e < 1.0) & an.body
 
 
@@ -820,25 +961,38 @@ def _nodule(an, rng, size):
     return _round_lesion(an, rng, radius, rng.uniform(0.05, 0.14), 0.04)
 
 
-def _pleural_thickening(an, rng, size):
-    """A thin smooth band along the lateral chest wall, or an apical pleural cap."""
+def _pleural_thickening(an, rng, size, wide=False):
+    """A thin smooth band along the lateral chest wall, or an apical pleural cap.
+
+    Wide: fewer caps (30 %), the band at any height from the upper zone to the
+    costophrenic angle, and a third on both sides."""
     side = int(rng.integers(2))
     thick = rng.uniform(0.01, 0.022) * size
-    if rng.random() < 0.4:
+    if rng.random() < (0.3 if wide else 0.4):
         window = _clip01((an.apex + rng.uniform(0.05, 0.09) - an.Y) / 0.02)
     else:
-        y0 = rng.uniform(0.32, 0.55)
+        y0 = rng.uniform(0.15, 0.65) if wide else rng.uniform(0.32, 0.55)
         y1 = y0 + rng.uniform(0.12, 0.25) * size
         window = _clip01((an.Y - y0) / 0.03) * _clip01((y1 - an.Y) / 0.03)
-    band = _clip01(1.0 - an.lat_m / thick) * (an.margin > -0.004) * window * an.side_mask(side)
+    in_side = True if wide and rng.random() < 1.0 / 3.0 else an.side_mask(side)
+    if wide:  # at least a pixel thick, so that small images still show it
+        thick = max(thick, 1.0 / an.size)
+    band = _clip01(1.0 - an.lat_m / thick) * (an.margin > -0.004) * window * in_side
     delta = rng.uniform(0.1, 0.22) * an.body_depth * np.sqrt(band)
+    if wide:  # the pleura, faint ends included: no pixel changes outside the mask
+        return delta, band > 0.0
     return delta, (band > 0.05) & (window > 0.2) & an.lungs
 
 
-def _pneumonia(an, rng, size):
-    """A patchy consolidation, usually in the lower zone of one lung."""
+def _pneumonia(an, rng, size, wide=False):
+    """A patchy consolidation, usually in the lower zone of one lung.
+
+    Wide: the upper, middle or lower zone alike."""
     side = int(rng.integers(2))
-    zone = (0.55, 0.92) if rng.random() < 0.75 else (0.4, 0.7)
+    if wide:
+        zone = [(0.1, 0.4), (0.35, 0.65), (0.6, 0.92)][int(rng.integers(3))]
+    else:
+        zone = (0.55, 0.92) if rng.random() < 0.75 else (0.4, 0.7)
     field, (cx, cy, rx, _) = _airspace(an, rng, side, zone, size, 0.5, 14)
     profile = _clip01(field / 0.3) * an.side_mask(side)
     patchy = _clip01(0.65 + 0.35 * _smooth_field(rng, an.size, 20))  # spared islands
@@ -879,6 +1033,21 @@ _GENERATORS = {
     "Pneumothorax": _pneumothorax,
 }
 
+# The generators with a wide placement (``PhantomConfig.location_variability``); they
+# take ``wide=True``. The others are already as spread as their anatomy allows.
+_WIDE_PLACEMENTS = frozenset(
+    (
+        "Atelectasis",
+        "Edema",
+        "Effusion",
+        "Emphysema",
+        "Fibrosis",
+        "Hernia",
+        "Pleural_Thickening",
+        "Pneumonia",
+    )
+)
+
 
 # ------------------------------------------------------------------------ render
 
@@ -916,6 +1085,14 @@ def _boxes(masks: np.ndarray) -> np.ndarray:
     return boxes
 
 
+def _wide_placements(seed: int, index: int, variability: float) -> np.ndarray:
+    """``(14,)`` bool: which classes' findings take their wide placement. One draw per
+    class whether present or not, so a finding's coin does not depend on the others."""
+    if variability <= 0.0:  # no draw at all: the images of earlier releases
+        return np.zeros(len(PHANTOM_CLASSES), bool)
+    return _stream(seed, index, _STREAM_LOCATION).random(len(PHANTOM_CLASSES)) < variability
+
+
 def _render(seed: int, index: int, config: PhantomConfig, labels=None) -> dict:
     """``render`` with an optional ``(14,)`` labels override (anatomy and each finding
     keep their own streams, so the override changes only the findings' pixels)."""
@@ -927,10 +1104,14 @@ def _render(seed: int, index: int, config: PhantomConfig, labels=None) -> dict:
     attenuation = an.attenuation
     masks = np.zeros((len(PHANTOM_CLASSES), size, size), bool)
     heart = an.heart_mask
+    wide = _wide_placements(seed, index, config.location_variability)
     for k, name in enumerate(PHANTOM_CLASSES):
         if labels[k]:
             rng = _stream(seed, index, _STREAM_FINDING + k)
-            delta, mask = _GENERATORS[name](an, rng, config.lesion_size)
+            if wide[k] and name in _WIDE_PLACEMENTS:
+                delta, mask = _GENERATORS[name](an, rng, config.lesion_size, wide=True)
+            else:
+                delta, mask = _GENERATORS[name](an, rng, config.lesion_size)
             attenuation = attenuation + config.lesion_contrast * delta
             masks[k] = mask & an.body
             if not masks[k].any():  # a sub-pixel finding on a tiny image: its strongest pixel

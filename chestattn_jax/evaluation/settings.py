@@ -56,6 +56,7 @@ SYNTHETIC_FIELDS = (
     "data.synthetic.lesion_size",
     "data.synthetic.noise",
     "data.synthetic.prevalence_scale",
+    "data.synthetic.location_variability",
 )
 # The key of the data set's fingerprint among the settings and changes.
 FINGERPRINT = "dataset fingerprint"
