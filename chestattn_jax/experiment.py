@@ -238,6 +238,7 @@ def report(config, root, num_draws: int = 1000, seed: int = 0) -> dict:
     out = {"num_draws": num_draws, "seeds": {}, "lambda_criterion": e.lambda_criterion}
     for train_seed in e.seeds:
         chosen, records = {}, {v: [] for v in e.variants}
+        localization = {v: [] for v in e.variants}  # each fold's localization metrics
         for fold in folds:
             if "class" in e.variants:
                 lam, scores = choose_lambda(config, root, fold, train_seed)
@@ -256,6 +257,8 @@ def report(config, root, num_draws: int = 1000, seed: int = 0) -> dict:
                     cell_workdir(root, cell) / workdir_lib.EVAL_DIR / workdir_lib.PREDICTIONS_FILE
                 )
                 records[v].append(Record.load(path))
+                evaluated = workdir_lib.read_json(path.parent / "metrics.json")
+                localization[v].append(evaluated.get("localization"))
             names = list(e.variants)
             compare.check_paired(names, [records[v][-1] for v in names])
         classes = list(records[e.variants[0]][0].classes)
@@ -299,6 +302,7 @@ def report(config, root, num_draws: int = 1000, seed: int = 0) -> dict:
             "per_fold": per_fold,
             "differences": differences,
             "num_examples": len(ref),
+            "localization": _localization_summary(localization, classes),
         }
     out_dir = workdir_lib.workdir_path(root) / REPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -314,6 +318,34 @@ def report(config, root, num_draws: int = 1000, seed: int = 0) -> dict:
             os.fspath(out_dir / "forest.png"),
             title=f"paired AUC differences, pooled over {len(folds)} folds (seed {e.seeds[0]})",
         )
+    return out
+
+
+def _localization_summary(localization: dict, classes) -> dict | None:
+    """Pointing-game hit rates, mean over folds, per variant with maps and per class, and
+    beside them the baselines of the same folds: the class prior and the uniform map."""
+    with_maps = {v: folds for v, folds in localization.items() if folds and all(folds)}
+    if not with_maps:
+        return None
+
+    def mean(values):
+        values = [x for x in values if x is not None]
+        return float(np.mean(values)) if values else None
+
+    def rates(pg):
+        return {"mean": pg["mean_hit_rate"], **pg["hit_rate"]}
+
+    out = {}
+    for v, folds in with_maps.items():
+        out[v] = {
+            c: mean([rates(f["pointing_game"])[c] for f in folds]) for c in [*classes, "mean"]
+        }
+    folds = next(iter(with_maps.values()))
+    for name in ("class_prior", "uniform"):
+        out[name] = {
+            c: mean([rates(f["baselines"][name]["pointing_game"])[c] for f in folds])
+            for c in [*classes, "mean"]
+        }
     return out
 
 
@@ -382,6 +414,21 @@ def _tables(out: dict, variants, classes, folds) -> tuple[str, str]:
             "test images; differences are paired (the same draws for both models).",
             "",
         ]
+        loc = r.get("localization")
+        if loc:
+            names = list(loc)
+            loc_rows = [
+                [c, *("n/a" if loc[n][c] is None else f"{loc[n][c]:.2f}" for n in names)]
+                for c in [*classes, "mean"]
+            ]
+            lines += [
+                "Pointing-game hit rate of the gate-3 maps on the test images with truth, mean "
+                "over folds, beside a fixed map per class (its average truth mask over the "
+                "training split) and a uniform map (a cell drawn at random):",
+                "",
+                tables.markdown(["class", *(n.replace("_", " ") for n in names)], loc_rows),
+                "",
+            ]
         csv_rows += [[train_seed, *row] for row in rows]
         csv_header = ["seed", *header]
     return "\n".join(lines), tables.csv_text(csv_header, csv_rows)

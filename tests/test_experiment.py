@@ -27,7 +27,7 @@ def grid_config():
     config.experiment.variants = ("image", "class")
     config.experiment.entropy_weights = (0.0, 0.1)
     config.eval.bootstrap_draws = 0  # the report draws its own
-    config.eval.evaluators = ("auc",)
+    config.eval.evaluators = ("auc", "localization")
     return config
 
 
@@ -149,11 +149,32 @@ def test_report_pools_the_folds_and_matches_direct_computations(finished):
         assert d[c]["difference"] == pytest.approx(
             r["pooled"]["class"]["classes"][c]["auc"] - r["pooled"]["image"]["classes"][c]["auc"]
         )
+    # Localisation, mean over folds, beside the same folds' baselines.
+    loc = r["localization"]
+    assert set(loc) == {"image", "class", "class_prior", "uniform"}
+    for v, name in (
+        ("image", lambda f: "image"),
+        ("class", lambda f: f"class-lam{r['lambda'][f]['lambda']:g}"),
+    ):
+        per_fold = []
+        for fold in (0, 1):
+            with open(
+                os.path.join(root, f"fold{fold}-{name(fold)}-seed0", "eval", "metrics.json")
+            ) as f:
+                per_fold.append(json.load(f)["localization"])
+        assert loc[v]["mean"] == pytest.approx(
+            np.mean([x["pointing_game"]["mean_hit_rate"] for x in per_fold])
+        )
+        prior = np.mean(
+            [x["baselines"]["class_prior"]["pointing_game"]["mean_hit_rate"] for x in per_fold]
+        )
+        assert loc["class_prior"]["mean"] == pytest.approx(prior)
     report_dir = os.path.join(root, "report")
     assert {"table.md", "table.csv", "report.json", "forest.png"} <= set(os.listdir(report_dir))
     table = open(os.path.join(report_dir, "table.md")).read()
     assert "class - image [95% CI]" in table and "fold 0: λ = " in table
-    assert table.count("\n| ") == len(classes) + 1 + 1  # header, classes, mean
+    assert "| class | image | class | class prior | uniform |" in table
+    assert table.count("\n| ") == 2 * (len(classes) + 1 + 1)  # AUC and localisation tables
 
 
 def test_report_refuses_unfinished_cells(finished, tmp_path):
