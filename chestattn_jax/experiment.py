@@ -183,7 +183,8 @@ def choose_lambda(config, root, fold: int, seed: int) -> tuple[float, dict]:
         if (c.fold, c.seed, c.variant) == (fold, seed, "class"):
             scores[c.entropy_weight] = _validation_score(root, c, criterion)
     sign = -1.0 if criterion == "mean_auc" else 1.0  # lower is better after the sign
-    best = min(sorted(scores), key=lambda lam: sign * np.nan_to_num(scores[lam], nan=np.inf))
+    # An undefined score (NaN: no class with both labels) is never chosen over a defined one.
+    best = min(sorted(scores), key=lambda lam: (np.isnan(scores[lam]), sign * scores[lam]))
     return best, scores
 
 

@@ -224,3 +224,16 @@ def test_the_command_line_lists_the_cells(finished):
         timeout=300,
     )
     assert bad.returncode != 0 and "FATAL: --cell='99' is not a cell" in bad.stderr
+
+
+@pytest.mark.parametrize("criterion, expected", [("mean_auc", 1.0), ("bce", 0.1)])
+def test_lambda_choice_never_takes_an_undefined_score(criterion, expected, monkeypatch):
+    config = grid_config()
+    config.experiment.entropy_weights = (0.0, 0.1, 1.0)
+    config.experiment.lambda_criterion = criterion
+    scores = {0.0: float("nan"), 0.1: 0.7, 1.0: 0.8}
+    monkeypatch.setattr(
+        experiment, "_validation_score", lambda root, cell, c: scores[cell.entropy_weight]
+    )
+    lam, seen = experiment.choose_lambda(config, "/nowhere", 0, 0)
+    assert lam == expected and seen == scores
