@@ -89,6 +89,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # cancels A . g'), so it is not computed: same logits, maps and parameters, a faster
     # step. Stage 4's BatchNorm statistics are then not updated and aux has no "global".
     config.model.skip_unused_stage4 = True
+    # The backbone stage under each of the three gates: (1, 2, 3) as the paper's figure draws
+    # them (the text does not force it); (2, 3, 4) for the ablation, gate 3 on stage 4.
+    config.model.gate_stages = (1, 2, 3)
     # A torchvision ResNet state dict for the backbone (.safetensors, or .pth when torch is
     # installed; see chestattn_jax/models/convert.py); "" trains from scratch.
     config.model.pretrained = ""
@@ -637,6 +640,20 @@ def _check_model_and_loss(p: _Problems) -> None:
     p.choice("model.attention_norm", NORMALISATIONS)
     p.choice("model.dtype", DTYPES)
     p.bool("model.skip_unused_stage4")
+    stages = p.value("model.gate_stages")
+    if not isinstance(stages, list | tuple) or not all(_is_int(s) for s in stages):
+        p.add("model.gate_stages", "must be a tuple of three stages, e.g. (1, 2, 3) or (2, 3, 4).")
+    else:
+        from chestattn_jax.models.nets import check_gate_stages
+
+        try:
+            check_gate_stages(tuple(int(s) for s in stages))
+        except ValueError:
+            p.add(
+                "model.gate_stages",
+                "must be three increasing stages of the backbone, from 1 to 4, e.g. (1, 2, 3) "
+                "or (2, 3, 4).",
+            )
     pretrained = p.value("model.pretrained")
     suffixes = (".safetensors", *TORCH_SUFFIXES)
     if not isinstance(pretrained, str):

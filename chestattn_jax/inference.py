@@ -38,6 +38,7 @@ MODEL_FIELDS = (
     "model.attention_dim",
     "model.compatibility",
     "model.attention_norm",
+    "model.gate_stages",
     "data.classes",
     "data.channels",
 )

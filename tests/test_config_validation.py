@@ -67,6 +67,9 @@ BAD = [
     ({"eval.bootstrap_seed": 2**40}, "evaluate", "config.eval.bootstrap_seed=1099511627776"),
     ({"train.batch_size": True}, "train", "config.train.batch_size=True: must be an integer"),
     ({"model.skip_unused_stage4": 1}, "train", "skip_unused_stage4=1: must be true or false"),
+    ({"model.gate_stages": (3, 4)}, "train", "gate_stages=(3, 4): must be three increasing"),
+    ({"model.gate_stages": (1, 1, 2)}, "train", "gate_stages=(1, 1, 2): must be three"),
+    ({"model.gate_stages": "2,3,4"}, "train", "gate_stages='2,3,4': must be a tuple"),
     ({"model.pretrained": "/nonexistent/r50.safetensors"}, "train", "r50.safetensors': no such"),
     ({"model.pretrained": "weights.npz"}, "train", "must be a file ending in .safetensors"),
     # Choices.

@@ -192,3 +192,40 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs(images):
     assert {x.dtype for x in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
     assert logits.dtype == jnp.float32
     assert aux["attention"]["gate3"].dtype == jnp.float32
+
+
+def test_gates_one_stage_later_on_resnet50():
+    """gate_stages=(2, 3, 4): the gates see stages 2-4 (strides 8, 16, 32), gate 3 and the
+    class heads stage 4's 2048 channels, and stage 4 is never skipped."""
+    k = 14
+    model = ChestAttentionNet(
+        num_classes=k, variant="class", gate_stages=(2, 3, 4), skip_unused_stage4=True
+    )
+    assert not model.stage4_unused
+    x = jnp.zeros((1, 224, 224, 1))
+    params = jax.eval_shape(model.init, jax.random.key(0), x)
+    (logits, aux) = jax.eval_shape(lambda v: model.apply(v, x), params)
+    assert logits.shape == (1, k) and aux["global"].shape == (1, 2048)
+    assert aux["attention"]["gate1"].shape == (1, 28, 28)
+    assert aux["attention"]["gate2"].shape == (1, 14, 14)
+    assert aux["attention"]["gate3"].shape == (1, k, 7, 7)
+    heads = params["params"]["class_heads"]["branch"]
+    assert heads["gate"]["B"]["kernel"].shape == (k, 1, 1, 2048, 16)  # one per class
+    # The classifier reads the attended stage 2, 3 and 4 features: 512 + 1024 + 2048.
+    assert heads["classifier"]["kernel"].shape == (k, 512 + 1024 + 2048, 1)
+    default = ChestAttentionNet(num_classes=k, variant="class", skip_unused_stage4=True)
+    assert default.stage4_unused  # (1, 2, 3): stage 4 is skipped under pc + softmax
+
+
+def test_gate_stages_reach_the_model_from_the_config(images):
+    config = tiny_config("image")
+    config.model.gate_stages = (2, 3, 4)
+    model = create_model(config)
+    variables, apply = _init_apply(model, jnp.zeros((1, 64, 64, 1)))
+    _, aux = apply(variables, jnp.zeros((1, 64, 64, 1)))
+    assert aux["attention"]["gate3"].shape == (1, 2, 2)  # stride 32 at 64 px
+    for bad in [(1, 2), (3, 2, 1), (0, 1, 2), (2, 3, 5)]:
+        with pytest.raises(ValueError, match=r"config.model.gate_stages"):
+            ChestAttentionNet(num_classes=K, gate_stages=bad, **TINY).init(
+                jax.random.key(0), jnp.zeros((1, 32, 32, 1))
+            )

@@ -11,6 +11,10 @@ plots read without running the model again:
   whose softmax over positions is class j's normalised map (Eq. 5's entropy).
 - ``aux["global"]``: g, ``(B, C4)`` float32; absent when stage 4 is skipped (below).
 
+The three gates sit on ``gate_stages`` (default ``(1, 2, 3)``: gates on stages 1-3, as the
+paper's Fig. 1 draws them; the text does not force it). ``(2, 3, 4)`` puts them one stage
+later, gate 3 (the class-based one) on stage 4's output, and g is still stage 4 pooled.
+
 Under ``pc`` compatibility with ``softmax`` maps, g reaches the attention variants only
 through ``A_s . g_s'``, a per-image constant that the softmax over positions cancels
 (DESIGN 2); the logits come from the attended ``l1..l3`` features alone. With
@@ -56,7 +60,8 @@ class ChestAttentionNet(nn.Module):
         small layers on pooled features (``P_s``, the classifiers) as well as scores,
         maps, attended features and logits are float32.
       skip_unused_stage4: skip stage 4 where it cannot change the outputs (``image`` and
-        ``class`` under ``pc`` + ``softmax``); see the module docstring.
+        ``class`` under ``pc`` + ``softmax``, no gate on stage 4); see the module docstring.
+      gate_stages: the backbone stage (1-4) under each of the three gates, increasing.
     """
 
     num_classes: int
@@ -68,14 +73,17 @@ class ChestAttentionNet(nn.Module):
     normalisation: str = "softmax"
     dtype: Any = jnp.float32
     skip_unused_stage4: bool = False
+    gate_stages: tuple[int, ...] = (1, 2, 3)
 
     @property
     def stage4_unused(self) -> bool:
-        """True where g cannot change logits or maps: attention variants, pc + softmax."""
+        """True where stage 4 cannot change logits or maps: attention variants under pc +
+        softmax (g only adds a per-image constant), no gate on stage 4."""
         return (
             self.variant in ("image", "class")
             and self.compatibility == "pc"
             and self.normalisation == "softmax"
+            and len(self.stage_sizes) not in self.gate_stages
         )
 
     def _gate_kwargs(self):
@@ -89,6 +97,7 @@ class ChestAttentionNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         check_choice("model variant", self.variant, VARIANTS)
+        check_gate_stages(self.gate_stages, len(self.stage_sizes))
         # init always builds every parameter, so that both settings share one layout.
         skip = self.skip_unused_stage4 and self.stage4_unused and not self.is_initializing()
         features = ResNet(self.stage_sizes, self.num_filters, dtype=self.dtype, name="backbone")(
@@ -109,7 +118,7 @@ class ChestAttentionNet(nn.Module):
         pooled = []
         for s in range(1, num_shared + 1):
             maps, pooled_s, _ = AttentionGate(**self._gate_kwargs(), name=f"gate{s}")(
-                features[f"l{s}"], project(s)
+                features[f"l{self.gate_stages[s - 1]}"], project(s)
             )
             aux["attention"][f"gate{s}"] = maps
             pooled.append(pooled_s)
@@ -121,10 +130,25 @@ class ChestAttentionNet(nn.Module):
         # Class-based: P_3 is shared, everything else of gate 3 is per class.
         logits, maps, log_w = ClassAttentionHeads(
             self.num_classes, **self._gate_kwargs(), name="class_heads"
-        )(features["l3"], project(3), jnp.concatenate(pooled, -1))
+        )(features[f"l{self.gate_stages[2]}"], project(3), jnp.concatenate(pooled, -1))
         aux["attention"]["gate3"] = maps
         aux["class_log_attention"] = log_w
         return logits, aux
+
+
+def check_gate_stages(stages, num_stages: int = 4) -> None:
+    """Raises a ``ValueError`` unless ``stages`` names three increasing stages of the
+    backbone (1 to ``num_stages``)."""
+    ok = (
+        len(stages) == 3
+        and all(isinstance(s, int) and 1 <= s <= num_stages for s in stages)
+        and list(stages) == sorted(set(stages))
+    )
+    if not ok:
+        raise ValueError(
+            f"gate_stages={tuple(stages)!r} (config.model.gate_stages): three increasing "
+            f"stages of the backbone, from 1 to {num_stages}, e.g. (1, 2, 3) or (2, 3, 4)."
+        )
 
 
 def create_model(config) -> ChestAttentionNet:
@@ -147,4 +171,5 @@ def create_model(config) -> ChestAttentionNet:
         normalisation=m.attention_norm,
         dtype=dtypes[m.dtype],
         skip_unused_stage4=m.get("skip_unused_stage4", True),
+        gate_stages=tuple(m.get("gate_stages", (1, 2, 3))),
     )
