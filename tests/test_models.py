@@ -221,11 +221,14 @@ def test_gate_stages_reach_the_model_from_the_config(images):
     config = tiny_config("image")
     config.model.gate_stages = (2, 3, 4)
     model = create_model(config)
-    variables, apply = _init_apply(model, jnp.zeros((1, 64, 64, 1)))
-    _, aux = apply(variables, jnp.zeros((1, 64, 64, 1)))
+    x = jnp.zeros((1, 64, 64, 1))
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    _, aux = jax.eval_shape(lambda v: model.apply(v, x), variables)
     assert aux["attention"]["gate3"].shape == (1, 2, 2)  # stride 32 at 64 px
     for bad in [(1, 2), (3, 2, 1), (0, 1, 2), (2, 3, 5)]:
         with pytest.raises(ValueError, match=r"config.model.gate_stages"):
-            ChestAttentionNet(num_classes=K, gate_stages=bad, **TINY).init(
-                jax.random.key(0), jnp.zeros((1, 32, 32, 1))
+            jax.eval_shape(
+                ChestAttentionNet(num_classes=K, gate_stages=bad, **TINY).init,
+                jax.random.key(0),
+                jnp.zeros((1, 32, 32, 1)),
             )
