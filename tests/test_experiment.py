@@ -183,19 +183,17 @@ def test_report_refuses_unfinished_cells(finished, tmp_path):
         experiment.report(config, str(tmp_path / "empty"))
 
 
-def test_the_command_line_lists_the_cells(finished):
-    config, root = finished
-    base = load_config("synthetic", "class")
-    args = config_overrides(config, base)
-    proc = subprocess.run(
+def run_experiment(root, config, *flags):
+    """``python -m chestattn_jax.experiment`` on ``root`` with ``config`` as overrides."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "chestattn_jax.experiment",
             "--config=configs/synthetic.py:class",
             f"--workdir={root}",
-            "--list",
-            *args,
+            *flags,
+            *config_overrides(config, load_config("synthetic", "class")),
         ],
         cwd=REPO,
         env=dict(os.environ, JAX_PLATFORMS="cpu"),
@@ -203,26 +201,16 @@ def test_the_command_line_lists_the_cells(finished):
         text=True,
         timeout=300,
     )
+
+
+def test_the_command_line_lists_the_cells(finished):
+    config, root = finished
+    proc = run_experiment(root, config, "--list")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 4 and all("done" in line for line in lines)
     assert lines[1].split()[:2] == ["1", "fold0-class-lam0.1-seed0"]
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chestattn_jax.experiment",
-            "--config=configs/synthetic.py:class",
-            f"--workdir={root}",
-            "--cell=99",
-            *args,
-        ],
-        cwd=REPO,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = run_experiment(root, config, "--cell=99")
     assert bad.returncode != 0 and "FATAL: --cell='99' is not a cell" in bad.stderr
 
 

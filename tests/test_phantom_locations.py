@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from test_synthetic import dilate, only
 
 from chestattn_jax.data import synthetic as phantom
 from chestattn_jax.data.synthetic import (
@@ -22,12 +23,6 @@ CLASS = {name: k for k, name in enumerate(PHANTOM_CLASSES)}
 KEYS = ("image", "labels", "masks", "boxes", "body", "lungs", "heart")
 
 
-def only(name: str) -> np.ndarray:
-    labels = np.zeros(len(PHANTOM_CLASSES), np.int32)
-    labels[CLASS[name]] = 1
-    return labels
-
-
 def finding(name: str, index: int, config: PhantomConfig, seed: int = 7) -> dict:
     """A phantom with ``name`` as its only finding; adds that finding's mask as ``mask``
     and its centre of mass as ``side`` (1: the patient's left, the image's right, as
@@ -40,16 +35,6 @@ def finding(name: str, index: int, config: PhantomConfig, seed: int = 7) -> dict
     midline = 0.5 * (lung_cols[0] + lung_cols[-1])
     out["side"] = int(xs.mean() > midline)
     out["height"] = (ys.mean() - lung_rows[0]) / (lung_rows[-1] - lung_rows[0])
-    return out
-
-
-def dilate(mask: np.ndarray, r: int) -> np.ndarray:
-    out = mask.copy()
-    for axis in (0, 1):
-        grown = out.copy()
-        for shift in range(1, r + 1):
-            grown |= np.roll(out, shift, axis) | np.roll(out, -shift, axis)
-        out = grown
     return out
 
 
