@@ -59,7 +59,8 @@ def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
     if ctx.writes:
         epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
     chosen = evaluators.create(config.eval.evaluators, ctx)
-    with_maps = config.model.variant != "resnet" and any(e.needs_maps for e in chosen)
+    # Evaluators ask for maps only where the model has them (not the resnet variant).
+    with_maps = any(e.needs_maps for e in chosen)
 
     def on_batch(maps, rows):
         for e in chosen:
