@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU measurement of BENCHMARKS.md in one call, for a machine lent for minutes.
 #
-#   benchmarks/gpu_run.sh OUT_DIR [SECONDS]
+#   [STAGES=name,...] benchmarks/gpu_run.sh OUT_DIR [SECONDS]
 #
 # Run from the repository root on a machine with a GPU, jax (CUDA), flax, optax, orbax and
 # torch installed. Wheels for what such a machine may lack (grain, TFDS, ml_collections, ...)
@@ -12,17 +12,23 @@
 #
 #   1. headline: class model, 224 px, batch 256, bfloat16; JAX against PyTorch eager
 #      (AMP, channels_last, fused Adam), train and inference;
-#   2. end to end: phantoms exported as NIH files, prepared at 224 px, trained 300 steps
+#   2. e2e: phantoms exported as NIH files, prepared at 224 px, trained 300 steps
 #      through grain's worker processes and the real train loop (images/s and input wait);
-#   3. the headline again with torch.compile beside eager, steps alternating;
-#   4. a profile of the JAX class step (kernel time by kind, HLO layout counts);
-#   5. the resnet and image variants, bfloat16; 6. the class model in float32;
-#   7. the class model at batch 128 and 512.
+#   3. compiled: the headline again with torch.compile beside eager, steps alternating;
+#   4. profile: a profile of the JAX class step (kernel time by kind, HLO layout counts);
+#   5. variants: the resnet and image variants, bfloat16, train;
+#   6. float32: the class model in float32, train;
+#   7. batches: the class model at batch 128 and 512, JAX alone, train;
+#   8. resnet_compiled: the plain ResNet-50 (resnet variant), bfloat16, train, against
+#      PyTorch eager and torch.compile (about a minute of compiling for torch alone).
+#
+# STAGES (a comma list of the names above; default all) runs only those, in the order
+# above, e.g. STAGES=variants,float32,batches for a call that adds what another missed.
 #
 # SMOKE=1 runs every stage on a CPU in a few minutes (the tests' one-block model, 32-64 px,
 # tiny batches), to try the script before a lease.
 #
-# Writes OUT_DIR/{env.txt, bench.md, profile.md, e2e.log, log.txt, perfetto_trace.json.gz,
+# Writes (those of) OUT_DIR/{env.txt, bench.md, profile.md, e2e.log, log.txt, perfetto_trace.json.gz,
 # step.hlo.txt.gz} and prints the tables last.
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu_run.sh OUT_DIR [SECONDS]}
@@ -37,12 +43,22 @@ fi
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 py=${PYTHON:-python3}
 log=$out/log.txt
+all_stages=headline,e2e,compiled,profile,variants,float32,batches,resnet_compiled
+stages=${STAGES:-$all_stages}
+for s in ${stages//,/ }; do
+  case ",$all_stages," in
+  *",$s,"*) ;;
+  *) echo "STAGES: unknown stage '$s' (known: $all_stages)" >&2 && exit 2 ;;
+  esac
+done
 
 elapsed() { echo $(($(date +%s) - start)); }
 # stage NAME LIMIT_SECONDS COMMAND...: runs COMMAND if LIMIT fits in what is left.
+# Stages not named in STAGES are left out silently.
 stage() {
   local name=$1 limit=$2
   shift 2
+  [[ ",$stages," == *",$name,"* ]] || return 0
   local left=$((budget - $(elapsed)))
   if ((left < limit / 2)); then
     echo "== $name: skipped ($left s left, needs up to $limit)" | tee -a "$log"
@@ -63,6 +79,7 @@ print(sys.version.split()[0], "jax", jax.__version__, "flax", flax.__version__, 
       grain.__version__ if hasattr(grain, "__version__") else "?", jax.devices())'
 } >"$out/env.txt" 2>&1
 cat "$out/env.txt"
+echo "== stages: $stages; budget $budget s" | tee -a "$log"
 
 px=224 b=256 b2=128,512 n=2048 steps=300 workers=12 tiny=() model=""
 if [ "${SMOKE:-0}" = 1 ]; then
@@ -91,13 +108,15 @@ stage compiled 220 $py "${bench[@]}" --batch_sizes=$b --dtypes=bfloat16 --varian
 stage profile 90 $py benchmarks/profile_step.py --variant=class --size=$px --batch=$b \
   --dtype=bfloat16 "${tiny[@]}" --steps=5 --warmup=3 --out="$out"
 
-stage variants 100 $py "${bench[@]}" --batch_sizes=$b --dtypes=bfloat16 \
+stage variants 130 $py "${bench[@]}" --batch_sizes=$b --dtypes=bfloat16 \
   --variants=resnet,image --noinference --steps=15
-stage float32 70 $py "${bench[@]}" --batch_sizes=$b --dtypes=float32 --variants=class \
+stage float32 90 $py "${bench[@]}" --batch_sizes=$b --dtypes=float32 --variants=class \
   --noinference --steps=15
-stage batches 80 $py benchmarks/train_step.py --sizes=$px,$px --batch_sizes=$b2 "${tiny[@]}" \
+stage batches 90 $py benchmarks/train_step.py --sizes=$px,$px --batch_sizes=$b2 "${tiny[@]}" \
   --dtypes=bfloat16 --variants=class --notorch --noinference --steps=15 \
   --output="$out/bench.md"
+stage resnet_compiled 160 $py "${bench[@]}" --batch_sizes=$b --dtypes=bfloat16 \
+  --variants=resnet --torch_modes=eager,compile --noinference --steps=15
 
 echo "== done at $(elapsed) s"
 grep -h "images/s\|input wait" "$out/e2e.log" 2>/dev/null | tail -8

@@ -230,11 +230,23 @@ class TorchBench:
 
     ``compile``: forward and loss go through ``torch.compile`` (default mode; the backward
     is then AOTAutograd's compiled graph); the first call of each step is its compile
-    time (``compile_train_s``, ``compile_infer_s``). On a GPU Adam is the fused kernel.
+    time (``compile_train_s``, ``compile_infer_s``; the inference step only with
+    ``inference``). On a GPU Adam is the fused kernel.
     """
 
     def __init__(
-        self, variant, size, batch, dtype, num_classes, skip_stage4, mean, std, lam, compile=False
+        self,
+        variant,
+        size,
+        batch,
+        dtype,
+        num_classes,
+        skip_stage4,
+        mean,
+        std,
+        lam,
+        compile=False,
+        inference=True,
     ):
         import torch
 
@@ -265,9 +277,10 @@ class TorchBench:
             t = time.perf_counter()
             self.train_step()
             self.compile_train_s = time.perf_counter() - t
-            t = time.perf_counter()
-            self.infer_step()
-            self.compile_infer_s = time.perf_counter() - t
+            if inference:
+                t = time.perf_counter()
+                self.infer_step()
+                self.compile_infer_s = time.perf_counter() - t
 
     def _forward_loss(self, images):
         x = (images.float() / 255.0 - self.mean) / self.std
@@ -307,10 +320,22 @@ def torch_available() -> bool:
 
 
 class JaxBench:
-    """The project's jitted train and eval steps on one synthetic batch."""
+    """The project's jitted train and eval steps on one synthetic batch.
+
+    ``inference=False`` compiles no eval step (``infer_step`` is then unusable).
+    """
 
     def __init__(
-        self, variant, size, batch, dtype, num_classes, skip_stage4, tiny=False, xla_options=None
+        self,
+        variant,
+        size,
+        batch,
+        dtype,
+        num_classes,
+        skip_stage4,
+        tiny=False,
+        xla_options=None,
+        inference=True,
     ):
         import jax
         import numpy as np
@@ -349,13 +374,15 @@ class JaxBench:
         self.train = lowered.compile(compiler_options=options)
         self.compile_train_s = time.perf_counter() - t
         self.train_flops = step_flops(lowered)
-        t = time.perf_counter()
-        self.eval = (
-            make_eval_step(config, mesh, weights)
-            .lower(self.state, self.batch)
-            .compile(compiler_options=options)
-        )
-        self.compile_eval_s = time.perf_counter() - t
+        self.eval = self.compile_eval_s = None
+        if inference:
+            t = time.perf_counter()
+            self.eval = (
+                make_eval_step(config, mesh, weights)
+                .lower(self.state, self.batch)
+                .compile(compiler_options=options)
+            )
+            self.compile_eval_s = time.perf_counter() - t
         self.loss = None
 
     def train_step(self):
@@ -495,6 +522,7 @@ def main(argv):
                     FLAGS.num_classes,
                     FLAGS.skip_unused_stage4,
                     tiny=FLAGS.tiny,
+                    inference=FLAGS.inference,
                 )
                 train, infer = {"jax": jb.train_step}, {"jax": jb.infer_step}
                 compile_s = {"jax": jb.compile_train_s}
@@ -511,6 +539,7 @@ def main(argv):
                         c.data.std,
                         c.loss.entropy_weight,
                         compile=mode == "compile",
+                        inference=FLAGS.inference,
                     )
                     train[mode], infer[mode] = tb.train_step, tb.infer_step
                     if tb.compile_train_s is not None:
