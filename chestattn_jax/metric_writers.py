@@ -10,7 +10,8 @@ import time
 from absl import logging
 from etils import epath
 
-from chestattn_jax.workdir import METRICS_FILE, is_local, writes_files
+from chestattn_jax.files import is_local, write_text
+from chestattn_jax.workdir import METRICS_FILE, writes_files
 
 
 def read_jsonl(path) -> list[dict]:
@@ -87,10 +88,8 @@ class MetricWriter:
             self._tb.flush()
 
     def _rewrite(self) -> None:
-        # Written beside and renamed, so a kill never leaves half a log behind.
-        tmp = self._path.parent / (self._path.name + ".tmp")
-        tmp.write_text("".join(self._lines))
-        tmp.replace(self._path)
+        # Whole or not at all (files.write_text), so a kill never leaves half a log behind.
+        write_text(self._path, "".join(self._lines))
 
     def close(self) -> None:
         if self._active:

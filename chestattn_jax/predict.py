@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from chestattn_jax import figures, inference
+from chestattn_jax import figures, files, inference
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.data.images import letterbox, load_grayscale
 
@@ -118,7 +118,7 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
         "errors": errors,
         "repeated": repeated,
     }
-    epath.Path(out_dir, "predictions.json").write_text(json.dumps(result, indent=2))
+    files.write_text(epath.Path(out_dir, "predictions.json"), json.dumps(result, indent=2))
     logging.info(
         "Scored %d of %d images%s -> %s",
         len(predictions),

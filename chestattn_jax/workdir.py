@@ -16,7 +16,6 @@ when they fail, and the lock that keeps two training runs apart.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import socket
 import sys
@@ -25,6 +24,14 @@ import jax
 import numpy as np
 from absl import logging
 from etils import epath
+
+from chestattn_jax.files import (  # noqa: F401  (re-exported: callers use workdir.write_json)
+    is_local,
+    read_json,
+    write_bytes,
+    write_json,
+    write_text,
+)
 
 CONFIG_FILE = "config.json"
 DATASET_FILE = "dataset.json"
@@ -50,50 +57,6 @@ def workdir_path(workdir) -> epath.Path:
     """``workdir`` as an ``epath.Path``: absolute if local, unchanged if a URL (``gs://``)."""
     text = os.fspath(workdir)
     return epath.Path(text if "://" in text else os.path.abspath(text))
-
-
-def is_local(path) -> bool:
-    return "://" not in os.fspath(path)
-
-
-def write_bytes(path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` (local or ``gs://``): locally into a temporary file
-    renamed into place, so a full disk or a kill never leaves half a file. An
-    ``OSError`` names the file."""
-    path = epath.Path(path)
-    tmp = path.parent / f".{path.name}.tmp"
-    try:
-        if is_local(path):
-            tmp.write_bytes(data)
-            tmp.replace(path)
-        else:
-            path.write_bytes(data)
-    except OSError as e:
-        if is_local(path):
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
-        raise OSError(e.errno, f"Cannot write {path}: {e.strerror or e}") from e
-
-
-def write_text(path, text: str) -> None:
-    write_bytes(path, text.encode())
-
-
-def write_json(path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def read_json(path) -> dict | None:
-    """The JSON object in ``path``, or ``None`` if there is no such file."""
-    path = epath.Path(path)
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); move it away to continue.") from e
 
 
 class WorkdirBusy(RuntimeError):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 
 import numpy as np
 from PIL import Image
@@ -210,6 +211,13 @@ def main(argv):
     from absl import flags
 
     f = flags.FLAGS
+    if "://" in f.out_dir:  # os.path would make a local folder named "gs:"
+        sys.exit(
+            f"FATAL: --out_dir={f.out_dir}: the export writes to a local folder only. Export "
+            "and prepare locally, then copy the prepared folder up (docs/tpu.md)."
+        )
+    if f.num_images < 1:
+        sys.exit(f"FATAL: --num_images={f.num_images}: export at least one image.")
     config = PhantomConfig(image_size=f.image_size, location_variability=f.location_variability)
     export = export_nih if f.layout == "nih" else export_chexpert
     result = export(f.out_dir, f.num_images, seed=f.seed, config=config)

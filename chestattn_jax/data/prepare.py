@@ -52,6 +52,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
+from chestattn_jax import files
 from chestattn_jax.data import chexpert, nih
 from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_CLASSES
 from chestattn_jax.data.images import letterbox, letterbox_boxes, load_grayscale
@@ -140,7 +141,7 @@ class _ChestXrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
                 "examples_written": len(self._examples) - len(self.skipped),
                 "skipped": [{"file": f, "error": e} for f, e in self.skipped],
             }
-            _write_atomic(
+            files.write_bytes(
                 epath.Path(self.data_dir) / REPORT_FILE, json.dumps(report, indent=2).encode()
             )
 
@@ -370,6 +371,28 @@ def _differences(old: dict, new: dict) -> list[str]:
     return out
 
 
+def check_local_folders(raw_dir: str, data_dir: str) -> None:
+    """Refuses a bucket (``gs://``) for either folder, with the way round it.
+
+    array_record writes its shards through local files only (it reads ``gs://``, but
+    its writer fails on the first shard), and the raw readers list and open files on
+    disk. So preparing happens on a local disk, and the prepared folder is copied up;
+    training reads it from the bucket (docs/tpu.md).
+    """
+    if data_dir and not files.is_local(data_dir):
+        raise ValueError(
+            f"--data_dir={data_dir}: prepare writes to a local folder only (array_record "
+            "cannot write its shards to a bucket). Prepare to a local --data_dir, then copy "
+            f"that folder up: gcloud storage rsync --recursive LOCAL_DATA_DIR {data_dir} "
+            "(docs/tpu.md). Training reads it from there."
+        )
+    if raw_dir and not files.is_local(raw_dir):
+        raise ValueError(
+            f"--raw_dir={raw_dir}: the raw data set is read from a local folder only. Copy it "
+            f"down first: gcloud storage rsync --recursive {raw_dir} LOCAL_RAW_DIR."
+        )
+
+
 def prepare(*args, **kwargs) -> str:
     """Builds the TFDS data set and its index; returns the prepared version folder.
 
@@ -421,6 +444,7 @@ def prepare_with_status(
         put back as it was.
     """
     # Everything is checked and read before anything is written, moved or deleted.
+    check_local_folders(raw_dir, data_dir)
     version = version_dir(dataset, data_dir, image_size)
     if int(image_size) < 1:
         raise ValueError(f"--image_size must be a positive number of pixels, got {image_size}.")
@@ -452,11 +476,6 @@ def prepare_with_status(
         _build(builder)
         return version, "built"
     if overwrite:
-        if "://" in version:
-            raise ValueError(
-                f"--overwrite moves {version} aside while it builds, which needs a local "
-                "--data_dir; delete that folder yourself, or give another --data_dir."
-            )
         _rebuild(version, lambda: open_builder(dataset, data_dir, image_size, **kwargs))
         return version, "rebuilt"
     if not builder.is_prepared():  # TFDS would "reuse" it
@@ -568,14 +587,8 @@ def load_index(builder) -> dict:
     index = {f: np.asarray(v) for f, v in rows.items()}
     buffer = io.BytesIO()
     np.savez(buffer, **index)
-    _write_atomic(path, buffer.getvalue())
+    files.write_bytes(path, buffer.getvalue())
     return index
-
-
-def _write_atomic(path: epath.Path, data: bytes) -> None:
-    tmp = path.parent / (path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def main(argv):

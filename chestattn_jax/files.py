@@ -1,0 +1,61 @@
+"""Writing and reading files that may live on a local disk or in a bucket (``gs://``).
+
+No jax here: the prepare step's workers import it too.
+
+A local file is written into a temporary file beside it and renamed into place, so a
+full disk or a kill never leaves half a file. An object in a bucket is written
+directly: an object store shows an object only once its upload is complete (so a
+write is already all-or-nothing), and it has no rename (gcsfs copies and deletes,
+and its first try logs an error on servers without the move API).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from etils import epath
+
+
+def is_local(path) -> bool:
+    return "://" not in os.fspath(path)
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` (local or ``gs://``): locally into a temporary file
+    renamed into place, so a full disk or a kill never leaves half a file. An
+    ``OSError`` names the file."""
+    path = epath.Path(path)
+    tmp = path.parent / f".{path.name}.tmp"
+    try:
+        if is_local(path):
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        else:
+            path.write_bytes(data)
+    except OSError as e:
+        if is_local(path):
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        raise OSError(e.errno, f"Cannot write {path}: {e.strerror or e}") from e
+
+
+def write_text(path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_json(path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path) -> dict | None:
+    """The JSON object in ``path``, or ``None`` if there is no such file."""
+    path = epath.Path(path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); move it away to continue.") from e
