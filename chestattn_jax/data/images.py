@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tempfile
 import warnings
 
 import numpy as np
@@ -40,6 +41,8 @@ def load_grayscale(path: str) -> np.ndarray:
     Pillow's decompression-bomb limit, non-finite pixels, or a DICOM without pixels.
     """
     path = os.fspath(path)
+    if "://" in path:
+        return _load_from_bucket(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Image file not found: {path}")
     if os.path.isdir(path):
@@ -61,6 +64,32 @@ def load_grayscale(path: str) -> np.ndarray:
         ) from e
     except Exception as e:  # Pillow's decoders raise many types for damaged files
         raise DataFormatError(f"Cannot decode image {path}: {type(e).__name__}: {e}") from e
+
+
+def _load_from_bucket(url: str) -> np.ndarray:
+    """``load_grayscale`` of an object in a bucket (``gs://``, through etils.epath): its
+    bytes are copied to a temporary file of the same name, and errors name the URL."""
+    from etils import epath
+
+    remote = epath.Path(url)
+    try:
+        exists = remote.exists()
+        is_dir = exists and remote.is_dir()
+        data = remote.read_bytes() if exists and not is_dir else b""
+    except OSError as e:  # no permission, no such bucket, the server unreachable
+        raise DataFormatError(f"Cannot read image file {url}: {e}") from e
+    if not exists:
+        raise FileNotFoundError(f"Image file not found: {url}")
+    if is_dir:
+        raise DataFormatError(f"{url} is a directory, not an image file.")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, remote.name or "image")
+        with open(local, "wb") as f:
+            f.write(data)
+        try:
+            return load_grayscale(local)
+        except DataFormatError as e:
+            raise DataFormatError(str(e).replace(local, url)) from e
 
 
 def is_dicom(path: str) -> bool:
