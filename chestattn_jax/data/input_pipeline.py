@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import threading
+import time
 from collections.abc import Iterator
 
 import grain
@@ -122,8 +125,30 @@ def train_dataset(
             # grain reads its absl flags when it starts workers; outside an absl app
             # (tests, notebooks) take their defaults instead of failing.
             flags.FLAGS.mark_as_parsed()
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+        it = it.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=num_workers),
+            worker_init_fn=exit_with_parent,
+        )
     return it
+
+
+def exit_with_parent(worker_index: int, worker_count: int) -> None:
+    """In each grain worker: a thread that ends the worker once its parent is gone.
+
+    grain's workers outlive a training process killed with SIGKILL (``kill -9``, the
+    out-of-memory killer), decoding on and holding memory and the parent's output
+    pipes, until killed by hand. The check (``os.getppid`` changes when the parent dies)
+    costs one system call a second.
+    """
+    del worker_index, worker_count
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit_with_parent", daemon=True).start()
 
 
 def eval_batches(source, batch_size: int) -> Iterator[dict]:
