@@ -73,10 +73,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 class _QuietLibraries(pylogging.Filter):
-    """Keeps Orbax's and grain's per-operation INFO chatter out of the progress log."""
+    """Keeps Orbax's, grain's and gcsfs's per-operation INFO chatter (gcsfs logs a line
+    for every file it opens in a bucket) out of the progress log."""
 
     def filter(self, record):
-        noisy = any(f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("orbax", "grain"))
+        noisy = any(
+            f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("orbax", "grain", "gcsfs")
+        )
         return record.levelno >= pylogging.WARNING or not noisy
 
 
