@@ -1,6 +1,12 @@
 """The grain pipelines and the augmentation."""
 
 import itertools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -64,3 +70,53 @@ def test_augmentation_is_small_seeded_and_never_flips_by_default():
     assert any(np.array_equal(f, image[:, ::-1]) for f in flips)
     with pytest.raises(ValueError, match="interpolation 'cubic'"):
         Augment(interpolation="cubic")
+
+
+def test_a_worker_ends_when_its_training_process_is_killed(tmp_path):
+    """What grain's workers run first (exit_with_parent): a worker of a process killed
+    with SIGKILL ends within seconds, instead of running on, orphaned."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import multiprocessing, time
+            from chestattn_jax.data.input_pipeline import exit_with_parent
+
+            def worker():
+                exit_with_parent(0, 1)
+                print("started", flush=True)
+                time.sleep(120)
+
+            if __name__ == "__main__":
+                child = multiprocessing.get_context("spawn").Process(target=worker)
+                child.start()
+                print(child.pid, flush=True)
+                time.sleep(120)
+            """
+        )
+    )
+    parent = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    try:
+        child = int(parent.stdout.readline())
+        assert parent.stdout.readline().strip() == "started"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+
+        def running(pid):  # an exited child left unreaped by PID 1 is a zombie
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except FileNotFoundError:
+                return False
+
+        deadline = time.monotonic() + 10
+        while running(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not running(child), "the worker outlived its parent by 10 s"
+    finally:
+        parent.kill()
