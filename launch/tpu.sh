@@ -76,6 +76,9 @@ Options:
                            with apt when missing; the package needs Python 3.11 or newer)
   --skip_check             setup: skip the jax.device_count() check at the end
   --data_dir=gs://B/DIR    run/all: the prepared data (becomes --config.data.data_dir=...)
+  --copy_data_to=DIR       run/all: first copy --data_dir to DIR (an absolute path) on every
+                           worker (gcloud storage rsync: a rerun copies only what changed), then
+                           train from there; recommended for training (docs/tpu.md)
   --env=KEY=VALUE          run/all: set in the training process's environment (repeatable)
   --config.FIELD=VALUE     run/all: passed on to chestattn_jax.main, as is everything after --
   --experiment             run/all: run python -m chestattn_jax.experiment (--workdir is the
@@ -124,7 +127,7 @@ accelerator_type=v5litepod-8 runtime_version=""
 spot=0 queued=0 recreate=0 internal_ip=0 valid_until=""
 create_args=()
 source_spec=local python=python3.11 skip_check=0
-config="" workdir="" data_dir=""
+config="" workdir="" data_dir="" copy_data_to=""
 envs=() main_args=()
 wait_run=0 detach=0 delete_after=0 distributed=1
 worker=0 lines=100 follow=1 poll_seconds=30
@@ -159,6 +162,7 @@ while (($# > 0)); do
     --config=*) config=$(opt_value "$1") ;;
     --workdir=*) workdir=$(opt_value "$1") ;;
     --data_dir=*) data_dir=$(opt_value "$1") ;;
+    --copy_data_to=*) copy_data_to=$(opt_value "$1") ;;
     --env=*)
       kv=$(opt_value "$1")
       [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env takes KEY=VALUE, got '$kv'"
@@ -186,7 +190,7 @@ while (($# > 0)); do
       ;;
     --tpu_name | --zone | --project | --accelerator_type | --runtime_version | \
       --valid_until_duration | --create_arg | --source | --python | --config | --workdir | \
-      --data_dir | --env | --worker | --lines | --poll_seconds)
+      --data_dir | --copy_data_to | --env | --worker | --lines | --poll_seconds)
       die "$1 needs a value: $1=..."
       ;;
     *) die "unknown option '$1' (see --help; arguments for chestattn_jax.main go after --)" ;;
@@ -229,6 +233,10 @@ if needs_run_options; then
 fi
 if [[ $source_spec != local && $source_spec != git:?* ]]; then
   die "--source takes 'local' or 'git:URL[@REF]', got '$source_spec'"
+fi
+if [[ -n $copy_data_to ]]; then
+  [[ -n $data_dir ]] || die "--copy_data_to copies --data_dir: give both"
+  [[ $copy_data_to == /* ]] || die "--copy_data_to takes an absolute path, got '$copy_data_to'"
 fi
 if ((delete_after && detach)); then
   die "--delete_after waits for the run to end; it does not go with --detach"
@@ -452,8 +460,15 @@ cmd_run() {
   # --distributed: main calls jax.distributed.initialize(), which finds the slice's workers,
   # its own index and the coordinator from the TPU VM's metadata (chestattn_jax/distributed.py).
   ((!distributed)) || cmd+=(--distributed)
-  [[ -z $data_dir ]] || cmd+=(--config.data.data_dir="$data_dir")
+  [[ -z $data_dir ]] || cmd+=(--config.data.data_dir="${copy_data_to:-$data_dir}")
   cmd+=("${main_args[@]}")
+  if [[ -n $copy_data_to ]]; then
+    # The copy runs under worker.sh too: its output goes to run.log, a failure to run.exit;
+    # exec then puts the training process in the shell's place, where stop's signal finds it.
+    # shellcheck disable=SC2016  # $1, $2 and $@ are bash -c's own arguments
+    cmd=(bash -c 'gcloud storage rsync --recursive "$1" "$2" && shift 2 && exec "$@"' copy
+      "$data_dir" "$copy_data_to" "${cmd[@]}")
+  fi
   tpu_ssh all "cd $REMOTE_DIR && bash launch/worker.sh start -- $(shjoin "${cmd[@]}")"
   if ((wait_run)); then
     wait_for_run

@@ -242,6 +242,41 @@ def test_dry_run_pod_slice_spot_queued_all(sandbox):
     assert "--force" in gcloud[-1] and "--quiet" in gcloud[-1]
 
 
+def test_copy_data_to_copies_then_trains_from_the_copy(sandbox, tmp_path):
+    """--copy_data_to: each worker copies the bucket's data to its disk (gcloud storage
+    rsync), then the training process takes the shell's place, reading the copy."""
+    r = sandbox.run(
+        "tpu.sh", "run", "--dry-run", *TPU, *RUN, "--copy_data_to=/tmp/prepared",
+        "--", "--config.model.dtype=bfloat16",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    start = next(c for c in dry_run_commands(r.stdout) if "worker.sh start" in str(c))
+    argv = shlex.split(remote_command(start[1:]).split(" -- ", 1)[1])
+    assert argv[:2] == ["bash", "-c"]
+    assert argv[3:6] == ["copy", "gs://bucket/prepared", "/tmp/prepared"]
+    training = argv[6:]
+    assert training[:3] == ["env", "PYTHONUNBUFFERED=1", ".venv/bin/python"]
+    assert training[3:5] == ["-m", "chestattn_jax.main"]
+    assert flag(training, "config.data.data_dir") == "/tmp/prepared"
+    assert training[-1] == "--config.model.dtype=bfloat16"
+    # The script itself: the copy first, then exec (same process) of the training command,
+    # with a stand-in gcloud; a failed copy starts nothing.
+    bin_dir = tmp_path / "stand_in"
+    bin_dir.mkdir()
+    (bin_dir / "gcloud").write_text('#!/bin/sh\necho "$@" > "$CALLS"\nexit "${FAIL:-0}"\n')
+    (bin_dir / "gcloud").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(tmp_path / "calls")}
+    script = [*argv[:6], "sh", "-c", 'echo "pid $$: $0"', "trained"]
+    done = subprocess.run(script, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "calls").read_text().split() == [
+        "storage", "rsync", "--recursive", "gs://bucket/prepared", "/tmp/prepared",
+    ]  # fmt: skip
+    assert done.stdout.strip().endswith(": trained")
+    failed = subprocess.run(script, env={**env, "FAIL": "3"}, capture_output=True, text=True)
+    assert failed.returncode == 3 and "trained" not in failed.stdout
+
+
 def test_dry_run_single_host_tpu_vm(sandbox):
     r = sandbox.run("tpu.sh", "create", "--dry-run", *TPU, "--spot", "--internal_ip")
     assert r.returncode == 0, r.stderr
@@ -488,6 +523,8 @@ def test_logs_status_stop(sandbox):
         (["run", *TPU, *RUN, "--env=1BAD"], "--env takes KEY=VALUE"),
         (["all", *TPU, *RUN, "--delete_after", "--detach"], "does not go with --detach"),
         (["setup", *TPU, "--source=svn:x"], "--source takes"),
+        (["run", *TPU, *RUN[:2], "--copy_data_to=/d"], "--copy_data_to copies --data_dir"),
+        (["run", *TPU, *RUN, "--copy_data_to=data"], "takes an absolute path, got 'data'"),
     ],
 )
 def test_readable_errors(sandbox, args, message):
