@@ -392,6 +392,9 @@ def describe(error: BaseException | None) -> str:
     innermost = next((e for e in reversed(chain) if str(e).strip()), error)
     text = " ".join(str(innermost).split())
     text = text.split(" See full TensorStore details")[0]
+    # TensorStore may add where in its C++ the error passed: not for users, and long
+    # enough to push the OS's reason out of the 500 characters kept below.
+    text = re.sub(r"\s*\[source locations='[^']*'\]", "", text)
     if len(text) > 500:  # the file at fault comes first, the OS's reason last: keep both
         text = text[:250] + " ... " + text[-250:]
     return f"{type(innermost).__name__}: {text}"

@@ -123,8 +123,8 @@ def test_a_failed_save_is_one_fatal_line_and_loses_nothing(tmp_path):
     workdir = tmp_path / "w"
     proc = run_cli(f"--workdir={workdir}", *TINY_FLAGS, preexec_fn=_limit_file_size)
     fatal = the_one_fatal_line(proc)
-    assert f"Could not write checkpoint step 4 in {workdir}/checkpoints" in fatal
-    assert "File too large" in fatal
+    assert f"Could not write checkpoint step 4 in {workdir}/checkpoints" in fatal, fatal
+    assert "File too large" in fatal, fatal  # seen once missing: print the whole line
     assert "run the same command again to resume" in fatal
     # The half-written step is never taken for a checkpoint, and is cleared at the next start.
     assert Checkpointer(workdir, read_only=True).all_steps() == []
@@ -167,3 +167,21 @@ def test_only_echoes_of_a_reported_failure_are_silenced(tmp_path, caplog, monkey
     other = types.SimpleNamespace(exc_value=RuntimeError("another"))
     checkpointing._ECHOES.unraisable_hook(other)
     assert len(caplog.records) == 2 and printed == [other]
+
+
+def test_a_long_cause_keeps_the_file_and_the_reason():
+    """describe() keeps the file at fault and the OS's reason of a long TensorStore error,
+    and drops the C++ source locations it may carry."""
+    path = "/a/long/workdir/" + "x" * 600 + "/checkpoints/4/state/d/f1"
+    where = "\n".join(f"tensorstore/kvstore/file/file_key_value_store.cc:{i}" for i in range(9))
+    error = ValueError(
+        f'OUT_OF_RANGE: Error writing "params.w/0" at local file "{path}": Failed to write '
+        f"600253 bytes: File too large [os_error_code='27'] [source locations='{where}']"
+    )
+    try:
+        raise RuntimeError("saving failed") from error
+    except RuntimeError as e:
+        text = checkpointing.describe(e)
+    assert text.startswith('ValueError: OUT_OF_RANGE: Error writing "params.w/0"')
+    assert text.endswith("File too large [os_error_code='27']") and "source locations" not in text
+    assert " ... " in text and len(text) < 520
