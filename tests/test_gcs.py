@@ -296,6 +296,9 @@ def test_bucket_run_killed_and_resumed_ends_equal_to_the_local_run(runs):
         (local / "dataset.json").read_text()
     )
     assert len(list((run / "tensorboard").iterdir())) == 2  # the first start, and the resume
+    # Orbax kept (and deleted) the same checkpoints in the bucket as on the disk.
+    kept = {name.split("/")[1] for name in out["objects"] if name.startswith("checkpoints/")}
+    assert kept == {p.name for p in (local / "checkpoints").iterdir()}
     # No temporary objects left: neither ours nor an unfinished Orbax save.
     assert not [name for name in out["objects"] if "tmp" in name], out["objects"]
 
