@@ -4,8 +4,10 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -272,3 +274,50 @@ def test_cli_says_what_it_did_and_exits_non_zero_when_it_cannot(raw, tmp_path):
     assert keys(data_dir) == sorted(e["image_index"] for e in a["entries"])
     for name in (prep.REPORT_FILE, prep.INDEX_FILE, "dataset_info.json"):
         assert os.path.exists(os.path.join(version, name))
+
+
+def test_a_worker_that_dies_stops_prepare_with_one_message(tmp_path):
+    """A decoding worker killed from outside (as the out-of-memory killer does) stops
+    prepare with a FATAL line and nothing written, where it used to wait forever."""
+    truth = write_nih_fixture(tmp_path / "raw", num_images=32)
+    # One "image" is a named pipe: the worker that opens it blocks there, so it is
+    # surely alive, and busy, when it is killed.
+    blocked = tmp_path / "raw" / "images" / sorted(os.listdir(truth["images_dir"]))[0]
+    blocked.unlink()
+    os.mkfifo(blocked)
+    data_dir = tmp_path / "P"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chestattn_jax.data.prepare", "--num_workers=1", "--dataset=nih",
+         f"--raw_dir={tmp_path / 'raw'}", f"--data_dir={data_dir}", f"--image_size={SIZE}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        worker = _wait_for_worker(proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err[-3000:]
+    fatal = [line for line in err.splitlines() if line.startswith("FATAL:")]
+    assert len(fatal) == 1 and "A prepare worker process died" in fatal[0], err[-3000:]
+    assert not list(data_dir.rglob("*.array_record*"))
+
+
+def _wait_for_worker(parent: int, timeout: float = 60) -> int:
+    """The pid of ``parent``'s multiprocessing worker (not its resource tracker)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == parent and b"spawn_main" in cmdline:
+                return int(entry)
+        time.sleep(0.1)
+    raise TimeoutError(f"no worker process of {parent} after {timeout} s")

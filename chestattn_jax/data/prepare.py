@@ -46,6 +46,7 @@ import shutil
 import sys
 import uuid
 import zipfile
+from concurrent import futures
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -64,6 +65,10 @@ ON_BAD_IMAGE = ("error", "skip")
 SPLIT = "full"
 # A version folder moved aside by --overwrite: ``replaced.<id>_1.0.0`` beside it.
 ASIDE_PREFIX = "replaced."
+
+
+class WorkerDied(RuntimeError):
+    """A process decoding images for prepare died before it was done."""
 
 
 class DatasetConflictError(ValueError):
@@ -148,12 +153,16 @@ class _ChestXrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
     def _generate_examples(self):
         work = [(ex, self.image_size, self.box_frame) for ex in self._examples]
         if self._num_workers > 0:
-            pool = multiprocessing.get_context("spawn").Pool(self._num_workers)
-            results = pool.imap(_encode, work, chunksize=8)
+            # Not multiprocessing.Pool: its imap waits forever for the images of a worker
+            # that died (the out-of-memory killer); an executor's map raises instead.
+            pool = futures.ProcessPoolExecutor(
+                self._num_workers, mp_context=multiprocessing.get_context("spawn")
+            )
+            results = pool.map(_encode, work, chunksize=8)
         else:
             pool, results = None, map(_encode, work)
         try:
-            for ex, (record, error) in zip(self._examples, results, strict=True):
+            for ex, (record, error) in zip(self._examples, _alive(results), strict=True):
                 if error is None:
                     yield ex.key, record
                 elif self._on_bad_image == "skip":
@@ -166,7 +175,7 @@ class _ChestXrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
                     )
         finally:
             if pool is not None:
-                pool.terminate()
+                pool.shutdown(wait=False, cancel_futures=True)
 
 
 class NIHChestXray14(_ChestXrayBuilder, skip_registration=True):
@@ -181,6 +190,18 @@ class CheXpert(_ChestXrayBuilder, skip_registration=True):
 
 
 BUILDERS = {"nih": NIHChestXray14, "chexpert": CheXpert}
+
+
+def _alive(results):
+    """``results`` of the worker processes, or :class:`WorkerDied` if one of them died."""
+    try:
+        yield from results
+    except futures.BrokenExecutor as e:  # BrokenProcessPool
+        raise WorkerDied(
+            "A prepare worker process died while decoding images (killed from outside, or by "
+            "the system for want of memory); nothing was prepared. Run again, with fewer "
+            "--num_workers if memory is short."
+        ) from e
 
 
 def _encode(args):
@@ -613,7 +634,7 @@ def main(argv):
             examples=None,
             overwrite=f.overwrite,
         )
-    except (DatasetConflictError, DataFormatError, OSError, ValueError) as e:
+    except (DatasetConflictError, DataFormatError, OSError, ValueError, WorkerDied) as e:
         sys.exit(f"FATAL: {e}")
     report = read_report(path)
     if status == "reused":
