@@ -24,6 +24,7 @@ import sys
 import numpy as np
 from PIL import Image
 
+from chestattn_jax import files
 from chestattn_jax.data.chexpert import LABEL_COLUMNS, METADATA_COLUMNS
 from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_BOX_CLASSES
 from chestattn_jax.data.nih import BOX_LABEL_ALIASES, NIH_BOX_FRAME
@@ -211,7 +212,7 @@ def main(argv):
     from absl import flags
 
     f = flags.FLAGS
-    if "://" in f.out_dir:  # os.path would make a local folder named "gs:"
+    if not files.is_local(f.out_dir):  # os.path would make a local folder named "gs:"
         sys.exit(
             f"FATAL: --out_dir={f.out_dir}: the export writes to a local folder only. Export "
             "and prepare locally, then copy the prepared folder up (docs/tpu.md)."

@@ -26,6 +26,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from chestattn_jax import files
 from chestattn_jax.data.raw import DataFormatError
 
 DICOM_PREFIX_END = 132  # the 128-byte preamble and "DICM"
@@ -41,7 +42,7 @@ def load_grayscale(path: str) -> np.ndarray:
     Pillow's decompression-bomb limit, non-finite pixels, or a DICOM without pixels.
     """
     path = os.fspath(path)
-    if "://" in path:
+    if not files.is_local(path):
         return _load_from_bucket(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Image file not found: {path}")
