@@ -24,6 +24,16 @@ def load_config(name: str, arg: str | None = None):
     return module.get_config(arg) if arg is not None else module.get_config()
 
 
+def proc_stat(pid) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, ppid, ...), or
+    ``None`` if there is no such process (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
 def tiny_config(variant: str = "class", **train_overrides):
     """configs/synthetic.py shrunk to a one-block, 8-filter ResNet at 32 px and 5 classes."""
     config = load_config("synthetic", variant)

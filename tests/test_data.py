@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import proc_stat
 
 from chestattn_jax.data.input_pipeline import eval_batches, train_dataset
 from chestattn_jax.data.synthetic import PhantomChestXray, PhantomConfig
@@ -108,11 +109,8 @@ def test_a_worker_ends_when_its_training_process_is_killed(tmp_path):
         parent.wait(timeout=10)
 
         def running(pid):  # an exited child left unreaped by PID 1 is a zombie
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-            except FileNotFoundError:
-                return False
+            stat = proc_stat(pid)
+            return stat is not None and stat[0] != "Z"
 
         deadline = time.monotonic() + 10
         while running(child) and time.monotonic() < deadline:

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import REPO, tiny_config
+from conftest import REPO, proc_stat, tiny_config
 from raw_fixtures import write_nih_fixture
 
 from chestattn_jax.data import nih
@@ -307,17 +307,15 @@ def _wait_for_worker(parent: int, timeout: float = 60) -> int:
     """The pid of ``parent``'s multiprocessing worker (not its resource tracker)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            stat = proc_stat(entry)
+            if stat is None or int(stat[1]) != parent:
                 continue
             try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    cmdline = f.read()
-            except (OSError, ValueError, IndexError):
+                    if b"spawn_main" in f.read():
+                        return int(entry)
+            except OSError:  # gone meanwhile
                 continue
-            if ppid == parent and b"spawn_main" in cmdline:
-                return int(entry)
         time.sleep(0.1)
     raise TimeoutError(f"no worker process of {parent} after {timeout} s")
