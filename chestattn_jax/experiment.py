@@ -28,7 +28,6 @@ loss ``val/bce``, lowest wins; ties go to the smaller λ).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 
@@ -37,6 +36,7 @@ from absl import flags, logging
 from etils import epath
 
 from chestattn_jax import workdir as workdir_lib
+from chestattn_jax.metric_writers import read_jsonl
 
 LAMBDA_CRITERIA = ("mean_auc", "bce")
 REPORT_DIR = "report"
@@ -160,19 +160,16 @@ def run(config, root, which: str | None = None) -> None:
 
 
 def _validation_score(root, cell: Cell, criterion: str) -> float:
-    """``cell``'s validation ``criterion`` at the step its evaluation restored."""
+    """``cell``'s validation ``criterion`` at the step its evaluation restored (NaN where
+    it was undefined: the metric writer logs a non-finite value as null)."""
     w = cell_workdir(root, cell)
     step = workdir_lib.read_json(w / workdir_lib.EVAL_DIR / "metrics.json")["step"]
-    rows = [
-        json.loads(line)
-        for line in (w / workdir_lib.METRICS_FILE).read_text().splitlines()
-        if line.strip()
-    ]
+    rows = read_jsonl(w / workdir_lib.METRICS_FILE)
     key = f"val/{criterion}"
     values = [r[key] for r in rows if r.get("step") == step and key in r]
     if not values:
         raise ValueError(f"{w}: no {key} logged at step {step}, the step it evaluated.")
-    return float(values[-1])
+    return float("nan") if values[-1] is None else float(values[-1])
 
 
 def choose_lambda(config, root, fold: int, seed: int) -> tuple[float, dict]:

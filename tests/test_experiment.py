@@ -225,3 +225,17 @@ def test_lambda_choice_never_takes_an_undefined_score(criterion, expected, monke
     )
     lam, seen = experiment.choose_lambda(config, "/nowhere", 0, 0)
     assert lam == expected and seen == scores
+
+
+def test_an_undefined_validation_auc_reads_as_nan(tmp_path):
+    """The metric writer logs an undefined mean AUC as null: the λ choice reads it as NaN
+    (which it never chooses), instead of failing on float(None)."""
+    config = grid_config()
+    cell = experiment.cells(config)[0]
+    w = experiment.cell_workdir(tmp_path, cell)
+    (w / "eval").mkdir(parents=True)
+    (w / "eval" / "metrics.json").write_text(json.dumps({"step": 4}))
+    rows = [{"step": 4, "val/mean_auc": None, "val/bce": 0.5}, {"step": 8, "val/bce": 0.4}]
+    (w / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert np.isnan(experiment._validation_score(tmp_path, cell, "mean_auc"))
+    assert experiment._validation_score(tmp_path, cell, "bce") == 0.5
