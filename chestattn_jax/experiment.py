@@ -118,7 +118,8 @@ def status(root, cell: Cell) -> str:
 
 
 def check(config) -> None:
-    """Refuses an experiment its data cannot give: k-fold needs 2 folds or more."""
+    """Refuses an experiment its data cannot give (k-fold needs 2 folds or more) or its
+    report cannot read (an evaluation other than the test split at the best checkpoint)."""
     from chestattn_jax import config as config_lib
 
     if config.data.name != "synthetic" and config.experiment.folds < 2:
@@ -128,6 +129,15 @@ def check(config) -> None:
                 "split into folds by patient (data.split=kfold); give at least 2."
             ]
         )
+    # The report reads each cell's test evaluation at its best checkpoint, from eval/.
+    moved = [
+        f"config.eval.{field}={config.eval[field]!r}: an experiment cell is tested on the test "
+        f"split at its best checkpoint, in eval/ (leave it at {default!r})."
+        for field, default in (("split", "test"), ("checkpoint", "best"), ("output_name", ""))
+        if config.eval[field] != default
+    ]
+    if moved:
+        raise config_lib.ConfigError(moved)
     if config.train.early_stopping_metric == "loss" and len(config.experiment.entropy_weights) > 1:
         logging.warning(
             "config.train.early_stopping_metric='loss' stops each λ cell on its own Eq. 5, "

@@ -239,3 +239,14 @@ def test_an_undefined_validation_auc_reads_as_nan(tmp_path):
     (w / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert np.isnan(experiment._validation_score(tmp_path, cell, "mean_auc"))
     assert experiment._validation_score(tmp_path, cell, "bce") == 0.5
+
+
+def test_an_evaluation_the_report_cannot_read_is_refused():
+    """The report reads each cell's eval/ (test split, best checkpoint): another split,
+    checkpoint or output folder would leave every cell 'not done' forever."""
+    for field, value in [("split", "validation"), ("checkpoint", "latest"), ("output_name", "x")]:
+        config = grid_config()
+        config.eval[field] = value
+        with pytest.raises(config_lib.ConfigError, match=rf"config\.eval\.{field}="):
+            experiment.check(config)
+    experiment.check(grid_config())  # the defaults pass
