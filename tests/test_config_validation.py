@@ -294,3 +294,20 @@ def test_the_base_config_has_what_the_code_reads_with_a_default():
     assert config.model.skip_unused_stage4 is True  # nets: get("skip_unused_stage4", True)
     config.train.optimizer = "adamw"
     create_optimizer(config.train)
+
+
+def test_evaluators_run_after_those_whose_metrics_they_read():
+    import types
+
+    from chestattn_jax.evaluation import evaluators
+
+    ctx = types.SimpleNamespace(
+        config=types.SimpleNamespace(model=types.SimpleNamespace(variant="class")),
+        classes=("A", "B"),
+    )
+    made = evaluators.create(("tables", "figures", "auc"), ctx)
+    order = [type(e).__module__.rsplit(".", 1)[1] for e in made]
+    assert order == ["auc", "tables", "figures"]
+    assert [type(e).__module__.rsplit(".", 1)[1] for e in evaluators.create(("tables",), ctx)] == [
+        "tables"
+    ]  # an evaluator it reads but that was not chosen is not added

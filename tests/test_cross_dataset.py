@@ -162,7 +162,7 @@ def test_another_class_map_gets_its_own_folder(trained_on_nih):
     config = config.copy_and_resolve_references()
     config.eval.dataset, config.eval.data_dir = "chexpert", chexpert_dir
     config.eval.class_map = "exact,Mass=Lung Lesion"
-    config.eval.evaluators = ("auc", "tables")
+    config.eval.evaluators = ("tables", "auc")  # tables reads auc's metrics: run after it
     config.eval.bootstrap_draws = 0
     metrics = evaluation.evaluate(config, workdir)
     assert "Mass" in metrics["auc"] and len(metrics["auc"]) == 8

@@ -58,6 +58,8 @@ class Evaluator:
     see the gate-3 maps as the pass runs."""
 
     needs_maps = False
+    # Evaluators whose metrics this one reads in finish(): run first when also chosen.
+    after: tuple[str, ...] = ()
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
@@ -77,5 +79,18 @@ def available() -> tuple[str, ...]:
 
 
 def create(names, ctx: Context) -> list[Evaluator]:
-    """The evaluators ``names`` (``config.eval.evaluators``), in that order."""
-    return [importlib.import_module(f"{__name__}.{name}").Evaluator(ctx) for name in names]
+    """The evaluators ``names`` (``config.eval.evaluators``), in that order except that
+    each comes after those it reads (its ``after``)."""
+    classes = {n: importlib.import_module(f"{__name__}.{n}").Evaluator for n in names}
+    ordered = []
+
+    def place(name):
+        if name not in ordered:
+            for first in classes[name].after:
+                if first in classes:
+                    place(first)
+            ordered.append(name)
+
+    for name in names:
+        place(name)
+    return [classes[name](ctx) for name in ordered]

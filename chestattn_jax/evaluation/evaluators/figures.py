@@ -21,6 +21,8 @@ from chestattn_jax.evaluation import evaluators
 
 
 class Evaluator(evaluators.Evaluator):
+    after = ("auc",)
+
     def __init__(self, ctx):
         super().__init__(ctx)
         self.needs_maps = ctx.config.model.variant != "resnet"

@@ -108,6 +108,8 @@ def markdown(metrics: dict, rows: list[dict]) -> str:
 
 
 class Evaluator(evaluators.Evaluator):
+    after = ("auc", "localization")
+
     def finish(self, record, metrics) -> None:
         if not self.ctx.writes:
             return
