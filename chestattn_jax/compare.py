@@ -16,14 +16,13 @@ over test images whose only finding is that class, one row per model).
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 
 import numpy as np
 from etils import epath
 
-from chestattn_jax import figures, tables
+from chestattn_jax import figures, files, tables
 from chestattn_jax.evaluation.record import Record
 from chestattn_jax.metrics import bootstrap_auc, paired_auc_difference
 from chestattn_jax.workdir import ATTENTION_EXAMPLES_FILE, EVAL_DIR, PREDICTIONS_FILE, write_text
@@ -155,8 +154,7 @@ def attention_figures(workdirs, names, classes, out_dir: str) -> list[str]:
     for w, name in zip(workdirs, names, strict=True):
         path = os.path.join(w, EVAL_DIR, ATTENTION_EXAMPLES_FILE)
         if epath.Path(path).exists():
-            with np.load(io.BytesIO(epath.Path(path).read_bytes())) as z:
-                examples[name] = {k: z[k] for k in z.files}
+            examples[name] = files.read_npz(path)
     written = []
     if examples:
         written.append(

@@ -11,9 +11,11 @@ and its first try logs an error on servers without the move API).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
+import numpy as np
 from etils import epath
 
 
@@ -59,3 +61,16 @@ def read_json(path) -> dict | None:
         return json.loads(path.read_text())
     except ValueError as e:
         raise ValueError(f"{path} is not valid JSON ({e}); move it away to continue.") from e
+
+
+def write_npz(path, **arrays) -> None:
+    """``np.savez`` of ``arrays`` to ``path`` (local or ``gs://``), whole or not at all."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_bytes(path, buffer.getvalue())
+
+
+def read_npz(path) -> dict:
+    """Every array of the ``.npz`` at ``path`` (local or ``gs://``), read at once."""
+    with np.load(io.BytesIO(epath.Path(path).read_bytes())) as z:
+        return {k: z[k] for k in z.files}

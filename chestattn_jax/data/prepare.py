@@ -38,7 +38,6 @@ failed build puts it back (a killed one, at the next prepare).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import multiprocessing
 import os
@@ -591,9 +590,9 @@ def load_index(builder) -> dict:
     fields = ("labels", "mask", "patient_id", "view", "sex", "age", "source_split", "key")
     if path.exists():
         try:
-            with np.load(io.BytesIO(path.read_bytes())) as z:
-                if "num_boxes" in z.files:  # else an index from before boxes were counted
-                    return {k: z[k] for k in z.files}
+            index = files.read_npz(path)
+            if "num_boxes" in index:  # else an index from before boxes were counted
+                return index
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
             # Only a cache of the records: build it again.
             logging.warning("%s is damaged (%s); reading the records again.", path, e)
@@ -606,9 +605,7 @@ def load_index(builder) -> dict:
             rows[f].append(v.decode() if isinstance(v, bytes) else v)
         rows["num_boxes"].append(len(rec["box_labels"]))
     index = {f: np.asarray(v) for f, v in rows.items()}
-    buffer = io.BytesIO()
-    np.savez(buffer, **index)
-    files.write_bytes(path, buffer.getvalue())
+    files.write_npz(path, **index)
     return index
 
 

@@ -17,14 +17,12 @@ bounded by the class count and ``config.eval.num_figure_images``
 from __future__ import annotations
 
 import dataclasses
-import io
 
 import jax
 import numpy as np
-from etils import epath
 
+from chestattn_jax import files
 from chestattn_jax import sharding as shd
-from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.data.input_pipeline import eval_batches
 
 
@@ -52,9 +50,8 @@ class Record:
 
     def save(self, path) -> None:
         """``np.savez`` to a local or ``gs://`` path."""
-        buffer = io.BytesIO()
-        np.savez(
-            buffer,
+        files.write_npz(
+            path,
             probs=self.probs,
             labels=self.labels,
             mask=self.mask,
@@ -65,14 +62,12 @@ class Record:
             loss=np.float64(self.loss),
             bce=np.float64(self.bce),
         )
-        workdir_lib.write_bytes(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path) -> Record:
         """The record at ``path``. Records written before example ids were kept get the
         row number as their id (``compare`` then matches rows by patient and labels)."""
-        with np.load(io.BytesIO(epath.Path(path).read_bytes())) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = files.read_npz(path)
         n = len(arrays["labels"])
         classes = tuple(str(c) for c in arrays["classes"])
         return cls(

@@ -10,12 +10,11 @@ Keeps one summed map per class and ``num_figure_images`` images with their maps.
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
 
-from chestattn_jax import figures
+from chestattn_jax import figures, files
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.evaluation import evaluators
 
@@ -60,9 +59,8 @@ class Evaluator(evaluators.Evaluator):
         variant, sums, counts = self.ctx.config.model.variant, self.sums, self.counts
         index = np.asarray([e[0] for e in self.examples])
         labels, probs = record.labels[index], record.probs[index]
-        buffer = io.BytesIO()
-        np.savez(
-            buffer,
+        files.write_npz(
+            os.path.join(out_dir, workdir_lib.ATTENTION_EXAMPLES_FILE),
             index=index,
             images=np.stack([e[1] for e in self.examples]),
             maps=np.stack([e[2] for e in self.examples]),
@@ -72,9 +70,6 @@ class Evaluator(evaluators.Evaluator):
             variant=variant,
             average_masks=sums / np.maximum(counts, 1)[:, None, None],
             average_counts=counts,
-        )
-        workdir_lib.write_bytes(
-            os.path.join(out_dir, workdir_lib.ATTENTION_EXAMPLES_FILE), buffer.getvalue()
         )
         rows = [
             {
