@@ -24,7 +24,7 @@ from etils import epath
 
 from chestattn_jax import figures, files, tables
 from chestattn_jax.evaluation.record import Record
-from chestattn_jax.metrics import bootstrap_auc, paired_auc_difference
+from chestattn_jax.metrics import bootstrap_models
 from chestattn_jax.workdir import ATTENTION_EXAMPLES_FILE, EVAL_DIR, PREDICTIONS_FILE, write_text
 
 
@@ -89,23 +89,19 @@ def compare(workdirs, out_dir: str, num_draws: int = 1000, seed: int = 0) -> dic
     ref = preds[0]
     classes = list(ref.classes)
     names = column_names(workdirs)
-    aucs = [
-        bootstrap_auc(ref.labels, p.probs, ref.mask, classes, ref.patient_ids, num_draws, seed)
-        for p in preds
-    ]
-    diffs = [
-        paired_auc_difference(
-            ref.labels,
-            p.probs,
-            ref.probs,
-            ref.mask,
-            classes,
-            ref.patient_ids,
-            num_draws,
-            seed,
-        )
-        for p in preds[1:]
-    ]
+    others = range(1, len(preds))
+    by_model, by_pair = bootstrap_models(
+        ref.labels,
+        {i: p.probs for i, p in enumerate(preds)},
+        ref.mask,
+        classes,
+        ref.patient_ids,
+        num_draws,
+        seed,
+        pairs=[(i, 0) for i in others],
+    )
+    aucs = [by_model[i] for i in range(len(preds))]
+    diffs = [by_pair[(i, 0)] for i in others]
 
     def cell(auc, ci):
         return "n/a" if auc is None else f"{auc:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"

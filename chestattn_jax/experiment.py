@@ -234,7 +234,7 @@ def report(config, root, num_draws: int = 1000, seed: int = 0) -> dict:
     from chestattn_jax import compare, figures
     from chestattn_jax.evaluation.evaluators.auc import per_class_auc
     from chestattn_jax.evaluation.record import Record
-    from chestattn_jax.metrics import bootstrap_auc, paired_auc_difference
+    from chestattn_jax.metrics import bootstrap_models
 
     e = config.experiment
     missing = [c.name for c in cells(config) if status(root, c) != "done"]
@@ -273,38 +273,33 @@ def report(config, root, num_draws: int = 1000, seed: int = 0) -> dict:
         classes = list(records[e.variants[0]][0].classes)
         pooled = {v: _pooled(records[v], folds) for v in e.variants}
         ref = pooled[e.variants[0]]
-        table = {
-            v: bootstrap_auc(
-                ref.labels, pooled[v].probs, ref.mask, classes, ref.patient_ids, num_draws, seed
-            )
-            for v in e.variants
-        }
+        pairs = [(a, b) for a, b in PAIRS if a in e.variants and b in e.variants]
+        table, pair_tables = bootstrap_models(
+            ref.labels,
+            {v: pooled[v].probs for v in e.variants},
+            ref.mask,
+            classes,
+            ref.patient_ids,
+            num_draws,
+            seed,
+            pairs=pairs,
+        )
         per_fold = {
             v: [per_class_auc(r.labels, r.probs, r.mask, classes) for r in records[v]]
             for v in e.variants
         }
         differences = {}
-        for a, b in PAIRS:
-            if a in e.variants and b in e.variants:
-                d = paired_auc_difference(
-                    ref.labels,
-                    pooled[a].probs,
-                    pooled[b].probs,
-                    ref.mask,
-                    classes,
-                    ref.patient_ids,
-                    num_draws,
-                    seed,
-                )
-                for c in classes:
-                    folds_up = [
-                        fa["auc"][c] - fb["auc"][c] > 0
-                        for fa, fb in zip(per_fold[a], per_fold[b], strict=True)
-                        if fa["auc"][c] is not None and fb["auc"][c] is not None
-                    ]
-                    d["classes"][c]["folds_positive"] = int(sum(folds_up))
-                    d["classes"][c]["folds_defined"] = len(folds_up)
-                differences[f"{a} - {b}"] = d
+        for a, b in pairs:
+            d = pair_tables[(a, b)]
+            for c in classes:
+                folds_up = [
+                    fa["auc"][c] - fb["auc"][c] > 0
+                    for fa, fb in zip(per_fold[a], per_fold[b], strict=True)
+                    if fa["auc"][c] is not None and fb["auc"][c] is not None
+                ]
+                d["classes"][c]["folds_positive"] = int(sum(folds_up))
+                d["classes"][c]["folds_defined"] = len(folds_up)
+            differences[f"{a} - {b}"] = d
         out["seeds"][str(train_seed)] = {
             "lambda": chosen,
             "pooled": table,

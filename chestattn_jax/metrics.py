@@ -132,7 +132,13 @@ def bootstrap_auc(
     classes defined in that draw).
     """
     labels, mask, draws = _setup(labels, mask, patient_ids, num_draws, seed)
-    point, per_draw = _aucs(labels, np.asarray(probs), mask, draws)
+    scored = _aucs(labels, np.asarray(probs), mask, draws)
+    return _auc_summary(scored, class_names, num_draws, level)
+
+
+def _auc_summary(scored, class_names, num_draws: int, level: float) -> dict:
+    """:func:`bootstrap_auc`'s dict from ``_aucs``' ``(point, per_draw)``."""
+    point, per_draw = scored
     alpha = (1.0 - level) / 2.0
     per_class = {
         name: {
@@ -171,10 +177,39 @@ def paired_auc_difference(
     difference <= 0 (a one-sided bootstrap p-value for "a beats b").
     """
     labels, mask, draws = _setup(labels, mask, patient_ids, num_draws, seed)
-    point_a, draws_a = _aucs(labels, np.asarray(probs_a), mask, draws)
-    point_b, draws_b = _aucs(labels, np.asarray(probs_b), mask, draws)
+    scored_a = _aucs(labels, np.asarray(probs_a), mask, draws)
+    scored_b = _aucs(labels, np.asarray(probs_b), mask, draws)
+    return _pair_summary(scored_a, scored_b, class_names, num_draws, level)
+
+
+def bootstrap_models(
+    labels,
+    models: dict,
+    mask,
+    class_names,
+    patient_ids=None,
+    num_draws: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    pairs=(),
+) -> tuple[dict, dict]:
+    """:func:`bootstrap_auc` of every model (``{name: probs}``) and
+    :func:`paired_auc_difference` of every ``(a, b)`` in ``pairs``: the same results, from
+    one set of patient draws and each model's per-draw AUCs computed once (the costly
+    part: a pair no longer scores both its models again)."""
+    labels, mask, draws = _setup(labels, mask, patient_ids, num_draws, seed)
+    scored = {name: _aucs(labels, np.asarray(p), mask, draws) for name, p in models.items()}
+    aucs = {name: _auc_summary(scored[name], class_names, num_draws, level) for name in models}
+    differences = {
+        (a, b): _pair_summary(scored[a], scored[b], class_names, num_draws, level) for a, b in pairs
+    }
+    return aucs, differences
+
+
+def _pair_summary(scored_a, scored_b, class_names, num_draws: int, level: float) -> dict:
+    """:func:`paired_auc_difference`'s dict from two models' ``(point, per_draw)``."""
     alpha = (1.0 - level) / 2.0
-    point, per_draw = point_a - point_b, draws_a - draws_b
+    point, per_draw = scored_a[0] - scored_b[0], scored_a[1] - scored_b[1]
     return {
         "classes": {
             name: _difference_summary(point[j], per_draw[:, j], alpha)

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from chestattn_jax.metrics import bootstrap_auc, patient_draw_weights, weighted_auc
+from chestattn_jax.metrics import (
+    bootstrap_auc,
+    bootstrap_models,
+    paired_auc_difference,
+    patient_draw_weights,
+    weighted_auc,
+)
 
 
 def data(n=300, k=3, seed=0):
@@ -108,3 +114,22 @@ def test_one_table_writer_for_markdown_and_csv():
     header, rows = ["class", "AUC"], [["A", "0.9"], ["B, C", None]]
     assert markdown(header, rows) == "| class | AUC |\n|---|---|\n| A | 0.9 |\n| B, C |  |"
     assert list(csv.reader(io.StringIO(csv_text(header, rows)))) == [header, rows[0], ["B, C", ""]]
+
+
+def test_bootstrap_models_equals_the_separate_calls():
+    """One set of draws for every model and pair gives exactly what bootstrap_auc and
+    paired_auc_difference give one at a time."""
+    rng = np.random.default_rng(3)
+    n, k = 120, 3
+    labels = (rng.random((n, k)) < 0.3).astype(np.int32)
+    mask = (rng.random((n, k)) < 0.9).astype(np.int32)
+    models = {m: rng.random((n, k)) + 0.5 * labels * m for m in range(3)}
+    patients = rng.integers(0, 40, n)
+    names = ["a", "b", "c"]
+    args = (names, patients, 50, 7)
+    aucs, diffs = bootstrap_models(labels, models, mask, *args, pairs=[(1, 0), (2, 1)])
+    for m, probs in models.items():
+        assert aucs[m] == bootstrap_auc(labels, probs, mask, *args)
+    for a, b in [(1, 0), (2, 1)]:
+        expected = paired_auc_difference(labels, models[a], models[b], mask, *args)
+        assert diffs[(a, b)] == expected
