@@ -16,6 +16,7 @@ import os
 
 from absl import logging
 
+from chestattn_jax import config as config_lib
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.data.input_pipeline import dataset_fingerprint
 from chestattn_jax.evaluation import class_map
@@ -46,18 +47,9 @@ DATA_FIELDS = (
     "data.uncertainty_per_class",
 )
 # The phantoms' fields (config.data.name == "synthetic"): all of them, split sizes included,
-# decide the data set's fingerprint, so that a difference is named by its field.
-SYNTHETIC_FIELDS = (
-    "data.synthetic.seed",
-    "data.synthetic.train_size",
-    "data.synthetic.validation_size",
-    "data.synthetic.test_size",
-    "data.synthetic.lesion_contrast",
-    "data.synthetic.lesion_size",
-    "data.synthetic.noise",
-    "data.synthetic.prevalence_scale",
-    "data.synthetic.location_variability",
-)
+# decide the data set's fingerprint, so that a difference is named by its field. Read from
+# the config itself: a new phantom field is covered without a change here.
+SYNTHETIC_FIELDS = tuple(f"data.synthetic.{k}" for k in config_lib.get_base_config().data.synthetic)
 # The key of the data set's fingerprint among the settings and changes.
 FINGERPRINT = "dataset fingerprint"
 # Evaluation settings that change the numbers written (recorded beside them).
