@@ -2,7 +2,10 @@
 
 25,596 is the size of NIH ChestX-ray14's official test list. The goal is at most
 5 s on a 2-core CPU; the sklearn figure is a loop of ``roc_auc_score`` over draws
-and classes on a subset of the draws, scaled up to all of them.
+and classes on a subset of the draws, scaled up to all of them. The last two rows are
+what ``compare`` of three workdirs computes (three models, two paired differences):
+one call per model and per pair, as before ``bootstrap_models``, and one
+``bootstrap_models`` call.
 
   python benchmarks/bootstrap_auc.py
 """
@@ -15,7 +18,12 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from chestattn_jax.metrics import bootstrap_auc, patient_draw_weights
+from chestattn_jax.metrics import (
+    bootstrap_auc,
+    bootstrap_models,
+    paired_auc_difference,
+    patient_draw_weights,
+)
 
 
 def main(n: int = 25_596, k: int = 14, draws: int = 1000, sklearn_draws: int = 20):
@@ -45,6 +53,21 @@ def main(n: int = 25_596, k: int = 14, draws: int = 1000, sklearn_draws: int = 2
         f"| {sk / ours:.1f} |"
     )
     print(f"mean AUC {out['mean_auc']:.4f}, 95% CI {out['mean_ci']}")
+
+    models = {m: np.clip(probs + 0.05 * m * labels, 0, 1) for m in range(3)}
+    args = (np.ones_like(labels), classes, patients, draws)
+    start = time.perf_counter()
+    for m in models:
+        bootstrap_auc(labels, models[m], *args)
+    for m in (1, 2):
+        paired_auc_difference(labels, models[m], models[0], *args)
+    separate = time.perf_counter() - start
+    start = time.perf_counter()
+    bootstrap_models(labels, models, *args, pairs=[(1, 0), (2, 0)])
+    shared = time.perf_counter() - start
+    print("| compare of 3 models: 3 bootstrap_auc + 2 paired_auc_difference calls |", end="")
+    print(f" {separate:.2f} | {separate / shared:.1f} |")
+    print(f"| compare of 3 models: one bootstrap_models call | {shared:.2f} | 1.0 |")
 
 
 if __name__ == "__main__":
