@@ -28,6 +28,7 @@ from etils import epath
 from chestattn_jax.files import (  # noqa: F401  (re-exported: callers use workdir.write_json)
     is_local,
     read_json,
+    require_gcs,
     write_bytes,
     write_json,
     write_text,
@@ -54,8 +55,11 @@ def writes_files() -> bool:
 
 
 def workdir_path(workdir) -> epath.Path:
-    """``workdir`` as an ``epath.Path``: absolute if local, unchanged if a URL (``gs://``)."""
+    """``workdir`` as an ``epath.Path``: absolute if local, unchanged if a URL (``gs://``).
+    Raises :class:`chestattn_jax.files.CloudStorageUnavailable` for ``gs://`` without the
+    ``gcs`` extra installed."""
     text = os.fspath(workdir)
+    require_gcs(text, "--workdir")
     return epath.Path(text if "://" in text else os.path.abspath(text))
 
 

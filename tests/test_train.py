@@ -4,11 +4,13 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import REPO, tiny_config
 
 from chestattn_jax import evaluation, train
 from chestattn_jax.checkpointing import Checkpointer
@@ -206,3 +208,56 @@ def test_progress_reports_the_share_of_time_spent_waiting_for_input():
     assert 0.4 < first["data_wait"] <= 0.8 and first["images_per_sec"] > 0
     time.sleep(0.05)  # nothing waited since the last report: the counter was reset
     assert progress.report(4, {})["data_wait"] == 0.0
+
+
+def _without_log_lines(text: str) -> list[str]:
+    """The lines of a command's stderr that are not absl log records (``I1206 06:23:47...``)."""
+    return [line for line in text.splitlines() if not re.match(r"^[IWE]\d{4} \d\d:", line)]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--config={repo}/configs/synthetic.py", "--workdir=gs://bucket/w"],
+        ["--config={repo}/configs/synthetic.py", "--workdir=gs://bucket/w", "--mode=evaluate"],
+        [
+            "--config={repo}/configs/nih.py",
+            "--workdir={tmp}/w",
+            "--config.data.data_dir=gs://bucket/d",
+        ],
+    ],
+    ids=["train", "evaluate", "data_dir"],
+)
+def test_gcs_path_without_the_gcs_extra_is_one_fatal_line(tmp_path, args):
+    """Without gcsfs (the gcs extra), a gs:// workdir or data_dir ends the command with one
+    FATAL line naming the path and the extra to install, and writes nothing."""
+    # gcsfs is installed here: a package of that name that fails to import, first on the
+    # path, is what Python sees where it is not.
+    hidden = tmp_path / "hide_gcsfs" / "gcsfs"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'gcsfs'\", name='gcsfs')\n"
+    )
+    run_dir = tmp_path / "cwd"  # a gs:// path mistaken for a local one would land here
+    run_dir.mkdir()
+    path = os.pathsep.join(p for p in (str(hidden.parent), os.environ.get("PYTHONPATH")) if p)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chestattn_jax.main",
+            *(a.format(tmp=tmp_path, repo=REPO) for a in args),
+        ],
+        cwd=run_dir,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": f"{path}{os.pathsep}{REPO}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = _without_log_lines(result.stderr)
+    assert len(lines) == 1, result.stderr[-3000:]
+    url = "gs://bucket/d" if "data_dir" in " ".join(args) else "gs://bucket/w"
+    assert lines[0].startswith("FATAL: ") and url in lines[0], lines
+    assert "pip install 'chestattn-jax[gcs]'" in lines[0], lines
+    assert list(run_dir.iterdir()) == [] and not (tmp_path / "w").exists()

@@ -22,6 +22,7 @@ import numpy as np
 from absl import flags
 
 from chestattn_jax.data.synthetic import PhantomChestXray, PhantomConfig
+from chestattn_jax.files import require_gcs
 
 DATASETS = ("synthetic", "nih", "chexpert")
 BATCH_KEYS = ("image", "labels", "mask")
@@ -59,6 +60,7 @@ def create_source(config, split: str):
             ),
             classes=tuple(d.classes),
         )
+    require_gcs(d.data_dir, "config.data.data_dir")
     from chestattn_jax.data.prepared import open_split  # TFDS is imported only for real data
 
     return open_split(config, split)
@@ -207,6 +209,8 @@ def dataset_fingerprint(config) -> dict:
     Raises:
       ValueError: an unknown ``config.data.name`` or an unset ``data_dir``.
       FileNotFoundError: the prepared data set does not exist.
+      chestattn_jax.files.CloudStorageUnavailable: a ``gs://`` ``data_dir`` without the
+        ``gcs`` extra installed.
     """
     import hashlib
     import json
@@ -217,6 +221,7 @@ def dataset_fingerprint(config) -> dict:
             f"Unknown dataset {d.name!r} (config.data.name); expected one of {', '.join(DATASETS)}."
         )
     if d.name != "synthetic":
+        require_gcs(d.data_dir, "config.data.data_dir")
         from chestattn_jax.data.prepared import provenance  # TFDS only for real data
 
         return provenance(d.name, d.data_dir, int(d.image_size))
