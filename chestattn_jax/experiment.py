@@ -4,15 +4,27 @@
   python -m chestattn_jax.experiment --config=configs/nih.py --workdir=runs/nih
   python -m chestattn_jax.experiment --config=configs/nih.py --workdir=runs/nih --cell=4
   python -m chestattn_jax.experiment --config=configs/nih.py --workdir=runs/nih --report
+  python -m chestattn_jax.experiment --config=configs/nih.py --workdir=runs/nih --reevaluate
 
 ``--workdir`` is the experiment's root. Each *cell* of the grid (``config.experiment``) is
 an ordinary training run in ``ROOT/<cell name>``, e.g. ``ROOT/fold1-class-lam0.1-seed0``,
 trained and evaluated as ``python -m chestattn_jax.main`` would. Without ``--cell`` every
 cell runs in turn: finished cells (their ``eval/metrics.json`` exists) are skipped,
 interrupted ones resume from their latest checkpoint. ``--cell`` runs one cell, by index
-or name (``--list`` prints both), so that a SLURM array, several GPU boxes or TPU VMs run
-cells in parallel (docs/reproduce.md). ``--report`` reads the finished cells and writes
-``ROOT/report/``: Tables 1-2 (:func:`report`).
+or name (``--list`` prints both; with ``--cell``, of that cell only), so that a SLURM
+array, several GPU boxes or TPU VMs run cells in parallel (docs/reproduce.md).
+``--report`` reads the finished cells and writes ``ROOT/report/``: Tables 1-2
+(:func:`report`).
+
+A finished cell is skipped, and reported, only as the cell the config asks for: before
+any cell runs and before ``--report`` reads one, every finished cell of the grid is
+compared with the config (:func:`changed_cells`: its ``config.json``, the settings its
+``eval/metrics.json`` records, its data set's fingerprint), and any that differs in a
+setting that changes a result is refused, named with its differences
+(``train.num_steps: 4 -> 8``). Such cells are trained again in a new root, or here once
+their folders are moved away; ``--reevaluate`` evaluates again instead those whose only
+differences are evaluation settings (``eval.*``): their training stands. Interrupted
+cells resume under the config given, as ``train.py`` allows.
 
 Folds. On a prepared data set fold f is ``data.split=kfold`` with ``data.fold=f`` and
 ``data.num_folds=config.experiment.folds``: over the folds every patient is tested exactly
@@ -28,6 +40,7 @@ loss ``val/bce``, lowest wins; ties go to the smaller λ).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 
@@ -57,8 +70,16 @@ class Cell:
 
     @property
     def name(self) -> str:
-        lam = "" if self.entropy_weight is None else f"-lam{self.entropy_weight:g}"
+        lam = "" if self.entropy_weight is None else f"-lam{lambda_text(self.entropy_weight)}"
         return f"fold{self.fold}-{self.variant}{lam}-seed{self.seed}"
+
+
+def lambda_text(value: float) -> str:
+    """λ as cell names and the report write it: ``:g`` where that is exact (0, 0.1, 1e-07:
+    the names roots were made with), else the shortest text that reads back as ``value``
+    (0.1000001, which ``:g`` rounds to another λ's 0.1). Distinct values, distinct texts."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
 
 
 def cells(config) -> list[Cell]:
@@ -147,6 +168,160 @@ def check(config) -> None:
         config_lib.validate(cell_config(config, cell), "train")
 
 
+# ------------------------------------------------------- finished cells and their settings
+
+# Settings that change how a cell runs, never what it computes: a cell finished under other
+# values of these is the cell the config asks for. Every other config field counts.
+RUN_ONLY_FIELDS = (
+    # Where the data set is mounted: the same data may be mounted elsewhere. What it holds is
+    # compared instead, by its fingerprint (the cell's dataset.json).
+    "data.data_dir",
+    # How examples are read: grain's stream (order, augmentation) is fixed by the seed and
+    # each example's index, whichever workers, threads and prefetching produce it.
+    "data.num_workers",
+    "data.read_threads",
+    "data.prefetch_batches",
+    # Evaluation batches are padded and the padding masked: the same numbers at any size
+    # (validation during training included).
+    "eval.batch_size",
+    # How often training scalars are averaged and logged; validation, checkpoints and
+    # early stopping follow train.eval_every_steps.
+    "train.log_every_steps",
+    # How many recent steps are kept: the best step is kept regardless (checkpointing.py),
+    # and it is what a cell is evaluated at.
+    "train.checkpoints_to_keep",
+    # A permission (to run under other data settings than training's), not a setting; the
+    # data settings themselves are compared.
+    "allow_setting_changes",
+)
+# config.experiment describes the grid: it reaches a cell only through the fields
+# cell_config sets from it (fold, variant, λ, seed), compared as such. More seeds or λ
+# values add cells; the λ criterion is the report's, read when it runs.
+GRID_SECTION = "experiment."
+# The changes' keys beside config fields.
+FINGERPRINT = "dataset fingerprint"
+NO_CONFIG = workdir_lib.CONFIG_FILE
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    """``{"a.b": value}`` for the nested JSON dict ``tree``."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _counts(field: str, cell: Cell) -> bool:
+    """Whether ``field`` changes ``cell``'s result. λ is the class model's only: Eq. 5's
+    entropy term needs class maps, so the other models ignore loss.entropy_weight."""
+    if field in RUN_ONLY_FIELDS or field.startswith(GRID_SECTION):
+        return False
+    return not (field == "loss.entropy_weight" and cell.entropy_weight is None)
+
+
+def cell_changes(config, root, cell: Cell, fingerprint: str | None = None) -> dict:
+    """How the finished ``cell`` of ``root`` differs from what ``config`` asks of it
+    (:func:`cell_config`): ``{field: (then, now)}`` over every field that changes a result
+    (all but :data:`RUN_ONLY_FIELDS`, ``experiment.*`` and λ outside the class model), from
+    the config it trained with (``config.json``) and the settings its evaluation records
+    (``eval/metrics.json``); with ``fingerprint`` (the config's data set's) also the data
+    set's, under :data:`FINGERPRINT`. A field only one side has (another version's config)
+    is not compared. No ``config.json`` at all: ``{"config.json": (None, None)}``."""
+    w = cell_workdir(root, cell)
+    saved = workdir_lib.read_json(w / workdir_lib.CONFIG_FILE)
+    if saved is None:
+        return {NO_CONFIG: (None, None)}
+    now = _leaves(json.loads(cell_config(config, cell).to_json_best_effort()))
+    evaluated = workdir_lib.read_json(w / workdir_lib.EVAL_DIR / "metrics.json") or {}
+    changes = {}
+    for then in (_leaves(saved), evaluated.get("settings") or {}):
+        for field, was in then.items():
+            if field in now and field not in changes and _counts(field, cell) and was != now[field]:
+                changes[field] = (was, now[field])
+    was = (workdir_lib.read_json(w / workdir_lib.DATASET_FILE) or {}).get("fingerprint")
+    # A phantom fingerprint hashes the data.synthetic fields, image size and classes: named
+    # by those fields where they differ. It differs without them for a phantom field added
+    # since (absent from an older config.json) whose default renders other images.
+    explained = any(f.startswith("data.synthetic.") or f == "data.image_size" for f in changes)
+    if fingerprint and was and "unknown" not in (was, fingerprint) and was != fingerprint:
+        if config.data.name != "synthetic" or not explained:
+            changes[FINGERPRINT] = (was, fingerprint)
+    return changes
+
+
+def changed_cells(config, root, fingerprints: bool = True) -> dict[Cell, dict]:
+    """Every finished cell of the grid that differs from what ``config`` asks of it, with
+    its :func:`cell_changes`. With ``fingerprints``, the data sets are compared too where
+    the config's data set can be read (a warning says so where it cannot: the report may
+    run where the data is not)."""
+    from chestattn_jax.data.input_pipeline import dataset_fingerprint
+
+    out, prints, unread = {}, {}, None
+    for cell in cells(config):
+        if status(root, cell) != "done":
+            continue
+        fingerprint = None
+        if fingerprints and unread is None:
+            data = cell_config(config, cell).data
+            key = (data.name, data.data_dir, data.image_size, data.synthetic.to_json())
+            if key not in prints:
+                try:
+                    prints[key] = dataset_fingerprint(cell_config(config, cell))["fingerprint"]
+                except OSError as e:
+                    unread = e
+            fingerprint = prints.get(key)
+        changes = cell_changes(config, root, cell, fingerprint)
+        if changes:
+            out[cell] = changes
+    if unread is not None:
+        logging.warning(
+            "The finished cells' data set is not compared with the config's, which cannot be "
+            "read here: %s",
+            unread,
+        )
+    return out
+
+
+def _describe(changes: dict) -> str:
+    if NO_CONFIG in changes:
+        return f"{NO_CONFIG}: missing, so the settings it trained with are unknown"
+    return "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+
+
+def _reevaluable(changes: dict) -> bool:
+    """Whether only evaluation settings changed: training stands, an evaluation is redone."""
+    return all(k.startswith("eval.") for k in changes)
+
+
+def refuse_changed(changed: dict[Cell, dict], root, reevaluate: bool = False) -> set[Cell]:
+    """Raises a ``ValueError`` naming every cell of ``changed`` (:func:`changed_cells`),
+    grouped by their differences, unless ``reevaluate`` and all of them differ only in
+    evaluation settings; returns those (the cells to evaluate again)."""
+    refused = {c: d for c, d in changed.items() if not (reevaluate and _reevaluable(d))}
+    if not refused:
+        return set(changed)
+    groups: dict[str, list[str]] = {}
+    for c, d in refused.items():
+        groups.setdefault(_describe(d), []).append(c.name)
+    text = "; ".join(f"{', '.join(names)} ({d})" for d, names in groups.items())
+    message = (
+        f"{len(refused)} finished cells of {root} were trained or evaluated under other "
+        f"settings than this config gives them: {text}. Their results are not this config's: "
+        "run the changed config in a new --workdir, or move those cells' folders away to "
+        "train them again here."
+    )
+    evaluation_only = [c.name for c, d in refused.items() if _reevaluable(d)]
+    if evaluation_only:
+        message += (
+            f" {', '.join(evaluation_only)} differ only in evaluation settings (eval.*): "
+            "--reevaluate evaluates them again under the new ones."
+        )
+    raise ValueError(message)
+
+
 def run_cell(config, root, cell: Cell) -> dict:
     """Trains and evaluates ``cell`` (resuming it), as ``chestattn_jax.main`` would."""
     from chestattn_jax import train
@@ -155,12 +330,22 @@ def run_cell(config, root, cell: Cell) -> dict:
     return train.train_and_evaluate(cell_config(config, cell), os.fspath(cell_workdir(root, cell)))
 
 
-def run(config, root, which: str | None = None) -> None:
-    """Runs ``which`` cell, or every cell that is not done, in order."""
+def run(config, root, which: str | None = None, reevaluate: bool = False) -> None:
+    """Runs ``which`` cell, or every cell that is not done, in order.
+
+    First, before anything runs or is written, the finished cells of the whole grid are
+    compared with ``config`` (:func:`changed_cells`): any that differ are refused
+    (:func:`refuse_changed`), unless ``reevaluate`` and only their evaluation settings
+    differ; then those of them in ``which`` (or all, without it) are evaluated again.
+    Training such a cell again is a no-op: it ended (at train.num_steps or early) under the
+    training settings asked for."""
     check(config)
     todo = [find_cell(config, which)] if which is not None else cells(config)
+    again = refuse_changed(changed_cells(config, root), root, reevaluate)
     for cell in todo:
-        if which is None and status(root, cell) == "done":
+        if cell in again:
+            logging.info("Experiment cell %d (%s): evaluated again.", cell.index, cell.name)
+        elif which is None and status(root, cell) == "done":
             logging.info("Experiment cell %d (%s): done, skipped.", cell.index, cell.name)
             continue
         run_cell(config, root, cell)
@@ -230,7 +415,10 @@ def report(config, root, num_draws: int = 1000, seed: int = 0) -> dict:
     once) with a 95 % patient-bootstrap interval, and the mean ± sd of the folds' AUCs;
     per pair of variants (class - image, image - resnet, class - resnet): the pooled
     paired-bootstrap difference with its interval and in how many folds it is positive; the
-    λ chosen in each fold. The class model of a fold is its chosen λ's cell."""
+    λ chosen in each fold. The class model of a fold is its chosen λ's cell.
+
+    Raises a ``ValueError`` before reading any result if a cell is not finished, or was
+    finished under other settings than ``config`` gives it (:func:`changed_cells`)."""
     from chestattn_jax import compare, figures
     from chestattn_jax.evaluation.evaluators.auc import per_class_auc
     from chestattn_jax.evaluation.record import Record
@@ -243,6 +431,7 @@ def report(config, root, num_draws: int = 1000, seed: int = 0) -> dict:
             f"{len(missing)} cells of {root} are not finished: {', '.join(missing)}. Run them "
             "first (python -m chestattn_jax.experiment ... without --report)."
         )
+    refuse_changed(changed_cells(config, root), root)
     folds = list(range(e.folds))
     out = {"num_draws": num_draws, "seeds": {}, "lambda_criterion": e.lambda_criterion}
     for train_seed in e.seeds:
@@ -253,7 +442,7 @@ def report(config, root, num_draws: int = 1000, seed: int = 0) -> dict:
                 lam, scores = choose_lambda(config, root, fold, train_seed)
                 chosen[fold] = {
                     "lambda": lam,
-                    "validation": {f"{k:g}": v for k, v in scores.items()},
+                    "validation": {lambda_text(k): v for k, v in scores.items()},
                 }
             for v in e.variants:
                 cell = next(
@@ -406,7 +595,9 @@ def _tables(out: dict, variants, classes, folds) -> tuple[str, str]:
                 for n in diff_names
             ]
             rows.append(row)
-        lams = ", ".join(f"fold {f}: λ = {v['lambda']:g}" for f, v in r["lambda"].items())
+        lams = ", ".join(
+            f"fold {f}: λ = {lambda_text(v['lambda'])}" for f, v in r["lambda"].items()
+        )
         lines += [
             f"### Training seed {train_seed}: {len(folds)} folds, "
             f"{r['num_examples']} test images pooled",
@@ -441,6 +632,36 @@ def _tables(out: dict, variants, classes, folds) -> tuple[str, str]:
 # ------------------------------------------------------------------------- command line
 
 
+def ignored_flags(
+    *,
+    listing: bool = False,
+    report: bool = False,
+    cell: str | None = None,
+    reevaluate: bool = False,
+    num_draws: int | None = None,
+) -> str | None:
+    """What is wrong with a command line whose flags include one the command it gives
+    (``--list``, ``--report``, or a run) would ignore; ``None`` if none would be."""
+    ignored = [
+        flag
+        for flag, given in (
+            ("--report", listing and report),
+            ("--cell", report and not listing and cell is not None),
+            ("--reevaluate", (listing or report) and reevaluate),
+            ("--num_draws", not report and num_draws is not None),
+        )
+        if given
+    ]
+    if not ignored:
+        return None
+    command = "--list" if listing else "--report" if report else "a run"
+    return (
+        f"{', '.join(ignored)} cannot be given with {command}: --list prints the cells (or "
+        "the one of --cell), --report writes the report from every cell (with --num_draws), "
+        "and a run trains them (all, or the one of --cell; --reevaluate)."
+    )
+
+
 def main(argv):
     from chestattn_jax import config as config_lib
     from chestattn_jax import distributed
@@ -450,12 +671,25 @@ def main(argv):
     if len(argv) > 1 or f.mode != "train":
         raise ValueError(
             "python -m chestattn_jax.experiment takes --config, --workdir (the experiment's "
-            "root) and --cell, --list or --report; no --mode and no other arguments."
+            "root), --cell, --list, --report, --num_draws and --reevaluate; no --mode and no "
+            "other arguments."
         )
+    problem = ignored_flags(
+        listing=f.list,
+        report=f.report,
+        cell=f.cell,
+        reevaluate=f.reevaluate,
+        num_draws=f.num_draws if f["num_draws"].present else None,
+    )
+    if problem:
+        raise ValueError(problem)
     config_lib.validate(config, "train", num_devices=1)
     if f.list:
-        for c in cells(config):
-            print(f"{c.index:4d}  {c.name:32s}  {status(root, c):8s}  {cell_workdir(root, c)}")
+        shown = [find_cell(config, f.cell)] if f.cell is not None else cells(config)
+        changed = changed_cells(config, root)
+        for c in shown:
+            state = "changed" if c in changed else status(root, c)
+            print(f"{c.index:4d}  {c.name:32s}  {state:8s}  {cell_workdir(root, c)}")
         return None
     if f.report:
         result = report(config, root, f.num_draws)
@@ -464,7 +698,7 @@ def main(argv):
     distributed.initialize(
         f.coordinator_address, f.num_processes, f.process_id, autodetect=f.distributed
     )
-    run(config, root, f.cell)
+    run(config, root, f.cell, f.reevaluate)
     return None
 
 
@@ -484,7 +718,18 @@ if __name__ == "__main__":
     from chestattn_jax import main as cli  # its flags: --config, --workdir, distributed ones
 
     flags.DEFINE_string("cell", None, "Run only this cell, by index or name (--list shows them).")
-    flags.DEFINE_bool("list", False, "Print the cells, their workdirs and status, and exit.")
+    flags.DEFINE_bool(
+        "list",
+        False,
+        "Print the cells (or the one of --cell), their status (new, started, done, or "
+        "changed: finished under other settings) and workdirs, and exit.",
+    )
+    flags.DEFINE_bool(
+        "reevaluate",
+        False,
+        "Evaluate again the finished cells whose only differences from the config are "
+        "evaluation settings (eval.*), instead of refusing them.",
+    )
     flags.DEFINE_bool("report", False, "Write ROOT/report/ from the finished cells.")
     flags.DEFINE_integer("num_draws", 1000, "--report: bootstrap draws.")
     app.run(_run, flags_parser=cli.parse_flags)

@@ -250,3 +250,222 @@ def test_an_evaluation_the_report_cannot_read_is_refused():
         with pytest.raises(config_lib.ConfigError, match=rf"config\.eval\.{field}="):
             experiment.check(config)
     experiment.check(grid_config())  # the defaults pass
+
+
+# ------------------------------------------------- finished cells under other settings
+
+
+def finished_by_hand(root, config, cells=None):
+    """``root`` with ``cells`` (default: all) finished as training writes them: the cell's
+    config (``config.json``) and an evaluation (``eval/metrics.json``), nothing trained."""
+    for cell in experiment.cells(config) if cells is None else cells:
+        w = experiment.cell_workdir(root, cell)
+        (w / "eval").mkdir(parents=True)
+        (w / "config.json").write_text(experiment.cell_config(config, cell).to_json_best_effort())
+        (w / "eval" / "metrics.json").write_text(json.dumps({"step": 4}))
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """The workdirs ``train.train_and_evaluate`` was called on (nothing is trained)."""
+    from chestattn_jax import train
+
+    calls = []
+    monkeypatch.setattr(train, "train_and_evaluate", lambda c, w: calls.append(w))
+    return calls
+
+
+def test_finished_cells_under_other_settings_are_refused_up_front(tmp_path, no_training):
+    """A rerun with another train.num_steps used to skip every finished cell as done (and
+    --report to read them): each changed cell is named with its fields, old -> new, before
+    any cell runs, and the same for --cell and --report."""
+    config = grid_config()
+    root = str(tmp_path / "root")
+    grid = experiment.cells(config)
+    finished_by_hand(root, config, grid[1:])  # cell 0 is new: it would train first
+    longer = grid_config()
+    longer.train.num_steps = 8
+    longer.loss.entropy_weight = 0.5  # not a λ of the grid's class cells, ignored by image's
+    names = ", ".join(c.name for c in grid[1:])
+    expected = (
+        f"3 finished cells of {root} were trained or evaluated under other settings than this "
+        f"config gives them: {names} (train.num_steps: 4 -> 8). Their results are not this "
+        "config's: run the changed config in a new --workdir, or move those cells' folders "
+        "away to train them again here."
+    )
+    for call in (
+        lambda: experiment.run(longer, root),
+        lambda: experiment.run(longer, root, "0"),
+        lambda: experiment.run(longer, root, reevaluate=True),  # not an evaluation setting
+    ):
+        with pytest.raises(ValueError) as e:
+            call()
+        assert str(e.value) == expected
+    # Asked for fewer steps than the cells trained: --reevaluate must not evaluate them as
+    # if they were these (training resumes past num_steps as a no-op).
+    shorter = grid_config()
+    shorter.train.num_steps = 2
+    with pytest.raises(ValueError, match=r"\(train\.num_steps: 4 -> 2\)\. Their results"):
+        experiment.run(shorter, root, reevaluate=True)
+    assert no_training == []  # refused before anything ran
+    finished_by_hand(root, config, grid[:1])
+    with pytest.raises(ValueError, match=r"^4 finished cells .* \(train\.num_steps: 4 -> 8\)\."):
+        experiment.report(longer, root)
+    # Per cell: a cell with a change of its own is named with it.
+    one = experiment.cell_workdir(root, grid[2]) / "config.json"
+    saved = json.loads(one.read_text())
+    saved["data"]["augment"]["rotation_deg"] = 3.0
+    one.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"^1 finished cells .*: fold1-image-seed0 \(data\.augm"):
+        experiment.run(config, root)
+    assert no_training == []
+
+
+def test_settings_that_only_change_how_a_cell_runs_do_not_count(tmp_path, no_training):
+    """How the data is read, the evaluation batch, logging, checkpoints kept and the grid's
+    own fields (other seeds, another λ criterion) leave a finished cell as it was: skipped,
+    and reported; so does another mount of the same prepared data set."""
+    config = grid_config()
+    root = str(tmp_path / "root")
+    finished_by_hand(root, config)
+    moved = grid_config()
+    moved.data.num_workers = 2
+    moved.data.read_threads = 1
+    moved.data.prefetch_batches = 2
+    moved.eval.batch_size = 8
+    moved.train.log_every_steps = 1
+    moved.train.checkpoints_to_keep = 5
+    moved.allow_setting_changes = True
+    moved.experiment.lambda_criterion = "bce"
+    moved.experiment.seeds = (0, 1)  # new cells; the seed-0 cells are the same
+    experiment.run(moved, root)
+    assert len(no_training) == 4 and all("seed1" in w for w in no_training)
+    assert experiment.changed_cells(moved, root) == {}
+    # A prepared data set elsewhere: its fingerprint, not its path, says whether it is the same.
+    nih = load_config("nih")
+    nih.data.data_dir = "/prepared"
+    nih_root = str(tmp_path / "nih")
+    finished_by_hand(nih_root, nih, experiment.cells(nih)[:2])
+    nih.data.data_dir = "/mounted/elsewhere"
+    assert experiment.changed_cells(nih, nih_root) == {}  # the data set cannot be read here
+    nih.data.split_seed = 1
+    assert experiment.changed_cells(nih, nih_root, fingerprints=False) == {
+        c: {"data.split_seed": (0, 1)} for c in experiment.cells(nih)[:2]
+    }
+
+
+def test_a_phantom_field_added_since_a_cell_trained_is_caught_by_its_fingerprint(tmp_path):
+    """A cell trained before data.synthetic.location_variability existed (its config.json
+    lacks it; it rendered as 0 does) is not the cell of today's default 0.75: no field can
+    name that, the data set's fingerprint (dataset.json) does."""
+    from chestattn_jax.data.input_pipeline import dataset_fingerprint
+
+    config = grid_config()
+    root = str(tmp_path / "root")
+    cell = experiment.cells(config)[0]
+    finished_by_hand(root, config, [cell])
+    w = experiment.cell_workdir(root, cell)
+    saved = json.loads((w / "config.json").read_text())
+    del saved["data"]["synthetic"]["location_variability"]
+    (w / "config.json").write_text(json.dumps(saved))
+    old = grid_config()
+    old.data.synthetic.location_variability = 0.0
+    then = dataset_fingerprint(experiment.cell_config(old, cell))
+    (w / "dataset.json").write_text(json.dumps(then))
+    now = dataset_fingerprint(experiment.cell_config(config, cell))["fingerprint"]
+    with pytest.raises(ValueError, match=rf"{cell.name} \(dataset fingerprint: 'sha256:"):
+        experiment.run(config, root)
+    assert experiment.changed_cells(config, root) == {
+        cell: {"dataset fingerprint": (then["fingerprint"], now)}
+    }
+    assert experiment.changed_cells(old, root) == {}  # explicitly 0: the same images
+
+
+def test_started_cells_resume_and_a_finished_cell_without_its_config_is_refused(
+    tmp_path, no_training
+):
+    config = grid_config()
+    root = str(tmp_path / "root")
+    grid = experiment.cells(config)
+    finished_by_hand(root, config, grid[1:])
+    w = experiment.cell_workdir(root, grid[0])
+    (w / "checkpoints").mkdir(parents=True)
+    (w / "config.json").write_text("{}")  # started under other settings: resumes, as before
+    experiment.run(config, root)
+    assert no_training == [os.fspath(w)]
+    (experiment.cell_workdir(root, grid[3]) / "config.json").unlink()
+    with pytest.raises(ValueError, match=rf"{grid[3].name} \(config\.json: missing"):
+        experiment.run(config, root)
+
+
+def test_reevaluate_evaluates_again_only_cells_whose_evaluation_settings_changed(
+    finished, tmp_path
+):
+    """--reevaluate: a finished cell whose only changes are eval.* fields is evaluated again
+    (its training is the one asked for, so nothing trains); the others stay refused."""
+    import shutil
+
+    config, src = finished
+    root = str(tmp_path / "root")
+    shutil.copytree(src, root)
+    grid = experiment.cells(config)
+    w = experiment.cell_workdir(root, grid[0])
+    steps = sorted(os.listdir(w / "checkpoints"))
+    rows = (w / "metrics.jsonl").read_text()
+    changed = grid_config()
+    changed.eval.map_threshold = 0.3
+    with pytest.raises(ValueError, match=r"eval\.map_threshold: 0\.5 -> 0\.3.*--reevaluate"):
+        experiment.run(changed, root, grid[0].name)
+    experiment.run(changed, root, grid[0].name, reevaluate=True)
+    assert sorted(os.listdir(w / "checkpoints")) == steps  # nothing trained
+    assert (w / "metrics.jsonl").read_text() == rows
+    evaluated = json.loads((w / "eval" / "metrics.json").read_text())
+    assert evaluated["settings"]["eval.map_threshold"] == 0.3
+    assert set(experiment.changed_cells(changed, root)) == set(grid[1:])
+
+
+# ------------------------------------------------------------------------- cell names
+
+
+def test_cell_names_are_unique_and_name_lambda_exactly():
+    """λ values that :g rounds (0.1 and 0.1000001) gave two cells one name and one workdir;
+    values :g writes exactly keep today's names, so existing roots keep working."""
+    config = grid_config()
+    config.experiment.entropy_weights = (0, 0.1, 1, 0.1000001, 1e-7, 1234567.0, 2.5e-9)
+    names = [c.name for c in experiment.cells(config) if c.fold == 0 and c.variant == "class"]
+    assert names == [
+        "fold0-class-lam0-seed0",
+        "fold0-class-lam0.1-seed0",
+        "fold0-class-lam1-seed0",
+        "fold0-class-lam0.1000001-seed0",
+        "fold0-class-lam1e-07-seed0",
+        "fold0-class-lam1234567.0-seed0",
+        "fold0-class-lam2.5e-09-seed0",
+    ]
+    assert len({c.name for c in experiment.cells(config)}) == len(experiment.cells(config))
+
+
+def test_the_command_line_lists_one_cell(finished):
+    """--cell with --list was ignored: every cell was listed."""
+    config, root = finished
+    proc = run_experiment(root, config, "--list", "--cell=fold0-class-lam0.1-seed0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].split()[:3] == ["1", "fold0-class-lam0.1-seed0", "done"]
+
+
+@pytest.mark.parametrize(
+    "given, refused",
+    [
+        (dict(listing=True, report=True), "--report"),
+        (dict(report=True, cell="3"), "--cell"),
+        (dict(listing=True, reevaluate=True), "--reevaluate"),
+        (dict(num_draws=10), "--num_draws"),
+        (dict(listing=True, cell="3", num_draws=10), "--num_draws"),
+    ],
+)
+def test_flags_a_command_would_ignore_are_refused(given, refused):
+    message = experiment.ignored_flags(**given)
+    assert message.startswith(f"{refused} cannot be given with ")
+    for fine in (dict(listing=True, cell="3"), dict(report=True, num_draws=10), dict(cell="3")):
+        assert experiment.ignored_flags(**fine) is None
