@@ -25,14 +25,19 @@ the next build. Beside the shards, ``chestattn_index.npz`` holds the non-image
 fields of every record (for splits and class counts without decoding images),
 and ``chestattn_prepare.json`` what the data set was prepared from: the raw
 folder, the options, the number of examples read and a fingerprint of them (see
-:func:`inputs_fingerprint`), and the images left out under ``--on_bad_image=skip``.
+:func:`inputs_fingerprint`), the images left out under ``--on_bad_image=skip``, and
+a ``build_id`` of its own (:func:`build_id`).
 
 Preparing into a folder that already holds the version folder compares that
 record with the new inputs: the same inputs and options reuse it (nothing is
 rebuilt, and the command says so); anything else is refused, naming what differs,
 unless ``--overwrite`` is given. ``--overwrite`` moves the old version folder
 aside, builds, and deletes the old one only once the new one is complete; a
-failed build puts it back (a killed one, at the next prepare).
+failed build puts it back (a killed one, at the next prepare). A training run
+that reads the data set meanwhile reads the build it opened to the end where it
+has opened it, and stops with one message where it opens it afterwards
+(:mod:`chestattn_jax.data.prepared`): prepare into another ``--data_dir`` while
+runs read one.
 """
 
 from __future__ import annotations
@@ -142,6 +147,9 @@ class _ChestXrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
             # shards, in one rename: a version folder never lacks its record.
             report = {
                 **self._record,
+                # This build's own name: a run tells by it whether the folder still holds
+                # the data set it opened (build_id), whatever the inputs were.
+                "build_id": uuid.uuid4().hex,
                 "examples_written": len(self._examples) - len(self.skipped),
                 "skipped": [{"file": f, "error": e} for f, e in self.skipped],
             }
@@ -365,6 +373,32 @@ def read_report(version: str) -> dict:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataFormatError(f"{path} is damaged ({e}); prepare again with --overwrite.") from e
+
+
+def build_id(version: str) -> str | None:
+    """Names the one build of the data set that the version folder ``version`` holds now.
+
+    The ``build_id`` of its ``chestattn_prepare.json`` (a new one per build, also when
+    ``--overwrite`` prepares the same inputs again); for a data set prepared before
+    builds had one, a hash of that record and ``dataset_info.json``. None while the
+    folder holds no complete data set (absent while ``--overwrite`` builds). Reads two
+    small files, local or ``gs://``.
+    """
+    folder = epath.Path(version)
+    try:
+        report = (folder / REPORT_FILE).read_bytes() if (folder / REPORT_FILE).exists() else b""
+        try:
+            found = json.loads(report).get("build_id") if report else None
+        except (ValueError, AttributeError):  # a damaged record: hashed below as an old one
+            found = None
+        if found:
+            return str(found)
+        if not (folder / "dataset_info.json").exists():
+            return None
+        info = (folder / "dataset_info.json").read_bytes()
+    except FileNotFoundError:  # moved aside between the check and the read
+        return None
+    return "sha256:" + hashlib.sha256(info + b"\0" + report).hexdigest()
 
 
 def _differences(old: dict, new: dict) -> list[str]:

@@ -1,4 +1,13 @@
-"""Sources over a prepared TFDS data set: class selection, uncertainty policy, splits."""
+"""Sources over a prepared TFDS data set: class selection, uncertainty policy, splits.
+
+A source reads the one build of the data set whose index its rows and labels come
+from (:func:`chestattn_jax.data.prepare.build_id`). ``prepare --overwrite`` may
+replace the data set while a run reads it: a process that has opened a local source
+holds every shard file open and reads that build to the end (the replaced files live
+on until closed); one that opens it afterwards (a grain worker started later, a
+source first read after) stops with :class:`DatasetReplacedError` rather than read
+other images under the old labels.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +17,36 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from chestattn_jax import files
 from chestattn_jax.data import prepare as prep
 from chestattn_jax.data.chexpert import UNCERTAIN_AS, uncertainty_policies
 from chestattn_jax.data.raw import DataFormatError
 from chestattn_jax.data.splits import make_splits
+
+
+class DatasetReplacedError(OSError):
+    """The prepared data set that a source was opened on was prepared again (or is being
+    prepared again) before this process opened its records."""
+
+
+def _replaced(version: str, now: str | None) -> DatasetReplacedError:
+    if now is None:
+        state = (
+            f"{version} is being prepared again (prepare --overwrite) while this run reads "
+            "it: it holds no complete data set now, and once rebuilt not the records"
+        )
+    else:
+        state = (
+            f"{version} was prepared again (prepare --overwrite) while this run read it: "
+            "it no longer holds the records"
+        )
+    return DatasetReplacedError(
+        f"{state} that this run took its splits and labels from, so the run stops rather "
+        "than read other images under the old labels. Run it again once prepare is done: "
+        "it resumes from its last checkpoint if the data set was prepared from the same "
+        "inputs, and refuses another one (give a new --workdir for that). To prepare while "
+        "a run reads a data set, prepare into another --data_dir."
+    )
 
 
 def apply_uncertainty(labels, mask, classes, policy):
@@ -44,7 +79,10 @@ class PreparedSource:
 
     ``source[i]`` is ``{"image": (S, S, 1) uint8, "labels": (k,), "mask": (k,)}``,
     labels and mask for ``classes`` after the uncertainty policy. Picklable, so
-    grain worker processes can open it.
+    grain worker processes can open it. ``build`` (:func:`prep.build_id`) is the build
+    that ``indices`` and ``labels`` come from: records are opened only from that build
+    (else :class:`DatasetReplacedError`), and, in a local folder, every shard at once,
+    so that a rebuild after the open does not change what this process reads.
     """
 
     def __init__(
@@ -58,8 +96,10 @@ class PreparedSource:
         num_boxes=None,
         columns=None,
         example_ids=None,
+        build: str | None = None,
     ):
         self._builder_kwargs = builder_kwargs
+        self._build = build
         # (N,) patient of each example, for patient-level bootstrap intervals.
         self.patient_ids = None if patient_ids is None else np.asarray(patient_ids)
         # (N,) the raw data set's name of each example (NIH's Image Index, CheXpert's Path).
@@ -90,9 +130,7 @@ class PreparedSource:
         the boxes of example ``i`` (stored pixels, data set class indices) filled in as one
         mask per class of ``classes``; a class without a box has an empty mask."""
         if self._full_records is None:
-            self._full_records = prep.open_builder(**self._builder_kwargs).as_data_source(
-                prep.SPLIT
-            )
+            self._full_records = self._open_records(skip_all_but_image=False)
         record = self._full_records[int(self._indices[i])]
         size = int(self._builder_kwargs["image_size"])
         boxes = np.asarray(record["boxes"], np.float32).reshape(-1, 4)
@@ -108,11 +146,46 @@ class PreparedSource:
 
     def _open(self):
         if self._records is None:
-            builder = prep.open_builder(**self._builder_kwargs)
             # Only the image is read from the record; labels come from the index.
-            skip = {f: tfds.decode.SkipDecoding() for f in builder.info.features if f != "image"}
-            self._records = builder.as_data_source(prep.SPLIT, decoders=skip)
+            self._records = self._open_records(skip_all_but_image=True)
         return self._records
+
+    def _open_records(self, skip_all_but_image: bool):
+        """The TFDS data source of split ``full`` of build ``self._build``."""
+        version = prep.version_dir(**self._builder_kwargs)
+        self._check_build(version)
+        try:
+            builder = prep.open_builder(**self._builder_kwargs)
+            skip = tfds.decode.SkipDecoding()
+            decoders = (
+                {f: skip for f in builder.info.features if f != "image"}
+                if skip_all_but_image
+                else None
+            )
+            records = builder.as_data_source(prep.SPLIT, decoders=decoders)
+            if files.is_local(version):
+                # array_record opens a shard at its first read: one opened later could be
+                # a shard of another build, written under the same name. Open all now.
+                start = 0
+                for length in builder.info.splits[prep.SPLIT].shard_lengths:
+                    if length:
+                        records[start]
+                    start += length
+        except Exception as e:
+            # A folder moved aside or rebuilt under the open: say so, not TFDS's error.
+            now = prep.build_id(version)
+            if self._build is not None and now != self._build:
+                raise _replaced(version, now) from e
+            raise
+        # Both checks saw this build: the shards opened in between are its own.
+        self._check_build(version)
+        return records
+
+    def _check_build(self, version: str) -> None:
+        if self._build is not None:
+            now = prep.build_id(version)
+            if now != self._build:
+                raise _replaced(version, now)
 
     def __getitem__(self, i: int) -> dict:
         record = self._open()[int(self._indices[i])]
@@ -126,18 +199,10 @@ class PreparedSource:
 
 
 def _load_index(dataset: str, data_dir: str, image_size: int):
-    return _cached_index(dataset, data_dir, image_size, _build_stamp(dataset, data_dir, image_size))
-
-
-def _build_stamp(dataset: str, data_dir: str, image_size: int):
-    """Identifies one build of a local version folder, so that one rebuilt in place
-    (``--overwrite``) is read anew and not from the cache; None if unknown."""
-    path = os.path.join(prep.version_dir(dataset, data_dir, image_size), prep.REPORT_FILE)
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
+    """``(build, classes, index)``: the index of the build the folder holds now."""
+    build = prep.build_id(prep.version_dir(dataset, data_dir, image_size))
+    # Keyed by the build, so that one rebuilt in place (--overwrite) is read anew.
+    return (build, *_cached_index(dataset, data_dir, image_size, build))
 
 
 def _require_data_dir(dataset: str, data_dir) -> None:
@@ -158,12 +223,16 @@ def _not_prepared(dataset: str, data_dir: str, image_size: int, version_dir: str
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_index(dataset: str, data_dir: str, image_size: int, stamp):
-    del stamp  # part of the cache key only
+def _cached_index(dataset: str, data_dir: str, image_size: int, build):
     builder = prep.open_builder(dataset, data_dir, image_size)
+    version = os.fspath(builder.data_dir)
     if not builder.is_prepared():
-        raise _not_prepared(dataset, data_dir, image_size, os.fspath(builder.data_dir))
-    return builder.CLASSES, prep.load_index(builder)
+        raise _not_prepared(dataset, data_dir, image_size, version)
+    index = prep.load_index(builder)
+    now = prep.build_id(version)
+    if now != build:  # rebuilt while read: not to be cached as ``build``'s
+        raise _replaced(version, now)
+    return builder.CLASSES, index
 
 
 def provenance(dataset: str, data_dir: str, image_size: int) -> dict:
@@ -216,7 +285,7 @@ def open_split(config, split: str) -> PreparedSource:
     """The ``split`` (train / validation / test) of the prepared data set of ``config.data``."""
     d = config.data
     _require_data_dir(d.name, d.data_dir)
-    all_classes, index = _load_index(d.name, d.data_dir, int(d.image_size))
+    build, all_classes, index = _load_index(d.name, d.data_dir, int(d.image_size))
     unknown = [c for c in d.classes if c not in all_classes]
     if unknown:
         raise ValueError(
@@ -252,7 +321,7 @@ def open_split(config, split: str) -> PreparedSource:
         seed=d.split_seed,
     )
     chosen = splits[split]
-    return PreparedSource(
+    source = PreparedSource(
         {"dataset": d.name, "data_dir": d.data_dir, "image_size": int(d.image_size)},
         rows[chosen],
         labels[chosen],
@@ -262,4 +331,8 @@ def open_split(config, split: str) -> PreparedSource:
         example_ids=index["key"][rows][chosen],
         num_boxes=index["num_boxes"][rows][chosen],
         columns=cols,
+        build=build,
     )
+    # Opened now, in this process, so that it reads the build of its index to the end.
+    source._open()
+    return source
