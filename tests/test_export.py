@@ -1,11 +1,21 @@
 """Phantoms exported in the raw layouts parse with the real readers into the same truth."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from conftest import REPO
 
-from chestattn_jax.data import chexpert, nih
+from chestattn_jax.data import chexpert, export, nih
 from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_CLASSES
-from chestattn_jax.data.export import CHEXPERT_FROM_NIH, export_chexpert, export_nih
+from chestattn_jax.data.export import (
+    CHEXPERT_FROM_NIH,
+    export_chexpert,
+    export_files,
+    export_nih,
+)
 from chestattn_jax.data.synthetic import PhantomConfig, render
 
 CONFIG = PhantomConfig(image_size=48, prevalence_scale=2.0)
@@ -70,3 +80,68 @@ def test_chexpert_uncertain_labels_are_written_as_minus_one(tmp_path):
     train = [e for e in examples if e.source_split == "train"]
     assert any((e.mask == 0).any() for e in train)
     assert all(e.mask.all() for e in examples if e.source_split == "valid")
+
+
+def tree(root) -> dict:
+    """Every file under ``root`` (relative path -> bytes)."""
+    return {
+        os.path.relpath(os.path.join(d, n), root): open(os.path.join(d, n), "rb").read()
+        for d, _, names in os.walk(root)
+        for n in names
+    }
+
+
+def run_export(*flags):
+    return subprocess.run(
+        [sys.executable, "-m", "chestattn_jax.data.export", "--image_size=32", *flags],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_non_empty_out_dir_is_refused_and_overwrite_leaves_exactly_the_new_export(tmp_path):
+    out = str(tmp_path / "raw")
+    small = PhantomConfig(image_size=32)
+    export_nih(out, 20, config=small)
+    before = tree(out)
+
+    # Into an earlier export, of either layout: refused, one FATAL line, nothing written.
+    refused = run_export("--layout=nih", f"--out_dir={out}", "--num_images=10")
+    fatal = [line for line in refused.stderr.splitlines() if line.startswith("FATAL:")]
+    assert refused.returncode != 0 and len(fatal) == 1, refused.stderr
+    assert f"--out_dir={out} is not empty" in fatal[0] and "--overwrite" in fatal[0]
+    with pytest.raises(FileExistsError, match="Nothing was written"):
+        export_chexpert(out, 12, config=small)
+    assert tree(out) == before
+
+    # --overwrite: the earlier export's files go, and only the new export is there.
+    export_nih(out, 10, config=small, overwrite=True)
+    assert sorted(tree(out)) == sorted(export_files("nih", 10))
+    assert len(nih.load(out, NIH_CLASSES, views=None)) == 10
+    export_chexpert(out, 12, config=small, overwrite=True)
+    assert sorted(tree(out)) == sorted(export_files("chexpert", 12))
+    assert len(chexpert.load(out, CHEXPERT_CLASSES, uncertainty="ignore")) == 12
+    assert not os.path.exists(os.path.join(out, "images"))
+
+    # An export killed half-way is replaced too (it listed its files before writing them).
+    os.remove(os.path.join(out, export_files("chexpert", 12)[3]))
+    done = run_export("--layout=nih", f"--out_dir={out}", "--num_images=6", "--overwrite")
+    assert done.returncode == 0, done.stderr
+    assert sorted(tree(out)) == sorted(export_files("nih", 6))
+
+    # A file no export wrote, or a folder without an export's record: --overwrite
+    # refuses, and removes nothing.
+    with open(os.path.join(out, "notes.txt"), "w") as f:
+        f.write("mine")
+    own = str(tmp_path / "own")
+    os.makedirs(os.path.join(own, "images"))
+    with open(os.path.join(own, "images", "00000001_000.png"), "wb") as f:
+        f.write(b"a real image")
+    for folder, named in ((out, "notes.txt"), (own, export.EXPORT_FILE)):
+        before = tree(folder)
+        with pytest.raises(FileExistsError, match="removed") as e:
+            export_nih(folder, 3, config=small, overwrite=True)
+        assert named in str(e.value) and "\n" not in str(e.value)
+        assert tree(folder) == before

@@ -13,11 +13,18 @@ NIH spells it). CheXpert: ``CheXpert-v1.0-small/{train,valid}.csv`` and JPEGs un
 ``train/patientNNNNN/studyM/view1_frontal.jpg``; findings map onto CheXpert's
 observations (below), a tenth of the training positives are written as uncertain
 (``-1.0``), and unmentioned observations are blank, as in the real files.
+
+Each export first lists the files it writes in ``chestattn_export.json``. A non-empty
+``--out_dir`` is refused (the two exports' files would mix); with ``--overwrite``, the
+files that the earlier export listed there are removed first, and only those: a folder
+that also holds other files is refused all the same, so nothing that an export did not
+write is ever removed.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import sys
 
@@ -38,6 +45,15 @@ NIH_HEADER = (
     "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
 )
 IMAGES_PER_PATIENT = 3
+# What an export wrote into its folder: the files --overwrite may remove, and only those.
+EXPORT_FILE = "chestattn_export.json"
+NIH_TABLES = (
+    "Data_Entry_2017_v2020.csv",
+    "BBox_List_2017.csv",
+    "train_val_list.txt",
+    "test_list.txt",
+)
+CHEXPERT_DIR = "CheXpert-v1.0-small"
 
 CHEXPERT_COLUMNS = (*METADATA_COLUMNS, *LABEL_COLUMNS)
 # Which phantom findings make each CheXpert observation positive.
@@ -70,6 +86,150 @@ def _patient_meta(seed: int, patient: int):
     return ("M" if rng.random() < 0.55 else "F"), int(rng.integers(18, 90)), rng
 
 
+def _nih_image(index: int) -> str:
+    """``images/PPPPPPPP_FFF.png`` of image ``index``, relative to the folder."""
+    patient, follow_up = divmod(index, IMAGES_PER_PATIENT)
+    return f"images/{patient + 1:08d}_{follow_up:03d}.png"
+
+
+def _chexpert_split(num_images: int, valid_fraction: float) -> tuple[int, int]:
+    """``(num_patients, num_valid)``: the last ``num_valid`` patients are ``valid``."""
+    num_patients = -(-num_images // IMAGES_PER_PATIENT)
+    return num_patients, max(1, round(valid_fraction * num_patients))
+
+
+def _chexpert_image(index: int, num_patients: int, num_valid: int) -> tuple[str, str]:
+    """``(split, path relative to the folder)`` of image ``index``, as CheXpert's CSVs
+    spell it."""
+    patient, study = divmod(index, IMAGES_PER_PATIENT)
+    split = "valid" if patient >= num_patients - num_valid else "train"
+    return (
+        split,
+        f"{CHEXPERT_DIR}/{split}/patient{patient + 1:05d}/study{study + 1}/view1_frontal.jpg",
+    )
+
+
+def export_files(layout: str, num_images: int, *, valid_fraction: float = 0.1) -> list[str]:
+    """Every file an export of ``num_images`` in ``layout`` writes, relative to its
+    folder, ``/``-separated (its ``chestattn_export.json`` included)."""
+    if layout == "nih":
+        images = [_nih_image(i) for i in range(num_images)]
+        return [EXPORT_FILE, *images, *NIH_TABLES]
+    if layout == "chexpert":
+        split = _chexpert_split(num_images, valid_fraction)
+        images = [_chexpert_image(i, *split)[1] for i in range(num_images)]
+        return [EXPORT_FILE, *images, f"{CHEXPERT_DIR}/train.csv", f"{CHEXPERT_DIR}/valid.csv"]
+    raise ValueError(f"Unknown layout {layout!r}; expected nih or chexpert.")
+
+
+def _existing(out_dir: str) -> tuple[list[str], list[str]]:
+    """``(files, folders)`` under ``out_dir``, relative and ``/``-separated; a link
+    counts as a file (it is not followed)."""
+    found, folders = [], []
+
+    def unreadable(e: OSError):  # else os.walk passes over it and --overwrite stops half-way
+        raise e
+
+    for root, dirs, names in os.walk(out_dir, onerror=unreadable):
+        rel = os.path.relpath(root, out_dir).replace(os.sep, "/")
+        prefix = "" if rel == "." else rel + "/"
+        for d in list(dirs):
+            if os.path.islink(os.path.join(root, d)):
+                dirs.remove(d)
+                names.append(d)
+            else:
+                folders.append(prefix + d)
+        found.extend(prefix + n for n in names)
+    return sorted(found), sorted(folders)
+
+
+def _recorded(out_dir: str) -> list[str] | None:
+    """The files that the earlier export in ``out_dir`` listed; None if it listed none
+    (no ``chestattn_export.json``, or one that is not an export's)."""
+    try:
+        with open(os.path.join(out_dir, EXPORT_FILE)) as f:
+            listed = json.load(f)["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
+        return None
+    for p in listed:
+        # Never a path outside the folder, whatever the file says.
+        if not p or os.path.isabs(p) or ".." in p.split("/") or "\\" in p:
+            return None
+    return listed
+
+
+def _examples(paths: list[str]) -> str:
+    shown = ", ".join(paths[:3])
+    return shown + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
+def claim_out_dir(
+    out_dir: str, planned: list[str], *, overwrite: bool = False, about: dict | None = None
+) -> None:
+    """Readies ``out_dir`` for an export that writes ``planned`` (relative paths, as
+    :func:`export_files` gives them); ``about`` goes into the new record beside them.
+
+    An empty or absent folder is taken as it is; a non-empty one raises unless
+    ``overwrite``, and even then unless everything in it is listed in the
+    ``chestattn_export.json`` of an earlier export. Only then are those files (and the
+    folders they leave empty) removed, and ``planned`` is written into a new
+    ``chestattn_export.json`` before any image, so that an export killed half-way can
+    be replaced too.
+
+    Raises:
+      FileExistsError: ``out_dir`` is not empty (and not ``overwrite``), or holds
+        files that no export wrote; ``NotADirectoryError``: it is a file. Nothing
+        was written or removed.
+    """
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(
+            f"--out_dir={out_dir} is a file, not a folder. Nothing was written."
+        )
+    found, folders = _existing(out_dir) if os.path.isdir(out_dir) else ([], [])
+    if found or folders:
+        if not overwrite:
+            holds = f"{len(found)} files, e.g. {_examples(found)}" if found else _examples(folders)
+            raise FileExistsError(
+                f"--out_dir={out_dir} is not empty (it holds {holds}): an export into it "
+                "would mix its files with those. "
+                "Nothing was written. Run again with --overwrite to replace an earlier export "
+                "there (it removes the files that export wrote, and only those), or give an "
+                "empty or new --out_dir."
+            )
+        recorded = _recorded(out_dir)
+        ours = set(recorded or [])
+        ours.add(EXPORT_FILE)
+        parents = {p.rsplit("/", i)[0] for p in ours for i in range(1, p.count("/") + 1)}
+        foreign = [p for p in found if p not in ours] + [d for d in folders if d not in parents]
+        if recorded is None or foreign:
+            what = (
+                f"files that no export wrote (e.g. {_examples(foreign)})"
+                if recorded is not None
+                else f"files that no export listed (it has no readable {EXPORT_FILE})"
+            )
+            raise FileExistsError(
+                f"--out_dir={out_dir} holds {what}, and --overwrite removes only the files "
+                f"that an earlier export listed in its {EXPORT_FILE}. Nothing was written or "
+                "removed. Move those files away, or give an empty or new --out_dir."
+            )
+        # The record last: an --overwrite killed here can be run again.
+        for p in [p for p in recorded if p != EXPORT_FILE] + [EXPORT_FILE]:
+            path = os.path.join(out_dir, p)
+            if os.path.lexists(path):
+                os.remove(path)
+        for d in sorted(parents, key=lambda d: d.count("/"), reverse=True):
+            path = os.path.join(out_dir, d)
+            if os.path.isdir(path) and not os.listdir(path):
+                os.rmdir(path)
+    os.makedirs(out_dir, exist_ok=True)
+    files.write_bytes(
+        os.path.join(out_dir, EXPORT_FILE),
+        json.dumps({**(about or {}), "files": planned}, indent=0).encode(),
+    )
+
+
 def export_nih(
     out_dir: str,
     num_images: int,
@@ -77,11 +237,21 @@ def export_nih(
     seed: int = 0,
     config: PhantomConfig | None = None,
     test_fraction: float = 0.2,
+    overwrite: bool = False,
 ) -> dict:
-    """Writes ``num_images`` phantoms in the NIH layout; returns counts and paths."""
+    """Writes ``num_images`` phantoms in the NIH layout; returns counts and paths.
+
+    ``out_dir`` must be empty or absent, or, with ``overwrite``, hold an earlier
+    export only (:func:`claim_out_dir`, which raises ``FileExistsError`` otherwise).
+    """
     config = config or PhantomConfig()
-    images_dir = os.path.join(out_dir, "images")
-    os.makedirs(images_dir, exist_ok=True)
+    claim_out_dir(
+        out_dir,
+        export_files("nih", num_images),
+        overwrite=overwrite,
+        about={"layout": "nih", "num_images": num_images, "seed": seed},
+    )
+    os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     rows, boxes, train_val, test = [], [], [], []
     num_patients = -(-num_images // IMAGES_PER_PATIENT)
     test_patients = set(
@@ -93,8 +263,9 @@ def export_nih(
         patient, follow_up = divmod(index, IMAGES_PER_PATIENT)
         sex, age, rng = _patient_meta(seed, patient)
         ex = render(seed, index, config)
-        name = f"{patient + 1:08d}_{follow_up:03d}.png"
-        Image.fromarray(ex["image"]).save(os.path.join(images_dir, name))
+        rel = _nih_image(index)
+        name = rel.split("/")[-1]
+        Image.fromarray(ex["image"]).save(os.path.join(out_dir, rel))
         present = [c for c, y in zip(PHANTOM_CLASSES, ex["labels"], strict=True) if y]
         view = "AP" if rng.random() < 0.3 else "PA"
         rows.append(
@@ -159,23 +330,29 @@ def export_chexpert(
     config: PhantomConfig | None = None,
     valid_fraction: float = 0.1,
     uncertain_fraction: float = 0.1,
+    overwrite: bool = False,
 ) -> dict:
-    """Writes ``num_images`` phantoms in the CheXpert-v1.0-small layout."""
+    """Writes ``num_images`` phantoms in the CheXpert-v1.0-small layout.
+
+    ``out_dir`` must be empty or absent, or, with ``overwrite``, hold an earlier
+    export only (:func:`claim_out_dir`, which raises ``FileExistsError`` otherwise).
+    """
     config = config or PhantomConfig()
-    base = os.path.join(out_dir, "CheXpert-v1.0-small")
-    num_patients = -(-num_images // IMAGES_PER_PATIENT)
-    num_valid = max(1, round(valid_fraction * num_patients))
+    claim_out_dir(
+        out_dir,
+        export_files("chexpert", num_images, valid_fraction=valid_fraction),
+        overwrite=overwrite,
+        about={"layout": "chexpert", "num_images": num_images, "seed": seed},
+    )
+    base = os.path.join(out_dir, CHEXPERT_DIR)
+    num_patients, num_valid = _chexpert_split(num_images, valid_fraction)
     tables = {"train": [], "valid": []}
     for index in range(num_images):
-        patient, study = divmod(index, IMAGES_PER_PATIENT)
-        split = "valid" if patient >= num_patients - num_valid else "train"
+        patient = index // IMAGES_PER_PATIENT
+        split, rel = _chexpert_image(index, num_patients, num_valid)
         sex, age, rng = _patient_meta(seed, patient)
         rng = np.random.default_rng((seed, 13, index))
         ex = render(seed, index, config)
-        rel = (
-            f"CheXpert-v1.0-small/{split}/patient{patient + 1:05d}/study{study + 1}/"
-            "view1_frontal.jpg"
-        )
         path = os.path.join(out_dir, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         Image.fromarray(ex["image"]).save(path, quality=95)
@@ -221,7 +398,10 @@ def main(argv):
         sys.exit(f"FATAL: --num_images={f.num_images}: export at least one image.")
     config = PhantomConfig(image_size=f.image_size, location_variability=f.location_variability)
     export = export_nih if f.layout == "nih" else export_chexpert
-    result = export(f.out_dir, f.num_images, seed=f.seed, config=config)
+    try:
+        result = export(f.out_dir, f.num_images, seed=f.seed, config=config, overwrite=f.overwrite)
+    except (OSError, ValueError) as e:
+        sys.exit(f"FATAL: {e}")
     print(result)
 
 
@@ -229,7 +409,11 @@ if __name__ == "__main__":
     from absl import app, flags
 
     flags.DEFINE_enum("layout", "nih", ["nih", "chexpert"], "Which raw layout to write.")
-    flags.DEFINE_string("out_dir", None, "Folder to write the raw data set into.")
+    flags.DEFINE_string(
+        "out_dir",
+        None,
+        "Folder to write the raw data set into: a new or empty one (or --overwrite).",
+    )
     flags.DEFINE_integer("num_images", 1000, "Number of images.")
     flags.DEFINE_integer("image_size", 256, "Side of the written images in pixels.")
     flags.DEFINE_integer("seed", 0, "Phantom seed.")
@@ -238,6 +422,13 @@ if __name__ == "__main__":
         0.75,
         "How far findings stray from their typical place (PhantomConfig); the default is "
         "config.data.synthetic.location_variability's.",
+    )
+    flags.DEFINE_bool(
+        "overwrite",
+        False,
+        "Replace an earlier export in --out_dir: the files it listed in "
+        f"{EXPORT_FILE} are removed first, and only those (a folder that holds other "
+        "files is refused).",
     )
     flags.mark_flags_as_required(["out_dir"])
     app.run(main)
