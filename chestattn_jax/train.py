@@ -17,8 +17,8 @@ an uninterrupted run, bit for bit. What makes that so:
 A preemption notice (``SIGTERM``) makes the loop finish its step, write a
 checkpoint and exit with status 143 (:class:`Preempted`); with several processes
 they agree on the step through JAX's preemption service. A non-finite loss or
-parameter stops training with :class:`FloatingPointError` before anything
-non-finite is checkpointed.
+parameter stops training with :class:`FloatingPointError`, naming the settings to change,
+before anything non-finite is checkpointed.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from chestattn_jax.steps import make_eval_step, make_train_step
 from chestattn_jax.train_state import (
     TrainState,
     abstract_train_state,
+    create_learning_rate,
     create_optimizer,
     create_train_state,
 )
@@ -174,6 +175,12 @@ def _train(
     )
     logging.info("Class weights (%s): %s", config.loss.class_weights, np.round(weights, 4))
 
+    def diverged(what: str, step: int) -> FloatingPointError:
+        return FloatingPointError(
+            f"{what} by step {step}; {_last_good(checkpointer)} "
+            + divergence_advice(config, step, weights, checkpointer.latest_step())
+        )
+
     init = functools.partial(
         create_train_state,
         model,
@@ -229,7 +236,7 @@ def _train(
 
     def save(val_loss=None, score=None):
         unlogged = jax.device_get(pending)
-        _check_finite(step, state, unlogged, checkpointer)
+        _check_finite(step, state, unlogged, diverged)
         saved_meta = {
             **meta,
             "unlogged_train_metrics": [{k: float(v) for k, v in m.items()} for m in unlogged],
@@ -265,19 +272,13 @@ def _train(
                     }
                     pending = []
                     if not np.isfinite(summary["loss"]):
-                        raise FloatingPointError(
-                            f"Training loss became {summary['loss']} by step {step}; "
-                            + _last_good(checkpointer)
-                        )
+                        raise diverged(f"Training loss became {summary['loss']}", step)
                     summary.update(progress.report(step, summary))
                     writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
                 if step % t.eval_every_steps == 0 or step == t.num_steps:
                     val = evaluation.split_metrics(p_eval_step, state, val_source, config, mesh)
                     if not np.isfinite(val["loss"]):
-                        raise FloatingPointError(
-                            f"Validation loss became {val['loss']} at step {step}; "
-                            + _last_good(checkpointer)
-                        )
+                        raise diverged(f"Validation loss became {val['loss']}", step)
                     score = validation_score(val, t.early_stopping_metric)
                     improved = meta["best_score"] is None or score < meta["best_score"]
                     if improved:
@@ -356,24 +357,70 @@ def _last_good(checkpointer: Checkpointer) -> str:
     return f"the last good checkpoint is {checkpointer.step_dir(latest)} (step {latest})."
 
 
+def divergence_advice(config, step: int, weights, last_good: int | None) -> str:
+    """What a user needs after a non-finite loss by ``step``: the settings that make a run
+    diverge, with their values (the learning rate, its schedule and its value at
+    ``step``; the class weights ``weights``, ``(k,)``, and the largest; the model's
+    compute dtype when it is 16-bit), the flags to try, and that the same command with
+    one of them resumes from ``last_good`` (``None``: no checkpoint, it starts over)."""
+    t = config.train
+    lr_now = float(create_learning_rate(t)(step))
+    if t.schedule == "cosine":
+        schedule = f"cosine decay over {t.num_steps} steps"
+    else:
+        schedule = "constant"
+    schedule += f" after {t.warmup_steps} warm-up steps" if t.warmup_steps else ", no warm-up"
+    settings = [
+        f"config.train.learning_rate={t.learning_rate:g} ({t.optimizer}, {schedule}; "
+        f"{lr_now:.3g} at step {step})"
+    ]
+    scheme = config.loss.class_weights
+    weights = np.asarray(weights)
+    top = int(np.argmax(weights))
+    if scheme == "none":
+        settings.append(f"config.loss.class_weights={scheme!r} (all 1)")
+    else:
+        settings.append(
+            f"config.loss.class_weights={scheme!r} (largest {weights[top]:.3g}, "
+            f"{list(config.data.classes)[top]})"
+        )
+    tries = [f"a 10x lower rate (--config.train.learning_rate={t.learning_rate / 10:g})"]
+    if t.warmup_steps:
+        warm, warmup = "a longer warm-up", 2 * t.warmup_steps
+    else:
+        warm, warmup = "a warm-up", max(1, min(1000, t.num_steps // 20))
+    warmup = min(warmup, t.num_steps - 1)  # config.validate: warm-up below num_steps
+    if warmup > t.warmup_steps:
+        tries.append(f"{warm} (--config.train.warmup_steps={warmup})")
+    if scheme != "none" and weights[top] > 1:
+        tries.append("unweighted classes (--config.loss.class_weights=none)")
+    dtype = config.model.dtype
+    if dtype in ("float16", "bfloat16"):
+        why = "largest value 65504" if dtype == "float16" else "about 3 significant digits"
+        settings.append(f"config.model.dtype={dtype} ({why})")
+        tries.append("full precision (--config.model.dtype=float32)")
+    again = (
+        f"the same command with one of them resumes from step {last_good}"
+        if last_good is not None
+        else "run the same command with one of them to start over"
+    )
+    return f"Settings: {'; '.join(settings)}. Try {', or '.join(tries)}: {again}."
+
+
 @jax.jit
 def _all_finite(tree) -> jax.Array:
     leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def _check_finite(step: int, state: TrainState, unlogged: list, checkpointer: Checkpointer):
-    """Raises ``FloatingPointError`` rather than checkpoint a non-finite state."""
+def _check_finite(step: int, state: TrainState, unlogged: list, diverged):
+    """Raises ``diverged(what, step)`` (a ``FloatingPointError``) rather than checkpoint a
+    non-finite state."""
     losses = [float(m["loss"]) for m in unlogged]
     if not all(np.isfinite(losses)):
-        raise FloatingPointError(
-            f"Training loss became non-finite by step {step}; " + _last_good(checkpointer)
-        )
+        raise diverged("Training loss became non-finite", step)
     if not bool(_all_finite((state.params, state.batch_stats, state.opt_state))):
-        raise FloatingPointError(
-            f"Parameters or optimizer state became non-finite by step {step}; "
-            + _last_good(checkpointer)
-        )
+        raise diverged("Parameters or optimizer state became non-finite", step)
 
 
 class _PreemptionNotice:

@@ -245,12 +245,48 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(runs, tmp_path
     assert code == 1, out[-3000:]
     assert "FloatingPointError: Training loss became" in out, out[-3000:]
     assert f"by step 12; the last good checkpoint is {workdir}/checkpoints/9 (step 9)" in out
+    # In the same line, what to change: the settings that make a run diverge, the flags
+    # to try, and that the same command with one of them resumes.
+    line = next(line for line in out.splitlines() if line.startswith("FloatingPointError: "))
+    assert (
+        "Settings: config.train.learning_rate=1e+30 (adam, constant, no warm-up; 1e+30 at "
+        "step 12); config.loss.class_weights='paper' (largest " in line
+    ), line
+    for flag in (
+        "--config.train.learning_rate=1e+29",
+        "--config.train.warmup_steps=1",
+        "--config.loss.class_weights=none",
+    ):
+        assert flag in line, line
+    assert "dtype" not in line  # float32: not a suspect
+    assert line.endswith("the same command with one of them resumes from step 9."), line
     assert Checkpointer(workdir, read_only=True).all_steps() == [6, 9]
     step, state = final_state(workdir)
     assert step == 9
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
     rows = read_jsonl(workdir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [4, 6, 8]  # nothing after the checkpoint
+
+
+def test_divergence_advice_names_the_schedule_the_weights_and_a_16_bit_dtype():
+    config = resume_config()
+    config.train.update(schedule="cosine", warmup_steps=4, learning_rate=3e-3)
+    config.model.dtype = "float16"
+    weights = np.array([1.0, 40.0, 2.0, 3.0, 1.5], np.float32)
+    advice = train.divergence_advice(config, 2, weights, None)
+    assert advice == (
+        "Settings: config.train.learning_rate=0.003 (adam, cosine decay over 24 steps after "
+        "4 warm-up steps; 0.0015 at step 2); config.loss.class_weights='paper' (largest 40, "
+        "Effusion); config.model.dtype=float16 (largest value 65504). Try a 10x lower rate "
+        "(--config.train.learning_rate=0.0003), or a longer warm-up "
+        "(--config.train.warmup_steps=8), or unweighted classes "
+        "(--config.loss.class_weights=none), or full precision (--config.model.dtype=float32)"
+        ": run the same command with one of them to start over."
+    )
+    config.model.dtype, config.loss.class_weights = "bfloat16", "none"
+    advice = train.divergence_advice(config, 2, np.ones(5), 1)
+    assert "class_weights='none' (all 1); config.model.dtype=bfloat16" in advice
+    assert "class_weights=none" not in advice and advice.endswith("resumes from step 1.")
 
 
 def test_preemption_handler_is_put_back():
