@@ -16,8 +16,11 @@ an uninterrupted run, bit for bit. What makes that so:
 
 A preemption notice (``SIGTERM``) makes the loop finish its step, write a
 checkpoint and exit with status 143 (:class:`Preempted`); with several processes
-they agree on the step through JAX's preemption service. A non-finite loss or
-parameter stops training with :class:`FloatingPointError`, naming the settings to change,
+they agree on the step through JAX's preemption service. Ctrl-C (``SIGINT``, to
+the whole process group: grain's workers ignore it) does the same in a
+one-process run, with status 130 (:class:`Interrupted`); a second Ctrl-C ends
+the process at once, the checkpoint unwritten. A non-finite loss or parameter
+stops training with :class:`FloatingPointError`, naming the settings to change,
 before anything non-finite is checkpointed.
 """
 
@@ -57,8 +60,10 @@ from chestattn_jax.train_state import (
 from chestattn_jax.workdir import TrainLock, workdir_path
 
 PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a SIGTERM death
+INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT  # and for a Ctrl-C
 # Test-only: "STEP:SIGNAL[:PROCESS]" makes the process (or only process PROCESS) send
-# itself SIGNAL (e.g. SIGKILL, SIGTERM) once step STEP is done, logged and checkpointed.
+# itself SIGNAL (e.g. SIGKILL, SIGTERM) once step STEP is done, logged and checkpointed;
+# SIGSTOP holds it there for a test to send a signal of its own (tests/test_interrupt.py).
 SIGNAL_AT_STEP_ENV = "CHESTATTN_TEST_SIGNAL_AT_STEP"
 
 
@@ -69,16 +74,27 @@ class Preempted(SystemExit):
     killed by ``SIGTERM``, so that schedulers retry it; the retry resumes.
     """
 
+    exit_code = PREEMPTED_EXIT_CODE
+    reason = "Preempted (SIGTERM)"
+
     def __init__(self, step: int, directory):
-        super().__init__(PREEMPTED_EXIT_CODE)
+        super().__init__(self.exit_code)
         self.step = step
         self.message = (
-            f"Preempted (SIGTERM): saved the checkpoint of step {step} in {directory}; "
+            f"{self.reason}: saved the checkpoint of step {step} in {directory}; "
             "run the same command again to resume."
         )
 
     def __str__(self):
         return self.message
+
+
+class Interrupted(Preempted):
+    """Ctrl-C (``SIGINT``) was handled as a preemption is: a checkpoint of ``step`` is
+    saved, and the program exits with status 130, as a shell reports a Ctrl-C."""
+
+    exit_code = INTERRUPTED_EXIT_CODE
+    reason = "Interrupted (SIGINT)"
 
 
 def check_workdir(workdir) -> epath.Path:
@@ -255,6 +271,7 @@ def _train(
         )
         workdir_lib.write_json(workdir / workdir_lib.DATASET_FILE, fingerprint)
 
+    batch = None
     try:
         with _PreemptionNotice() as preemption:
             while step < t.num_steps and not meta["stopped_early"]:
@@ -312,10 +329,15 @@ def _train(
                 if preemption.reached(step):
                     if not saved:
                         save()
-                    preempted = Preempted(step, checkpointer.step_dir(step))
-                    logging.warning("%s", preempted)
-                    raise preempted
+                    stop = Interrupted if preemption.signum == signal.SIGINT else Preempted
+                    stopped = stop(step, checkpointer.step_dir(step))
+                    logging.warning("%s", stopped)
+                    raise stopped
     finally:
+        # With grain workers the batch's arrays live in shared memory, which only their
+        # release unlinks; an exception's traceback would keep them until the interpreter
+        # is torn down, and Python then reports them as leaked.
+        del batch
         writer.close()
         if hasattr(data_iter, "close"):
             data_iter.close()
@@ -426,26 +448,49 @@ def _check_finite(step: int, state: TrainState, unlogged: list, diverged):
 class _PreemptionNotice:
     """Whether to stop for a preemption after the current step, on every process alike.
 
-    One process: a ``SIGTERM`` handler (installed for the duration of the ``with``)
-    sets a flag. Several: JAX's preemption service catches ``SIGTERM`` on any of
-    them and picks a step that all processes reach
-    (``multihost_utils.reached_preemption_sync_point``).
+    One process: ``SIGTERM`` and ``SIGINT`` handlers (installed for the duration of the
+    ``with``) note the first signal in ``signum``. Ctrl-C is noted once: the handler
+    gives ``SIGINT`` back to the system, so a second Ctrl-C ends the process at once,
+    even inside a checkpoint write or compiled code (the next run removes a save left
+    unfinished and resumes from the checkpoint before it; grain's workers end with
+    their parent).
+    Several processes: JAX's preemption service catches ``SIGTERM`` on any of them and
+    picks a step that all processes reach
+    (``multihost_utils.reached_preemption_sync_point``); Ctrl-C is not caught there,
+    since one process alone cannot save.
     """
 
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
     def __enter__(self):
-        self._received = False
-        self._previous = None
+        self.signum = None  # the first signal received
+        self._acted_on = False
+        self._previous = {}
         self._multiprocess = jax.process_count() > 1
         if not self._multiprocess and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
-        self._received = True  # acted on after the current step; nothing else here
+        # Acted on after the current step. Runs in the main thread between bytecodes,
+        # maybe inside a write to sys.stderr: os.write is the one safe way to print here.
+        if self.signum is None:
+            self.signum = signum
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            try:
+                os.write(
+                    2,
+                    b"Ctrl-C: saving a checkpoint after this step, then stopping; "
+                    b"press Ctrl-C again to stop at once without it.\n",
+                )
+            except OSError:  # no stderr: the note is a courtesy
+                pass
 
     def reached(self, step: int) -> bool:
         if not self._multiprocess:
-            return self._received
+            self._acted_on = self.signum is not None
+            return self._acted_on
         from jax.experimental import multihost_utils
 
         try:
@@ -453,9 +498,12 @@ class _PreemptionNotice:
         except RuntimeError:  # the preemption service is switched off
             return False
 
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+    def __exit__(self, exc_type, exc, tb):
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        if self.signum == signal.SIGINT and not self._acted_on and exc_type is None:
+            # Noted after the loop's last look: what Ctrl-C would have done without us.
+            raise KeyboardInterrupt
         return False
 
 

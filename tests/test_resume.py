@@ -51,6 +51,7 @@ SCRIPT = textwrap.dedent(
     from chestattn_jax import train
     config = resume_config()
     config.train.update(json.loads(sys.argv[2]))
+    config.data.update(json.loads(sys.argv[3]))
     train.train(config, sys.argv[1])
     """
 )
@@ -70,12 +71,14 @@ def subprocess_env(env_extra=None) -> dict:
     return env
 
 
-def start(workdir, signal_at=None, **train_overrides):
-    """``train.train(resume_config(), workdir)`` in a new process; with ``signal_at``
+def start(workdir, signal_at=None, data=None, **train_overrides):
+    """``train.train(resume_config(), workdir)`` in a new process, with ``data`` and
+    ``train_overrides`` set in ``config.data`` and ``config.train``; with ``signal_at``
     ("STEP:SIGNAL") it sends itself that signal after that step."""
     env = subprocess_env({train.SIGNAL_AT_STEP_ENV: signal_at} if signal_at else None)
+    overrides = (json.dumps(train_overrides), json.dumps(data or {}))
     return subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, str(workdir), json.dumps(train_overrides)],
+        [sys.executable, "-c", SCRIPT, str(workdir), *overrides],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -89,8 +92,8 @@ def finish(proc, timeout=300):
     return proc.returncode, out
 
 
-def run(workdir, signal_at=None, **train_overrides):
-    return finish(start(workdir, signal_at, **train_overrides))
+def run(workdir, signal_at=None, data=None, **train_overrides):
+    return finish(start(workdir, signal_at, data, **train_overrides))
 
 
 def final_state(workdir, step=None):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -135,7 +136,13 @@ def train_dataset(
 
 
 def exit_with_parent(worker_index: int, worker_count: int) -> None:
-    """In each grain worker: a thread that ends the worker once its parent is gone.
+    """In each grain worker: ignores Ctrl-C, and starts a thread that ends the worker
+    once its parent is gone.
+
+    Ctrl-C in a terminal sends ``SIGINT`` to the whole process group, grain's workers
+    included: each would die printing a ``KeyboardInterrupt`` traceback while the
+    training process saves a checkpoint (``train._PreemptionNotice``) and still needs
+    them. Their parent stops them when it ends, however it ends.
 
     grain's workers outlive a training process killed with SIGKILL (``kill -9``, the
     out-of-memory killer), decoding on and holding memory and the parent's output
@@ -143,6 +150,7 @@ def exit_with_parent(worker_index: int, worker_count: int) -> None:
     costs one system call a second.
     """
     del worker_index, worker_count
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
 
     def watch():
