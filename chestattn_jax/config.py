@@ -742,7 +742,14 @@ def _check_evaluators(p: _Problems) -> None:
         )
         return
     unknown = [n for n in names if n not in known]
-    if unknown:
+    if not names:
+        p.add(
+            "eval.evaluators",
+            "is empty: an evaluation must compute something (its metrics.json would hold no "
+            "AUC, and an experiment would count the cell as done). Name at least one, e.g. "
+            "--config.eval.evaluators=\"('auc',)\".",
+        )
+    elif unknown:
         p.add(
             "eval.evaluators",
             f"no evaluator {', '.join(map(repr, unknown))}; expected names from "

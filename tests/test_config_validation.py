@@ -88,6 +88,9 @@ BAD = [
     ({"eval.evaluators": "auc,tables"}, "evaluate", "must be a tuple of evaluator names"),
     ({"eval.evaluators": ("auc", "auc")}, "evaluate", "names an evaluator more than once"),
     ({"eval.evaluators": ("tables",)}, "evaluate", "tables tabulates the AUCs: add auc"),
+    # Issue 21 case 7: an empty list wrote a metrics.json without an AUC and exited 0.
+    ({"eval.evaluators": ()}, "evaluate", "config.eval.evaluators=(): is empty: an evaluation"),
+    ({"eval.evaluators": ()}, "train", "config.eval.evaluators=(): is empty"),
     ({"eval.dataset": "mimic"}, "evaluate", "config.eval.dataset='mimic': expected one of , nih"),
     ({"eval.class_map": "Mass=Lung Lesion"}, "evaluate", "is read only in a cross-dataset"),
     # Classes.
