@@ -17,9 +17,11 @@ message naming each flag or config field at fault and a non-zero exit status
 """
 
 import difflib
+import gc
 import logging as pylogging
 import os
 import re
+import signal
 import sys
 import traceback
 
@@ -40,9 +42,33 @@ flags.DEFINE_enum(
     list(config_lib.MODES),
     "train (then test), evaluate only, or predict on --images.",
 )
-flags.DEFINE_list(
-    "images", [], "--mode=predict: PNG, JPEG or DICOM files to score (comma-separated)."
+
+
+class _RepeatableListFlag(flags.MultiFlag):
+    """A comma-separated list that may also be given several times, the lists joined:
+    ``--images=a.png,b.png --images=c.png``. Each value is read as one CSV row, so a
+    file name with a comma is quoted: ``--images='"x,1.png",b.png'``."""
+
+    def _parse(self, arguments):
+        if isinstance(arguments, str):
+            return self.parser.parse(arguments)
+        return [x for a in arguments for x in (self.parser.parse(a) if isinstance(a, str) else [a])]
+
+
+flags.DEFINE_flag(
+    _RepeatableListFlag(
+        flags.ListParser(),
+        flags.CsvListSerializer(","),
+        "images",
+        [],
+        "--mode=predict: PNG, JPEG or DICOM files to score, comma-separated (a name with a "
+        "comma in double quotes: --images='\"x,1.png\",b.png'), or --images given once per "
+        "file or list",
+    )
 )
+# Flags that may be given more than once (their values are joined); any other flag given
+# twice is refused: absl keeps the last value, ml_collections joins a tuple field's values.
+REPEATABLE_FLAGS = ("images",)
 flags.DEFINE_string(
     "output_dir", None, "--mode=predict: where predictions.json and overlays go (WORKDIR/predict)."
 )
@@ -176,6 +202,26 @@ def run(argv):
     except USER_ERRORS as e:
         logging.debug("The error below was raised here:", exc_info=True)
         sys.exit(f"FATAL: {e}")
+    except KeyboardInterrupt:
+        # Ctrl-C outside the training loop (starting up, compiling, the evaluation after
+        # training, --mode=evaluate or predict). Inside it, train.Interrupted has saved a
+        # checkpoint and exits with 130 itself.
+        logging.debug("Interrupted here:", exc_info=True)
+    else:
+        return
+    sys.stderr.write(
+        "Interrupted (SIGINT) outside the training loop: no trained step was lost; "
+        "run the same command again to go on.\n"
+    )
+    # Not sys.exit: a Ctrl-C inside an XLA compilation leaves its threads running, and
+    # tearing the interpreter down under them is a segmentation fault. Every finally
+    # block has run; the traceback is gone, so collecting frees grain's queues and
+    # shared memory (else multiprocessing reports them leaked).
+    gc.collect()
+    pylogging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signal.SIGINT)
 
 
 def parse_flags(argv):
@@ -183,6 +229,13 @@ def parse_flags(argv):
     with a message naming the flag for a ``--config.*`` field that does not exist."""
     try:
         rest = FLAGS(argv)
+        repeated = repeated_flags(argv)
+        if repeated:
+            _flags_error(
+                ", ".join(f"--{name} is given {n} times" for name, n in repeated)
+                + ": give each flag once (absl would keep the last value, and a tuple "
+                "config field would join the values)."
+            )
         config = FLAGS.config
         if not isinstance(config, config_dict.ConfigDict):
             getattr(config, "keys", None)  # one that failed to load raises OSError when read
@@ -205,6 +258,28 @@ def parse_flags(argv):
     except Exception as e:  # the config file's own error: SyntaxError, NameError, ...
         spec = _config_spec(argv)
         _flags_error(f"flag --config={spec}: {_describe(e, spec)}")
+
+
+def repeated_flags(argv) -> list[tuple[str, int]]:
+    """``(name, times)`` of each flag given more than once on the parsed command line
+    ``argv``, except :data:`REPEATABLE_FLAGS`."""
+    found = []
+    for name, fl in FLAGS._flags().items():  # absl has no public list of flags
+        if name != fl.name or name in REPEATABLE_FLAGS or fl.present < 2:
+            continue
+        # A tuple field counts its values, not its occurrences: count those in argv.
+        times = _occurrences(argv, name) if isinstance(fl, flags.MultiFlag) else fl.present
+        if times > 1:
+            found.append((name, times))
+    return found
+
+
+def _occurrences(argv, name: str) -> int:
+    """How many times ``--name`` (``--name=V``, ``--name V``, ``--noname``) is in ``argv``,
+    up to a ``--`` that ends the flags."""
+    pattern = re.compile(rf"^--?(no)?{re.escape(name)}(=|$)")
+    args = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
+    return sum(bool(pattern.match(a)) for a in args)
 
 
 def _describe(e: BaseException, spec: str | None) -> str:

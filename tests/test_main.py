@@ -89,6 +89,12 @@ SYN = "--config=configs/synthetic.py"
             "Unknown config argument 'klass': it names the model variant, one of resnet, image, "
             "class.\n",
         ),
+        # Issue 21 case 10: a field given twice, whose tuple values ml_collections joined.
+        (
+            [SYN, "WORKDIR", "--config.experiment.seeds=(0,)", "--config.experiment.seeds=(1,)"],
+            "FATAL Flags parsing error: --config.experiment.seeds is given 2 times: give each "
+            "flag once",
+        ),
         # A mistyped part of an override path: its last part, or one in the middle.
         (
             [SYN, "WORKDIR", "--config.train.batchsize=8"],
