@@ -213,3 +213,26 @@ def test_the_evaluated_data_sets_label_policy_is_its_own(trained_on_nih):
         labelled[policy] = create_source(target, "test")._mask.sum(0).tolist()
     assert scored == labelled["ignore"]
     assert sum(labelled["ignore"]) < sum(labelled["zeros"]), "the export has uncertain labels"
+
+
+def test_the_trained_data_set_through_eval_dataset_keeps_the_training_split(trained_on_nih):
+    """Issue 21 case 5: eval.dataset naming the data set trained on, with another split
+    seed, scored training patients as "test" and recorded no change. It is the trained
+    data set: the same rule as a normal evaluation (refused, or allowed and recorded)."""
+    from chestattn_jax import evaluation
+
+    config, workdir, _ = trained_on_nih
+    config = config.copy_and_resolve_references()
+    config.eval.dataset, config.eval.data_dir = "nih", config.data.data_dir
+    config.data.split_seed = 1
+    config.eval.evaluators, config.eval.bootstrap_draws = ("auc",), 0
+    config_lib.validate(config, "evaluate", num_devices=1)
+    before = sorted(os.listdir(workdir))
+    with pytest.raises(
+        ValueError, match=r"config\.data\.split_seed is 1 but the workdir was trained"
+    ):
+        evaluation.evaluate(config, workdir)
+    assert sorted(os.listdir(workdir)) == before
+    config.allow_setting_changes = True
+    metrics = evaluation.evaluate(config, workdir)
+    assert metrics["changed_from_training"]["data.split_seed"] == {"trained": 0, "evaluated": 1}

@@ -31,6 +31,13 @@ def is_cross_dataset(config) -> bool:
     return bool(config.eval.dataset)
 
 
+def is_training_dataset(config) -> bool:
+    """A "cross-dataset" evaluation of the data set the model was trained on (perhaps
+    prepared in another folder): its split can hold training patients, so the data
+    settings and the data set itself must be training's, as in a normal evaluation."""
+    return is_cross_dataset(config) and config.eval.dataset == config.data.name
+
+
 def parse(text: str, model_classes, data_classes) -> list[tuple[str, str]]:
     """The ``(model class, data set class)`` pairs of ``text`` (``config.eval.class_map``),
     in the model's class order. Raises a ``ValueError`` for a pair that is malformed or

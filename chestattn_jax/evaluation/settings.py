@@ -74,8 +74,10 @@ def _data_fields(config) -> tuple[str, ...]:
 
 
 def _trained_fields(config) -> tuple[str, ...]:
-    """The data fields that must equal training's."""
-    return INPUT_FIELDS if class_map.is_cross_dataset(config) else _data_fields(config)
+    """The data fields that must equal training's: those of how images reach the model
+    on another data set, all of them on the trained one (even through eval.dataset)."""
+    other = class_map.is_cross_dataset(config) and not class_map.is_training_dataset(config)
+    return INPUT_FIELDS if other else _data_fields(config)
 
 
 def trained_setting_changes(
@@ -196,10 +198,7 @@ def plan_evaluation(config, workdir: str, *, replace_other_settings: bool = Fals
     evaluation that ends a training run, whose settings are the new training settings).
     """
     fingerprint = dataset_fingerprint(config)
-    # Across data sets the training data's own fingerprint has nothing to match.
     cross = class_map.is_cross_dataset(config)
-    changes = trained_setting_changes(workdir, config, None if cross else fingerprint)
-    check_setting_changes(changes, config, "Evaluating")
     data_config, evaluated = config, None
     if cross:
         data_config = class_map.data_config(config)
@@ -210,6 +209,14 @@ def plan_evaluation(config, workdir: str, *, replace_other_settings: bool = Fals
             raise type(e)(
                 f"The evaluated data set (config.eval.dataset={config.eval.dataset!r}): {text}"
             ) from None
+    # Across data sets the training data's own fingerprint has nothing to match; the
+    # trained data set named through eval.dataset must be the one trained on.
+    if class_map.is_training_dataset(config):
+        compared = evaluated
+    else:
+        compared = None if cross else fingerprint
+    changes = trained_setting_changes(workdir, config, compared)
+    check_setting_changes(changes, config, "Evaluating")
     settings = eval_settings(config, fingerprint, evaluated)
     out_dir = workdir_lib.workdir_path(workdir) / eval_dir_name(config, changes)
     previous = workdir_lib.read_json(out_dir / "metrics.json")
