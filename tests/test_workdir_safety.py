@@ -158,6 +158,26 @@ def test_an_evaluation_with_other_settings_is_not_overwritten(tiny_run, tmp_path
     assert evaluation.evaluate(named, str(workdir))["bootstrap"]["num_draws"] == 10
 
 
+def test_an_evaluation_with_fewer_evaluators_leaves_no_file_of_the_earlier_one(tiny_run, tmp_path):
+    """Issue 21 case 6: an evaluation with fewer evaluators left the earlier one's figures
+    and attention_examples.npz (which compare reads) beside its new metrics.json. The
+    folder holds one evaluation; a file no evaluation wrote stays."""
+    config, trained = tiny_run
+    workdir = copy_workdir(trained, tmp_path / "w")
+    eval_dir = workdir / "eval"
+    earlier = set(os.listdir(eval_dir))
+    assert {"roc_curves.png", "overlays.png", "attention_examples.npz"} <= earlier
+    (eval_dir / "my_notes.txt").write_text("mine")
+    fewer = like(config, **{"eval.evaluators": ("tables", "auc")})
+    metrics = evaluation.evaluate(fewer, str(workdir))
+    wrote = {"metrics.json", "predictions.npz", "per_class.csv", "per_class.md"}
+    assert set(os.listdir(eval_dir)) == wrote | {"my_notes.txt"}
+    assert set(metrics["files"]) == wrote
+    # And back to every evaluator: the figures return, the notes stay.
+    evaluation.evaluate(config, str(workdir))
+    assert set(os.listdir(eval_dir)) == earlier | {"my_notes.txt"}
+
+
 HOLD_LOCK = textwrap.dedent(
     """
     import sys, time

@@ -111,12 +111,16 @@ def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
         metrics["changed_from_training"] = {
             k: {"trained": was, "evaluated": now} for k, (was, now) in plan["changes"].items()
         }
+    before = _clear_evaluation(out_dir) if ctx.writes else set()
     for evaluator in chosen:
         evaluator.finish(record, metrics)
     # metrics.json last: it marks a complete evaluation.
-    path = os.path.join(out_dir, "metrics.json")
+    path = os.path.join(out_dir, METRICS_FILE)
     if ctx.writes:
         record.save(os.path.join(out_dir, workdir_lib.PREDICTIONS_FILE))
+        # What this evaluation wrote: the next one into this folder removes exactly these
+        # (and every evaluator's known outputs), plug-ins of other versions included.
+        metrics["files"] = sorted(_listing(out_dir) - before | {METRICS_FILE})
         workdir_lib.write_json(path, metrics)
     logging.info(
         "%s mean AUC %s at step %d -> %s",
@@ -126,6 +130,39 @@ def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
         path,
     )
     return metrics
+
+
+METRICS_FILE = "metrics.json"
+
+
+def _listing(out_dir: str) -> set[str]:
+    """The files in ``out_dir``; none if it does not exist (a bucket has no empty
+    folders: one exists once an object is written under it)."""
+    out = epath.Path(out_dir)
+    if not out.exists():
+        return set()
+    return {p.name for p in out.iterdir() if p.is_file()}
+
+
+def _clear_evaluation(out_dir: str) -> set[str]:
+    """Removes what an earlier evaluation left in ``out_dir`` (its ``metrics.json`` first,
+    so that an interrupted clear never leaves it beside other files; then the files it
+    lists, every evaluator's known outputs and the predictions record), so that the
+    folder holds this evaluation's files only: a figure of another evaluation beside
+    this one's ``metrics.json`` would read as this one's. Returns the names left there
+    (files no evaluation wrote)."""
+    out = epath.Path(out_dir)
+    try:
+        earlier = workdir_lib.read_json(out / METRICS_FILE) or {}
+    except ValueError:  # a damaged metrics.json: replaced all the same
+        earlier = {}
+    listed = earlier.get("files") if isinstance(earlier.get("files"), list) else []
+    (out / METRICS_FILE).unlink(missing_ok=True)
+    ours = {*evaluators.known_outputs(), workdir_lib.PREDICTIONS_FILE, *map(str, listed)}
+    for name in sorted(ours & _listing(out_dir)):
+        if os.path.basename(name) == name:  # a name in this folder, never a path elsewhere
+            (out / name).unlink(missing_ok=True)
+    return _listing(out_dir)
 
 
 def split_metrics(eval_fn, state, source, config, mesh) -> dict:

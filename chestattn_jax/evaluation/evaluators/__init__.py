@@ -9,7 +9,7 @@ pass twice:
   unless an evaluator does);
 - ``finish(record, metrics)``, once after the pass, with the :class:`Record` of the
   whole split: it adds its numbers to ``metrics`` (written as ``metrics.json``) and
-  writes its files into ``ctx.out_dir``.
+  writes its files into ``ctx.out_dir``, whose names it lists in ``outputs``.
 
 Adding a metric is adding a module: ``my_metric.py`` with ``class Evaluator(Evaluator)``
 runs with ``--config.eval.evaluators="('auc','my_metric','tables')"``. An evaluator
@@ -60,6 +60,9 @@ class Evaluator:
     needs_maps = False
     # Evaluators whose metrics this one reads in finish(): run first when also chosen.
     after: tuple[str, ...] = ()
+    # The files finish() may write into ctx.out_dir: an evaluation without this evaluator
+    # removes them, so that a folder never shows another evaluation's files.
+    outputs: tuple[str, ...] = ()
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
@@ -76,6 +79,15 @@ class Evaluator:
 def available() -> tuple[str, ...]:
     """The evaluator modules of this package."""
     return tuple(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def known_outputs() -> frozenset[str]:
+    """The files any evaluator of this package may write (their ``outputs``)."""
+    return frozenset(
+        name
+        for module in available()
+        for name in importlib.import_module(f"{__name__}.{module}").Evaluator.outputs
+    )
 
 
 def create(names, ctx: Context) -> list[Evaluator]:

@@ -21,6 +21,12 @@ from chestattn_jax.evaluation import evaluators
 
 class Evaluator(evaluators.Evaluator):
     after = ("auc",)
+    outputs = (
+        "roc_curves.png",
+        "overlays.png",
+        "average_masks.png",
+        workdir_lib.ATTENTION_EXAMPLES_FILE,
+    )
 
     def __init__(self, ctx):
         super().__init__(ctx)
