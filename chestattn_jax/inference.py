@@ -17,16 +17,27 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
+from PIL import Image
 
+from chestattn_jax import files
 from chestattn_jax import sharding as shd
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.checkpointing import Checkpointer, CheckpointMismatch
-from chestattn_jax.data.images import letterbox, load_grayscale
+from chestattn_jax.data.images import (
+    FRONTAL_VIEWS,
+    dicom_view,
+    letterbox,
+    load_grayscale,
+    to_uint8_gray,
+)
 from chestattn_jax.data.input_pipeline import normalize_images
+from chestattn_jax.data.raw import DataFormatError
 from chestattn_jax.models import create_model
 from chestattn_jax.train_state import abstract_train_state, create_optimizer, create_train_state
 
@@ -42,6 +53,9 @@ MODEL_FIELDS = (
     "data.classes",
     "data.channels",
 )
+# Config fields that decide how an image reaches the model: another value than training's
+# feeds it inputs it never saw. Refused unless config.allow_setting_changes.
+MODEL_INPUT_FIELDS = ("data.image_size", "data.mean", "data.std")
 
 
 def _field(tree, dotted: str):
@@ -105,6 +119,9 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
     An unreadable checkpoint is passed over, with a warning, for the next in order
     (the rule training resumes by; :meth:`Checkpointer.restore_for_inference`).
     """
+    problem = not_a_run(workdir, "--workdir={run}")
+    if problem:
+        raise FileNotFoundError(problem)
     check_model_fields(workdir, config)  # the model fields, named, before any read
     checkpointer = Checkpointer(workdir, read_only=True)
     try:
@@ -173,6 +190,44 @@ def _tuples(value):
     return value
 
 
+def runs_under(folder) -> list[str]:
+    """The names of the subfolders of ``folder`` that hold a training run (a
+    ``config.json`` or ``checkpoints/``): an experiment's cells, or the variants of
+    ``launch/run_variants.sh``; sorted."""
+    root = workdir_lib.workdir_path(folder)
+    try:
+        children = [c for c in root.iterdir() if c.is_dir()]
+    except OSError:  # no such folder, or not readable: nothing to list
+        return []
+    return sorted(
+        c.name
+        for c in children
+        if (c / workdir_lib.CONFIG_FILE).exists() or (c / workdir_lib.CHECKPOINT_DIR).is_dir()
+    )
+
+
+def not_a_run(workdir: str, how: str) -> str | None:
+    """Why ``workdir`` cannot be read as one training run, if it cannot: it does not exist,
+    or it holds runs in its subfolders (an experiment's root) and none itself. ``how``
+    says how to name a run, with ``{run}`` for its folder. ``None`` when it may be one."""
+    root = workdir_lib.workdir_path(workdir)
+    if not root.exists():
+        return f"{workdir} does not exist: give the folder of a training run (its --workdir)."
+    if (root / workdir_lib.CONFIG_FILE).exists() or (root / workdir_lib.CHECKPOINT_DIR).exists():
+        return None
+    runs = runs_under(root)
+    if not runs:
+        return None
+    shown = ", ".join(runs[:6]) + (f" and {len(runs) - 6} more" if len(runs) > 6 else "")
+    return (
+        f"{workdir} holds no training run itself but {len(runs)} in its subfolders (an "
+        f"experiment's root, whose cells are runs: python -m chestattn_jax.experiment --list "
+        f"names them): {shown}. Give one of them: "
+        + how.format(run=os.path.join(os.fspath(workdir), runs[0]))
+        + "."
+    )
+
+
 def workdir_config(workdir: str) -> ml_collections.ConfigDict:
     """The config ``workdir`` was trained with (``WORKDIR/config.json``)."""
     path = workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE
@@ -197,28 +252,40 @@ class Model:
         self._fn = inference_fn(config, mesh)
 
     def predict(self, images, batch_size: int | None = None) -> dict:
-        """Probabilities and gate-3 maps of ``images``: a file path, an ``(H, W)`` array,
-        an ``(N, H, W)`` stack, or a list of paths and arrays. Arrays are uint8, or float
-        in [0, 1] (scaled to 0-255 and rounded, as 8-bit files are stored). Every image is
-        letterboxed to ``image_size`` as in training.
+        """Probabilities and gate-3 maps of ``images``, each letterboxed to ``image_size``
+        as in training. What ``images`` may be, and what each shape means:
+
+        - a file path (PNG, JPEG or DICOM, read as the prepare step reads it);
+        - a list (or tuple) of paths and arrays, each one image: ``(H, W)`` grayscale,
+          ``(H, W, 1)``, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA (converted to grayscale
+          as RGB and RGBA files are: alpha dropped, then luminance);
+        - one array: ``(H, W)`` or ``(H, W, 1)`` is one image, ``(N, H, W)`` a stack of
+          grayscale images, ``(N, H, W, C)`` with C = 1, 3 or 4 a stack. A 3-D array whose
+          last axis is 3 or 4 is refused as ambiguous (one RGB image, or a stack of images
+          3 or 4 pixels wide?): put one colour image in a list, ``[image]``.
+
+        Pixels are uint8, or float in [0, 1] (scaled to 0-255 and rounded, as 8-bit files
+        are stored).
 
         Returns ``{"probabilities": (N, k) float64, "maps": (N, k, h, w) | (N, h, w) |
-        None, "images": (N, S, S) uint8, "classes": [...]}``. A file that cannot be read
-        raises :class:`~chestattn_jax.data.raw.DataFormatError` (or ``OSError``) naming it.
+        None, "images": (N, S, S) uint8, "classes": [...], "warnings": [[str], ...]}``:
+        ``warnings[i]`` says what may make image i's scores unreliable (a DICOM's lateral
+        view: the models are trained on frontal views). A file that cannot be read raises
+        :class:`~chestattn_jax.data.raw.DataFormatError` (or ``OSError``) naming it.
         """
-        if isinstance(images, np.ndarray) and (
-            images.ndim == 4 or (images.ndim == 3 and images.shape[-1] != 1)
-        ):
-            items = list(images)
-        elif isinstance(images, list | tuple):
-            items = list(images)
-        else:
-            items = [images]
+        items = _image_items(images)
         if not items:
             raise ValueError("predict: no images given.")
         boxed = np.stack([letterbox(_as_gray_uint8(x), self.image_size) for x in items])
+        warnings = [view_warnings(x) if isinstance(x, str | os.PathLike) else [] for x in items]
         probs, maps = self.predict_letterboxed(boxed, batch_size)
-        return {"probabilities": probs, "maps": maps, "images": boxed, "classes": self.classes}
+        return {
+            "probabilities": probs,
+            "maps": maps,
+            "images": boxed,
+            "classes": self.classes,
+            "warnings": warnings,
+        }
 
     def predict_letterboxed(self, images, batch_size: int | None = None):
         """``(N, S, S)`` uint8 images already letterboxed to ``image_size`` ->
@@ -245,39 +312,152 @@ class Model:
         return np.concatenate(probs), (np.concatenate(maps) if maps else None)
 
 
+def _image_items(images) -> list:
+    """``images`` (see :meth:`Model.predict`) as a list of single images."""
+    if isinstance(images, list | tuple):
+        return list(images)
+    if isinstance(images, str | os.PathLike):
+        return [images]
+    a = np.asarray(images)
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 1):
+        return [a]
+    if a.ndim == 3 and a.shape[-1] in (3, 4):
+        raise ValueError(
+            f"an array of shape {a.shape} is ambiguous: one {_COLOUR[a.shape[-1]]} image, or "
+            f"{a.shape[0]} grayscale images of {a.shape[1]}x{a.shape[2]} pixels? Pass one "
+            f"colour image in a list ([image]) or as a stack of one (image[None], shape "
+            f"(1, {a.shape[0]}, {a.shape[1]}, {a.shape[2]})); a stack of grayscale images "
+            "with a channel axis, (N, H, W, 1)."
+        )
+    if a.ndim == 3:
+        return list(a)
+    if a.ndim == 4 and a.shape[-1] in (1, 3, 4):
+        return list(a)
+    raise ValueError(
+        f"cannot read an array of shape {a.shape} as images: give (H, W), (H, W, 1), "
+        "(N, H, W) or (N, H, W, C) with C = 1, 3 or 4 (or a list of images)."
+    )
+
+
+_COLOUR = {3: "RGB", 4: "RGBA"}
+
+
 def _as_gray_uint8(x) -> np.ndarray:
-    """A path, or a uint8 / [0, 1] float array (``(H, W)`` or ``(H, W, 1)``) -> (H, W) uint8."""
+    """A path, or a uint8 / [0, 1] float array (``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)``
+    RGB or ``(H, W, 4)`` RGBA) -> (H, W) uint8, colour converted as files are."""
     if isinstance(x, str | os.PathLike):
-        return load_grayscale(os.fspath(x))
+        return load_grayscale(regular_file(os.fspath(x)))
     a = np.asarray(x)
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
-    if a.ndim != 2:
-        raise ValueError(f"expected a grayscale (H, W) image, got an array of shape {a.shape}.")
-    if a.dtype == np.uint8:
-        return a
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in _COLOUR)):
+        raise ValueError(
+            "expected one image, (H, W) grayscale or (H, W, 1), (H, W, 3) RGB, (H, W, 4) "
+            f"RGBA; got an array of shape {a.shape}."
+        )
+    if a.dtype == np.bool_:
+        raise ValueError(
+            "got a bool array, a mask rather than an image: give uint8 pixels (0-255) or "
+            "floats in [0, 1]."
+        )
     if np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+        if a.size and (not np.isfinite(a).all() or a.min() < 0 or a.max() > 1):
             raise ValueError(
                 "a float image must hold finite values in [0, 1] "
                 f"(this one spans {np.nanmin(a):.4g} to {np.nanmax(a):.4g}); scale it first."
             )
-        return np.round(a * 255.0).astype(np.uint8)
-    raise ValueError(
-        f"expected a uint8 or float image, got {a.dtype}; a 16-bit image needs a window "
-        "first (or pass its file: files are read as the prepare step reads them)."
-    )
+        a = np.round(a * 255.0).astype(np.uint8)
+    elif a.dtype in (np.uint16, np.int16):
+        raise ValueError(
+            f"expected a uint8 or float image, got {a.dtype}; a 16-bit image needs a window "
+            "first (or pass its file: files are read as the prepare step reads them)."
+        )
+    elif a.dtype != np.uint8:
+        span = (
+            f" (its values span {a.min()} to {a.max()})" if a.size and a.dtype.kind in "iu" else ""
+        )
+        raise ValueError(
+            f"expected a uint8 image (0-255) or floats in [0, 1], got {a.dtype}{span}: convert "
+            "it first, e.g. image.astype(np.uint8) if it holds 0-255."
+        )
+    if a.ndim == 3:  # colour: the conversion of RGB and RGBA files (alpha dropped, luminance)
+        return to_uint8_gray(Image.fromarray(a, _COLOUR[a.shape[-1]]))
+    if a.size == 0:
+        raise ValueError(f"got an empty image of shape {a.shape}.")
+    return a
+
+
+def regular_file(path: str) -> str:
+    """``path``, after checking that a local one is a regular file: reading a FIFO (or a
+    device) blocks or never ends. Missing files and folders are left to the reader,
+    which names them."""
+    if files.is_local(path) and os.path.exists(path) and not os.path.isdir(path):
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+            raise DataFormatError(
+                f"{path} is {kind}, not an image file: it is not read (reading it could "
+                "block forever)."
+            )
+    return path
+
+
+_FILE_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def view_warnings(path) -> list[str]:
+    """Warnings about how ``path`` was taken, from what its file says: a DICOM whose View
+    Position is not frontal (AP or PA). Other formats carry no view."""
+    view = dicom_view(os.fspath(path))
+    if view and view not in FRONTAL_VIEWS:
+        return [
+            f"{os.fspath(path)}: the DICOM's View Position is {view!r}, not a frontal view "
+            f"({' or '.join(FRONTAL_VIEWS)}); the models are trained on frontal radiographs, "
+            "so its scores are not to be trusted."
+        ]
+    return []
 
 
 def restore(config, workdir: str, which: str = "best") -> Model:
     """The :class:`Model` of checkpoint ``which`` (``best`` or ``latest``) of ``workdir``
-    under ``config``."""
+    under ``config``, whose model-input settings (:data:`MODEL_INPUT_FIELDS`) must be
+    training's unless ``config.allow_setting_changes``."""
+    check_input_fields(workdir, config)
     state, step, mesh = restore_for_inference(config, workdir, which)
     return Model(config, state, step, mesh)
+
+
+def check_input_fields(workdir: str, config, what: str = "Predicting") -> None:
+    """Refuses a ``config`` whose :data:`MODEL_INPUT_FIELDS` differ from the config
+    ``workdir`` was trained with, naming each, unless ``config.allow_setting_changes``
+    (then a warning names them): another image size or normalisation changes every
+    probability, and nothing else would say so."""
+    saved = workdir_lib.read_json(workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE)
+    changes = {} if saved is None else _differences(saved, config, MODEL_INPUT_FIELDS)
+    if not changes:
+        return
+    text = _describe_changes(changes, "the workdir was trained with")
+    if not config.allow_setting_changes:
+        raise ValueError(
+            f"{what} under other model-input settings than training used: {text}. The model "
+            "would see inputs it never saw, and every probability would change. Use the "
+            "training settings, or pass --config.allow_setting_changes=true if this is what "
+            "you want."
+        )
+    logging.warning("%s under other model-input settings than training (allowed): %s", what, text)
 
 
 def load(workdir: str, config=None, checkpoint: str = "best") -> Model:
     """The trained model of ``workdir``: its ``best`` (lowest validation loss) or
     ``latest`` checkpoint, with the config it was trained with unless ``config`` is
-    given."""
+    given. A folder that does not exist, or an experiment's root (whose cells are the
+    runs), raises ``FileNotFoundError`` saying so."""
+    problem = not_a_run(workdir, "load({run!r})")
+    if problem:
+        raise FileNotFoundError(problem)
     return restore(config if config is not None else workdir_config(workdir), workdir, checkpoint)

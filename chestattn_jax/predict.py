@@ -9,15 +9,23 @@ and mode, DICOM through pydicom; see ``chestattn_jax.data.images``), letterboxes
 it to ``config.data.image_size`` and writes to ``OUT`` (``W/predict`` by default):
 
 - ``predictions.json``: the checkpoint, the classes, and per image its
-  probabilities and overlay file; images that could not be read or letterboxed
-  are listed under ``errors`` with the reason, and the others are still scored;
-  a file given more than once (however spelled) is scored once and listed
-  under ``repeated``;
+  probabilities, overlay file and ``warnings`` (a DICOM whose View Position is not
+  frontal: the models are trained on frontal views); images that could not be read
+  or letterboxed (a FIFO or device file is refused before it is opened) are listed
+  under ``errors`` with the reason, and the others are still scored; a file given
+  more than once (however spelled) is scored once and listed under ``repeated``;
 - one overlay PNG per image: the letterboxed input and each class's gate-3 map
-  (class-based), the shared map (image-based), or the probabilities (resnet).
+  (class-based), the shared map (image-based), or the probabilities (resnet),
+  named after the input (``a.png`` for ``a.dcm``) and unique: ``a_2.png`` for a
+  second ``a``, or where ``a.png`` is already in ``OUT`` (an input, or any file this
+  command did not write). An input is never written over.
 
-A checkpoint trained with another variant, class list or backbone than the
-config describes is refused with a message naming the difference.
+``OUT`` holds one run's results: what an earlier prediction wrote there (its
+``predictions.json`` and the overlays it lists) is removed once this run's inputs
+are known to be valid. A checkpoint trained with another variant, class list or
+backbone than the config describes, or a config whose model-input settings
+(``data.image_size``, ``data.mean``, ``data.std``) differ from training's, is
+refused with a message naming the difference, before anything is written.
 """
 
 from __future__ import annotations
@@ -32,17 +40,34 @@ from etils import epath
 
 from chestattn_jax import figures, files, inference
 from chestattn_jax import workdir as workdir_lib
+from chestattn_jax.checkpointing import CheckpointError
 from chestattn_jax.data.images import letterbox, load_grayscale
 
+PREDICTIONS_FILE = "predictions.json"
 
-def _overlay_names(paths) -> list[str]:
-    """``a.png``, ``b.dcm``, ``dir2/a.png`` -> ``a.png``, ``b.png``, ``a_2.png`` (unique)."""
-    names, seen = [], {}
+
+def _overlay_names(paths, taken=()) -> list[str]:
+    """One overlay file name per path, unique, and none of ``taken`` (the names already in
+    the output folder: an input there, a file this command did not write), compared
+    without case as a case-insensitive disk would: ``a.png``, ``b.dcm``, ``dir2/a.png``
+    -> ``a.png``, ``b.png``, ``a_2.png``; with ``a.png`` taken, ``a_2.png`` first."""
+    used = {n.lower() for n in taken}
+    names = []
     for p in paths:
-        stem = os.path.splitext(os.path.basename(p))[0] or "image"
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(f"{stem}.png" if seen[stem] == 1 else f"{stem}_{seen[stem]}.png")
+        stem = os.path.splitext(os.path.basename(p.rstrip("/")))[0] or "image"
+        name, n = f"{stem}.png", 1
+        while name.lower() in used:
+            n += 1
+            name = f"{stem}_{n}.png"
+        used.add(name.lower())
+        names.append(name)
     return names
+
+
+def _key(path: str) -> str:
+    """One spelling per file: ``a.png``, ``./a.png`` and its absolute path are one."""
+    p = os.fspath(path)
+    return p if "://" in p else os.path.normpath(os.path.abspath(p))
 
 
 def distinct_paths(paths) -> tuple[list[str], list[dict]]:
@@ -50,7 +75,7 @@ def distinct_paths(paths) -> tuple[list[str], list[dict]]:
     file), in order, as first spelled; and ``[{"path", "times"}]`` for the repeated ones."""
     kept, first, times = [], {}, {}
     for p in map(os.fspath, paths):
-        key = p if "://" in p else os.path.normpath(os.path.abspath(p))
+        key = _key(p)
         if key in first:
             times[first[key]] += 1
             continue
@@ -62,34 +87,106 @@ def distinct_paths(paths) -> tuple[list[str], list[dict]]:
 
 
 def load_images(paths, size: int):
-    """Reads and letterboxes every path. Returns ``(images {path: (S, S) uint8}, errors)``
-    where ``errors`` lists ``{"path", "error"}`` for files that could not be read or
-    letterboxed, whatever the reason: one bad file never keeps the others from scoring."""
-    images, errors = {}, []
+    """Reads and letterboxes every path. Returns ``(images {path: (S, S) uint8}, errors,
+    warnings {path: [str]})`` where ``errors`` lists ``{"path", "error"}`` for files that
+    could not be read or letterboxed, whatever the reason (a FIFO or device is refused
+    before it is opened): one bad file never keeps the others from scoring. ``warnings``
+    holds what may make a scored image's probabilities unreliable (a lateral DICOM)."""
+    images, errors, warnings = {}, [], {}
     for path in paths:
         try:
-            images[path] = letterbox(load_grayscale(path), size)
+            images[path] = letterbox(load_grayscale(inference.regular_file(path)), size)
         except Exception as e:  # any reader or resize failure of this one file
             logging.warning("Skipping %s: %s: %s", path, type(e).__name__, e)
             errors.append({"path": path, "error": f"{type(e).__name__}: {e}"})
-    return images, errors
+            continue
+        warnings[path] = inference.view_warnings(path)
+        for w in warnings[path]:
+            logging.warning("%s", w)
+    return images, errors, warnings
+
+
+def _inputs_in(out_dir: str, paths) -> set[str]:
+    """The names of the inputs among ``paths`` that lie in ``out_dir`` itself."""
+    here = _key(out_dir)
+    return {os.path.basename(_key(p)) for p in paths if os.path.dirname(_key(p)) == here}
+
+
+def _check_output_dir(out_dir: str, paths) -> None:
+    """Refuses an output folder where the results file would replace an input."""
+    if PREDICTIONS_FILE in _inputs_in(out_dir, paths):
+        raise ValueError(
+            f"{os.path.join(out_dir, PREDICTIONS_FILE)} is one of the --images, and the results "
+            "would be written over it: give another --output_dir."
+        )
+
+
+def _earlier_result(out_dir: str) -> str:
+    """What a refused run says of the results of an earlier run in ``out_dir``."""
+    path = epath.Path(out_dir) / PREDICTIONS_FILE
+    try:
+        if not path.exists():
+            return ""
+    except OSError:
+        return ""
+    return f" Nothing was written: {path} is an earlier run's result, left as it was."
+
+
+def _with_message(e: BaseException, text: str) -> BaseException:
+    """``e`` with ``text`` appended to what its message says."""
+    if isinstance(e, OSError) and e.strerror:
+        e.strerror += text
+    elif e.args and isinstance(e.args[0], str):
+        e.args = (e.args[0] + text, *e.args[1:])
+    return e
+
+
+def _clear_earlier_run(out: epath.Path, paths) -> None:
+    """Removes what an earlier prediction into ``out`` wrote there (its results file and
+    the overlays it lists), never one of ``paths``: an output folder holds one run's
+    results, so that an overlay left from another run is never read as this one's."""
+    try:
+        earlier = workdir_lib.read_json(out / PREDICTIONS_FILE) or {}
+    except ValueError:  # a damaged results file: replaced below all the same
+        earlier = {}
+    inputs = {_key(p) for p in paths}
+    overlays = [p.get("overlay") for p in earlier.get("predictions", []) if isinstance(p, dict)]
+    for overlay in overlays:
+        if not isinstance(overlay, str) or _key(overlay) in inputs:
+            continue
+        if _key(os.path.dirname(overlay)) != _key(os.fspath(out)):
+            continue  # written into another folder (the results file was moved)
+        epath.Path(overlay).unlink(missing_ok=True)
+    (out / PREDICTIONS_FILE).unlink(missing_ok=True)
 
 
 def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
     """Scores ``paths`` with the checkpoint of ``workdir``; returns what
-    ``predictions.json`` holds (see the module docstring)."""
+    ``predictions.json`` holds (see the module docstring).
+
+    Nothing is written until the checkpoint, the config and the output folder are known
+    to fit; a refusal says whether the folder holds an earlier run's results (left as
+    they were). An input is never written over: overlays take other names."""
     if jax.process_count() > 1:
         raise RuntimeError("--mode=predict runs in one process; start it without a coordinator.")
     paths, repeated = distinct_paths(paths)
     for r in repeated:
         logging.warning("%s is given %d times; it is scored once.", r["path"], r["times"])
     out_dir = output_dir or os.path.join(workdir, workdir_lib.PREDICT_DIR)
-    model = inference.restore(config, workdir, config.eval.checkpoint)
+    try:
+        _check_output_dir(out_dir, paths)
+        model = inference.restore(config, workdir, config.eval.checkpoint)
+    except (ValueError, OSError, CheckpointError) as e:
+        raise _with_message(e, _earlier_result(out_dir)) from None
     step, classes, size = model.step, model.classes, model.image_size
-    images, errors = load_images(paths, size)
+    images, errors, warnings = load_images(paths, size)
     ok = list(images)
-    epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
-    names = dict(zip(paths, _overlay_names(paths), strict=True))
+    out = epath.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _clear_earlier_run(out, paths)
+    # (A bucket has no empty folders: a new output folder there does not exist yet.)
+    taken = [PREDICTIONS_FILE, *(p.name for p in out.iterdir())] if out.exists() else []
+    names = dict(zip(paths, _overlay_names(paths, taken), strict=True))
     predictions = {}
     if ok:
         probs, maps = model.predict_letterboxed(np.stack([images[p] for p in ok]))
@@ -107,6 +204,7 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
                 "path": path,
                 "probabilities": dict(zip(classes, probs[r].tolist(), strict=True)),
                 "overlay": overlay,
+                "warnings": warnings[path],
             }
     result = {
         "workdir": workdir if "://" in workdir else os.path.abspath(workdir),
@@ -118,12 +216,14 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
         "errors": errors,
         "repeated": repeated,
     }
-    files.write_text(epath.Path(out_dir, "predictions.json"), json.dumps(result, indent=2))
+    files.write_text(out / PREDICTIONS_FILE, json.dumps(result, indent=2))
+    warned = sum(bool(p["warnings"]) for p in predictions.values())
     logging.info(
-        "Scored %d of %d images%s -> %s",
+        "Scored %d of %d images%s%s -> %s",
         len(predictions),
         len(paths),
         f" ({len(repeated)} given more than once, scored once)" if repeated else "",
+        f" ({warned} with warnings, see predictions.json)" if warned else "",
         out_dir,
     )
     return result

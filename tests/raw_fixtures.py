@@ -329,6 +329,7 @@ def write_dicom(
     with_pixels: bool = True,
     voi_function: str | None = None,
     voi_lut: tuple[int, int, list[int]] | None = None,
+    view_position: str | None = None,
 ) -> None:
     """A DX DICOM file (explicit VR little endian) holding ``pixels`` (uint8 or uint16).
 
@@ -360,6 +361,8 @@ def write_dicom(
         ds.WindowCenter, ds.WindowWidth = window
     if voi_function is not None:
         ds.VOILUTFunction = voi_function
+    if view_position is not None:
+        ds.ViewPosition = view_position
     if voi_lut is not None:
         from pydicom.sequence import Sequence
 

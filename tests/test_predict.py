@@ -300,6 +300,8 @@ def test_predict_command_line(workdir, images, tmp_path):
     _, wd, _ = workdir
     good, bad = images
     out = tmp_path / "cli"
+    comma = str(tmp_path / "x,1.png")
+    Image.open(good[0]).save(comma)
     args = [
         sys.executable,
         "-m",
@@ -307,7 +309,10 @@ def test_predict_command_line(workdir, images, tmp_path):
         f"--config={REPO / 'configs' / 'synthetic.py'}",
         f"--workdir={wd}",
         "--mode=predict",
-        f"--images={good[0]},{bad[1]},{good[0]}",  # a repeated path counts once
+        # A repeated path counts once; --images may be given again (the lists are joined:
+        # absl kept only the last one); a name with a comma is quoted, CSV-style.
+        f"--images={good[0]},{bad[1]}",
+        f'--images={good[0]},"{comma}"',
         f"--output_dir={out}",
         "--config.data.image_size=32",
         "--config.model.num_filters=8",
@@ -316,9 +321,10 @@ def test_predict_command_line(workdir, images, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert proc.returncode != 0
-    assert "1 of 2 images failed" in proc.stderr and "broken.png" in proc.stderr
+    assert "1 of 3 images failed" in proc.stderr and "broken.png" in proc.stderr
     result = json.loads((out / "predictions.json").read_text())
-    assert [p["path"] for p in result["predictions"]] == [good[0]]
+    assert [p["path"] for p in result["predictions"]] == [good[0], comma]
+    assert result["repeated"] == [{"path": good[0], "times": 2}]
 
 
 # ------------------------------------------------------------------ Python API
@@ -366,3 +372,227 @@ def test_load_refuses_what_it_cannot_score(workdir, images, tmp_path):
     bare = make_workdir(tmp_path / "bare", with_config_json=False)[1]
     with pytest.raises(FileNotFoundError, match=r"config\.json does not exist.*config=\.\.\."):
         chestattn_jax.load(bare)
+
+
+# ------------------------------------------- issue 21: nothing silently wrong in predict
+
+
+def test_an_input_in_the_output_folder_is_never_written_over(workdir, images, tmp_path):
+    """Case 1: --images=DIR/a.png --output_dir=DIR wrote a.png's overlay over a.png.
+    Case 2: d1/x.png, d2/x.dcm, x_2.jpg gave two overlays the name x_2.png."""
+    config, wd, _ = workdir
+    good, _ = images
+    out = tmp_path / "out"
+    out.mkdir()
+    a = out / "a.png"
+    Image.open(good[0]).save(a)
+    other = out / "b.png"  # a file of the user's there, not an input
+    other.write_bytes(b"not ours")
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d2").mkdir()
+    x_png, x_dcm, x_2 = tmp_path / "d1" / "x.png", tmp_path / "d2" / "x.dcm", tmp_path / "x_2.jpg"
+    Image.open(good[0]).save(x_png)
+    Image.open(good[0]).convert("RGB").save(x_2)
+    write_dicom(x_dcm, load_grayscale(good[0]))
+    b = tmp_path / "b.jpg"
+    Image.open(good[0]).convert("RGB").save(b)
+    inputs = [a, x_png, x_dcm, x_2, b]
+    a_bytes = a.read_bytes()
+    result = predict_lib.predict(config, wd, [str(p) for p in inputs], str(out))
+    assert result["errors"] == []
+    assert a.read_bytes() == a_bytes and other.read_bytes() == b"not ours"
+    overlays = [os.path.basename(p["overlay"]) for p in result["predictions"]]
+    assert overlays == ["a_2.png", "x.png", "x_2.png", "x_2_2.png", "b_2.png"]
+    for name in overlays:
+        with Image.open(out / name) as im:
+            assert im.format == "PNG" and im.size[0] > 300  # an overlay, not an input
+    # The same command again: the earlier overlays are replaced, not kept beside new ones.
+    again = predict_lib.predict(config, wd, [str(p) for p in inputs], str(out))
+    assert [os.path.basename(p["overlay"]) for p in again["predictions"]] == overlays
+    assert sorted(os.listdir(out)) == sorted(["a.png", "b.png", "predictions.json", *overlays])
+    # Fewer inputs: the overlays of the earlier run go with its predictions.json.
+    predict_lib.predict(config, wd, [str(x_png)], str(out))
+    assert sorted(os.listdir(out)) == ["a.png", "b.png", "predictions.json", "x.png"]
+    # An input named like the results file is refused before anything is written.
+    results = out / "predictions.json"
+    before = results.read_bytes()
+    with pytest.raises(ValueError, match=r"predictions\.json is one of the --images"):
+        predict_lib.predict(config, wd, [str(results)], str(out))
+    assert results.read_bytes() == before
+
+
+def test_a_fifo_among_the_images_is_refused_not_read(workdir, images, tmp_path):
+    """Case 15: a FIFO named x.png blocked predict forever. (On code that opens it, a
+    writer opens and closes the pipe every second after 15 s, so that each blocked open
+    returns and this test ends, failing.)"""
+    import threading
+
+    config, wd, _ = workdir
+    good, _ = images
+    fifo = tmp_path / "x.png"
+    os.mkfifo(fifo)
+    stop = threading.Event()
+
+    def unblock():
+        stop.wait(15.0)
+        while not stop.wait(1.0):
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # no reader waiting
+                pass
+
+    threading.Thread(target=unblock, daemon=True).start()
+    try:
+        result = predict_lib.predict(config, wd, [str(fifo), good[0]], str(tmp_path / "out"))
+        with pytest.raises(DataFormatError, match=r"x\.png is a named pipe \(FIFO\)"):
+            chestattn_jax_load(wd).predict([str(fifo)])
+    finally:
+        stop.set()
+    assert [e["path"] for e in result["errors"]] == [str(fifo)]
+    assert "named pipe (FIFO), not an image file" in result["errors"][0]["error"]
+    assert [p["path"] for p in result["predictions"]] == [good[0]]
+
+
+def chestattn_jax_load(wd):
+    import chestattn_jax
+
+    return chestattn_jax.load(wd)
+
+
+@pytest.mark.parametrize(
+    "field, value, trained",
+    [("data.image_size", 64, 32), ("data.mean", 0.3, 0.5), ("data.std", 0.5, 0.25)],
+)
+def test_predict_refuses_other_model_input_settings(
+    workdir, images, tmp_path, field, value, trained
+):
+    """Case 4: --mode=predict with another image size or normalisation than training's
+    exited 0 with other probabilities (evaluate refused the same). Case 16: a refused run
+    says that the folder's predictions.json is an earlier run's, and leaves it."""
+    from conftest import set_fields
+
+    import chestattn_jax
+
+    config, wd, _ = workdir
+    good, _ = images
+    out = tmp_path / "out"
+    earlier = predict_lib.predict(config, wd, good[:1], str(out))
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    other = set_fields(config.copy_and_resolve_references(), {field: value})
+    message = (
+        rf"config\.{field} is {value} but the workdir was trained with {trained}.*"
+        rf"allow_setting_changes.*Nothing was written: {out}/predictions\.json is an earlier "
+        "run's result"
+    )
+    with pytest.raises(ValueError, match=message):
+        predict_lib.predict(other, wd, good[:1], str(out))
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
+    with pytest.raises(ValueError, match=rf"config\.{field} is {value}"):
+        chestattn_jax.load(wd, config=other)
+    # Allowed on request, as in evaluation: then the probabilities differ, knowingly.
+    allowed = set_fields(other, {"allow_setting_changes": True})
+    changed = predict_lib.predict(allowed, wd, good[:1], str(out))
+    assert changed["predictions"][0]["probabilities"] != earlier["predictions"][0]["probabilities"]
+
+
+def test_a_refused_run_of_another_variant_names_the_earlier_results(workdir, images, tmp_path):
+    """Case 16: a refused --mode=predict (another variant's config) left the previous
+    run's predictions.json as if it were this run's result, without a word."""
+    config, wd, _ = workdir
+    good, _ = images
+    out = tmp_path / "out"
+    predict_lib.predict(config, wd, good[:1], str(out))
+    before = (out / "predictions.json").read_bytes()
+    with pytest.raises(ValueError, match=r"variant.*Nothing was written: .*an earlier run's"):
+        predict_lib.predict(tiny_config("image"), wd, good[:1], str(out))
+    assert (out / "predictions.json").read_bytes() == before
+    # Into a new folder the refusal says nothing of earlier results (there are none).
+    with pytest.raises(ValueError) as refused:
+        predict_lib.predict(tiny_config("image"), wd, good[:1], str(tmp_path / "new"))
+    assert "earlier run" not in str(refused.value)
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_lateral_dicom_is_scored_with_a_warning(workdir, tmp_path):
+    """Case 19: a lateral view (DICOM View Position LL / LATERAL) was scored without a word;
+    the models are trained on frontal views."""
+    import chestattn_jax
+
+    config, wd, _ = workdir
+    pixels = np.random.default_rng(4).integers(0, 256, (40, 40), dtype=np.uint8)
+    paths = []
+    for view in ("PA", "LL", "LATERAL", None):
+        path = tmp_path / f"{view or 'none'}.dcm"
+        write_dicom(path, pixels, view_position=view)
+        paths.append(str(path))
+    result = predict_lib.predict(config, wd, paths, str(tmp_path / "out"))
+    warned = [p["warnings"] for p in result["predictions"]]
+    assert warned[0] == [] and warned[3] == []
+    for w, view in zip(warned[1:3], ("LL", "LATERAL"), strict=True):
+        assert len(w) == 1 and f"View Position is {view!r}, not a frontal view" in w[0]
+    assert chestattn_jax.load(wd).predict(paths)["warnings"] == warned
+
+
+def test_array_layouts_are_unambiguous(workdir, tmp_path):
+    """Case 3: an (H, W, 3) RGB array was read as H images of W x 3 pixels. Case 20: an
+    int64 or bool array was told that "a 16-bit image needs a window"."""
+    import chestattn_jax
+
+    _, wd, _ = workdir
+    model = chestattn_jax.load(wd)
+    rng = np.random.default_rng(6)
+    rgb = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"shape \(48, 40, 3\) is ambiguous.*\[image\]"):
+        model.predict(rgb)
+    rgba = np.dstack([rgb, np.full((48, 40), 255, np.uint8)])
+    with pytest.raises(ValueError, match=r"ambiguous: one RGBA image"):
+        model.predict(rgba)
+    # One colour image in a list (or as a stack of one) is converted as its file would be.
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    from_files = model.predict([str(tmp_path / "rgb.png"), str(tmp_path / "rgba.png")])
+    from_list = model.predict([rgb, rgba])
+    np.testing.assert_array_equal(from_list["images"], from_files["images"])
+    np.testing.assert_allclose(from_list["probabilities"], from_files["probabilities"], rtol=1e-6)
+    stacked = model.predict(rgb[None])["probabilities"]
+    np.testing.assert_allclose(stacked, from_files["probabilities"][:1], rtol=1e-6)
+    floats = model.predict([rgb.astype(np.float32) / 255.0])["probabilities"]
+    np.testing.assert_allclose(floats, stacked, rtol=1e-6)
+    # A stack of grayscale images 3 pixels wide: say so with a channel axis.
+    assert model.predict(np.zeros((2, 48, 3, 1), np.uint8))["probabilities"].shape == (2, 5)
+    gray = rgb[..., 0]
+    with pytest.raises(ValueError, match=r"got int64 \(its values span 0 to 300\).*astype"):
+        model.predict(np.where(gray > 100, 300, 0).astype(np.int64))
+    with pytest.raises(ValueError, match="got a bool array, a mask rather than an image"):
+        model.predict(gray > 100)
+    with pytest.raises(ValueError, match="uint16; a 16-bit image needs a window"):
+        model.predict(gray.astype(np.uint16))
+    with pytest.raises(ValueError, match=r"cannot read an array of shape \(2, 3, 4, 5, 6\)"):
+        model.predict(np.zeros((2, 3, 4, 5, 6), np.uint8))
+
+
+def test_load_names_a_missing_folder_and_an_experiment_root(workdir, tmp_path):
+    """Case 18: load(MISSING) reported a missing config.json. Case 17: load(ROOT) and
+    --mode=evaluate on an experiment's root said "pass the config" / "train one first"
+    instead of naming its cells."""
+    import shutil
+
+    import chestattn_jax
+    from chestattn_jax import evaluation
+
+    config, wd, _ = workdir
+    missing = tmp_path / "nothing_here"
+    with pytest.raises(FileNotFoundError, match=rf"{missing} does not exist: give the folder"):
+        chestattn_jax.load(str(missing))
+    root = tmp_path / "root"
+    cells = ["fold0-class-lam0.1-seed0", "fold0-image-seed0"]
+    for cell in cells:
+        shutil.copytree(wd, root / cell)
+    (root / "report").mkdir()  # the experiment's report is not a run
+    named = rf"holds no training run itself but 2 in its subfolders.*{cells[0]}, {cells[1]}\."
+    with pytest.raises(FileNotFoundError, match=named + rf".*load\('{root}/{cells[0]}'\)"):
+        chestattn_jax.load(str(root))
+    with pytest.raises(FileNotFoundError, match=named + rf".*--workdir={root}/{cells[0]}"):
+        evaluation.evaluate(config, str(root))
+    assert sorted(os.listdir(root)) == sorted([*cells, "report"])  # nothing written
+    assert chestattn_jax.load(str(root / cells[0])).step == 0

@@ -93,6 +93,27 @@ def _load_from_bucket(url: str) -> np.ndarray:
             raise DataFormatError(str(e).replace(local, url)) from e
 
 
+# DICOM View Position (0018,5101) values of the frontal radiographs the models are trained
+# on; others (LL, RL, LATERAL, ...) are warned about when predicting.
+FRONTAL_VIEWS = ("PA", "AP")
+
+
+def dicom_view(path: str) -> str | None:
+    """The View Position of a local DICOM file, upper case (``"PA"``, ``"LL"``, ...), or
+    ``None``: not a DICOM, no View Position, or a file that cannot be read (its reader
+    reports why)."""
+    try:
+        if not files.is_local(path) or not os.path.isfile(path) or not is_dicom(path):
+            return None
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        view = str(ds.get("ViewPosition", "") or "").strip().upper()
+    except Exception:  # damaged or not DICOM after all: load_grayscale says what is wrong
+        return None
+    return view or None
+
+
 def is_dicom(path: str) -> bool:
     """A ``.dcm``/``.dicom`` name, or the ``DICM`` magic after the 128-byte preamble."""
     if os.path.splitext(path)[1].lower() in (".dcm", ".dicom"):
