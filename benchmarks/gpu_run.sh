@@ -93,7 +93,7 @@ stage headline 150 $py "${bench[@]}" --batch_sizes=$b --dtypes=bfloat16 --varian
 e2e=/tmp/e2e
 stage e2e 170 bash -c "
   set -e
-  $py -m chestattn_jax.data.export --out_dir=$e2e/raw --num_images=$n --image_size=256
+  $py -m chestattn_jax.data.export --out_dir=$e2e/raw --overwrite --num_images=$n --image_size=256
   $py -m chestattn_jax.data.prepare --dataset=nih --raw_dir=$e2e/raw --data_dir=$e2e/prep \
     --image_size=$px --num_workers=14
   $py -m chestattn_jax.main --config=configs/nih.py:class --workdir=$e2e/wd --mode=train \
