@@ -1,4 +1,4 @@
-"""Reader of CheXpert as distributed (DESIGN.md section 5).
+"""Reader of CheXpert in the layout Stanford distributes it in.
 
 Expected under ``raw_dir`` (or ``raw_dir`` is that folder itself)::
 
