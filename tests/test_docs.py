@@ -246,6 +246,8 @@ def test_the_export_and_prepare_commands_shown_run_on_a_few_phantoms(tmp_path):
         ]
 
     def run(module, argv):
+        for name in ("out_dir", "raw_dir", "data_dir"):  # nothing is written outside tmp_path
+            assert flag(argv, name) is None or flag(argv, name).startswith(str(tmp_path)), argv
         proc = subprocess.run(
             [sys.executable, "-m", module, *argv],
             cwd=REPO,
