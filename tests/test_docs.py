@@ -84,12 +84,17 @@ def test_readme_is_short():
     )
 
 
+def quick_start_commands(page: pathlib.Path) -> list[str]:
+    quick = page.read_text(encoding="utf-8").split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.*?)\n```", quick, re.S)
+
+
 def test_readme_test_command_is_the_one_ci_runs():
-    """The Quick start's second command is CI's test command, word for word (.ci/run)."""
-    readme = README.read_text(encoding="utf-8")
-    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    commands = re.findall(r"```bash\n(.*?)\n```", quick, re.S)
+    """The Quick start's second command is CI's test command, word for word (.ci/run), and
+    the site's home page shows the same two commands."""
+    commands = quick_start_commands(README)
     assert len(commands) == 2, commands
+    assert quick_start_commands(DOCS / "index.md") == commands
     test_command = commands[1].strip()
     assert "-m pytest" in test_command
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
