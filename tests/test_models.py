@@ -139,7 +139,8 @@ def test_pc_maps_ignore_stage4_in_full_model(variants, images):
 
 
 def test_pc_softmax_sends_no_gradient_to_stage4_or_p(variants, images):
-    """DESIGN 2: under pc + softmax g cannot change any output, so its gradient is exactly 0."""
+    """Under pc + softmax, A . g' is the same at every position and the softmax cancels it:
+    g cannot change any output, so its gradient is exactly 0."""
     variables, _, _ = variants["class"]
     model = ChestAttentionNet(num_classes=K, variant="class", **TINY)
 

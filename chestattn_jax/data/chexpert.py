@@ -1,4 +1,4 @@
-"""Reader of CheXpert as distributed (DESIGN.md section 5).
+"""Reader of CheXpert in the layout Stanford distributes it in.
 
 Expected under ``raw_dir`` (or ``raw_dir`` is that folder itself)::
 
@@ -248,7 +248,9 @@ def load(
     Args:
       raw_dir: the folder holding ``CheXpert-v1.0-small`` (or ``CheXpert-v1.0``),
         or that folder itself.
-      classes, uncertainty, frontal_only: as in :func:`read_csv`.
+      classes: observation names; ``labels`` and ``mask`` follow this order.
+      uncertainty: the uncertainty policy (see :func:`uncertainty_policies`).
+      frontal_only: keep only rows whose ``Frontal/Lateral`` is ``Frontal``.
 
     Raises:
       FileNotFoundError: no ``train.csv`` or ``valid.csv``.

@@ -1,4 +1,4 @@
-"""Reader of NIH ChestX-ray14 as distributed (DESIGN.md section 5).
+"""Reader of NIH ChestX-ray14 in the layout the NIH Clinical Center distributes it in.
 
 Expected under ``raw_dir``::
 

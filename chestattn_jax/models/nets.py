@@ -17,11 +17,12 @@ later, gate 3 (the class-based one) on stage 4's output, and g is still stage 4 
 
 Under ``pc`` compatibility with ``softmax`` maps, g reaches the attention variants only
 through ``A_s . g_s'``, a per-image constant that the softmax over positions cancels
-(DESIGN 2); the logits come from the attended ``l1..l3`` features alone. With
-``skip_unused_stage4`` those variants then do not compute stage 4, g or ``P_s`` at all:
-logits, maps and gradients are exactly those of the full forward pass. The skipped
-parameters are still created by ``init`` (checkpoints keep one layout), receive zero
-gradient either way, and stage 4's BatchNorm running statistics are not updated.
+(softmax(c + a) = softmax(c) for a constant a); the logits come from the attended
+``l1..l3`` features alone. With ``skip_unused_stage4`` those variants then do not compute
+stage 4, g or ``P_s`` at all: logits, maps and gradients are exactly those of the full
+forward pass. The skipped parameters are still created by ``init`` (checkpoints keep one
+layout), receive zero gradient either way, and stage 4's BatchNorm running statistics are
+not updated.
 """
 
 from __future__ import annotations
