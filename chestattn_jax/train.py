@@ -102,10 +102,10 @@ class Interrupted(Preempted):
 
 def check_workdir(workdir) -> epath.Path:
     """``workdir`` as an ``epath.Path``, after checking it is a directory or can be one."""
-    path = workdir_path(workdir)
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"--workdir {os.fspath(workdir)!r} exists and is not a directory.")
-    return path
+    problem = workdir_lib.not_a_directory(workdir)
+    if problem:
+        raise NotADirectoryError(problem)
+    return workdir_path(workdir)
 
 
 def prepare_workdir(workdir) -> epath.Path:
