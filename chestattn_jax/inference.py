@@ -29,6 +29,7 @@ from chestattn_jax import files
 from chestattn_jax import sharding as shd
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.checkpointing import Checkpointer, CheckpointMismatch
+from chestattn_jax.config import get_base_config
 from chestattn_jax.data.images import (
     FRONTAL_VIEWS,
     dicom_view,
@@ -58,6 +59,13 @@ MODEL_FIELDS = (
 MODEL_INPUT_FIELDS = ("data.image_size", "data.mean", "data.std")
 
 
+# What a workdir file that lacks a field this version always writes gets told.
+_NOT_THIS_VERSION = (
+    "it was not written by this version of chestattn_jax (or was edited). Train again in "
+    "a new --workdir."
+)
+
+
 def _field(tree, dotted: str):
     for part in dotted.split("."):
         tree = tree[part]
@@ -75,15 +83,15 @@ def _plain(value):
     return value
 
 
-def _differences(saved: dict, config, fields) -> dict[str, tuple]:
-    """``{field: (saved value, config value)}`` for each of ``fields`` that differs;
-    fields missing from ``saved`` (written by an older version) are not compared."""
+def _differences(saved: dict, config, fields, source="config.json") -> dict[str, tuple]:
+    """``{field: (saved value, config value)}`` for each of ``fields`` that differs. A
+    field missing from ``saved`` (read from ``source``) raises a ``ValueError`` naming it."""
     out = {}
     for name in fields:
         try:
             was = _field(saved, name)
         except (KeyError, TypeError):
-            continue
+            raise ValueError(f"{source} has no field {name}: {_NOT_THIS_VERSION}") from None
         now = _field(config, name)
         if was != now:
             out[name] = (was, now)
@@ -167,11 +175,12 @@ def check_model_fields(
     differs from the config ``workdir`` was trained with (``saved``, its ``config.json``,
     read here unless given): its checkpoints cannot be restored so. Nothing to compare
     (no ``config.json``) is no error."""
+    path = workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE
     if saved is None:
-        saved = workdir_lib.read_json(workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE)
+        saved = workdir_lib.read_json(path)
     if saved is None:
         return
-    model = _differences(saved, config, MODEL_FIELDS)
+    model = _differences(saved, config, MODEL_FIELDS, path)
     if model:
         raise ValueError(
             f"The checkpoints of {workdir} do not fit config.model / config.data "
@@ -237,7 +246,23 @@ def workdir_config(workdir: str) -> ml_collections.ConfigDict:
             f"{path} does not exist: {workdir} holds no finished training run's config. "
             "Pass the config it was trained with (load(workdir, config=...))."
         )
+    missing = _missing_fields(saved, get_base_config().to_dict())
+    if missing:
+        raise ValueError(f"{path} has no field {', '.join(missing)}: {_NOT_THIS_VERSION}")
     return ml_collections.ConfigDict(_tuples(saved))
+
+
+def _missing_fields(saved, default: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields of ``default`` that ``saved`` lacks."""
+    if not isinstance(saved, dict):
+        return [prefix[:-1]]
+    out = []
+    for key, value in default.items():
+        if key not in saved:
+            out.append(prefix + key)
+        elif isinstance(value, dict) and value:
+            out += _missing_fields(saved[key], value, f"{prefix}{key}.")
+    return out
 
 
 class Model:
@@ -437,8 +462,9 @@ def check_input_fields(workdir: str, config, what: str = "Predicting") -> None:
     ``workdir`` was trained with, naming each, unless ``config.allow_setting_changes``
     (then a warning names them): another image size or normalisation changes every
     probability, and nothing else would say so."""
-    saved = workdir_lib.read_json(workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE)
-    changes = {} if saved is None else _differences(saved, config, MODEL_INPUT_FIELDS)
+    path = workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE
+    saved = workdir_lib.read_json(path)
+    changes = {} if saved is None else _differences(saved, config, MODEL_INPUT_FIELDS, path)
     if not changes:
         return
     text = _describe_changes(changes, "the workdir was trained with")

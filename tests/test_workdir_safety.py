@@ -75,6 +75,31 @@ def test_evaluation_under_other_data_settings_is_refused(
     assert snapshot(workdir) == before
 
 
+def test_a_config_json_without_a_field_is_refused_naming_it(tiny_run, tmp_path):
+    """A config.json that lacks fields this version always writes is refused, naming the
+    file and the fields, by load and by evaluation's checks: no default stands in."""
+    import chestattn_jax
+
+    config, trained = tiny_run
+    workdir = copy_workdir(trained, tmp_path / "w")
+    path = workdir / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["model"]["skip_unused_stage4"], saved["model"]["gate_stages"]
+    path.write_text(json.dumps(saved))
+    before = snapshot(workdir)
+    with pytest.raises(ValueError) as raised:
+        chestattn_jax.load(str(workdir))
+    assert f"{path} has no field model.gate_stages, model.skip_unused_stage4: " in str(raised.value)
+    with pytest.raises(ValueError, match=r"config\.json has no field model\.gate_stages: .*new"):
+        evaluation.trained_setting_changes(str(workdir), config)
+    saved["model"]["gate_stages"] = [1, 2, 3]
+    del saved["data"]["std"]
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"config\.json has no field data\.std: "):
+        evaluation.evaluate(config, str(workdir))
+    assert snapshot(workdir) == {**before, "config.json": path.read_bytes()}
+
+
 def test_an_unknown_fingerprint_is_a_warning_not_a_change(tiny_run, tmp_path, caplog):
     """A data set prepared before fingerprints were recorded cannot be compared: that is
     said, not refused; and where the data set lies (raw_dir) is never compared."""

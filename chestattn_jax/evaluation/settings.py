@@ -98,11 +98,12 @@ def trained_setting_changes(
     For phantoms, whose fingerprint is a hash of config fields, a difference is named by
     those fields; the fingerprint is listed only when no field explains it."""
     root = workdir_lib.workdir_path(workdir)
-    saved = workdir_lib.read_json(root / workdir_lib.CONFIG_FILE)
+    path = root / workdir_lib.CONFIG_FILE
+    saved = workdir_lib.read_json(path)
     if saved is None:
         return {}
     check_model_fields(workdir, config, advice, saved=saved)
-    changes = _differences(saved, config, _trained_fields(config))
+    changes = _differences(saved, config, _trained_fields(config), path)
     trained_on = workdir_lib.read_json(root / workdir_lib.DATASET_FILE) or {}
     was, now = trained_on.get("fingerprint"), (fingerprint or {}).get("fingerprint")
     if "unknown" in (was, now):
@@ -118,7 +119,7 @@ def trained_setting_changes(
         # A phantom fingerprint hashes these fields (and the classes): named above if
         # they differ. A prepared data set's hashes its raw inputs, which no field names.
         inputs = ("data.image_size", *SYNTHETIC_FIELDS)
-        if config.data.name != "synthetic" or not _differences(saved, config, inputs):
+        if config.data.name != "synthetic" or not _differences(saved, config, inputs, path):
             changes[FINGERPRINT] = (was, now)
     return changes
 
