@@ -181,6 +181,15 @@ def test_an_evaluation_with_other_settings_is_not_overwritten(tiny_run, tmp_path
     )
     # The same settings again: the folder is that evaluation's, and is rewritten.
     assert evaluation.evaluate(named, str(workdir))["bootstrap"]["num_draws"] == 10
+    # A metrics.json that does not record its settings is refused, named, and kept.
+    path = workdir / "eval" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    del metrics["settings"]
+    path.write_text(json.dumps(metrics))
+    with pytest.raises(ValueError) as raised:
+        evaluation.evaluate(config, str(workdir))
+    assert str(raised.value).startswith(f"{path} has no field settings: it was not written")
+    assert json.loads(path.read_text()) == metrics
 
 
 def test_an_evaluation_with_fewer_evaluators_leaves_no_file_of_the_earlier_one(tiny_run, tmp_path):

@@ -223,13 +223,13 @@ def plan_evaluation(config, workdir: str, *, replace_other_settings: bool = Fals
     previous = workdir_lib.read_json(out_dir / "metrics.json")
     if previous is not None:
         before = previous.get("settings")
-        if before is None:
-            logging.warning(
-                "%s holds an evaluation that does not record its settings (an older "
-                "version wrote it); replacing it.",
-                out_dir,
+        if not isinstance(before, dict):
+            raise ValueError(
+                f"{out_dir / 'metrics.json'} has no field settings: it was not written by "
+                "this version of chestattn_jax. Name another folder with "
+                "--config.eval.output_name=NAME, or move that one away."
             )
-        elif before != settings:
+        if before != settings:
             differ = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
             text = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
             if not replace_other_settings:
