@@ -2,7 +2,6 @@
 evaluations under other settings never overwrite each other, one training run at a time."""
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -100,27 +99,14 @@ def test_a_config_json_without_a_field_is_refused_naming_it(tiny_run, tmp_path):
     assert snapshot(workdir) == {**before, "config.json": path.read_bytes()}
 
 
-def test_an_unknown_fingerprint_is_a_warning_not_a_change(tiny_run, tmp_path, caplog):
-    """A data set prepared before fingerprints were recorded cannot be compared: that is
-    said, not refused; and where the data set lies (raw_dir) is never compared."""
+def test_the_data_set_is_compared_by_fingerprint_not_by_where_it_lies(tiny_run, tmp_path):
+    """Where the data set lies (raw_dir) is never compared; a fingerprint that differs with
+    no field to explain it is named as such."""
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
     recorded = json.loads((workdir / "dataset.json").read_text())
     now = {**recorded, "raw_dir": "/mnt/elsewhere"}
     assert evaluation.trained_setting_changes(str(workdir), config, now) == {}
-    unknown = {**recorded, "fingerprint": "unknown", "note": "prepared by an older version"}
-    with caplog.at_level(logging.WARNING):
-        assert evaluation.trained_setting_changes(str(workdir), config, unknown) == {}
-        (workdir / "dataset.json").write_text(json.dumps(unknown))
-        assert evaluation.trained_setting_changes(str(workdir), config, recorded) == {}
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == [
-        f"Cannot check that the data set is the one {workdir} was trained on: the "
-        f"fingerprint of the data set {which} is unknown (prepared by an older version)."
-        for which in ("of this config", "it was trained on")
-    ]
-    # A fingerprint that differs with no field to explain it is named as such.
-    (workdir / "dataset.json").write_text(json.dumps(recorded))
     other = {**recorded, "fingerprint": "sha256:" + "0" * 64}
     changes = evaluation.trained_setting_changes(str(workdir), config, other)
     assert changes == {"dataset fingerprint": (recorded["fingerprint"], other["fingerprint"])}

@@ -93,8 +93,6 @@ def trained_setting_changes(
     mounted elsewhere; across data sets only :data:`INPUT_FIELDS`). Raises a
     ``ValueError`` if the model fields differ: that checkpoint cannot be evaluated so.
 
-    A fingerprint that is ``"unknown"`` (a data set prepared before fingerprints were
-    recorded) cannot be compared: a warning says so, and it is not counted as a change.
     For phantoms, whose fingerprint is a hash of config fields, a difference is named by
     those fields; the fingerprint is listed only when no field explains it."""
     root = workdir_lib.workdir_path(workdir)
@@ -106,16 +104,7 @@ def trained_setting_changes(
     changes = _differences(saved, config, _trained_fields(config), path)
     trained_on = workdir_lib.read_json(root / workdir_lib.DATASET_FILE) or {}
     was, now = trained_on.get("fingerprint"), (fingerprint or {}).get("fingerprint")
-    if "unknown" in (was, now):
-        unknown = trained_on if was == "unknown" else fingerprint
-        logging.warning(
-            "Cannot check that the data set is the one %s was trained on: the fingerprint "
-            "of the data set %s is unknown (%s).",
-            workdir,
-            "it was trained on" if was == "unknown" else "of this config",
-            unknown.get("note") or "it was prepared before fingerprints were recorded",
-        )
-    elif was and now and was != now:
+    if was and now and was != now:
         # A phantom fingerprint hashes these fields (and the classes): named above if
         # they differ. A prepared data set's hashes its raw inputs, which no field names.
         inputs = ("data.image_size", *SYNTHETIC_FIELDS)
