@@ -202,6 +202,12 @@ def test_a_damaged_index_is_read_again_from_the_records(raw, tmp_path):
         f.truncate(100)
     assert keys(data_dir) == expected
     assert sorted(np.load(index)["key"].tolist()) == expected  # and written again
+    # An index without an array this version writes is a damaged cache too.
+    arrays = dict(np.load(index))
+    del arrays["num_boxes"]
+    np.savez(index, **arrays)
+    assert keys(data_dir) == expected
+    assert "num_boxes" in np.load(index)
 
 
 def test_inputs_fingerprint_follows_the_examples_not_the_folder(raw, tmp_path):
