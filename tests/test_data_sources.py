@@ -119,6 +119,21 @@ def test_a_registered_prepared_data_set_gets_the_prepared_rules_folder_and_optio
     assert problems(config, "evaluate", num_devices=1) == []
 
 
+def test_select_fold_gives_the_phantoms_other_seeds_and_prepared_data_sets_kfold():
+    """What an experiment cell's fold is on each data set."""
+    config = get_base_config()
+    config.data.synthetic.seed = 10
+    synthetic.SOURCE.select_fold(config.data, 2, 5)
+    assert config.data.synthetic.seed == 12
+    base = get_base_config().data
+    assert (config.data.split, config.data.fold) == (base.split, base.fold)
+    for name in sources.prepared_names():
+        config = get_base_config()
+        sources.get(name).select_fold(config.data, 3, 4)
+        assert (config.data.split, config.data.num_folds, config.data.fold) == ("kfold", 4, 3)
+        assert config.data.synthetic.seed == get_base_config().data.synthetic.seed
+
+
 # The modules that define a data set (and the config default, and the exporters of the
 # raw layouts) are the only ones that may name one.
 NAMING_ALLOWED = {"data/synthetic.py", "data/nih.py", "data/chexpert.py"}

@@ -28,32 +28,44 @@ from chestattn_jax.files import require_gcs
 @dataclasses.dataclass(frozen=True)
 class PrepareOption:
     """A flag of ``python -m chestattn_jax.data.prepare`` that one data set's raw reader
-    takes (a keyword argument of its ``read_raw`` and of ``prepare``)."""
+    takes (a keyword argument of its ``read_raw`` and of ``prepare``).
+
+    Attributes:
+      name: the flag and keyword (e.g. ``nih_views``).
+      default: a bool (a ``--[no]NAME`` flag) or a tuple of strings (a comma-separated
+        list).
+      help: the flag's help.
+      recorded: the value as the prepared data set's record (``chestattn_prepare.json``)
+        holds it, so that values meaning the same data set compare equal.
+    """
 
     name: str
-    # A bool (a --[no]NAME flag) or a tuple of strings (a comma-separated list).
     default: bool | tuple[str, ...]
     help: str
-    # The value as the prepared data set's record (chestattn_prepare.json) holds it, so
-    # that values meaning the same data set compare equal.
     recorded: Callable[[Any], Any] = lambda value: value
 
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
-    """How a data set is prepared from its raw layout (:mod:`chestattn_jax.data.prepare`)."""
+    """How a data set is prepared from its raw layout (:mod:`chestattn_jax.data.prepare`).
 
-    # The TFDS builder name: the data set's folder, DATA_DIR/<builder_name>/<S>px/<version>.
+    Attributes:
+      builder_name: the TFDS builder name, which names the data set's folder
+        ``DATA_DIR/<builder_name>/<S>px/<version>`` (:mod:`chestattn_jax.data.records`).
+      read_raw: ``(raw_dir, **options) -> list[RawExample]``, every example of the raw
+        folder with the data set's full class list (uncertain labels as label 0, mask 0).
+      options: the prepare flags that ``read_raw`` takes.
+      box_frame: the fixed frame of the raw box coordinates (NIH: 1024), if not the
+        image's own.
+      exporter: ``"module:attribute"`` of the :class:`chestattn_jax.data.export.Layout`
+        that writes phantoms in this raw layout (``python -m chestattn_jax.data.export
+        --layout=NAME``), imported when used; ``""`` for none.
+    """
+
     builder_name: str
-    # (raw_dir, **options) -> every RawExample of the raw folder with the data set's full
-    # class list (uncertain labels as label 0, mask 0).
     read_raw: Callable[..., list]
-    # The prepare flags that read_raw takes.
     options: tuple[PrepareOption, ...] = ()
-    # The fixed frame of the raw box coordinates (NIH: 1024), if not the image's own.
     box_frame: int | None = None
-    # "module:attribute" of the exporter that writes phantoms in this raw layout
-    # (python -m chestattn_jax.data.export --layout=NAME), imported when used.
     exporter: str = ""
 
     def export(self):
@@ -66,37 +78,49 @@ class Prepared:
 
 @dataclasses.dataclass(frozen=True)
 class DataSource:
-    """One data set, as the package sees it.
+    """One data set (``config.data.name``), as the package sees it.
 
-    Every source yields ``{"image": (H, W, 1) uint8, "labels": (k,), "mask": (k,)}`` over
+    Every source that ``open_split`` returns is random-access (``len``, ``source[i]``),
+    yields ``{"image": (H, W, 1) uint8, "labels": (k,), "mask": (k,)}`` over
     ``config.data.classes`` and has ``positive_counts()``.
+
+    Attributes:
+      name: the value of ``config.data.name``.
+      classes: every class the data set has (``config.data.classes`` picks some, in any
+        order).
+      open_split: ``(config, split) -> source`` of ``split`` (train, validation, test).
+      fingerprint: ``config -> dict``, what data it is, cheaply
+        (:func:`chestattn_jax.data.input_pipeline.dataset_fingerprint`).
+      select_fold: ``(config.data, fold, num_folds)``: sets ``config.data`` (unlocked) to
+        fold ``fold`` of ``num_folds`` disjoint ones, for the experiment's
+        cross-validation.
+      views: its view positions (``config.data.views`` picks some); None: no view
+        selection.
+      uncertain_labels: whether some labels are uncertain (``config.data.uncertainty``
+        applies).
+      settings: the config group that this data set alone reads (``"data.synthetic"``),
+        if any; another data set chosen, its fields must keep their defaults.
+      prepared: how it is prepared, for a data set read from a prepared folder
+        (``config.data.data_dir``); None for one made in memory.
+      check_config: ``(p, mode)``: the rules of the values of its own settings, added to
+        ``p`` (a :class:`chestattn_jax.config_checks.Problems`) whichever data set is
+        chosen, so that a value that cannot work is named even where it is ignored.
+      check_chosen: ``(p, source, evaluated)``: the rules that hold when it (``source``)
+        is ``config.data.name``, the settings it needs and those it would silently
+        ignore; ``evaluated``: the prepared data set of a cross-dataset evaluation
+        (``config.eval.dataset``), if any.
     """
 
-    # config.data.name.
     name: str
-    # Every class the data set has (config.data.classes picks some, in any order).
     classes: tuple[str, ...]
-    # (config, split) -> the random-access source of split (train / validation / test).
     open_split: Callable[[Any, str], Any]
-    # config -> what data it is (input_pipeline.dataset_fingerprint), cheaply.
     fingerprint: Callable[[Any], dict]
-    # (config.data, fold, num_folds): config.data set (unlocked) to one of num_folds
-    # disjoint folds, for the experiment's cross-validation.
     select_fold: Callable[[Any, int, int], None]
-    # Its view positions (config.data.views picks some); None: no view selection.
     views: tuple[str, ...] | None = None
-    # Whether some labels are uncertain (config.data.uncertainty applies).
     uncertain_labels: bool = False
-    # The config group that this data set alone reads (e.g. "data.synthetic"), if any.
     settings: str | None = None
-    # How it is prepared, for data sets read from a prepared folder (config.data.data_dir).
     prepared: Prepared | None = None
-    # (p, mode): the rules of the values of its own settings, checked whichever data set is
-    # chosen (a value that cannot work is named even where it is ignored).
     check_config: Callable[[Any, str], None] | None = None
-    # (p, source, evaluated): the rules that hold when it (source) is config.data.name:
-    # the settings it needs, and those it would silently ignore; evaluated: the data set of
-    # a cross-dataset evaluation (config.eval.dataset), if any.
     check_chosen: Callable[[Any, DataSource, DataSource | None], None] | None = None
 
     def setting_fields(self, config) -> tuple[str, ...]:
