@@ -38,10 +38,11 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from chestattn_jax import figures, files, inference
+from chestattn_jax import files, inference
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.checkpointing import CheckpointError
 from chestattn_jax.data.images import letterbox, load_grayscale
+from chestattn_jax.reporting import plots
 
 PREDICTIONS_FILE = "predictions.json"
 
@@ -192,7 +193,7 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
         probs, maps = model.predict_letterboxed(np.stack([images[p] for p in ok]))
         for r, path in enumerate(ok):
             overlay = os.path.join(out_dir, names[path])
-            figures.image_overlays(
+            plots.image_overlays(
                 images[path],
                 None if maps is None else maps[r],
                 classes,

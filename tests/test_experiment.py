@@ -13,7 +13,9 @@ from sklearn.metrics import roc_auc_score
 
 from chestattn_jax import config as config_lib
 from chestattn_jax import experiment
-from chestattn_jax.evaluation.record import Record
+from chestattn_jax.evaluation.inference_pass import Record
+from chestattn_jax.experiment import cli as experiment_cli
+from chestattn_jax.experiment import pooled_report
 from chestattn_jax.metrics import patient_draw_weights
 
 DRAWS = 50
@@ -221,7 +223,7 @@ def test_lambda_choice_never_takes_an_undefined_score(criterion, expected, monke
     config.experiment.lambda_criterion = criterion
     scores = {0.0: float("nan"), 0.1: 0.7, 1.0: 0.8}
     monkeypatch.setattr(
-        experiment, "_validation_score", lambda root, cell, c: scores[cell.entropy_weight]
+        pooled_report, "_validation_score", lambda root, cell, c: scores[cell.entropy_weight]
     )
     lam, seen = experiment.choose_lambda(config, "/nowhere", 0, 0)
     assert lam == expected and seen == scores
@@ -237,8 +239,8 @@ def test_an_undefined_validation_auc_reads_as_nan(tmp_path):
     (w / "eval" / "metrics.json").write_text(json.dumps({"step": 4}))
     rows = [{"step": 4, "val/mean_auc": None, "val/bce": 0.5}, {"step": 8, "val/bce": 0.4}]
     (w / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert np.isnan(experiment._validation_score(tmp_path, cell, "mean_auc"))
-    assert experiment._validation_score(tmp_path, cell, "bce") == 0.5
+    assert np.isnan(pooled_report._validation_score(tmp_path, cell, "mean_auc"))
+    assert pooled_report._validation_score(tmp_path, cell, "bce") == 0.5
 
 
 def test_an_evaluation_the_report_cannot_read_is_refused():
@@ -465,7 +467,7 @@ def test_the_command_line_lists_one_cell(finished):
     ],
 )
 def test_flags_a_command_would_ignore_are_refused(given, refused):
-    message = experiment.ignored_flags(**given)
+    message = experiment_cli.ignored_flags(**given)
     assert message.startswith(f"{refused} cannot be given with ")
     for fine in (dict(listing=True, cell="3"), dict(report=True, num_draws=10), dict(cell="3")):
-        assert experiment.ignored_flags(**fine) is None
+        assert experiment_cli.ignored_flags(**fine) is None
