@@ -7,24 +7,18 @@ import os
 
 from absl import logging
 
+from chestattn_jax.experiment import grid
 from chestattn_jax.experiment.finished_cells import changed_cells, refuse_changed
-from chestattn_jax.experiment.grid import (
-    Cell,
-    cell_config,
-    cell_workdir,
-    cells,
-    check,
-    find_cell,
-    status,
-)
 
 
-def run_cell(config, root, cell: Cell) -> dict:
+def run_cell(config, root, cell: grid.Cell) -> dict:
     """Trains and evaluates ``cell`` (resuming it), as ``chestattn_jax.main`` would."""
     from chestattn_jax import train
 
-    logging.info("Experiment cell %d (%s): %s", cell.index, cell.name, status(root, cell))
-    return train.train_and_evaluate(cell_config(config, cell), os.fspath(cell_workdir(root, cell)))
+    logging.info("Experiment cell %d (%s): %s", cell.index, cell.name, grid.status(root, cell))
+    return train.train_and_evaluate(
+        grid.cell_config(config, cell), os.fspath(grid.cell_workdir(root, cell))
+    )
 
 
 def run(config, root, which: str | None = None, reevaluate: bool = False) -> None:
@@ -36,13 +30,13 @@ def run(config, root, which: str | None = None, reevaluate: bool = False) -> Non
     differ; then those of them in ``which`` (or all, without it) are evaluated again.
     Training such a cell again is a no-op: it ended (at train.num_steps or early) under the
     training settings asked for."""
-    check(config)
-    todo = [find_cell(config, which)] if which is not None else cells(config)
+    grid.check(config)
+    todo = [grid.find_cell(config, which)] if which is not None else grid.cells(config)
     again = refuse_changed(changed_cells(config, root), root, reevaluate)
     for cell in todo:
         if cell in again:
             logging.info("Experiment cell %d (%s): evaluated again.", cell.index, cell.name)
-        elif which is None and status(root, cell) == "done":
+        elif which is None and grid.status(root, cell) == "done":
             logging.info("Experiment cell %d (%s): done, skipped.", cell.index, cell.name)
             continue
         run_cell(config, root, cell)
