@@ -20,7 +20,7 @@ from chestattn_jax import config as config_lib
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.data.input_pipeline import dataset_fingerprint
 from chestattn_jax.evaluation import class_map
-from chestattn_jax.inference import (
+from chestattn_jax.trained_model import (
     MODEL_FIELDS,
     _describe_changes,
     _differences,

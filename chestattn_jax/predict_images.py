@@ -38,7 +38,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from chestattn_jax import files, inference
+from chestattn_jax import files, trained_model
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.checkpointing import CheckpointError
 from chestattn_jax.data.images import letterbox, load_grayscale
@@ -96,12 +96,12 @@ def load_images(paths, size: int):
     images, errors, warnings = {}, [], {}
     for path in paths:
         try:
-            images[path] = letterbox(load_grayscale(inference.regular_file(path)), size)
+            images[path] = letterbox(load_grayscale(trained_model.regular_file(path)), size)
         except Exception as e:  # any reader or resize failure of this one file
             logging.warning("Skipping %s: %s: %s", path, type(e).__name__, e)
             errors.append({"path": path, "error": f"{type(e).__name__}: {e}"})
             continue
-        warnings[path] = inference.view_warnings(path)
+        warnings[path] = trained_model.view_warnings(path)
         for w in warnings[path]:
             logging.warning("%s", w)
     return images, errors, warnings
@@ -176,7 +176,7 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
     out_dir = output_dir or os.path.join(workdir, workdir_lib.PREDICT_DIR)
     try:
         _check_output_dir(out_dir, paths)
-        model = inference.restore(config, workdir, config.eval.checkpoint)
+        model = trained_model.restore(config, workdir, config.eval.checkpoint)
     except (ValueError, OSError, CheckpointError) as e:
         raise _with_message(e, _earlier_result(out_dir)) from None
     step, classes, size = model.step, model.classes, model.image_size
