@@ -16,7 +16,7 @@ from raw_fixtures import write_nih_fixture
 
 from chestattn_jax.data import prepare as prep
 from chestattn_jax.data.input_pipeline import create_source
-from chestattn_jax.data.prepared import DatasetReplacedError
+from chestattn_jax.data.prepared_source import DatasetReplacedError
 
 SIZE = 32
 

@@ -62,7 +62,7 @@ def create_source(config, split: str):
             classes=tuple(d.classes),
         )
     require_gcs(d.data_dir, "config.data.data_dir")
-    from chestattn_jax.data.prepared import open_split  # TFDS is imported only for real data
+    from chestattn_jax.data.prepared_source import open_split  # TFDS is imported only for real data
 
     return open_split(config, split)
 
@@ -230,7 +230,7 @@ def dataset_fingerprint(config) -> dict:
         )
     if d.name != "synthetic":
         require_gcs(d.data_dir, "config.data.data_dir")
-        from chestattn_jax.data.prepared import provenance  # TFDS only for real data
+        from chestattn_jax.data.prepared_source import provenance  # TFDS only for real data
 
         return provenance(d.name, d.data_dir, int(d.image_size))
     syn = d.synthetic

@@ -36,7 +36,7 @@ aside, builds, and deletes the old one only once the new one is complete; a
 failed build puts it back (a killed one, at the next prepare). A training run
 that reads the data set meanwhile reads the build it opened to the end where it
 has opened it, and stops with one message where it opens it afterwards
-(:mod:`chestattn_jax.data.prepared`): prepare into another ``--data_dir`` while
+(:mod:`chestattn_jax.data.prepared_source`): prepare into another ``--data_dir`` while
 runs read one.
 """
 
