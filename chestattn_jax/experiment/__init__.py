@@ -35,11 +35,12 @@ once. The phantoms have no patients to partition; fold f draws its own phantoms
 validation split: each λ cell's validation score at its best checkpoint
 (``config.experiment.lambda_criterion``: the mean AUC, highest wins, or the classification
 loss ``val/bce``, lowest wins; ties go to the smaller λ).
-
-By job: :mod:`.grid` (the cells, their configs, the experiment's rules),
-:mod:`.finished_cells` (a finished cell against the config), :mod:`.runner` (running the
-cells), :mod:`.pooled_report` (the report), :mod:`.cli` and ``__main__`` (the command).
 """
+
+# By job: grid.py (the cells, their configs, the experiment's rules), finished_cells.py (a
+# finished cell against the config), runner.py (running the cells), pooled_report.py (the
+# report), cli.py and __main__.py (the command). The docstring above is the command's
+# --help.
 
 from chestattn_jax.experiment.finished_cells import (
     RUN_ONLY_FIELDS,

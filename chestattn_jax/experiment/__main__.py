@@ -3,8 +3,12 @@ the experiment's own; see :mod:`chestattn_jax.experiment`."""
 
 from absl import app, flags
 
+from chestattn_jax import experiment
 from chestattn_jax import main as main_cli  # its flags: --config, --workdir, distributed ones
 from chestattn_jax.experiment.cli import command
+
+# --help prints the main module's docstring: the command's, the package's.
+__doc__ = experiment.__doc__
 
 flags.DEFINE_string("cell", None, "Run only this cell, by index or name (--list shows them).")
 flags.DEFINE_bool(
