@@ -45,6 +45,17 @@ PREDICT_DIR = "predict"
 # the figure images.
 PREDICTIONS_FILE = "predictions.npz"
 ATTENTION_EXAMPLES_FILE = "attention_examples.npz"
+# What the workdir itself keeps: an evaluation folder (config.eval.output_name) must not
+# take one of these names.
+WORKDIR_NAMES = (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    DATASET_FILE,
+    LOCK_FILE,
+    METRICS_FILE,
+    "tensorboard",
+    PREDICT_DIR,
+)
 
 
 def writes_files() -> bool:

@@ -1,4 +1,4 @@
-"""config.validate: every value a user can set is checked before a run starts, each
+"""validation.validate: every value a user can set is checked before a run starts, each
 problem named by field, value and what is allowed, all of them at once."""
 
 import ml_collections
@@ -6,7 +6,8 @@ import pytest
 from conftest import load_config, set_fields, tiny_config
 
 from chestattn_jax import config as config_lib
-from chestattn_jax.config import ConfigError, problems, validate
+from chestattn_jax import validation
+from chestattn_jax.validation import ConfigError, problems, validate
 
 
 def configured(name="synthetic", arg=None, **changes):
@@ -21,7 +22,7 @@ def configured(name="synthetic", arg=None, **changes):
 
 @pytest.mark.parametrize("name", ["synthetic", "nih", "chexpert"])
 @pytest.mark.parametrize("arg", ["resnet", "image", "class"])
-@pytest.mark.parametrize("mode", config_lib.MODES)
+@pytest.mark.parametrize("mode", validation.MODES)
 def test_the_shipped_configs_are_valid(name, arg, mode):
     assert problems(configured(name, arg), mode, num_devices=1) == []
 

@@ -11,8 +11,7 @@ import pytest
 from conftest import REPO, config_overrides, load_config, tiny_config
 from sklearn.metrics import roc_auc_score
 
-from chestattn_jax import config as config_lib
-from chestattn_jax import experiment
+from chestattn_jax import experiment, validation
 from chestattn_jax.evaluation.inference_pass import Record
 from chestattn_jax.experiment import cli as experiment_cli
 from chestattn_jax.experiment import pooled_report
@@ -66,7 +65,7 @@ def test_cells_name_the_grid():
 def test_experiment_fields_are_checked(field, value, message):
     config = grid_config()
     config.experiment[field.split(".")[1]] = value
-    found = config_lib.problems(config, "train", num_devices=1)
+    found = validation.problems(config, "train", num_devices=1)
     assert len(found) == 1 and found[0].startswith(f"config.{field}=") and message in found[0]
 
 
@@ -249,7 +248,7 @@ def test_an_evaluation_the_report_cannot_read_is_refused():
     for field, value in [("split", "validation"), ("checkpoint", "latest"), ("output_name", "x")]:
         config = grid_config()
         config.eval[field] = value
-        with pytest.raises(config_lib.ConfigError, match=rf"config\.eval\.{field}="):
+        with pytest.raises(validation.ConfigError, match=rf"config\.eval\.{field}="):
             experiment.check(config)
     experiment.check(grid_config())  # the defaults pass
 

@@ -22,11 +22,129 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from chestattn_jax.data.synthetic import PhantomChestXray, PhantomConfig
+from chestattn_jax.config_fields import PREPARED_FIELDS
+from chestattn_jax.data import augment, chexpert, nih, splits, synthetic
+from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_CLASSES
+from chestattn_jax.data.synthetic import PHANTOM_CLASSES, PhantomChestXray, PhantomConfig
 from chestattn_jax.files import require_gcs
 
 DATASETS = ("synthetic", "nih", "chexpert")
 BATCH_KEYS = ("image", "labels", "mask")
+# The classes and view positions of each data set.
+CLASSES = {"synthetic": PHANTOM_CLASSES, "nih": NIH_CLASSES, "chexpert": CHEXPERT_CLASSES}
+VIEWS = {"nih": nih.VIEWS, "chexpert": chexpert.VIEWS}
+# The smallest image side: the ResNet backbone's total stride (gate 3's maps are 16 times
+# smaller than the image).
+MIN_IMAGE_SIZE = 32
+
+
+def known_classes(name: str) -> tuple[str, ...]:
+    """The classes a data set (``config.data.name``) has."""
+    return CLASSES[name]
+
+
+def check_config(p, mode: str) -> None:
+    """The rules of ``config.data``, added to ``p`` (a
+    :class:`chestattn_jax.config_checks.Problems`): the data set and its classes, the image
+    and pipeline settings, then each part's own rules (splits, augmentation, phantoms,
+    uncertain labels), and the settings the chosen data set would silently ignore."""
+    name = p.choice("data.name", DATASETS)
+    _check_classes(p, name)
+    p.int(
+        "data.image_size",
+        MIN_IMAGE_SIZE,
+        f"at least {MIN_IMAGE_SIZE} pixels, the ResNet backbone's total stride (gate 3's "
+        "attention maps are 16 times smaller than the image)",
+    )
+    channels = p.value("data.channels")
+    if channels != 1 or not p.is_int(channels):
+        p.add("data.channels", "must be 1: every data set and reader yields grayscale images.")
+    p.real("data.mean")
+    p.positive("data.std")
+    p.int("data.num_workers", 0, "at least 0 (0: decode in the training process)")
+    p.int("data.read_threads", 0, "at least 0")
+    p.int("data.prefetch_batches", 0, "at least 0")
+
+    split = splits.check_config(p, mode)
+    views = p.value("data.views")
+    known_views = VIEWS.get(name, ())
+    if not isinstance(views, list | tuple) or not all(isinstance(v, str) for v in views):
+        p.add("data.views", "must be a tuple of view names, e.g. ('PA',); () keeps every view.")
+    elif len(set(views)) != len(views):
+        p.add("data.views", "names a view more than once.")
+    elif name in VIEWS and not set(views) <= set(known_views):
+        unknown = [v for v in views if v not in known_views]
+        p.add(
+            "data.views",
+            f"{name} has no view {', '.join(map(repr, unknown))}; its views are "
+            f"{', '.join(known_views)} (() keeps every view).",
+        )
+    chexpert.check_config(p, mode)
+    augment.check_config(p, mode)
+    synthetic.check_config(p, mode)
+
+    # Settings the chosen data set would silently ignore (unless a cross-dataset evaluation
+    # reads them for the evaluated data set).
+    cross = p.value("eval.dataset") in ("nih", "chexpert")
+    if name == "synthetic" and not cross:
+        for field in PREPARED_FIELDS:
+            p.ignored(
+                f"data.{field}",
+                "is ignored on synthetic data (config.data.name='synthetic'), whose splits "
+                "are config.data.synthetic.*_size",
+            )
+    elif name == "synthetic":
+        p.ignored("data.data_dir", "is not read: the evaluated data set is config.eval.data_dir")
+    elif name is not None:
+        for field in p.default("data.synthetic").keys():
+            p.ignored(
+                f"data.synthetic.{field}",
+                f"is read for config.data.name='synthetic' only, not {name!r}",
+            )
+        if not p.value("data.data_dir"):
+            p.add(
+                "data.data_dir",
+                f"not set: config.data.name={name!r} reads a prepared "
+                f"data set; give its folder with --config.data.data_dir=DIR (made by python -m "
+                f"chestattn_jax.data.prepare --dataset={name} ...).",
+            )
+        elif not isinstance(p.value("data.data_dir"), str):
+            p.add("data.data_dir", "must be a folder name.")
+        if name == "nih" and p.value("eval.dataset") != "chexpert":
+            for field in ("uncertainty", "uncertainty_per_class"):
+                p.ignored(f"data.{field}", "has no effect on nih, whose labels are never uncertain")
+        if split is not None:
+            splits.check_scheme_fields(p, split)
+
+
+def _check_classes(p, name: str | None) -> None:
+    classes = p.value("data.classes")
+    if (
+        not isinstance(classes, list | tuple)
+        or not classes
+        or not all(isinstance(c, str) for c in classes)
+    ):
+        p.add("data.classes", "must be a non-empty tuple of class names.")
+        return
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        p.add("data.classes", f"names {', '.join(map(repr, repeated))} more than once.")
+    if name is None:
+        return
+    known = known_classes(name)
+    unknown = [c for c in classes if c not in known]
+    if unknown:
+        hint = ""
+        if any("," in c for c in unknown):
+            hint = (
+                " (a tuple on the command line is written "
+                "--config.data.classes=\"('Mass','Nodule')\", not Mass,Nodule)"
+            )
+        p.add(
+            "data.classes",
+            f"the {name} data set has no class {', '.join(map(repr, unknown))}{hint}; its "
+            f"classes are {', '.join(known)}.",
+        )
 
 
 def normalize_images(images, mean: float, std: float):

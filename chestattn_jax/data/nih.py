@@ -1,4 +1,4 @@
-"""Reader of NIH ChestX-ray14 as distributed (DESIGN.md section 5).
+"""Reader of NIH ChestX-ray14 in the layout the NIH Clinical Center distributes it in.
 
 Expected under ``raw_dir``::
 
@@ -50,6 +50,8 @@ BBOX_LIST_NAME = "BBox_List_2017.csv"
 NIH_BOX_FRAME = 1024
 SPLIT_LISTS = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
 NO_FINDING = "No Finding"
+# The view positions (View Position) a prepared NIH ChestX-ray14 holds.
+VIEWS = ("PA", "AP")
 
 DATA_ENTRY_COLUMNS = (
     "Image Index",

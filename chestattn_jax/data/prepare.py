@@ -57,7 +57,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from chestattn_jax import files
+from chestattn_jax import config_fields, files
 from chestattn_jax.data import chexpert, nih
 from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_CLASSES
 from chestattn_jax.data.images import letterbox, letterbox_boxes, load_grayscale
@@ -409,11 +409,9 @@ def _differences(old: dict, new: dict) -> list[str]:
         old_dir and new_dir and os.path.realpath(old_dir) == os.path.realpath(new_dir)
     ):
         out.append(f"raw folder: {old_dir or '(examples given in Python)'} -> {new_dir}")
-    old_options = old.get("options", {})
-    for name in sorted(set(old_options) | set(new["options"])):
-        a, b = old_options.get(name), new["options"].get(name)
+    for name, (a, b) in config_fields.differences(old.get("options", {}), new["options"]).items():
         # With every image readable, error and skip build the same data set.
-        if a != b and not (name == "on_bad_image" and not old.get("skipped")):
+        if not (name == "on_bad_image" and not old.get("skipped")):
             out.append(f"option {name}: {a} -> {b}")
     if old.get("examples_read") != new["examples_read"]:
         out.append(f"examples read: {old.get('examples_read')} -> {new['examples_read']}")

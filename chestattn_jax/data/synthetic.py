@@ -1276,3 +1276,18 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def check_config(p, mode: str) -> None:
+    """The rules of ``config.data.synthetic`` (the phantoms), added to ``p`` (a
+    :class:`chestattn_jax.config_checks.Problems`)."""
+    p.seed("data.synthetic.seed")
+    for split_name in SPLITS:
+        p.int(f"data.synthetic.{split_name}_size", 1, "at least 1")
+    p.non_negative("data.synthetic.lesion_contrast", "at least 0 (0 hides the findings)")
+    p.positive("data.synthetic.lesion_size")
+    p.non_negative("data.synthetic.noise")
+    p.positive("data.synthetic.prevalence_scale")
+    v = p.real("data.synthetic.location_variability")
+    if v is not None and not 0 <= v <= 1:
+        p.add("data.synthetic.location_variability", "must be between 0 and 1 (inclusive).")

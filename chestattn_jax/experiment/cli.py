@@ -45,8 +45,8 @@ def ignored_flags(
 
 
 def main(argv):
-    from chestattn_jax import config as config_lib
     from chestattn_jax import distributed
+    from chestattn_jax import validation as config_lib
 
     f = flags.FLAGS
     config, root = f.config, f.workdir

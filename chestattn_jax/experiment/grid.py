@@ -94,7 +94,7 @@ def status(root, cell: Cell) -> str:
 def check(config) -> None:
     """Refuses an experiment its data cannot give (k-fold needs 2 folds or more) or its
     report cannot read (an evaluation other than the test split at the best checkpoint)."""
-    from chestattn_jax import config as config_lib
+    from chestattn_jax import validation as config_lib
 
     if config.data.name != "synthetic" and config.experiment.folds < 2:
         raise config_lib.ConfigError(

@@ -106,3 +106,39 @@ def create(names, ctx: Context) -> list[Evaluator]:
     for name in names:
         place(name)
     return [classes[name](ctx) for name in ordered]
+
+
+def check_config(p, mode: str) -> None:
+    """The rules of ``config.eval.evaluators`` and of the evaluators' options, added to
+    ``p`` (a :class:`chestattn_jax.config_checks.Problems`)."""
+    p.int("eval.bootstrap_draws", 0, "at least 0 (0: no confidence intervals)")
+    p.seed("eval.bootstrap_seed")
+    p.fraction("eval.map_threshold", "maps are divided by their maximum, then thresholded")
+    p.int("eval.num_figure_images", 0, "at least 0")
+    known = available()
+    names = p.value("eval.evaluators")
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        p.add(
+            "eval.evaluators",
+            f"must be a tuple of evaluator names from {', '.join(known)}, e.g. "
+            "--config.eval.evaluators=\"('auc','tables')\".",
+        )
+        return
+    unknown = [n for n in names if n not in known]
+    if not names:
+        p.add(
+            "eval.evaluators",
+            "is empty: an evaluation must compute something (its metrics.json would hold no "
+            "AUC, and an experiment would count the cell as done). Name at least one, e.g. "
+            "--config.eval.evaluators=\"('auc',)\".",
+        )
+    elif unknown:
+        p.add(
+            "eval.evaluators",
+            f"no evaluator {', '.join(map(repr, unknown))}; expected names from "
+            f"{', '.join(known)}.",
+        )
+    elif len(set(names)) < len(names):
+        p.add("eval.evaluators", "names an evaluator more than once.")
+    elif "tables" in names and "auc" not in names:
+        p.add("eval.evaluators", "tables tabulates the AUCs: add auc, or leave tables out.")
