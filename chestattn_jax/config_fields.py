@@ -108,15 +108,37 @@ def from_json(value):
     return value
 
 
-def field(tree, dotted: str):
+# What a workdir file that lacks a field this version always writes gets told.
+NOT_THIS_VERSION = (
+    "it was not written by this version of chestattn_jax (or was edited). Train again in "
+    "a new --workdir."
+)
+_MISSING = object()
+
+
+def field(tree, dotted: str, missing=None):
     """The value of the field ``dotted`` (``"data.image_size"``) of a config or of its
-    JSON, as JSON has it; ``None`` where the field is missing."""
+    JSON, as JSON has it; ``missing`` where the field is missing."""
     for part in dotted.split("."):
         try:
             tree = tree[part]
         except (KeyError, TypeError, IndexError):
-            return None
+            return missing
     return to_json(tree)
+
+
+def missing_fields(saved, config, prefix: str = "") -> list[str]:
+    """Dotted names of the fields of ``config`` that ``saved`` (a config's JSON) lacks."""
+    config = to_json(config)
+    if not isinstance(saved, dict):
+        return [prefix[:-1]]
+    out = []
+    for key, value in config.items():
+        if key not in saved:
+            out.append(prefix + key)
+        elif isinstance(value, dict) and value:
+            out += missing_fields(saved[key], value, f"{prefix}{key}.")
+    return out
 
 
 def leaves(tree, prefix: str = "") -> list[str]:
@@ -131,15 +153,21 @@ def leaves(tree, prefix: str = "") -> list[str]:
     return out
 
 
-def differences(before, after, fields=None) -> dict[str, tuple]:
+def differences(before, after, fields=None, *, source=None) -> dict[str, tuple]:
     """``{field: (value before, value after)}`` for each of ``fields`` (default: every
-    field of either) whose values differ between two configs or their JSON; a field
-    missing from one side counts as ``None`` there."""
+    field of either) whose values differ between two configs or their JSON. A field
+    missing from one side counts as ``None`` there; with ``source`` (the file ``before``
+    was read from), one missing from ``before`` raises a ``ValueError`` naming it and the
+    file: this version always writes it."""
     if fields is None:
         fields = sorted(set(leaves(before)) | set(leaves(after)))
     out = {}
     for name in fields:
-        was, now = field(before, name), field(after, name)
+        was, now = field(before, name, _MISSING), field(after, name)
+        if was is _MISSING:
+            if source is not None:
+                raise ValueError(f"{source} has no field {name}: {NOT_THIS_VERSION}")
+            was = None
         if was != now:
             out[name] = (was, now)
     return out

@@ -30,6 +30,7 @@ from absl import app, flags, logging
 from ml_collections import config_dict, config_flags
 
 from chestattn_jax import distributed, evaluation, predict_images, train, validation
+from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.checkpointing import CheckpointError
 from chestattn_jax.workdir import WorkdirBusy
 
@@ -177,8 +178,9 @@ def flag_problems(argv) -> list[str]:
     if not workdir:
         found.append("--workdir is empty; give the directory of the run.")
     elif "://" not in workdir:  # gs:// and other URLs: checked when they are read
-        if os.path.exists(workdir) and not os.path.isdir(workdir):
-            found.append(f"--workdir {workdir!r} exists and is not a directory.")
+        problem = workdir_lib.not_a_directory(workdir)
+        if problem:
+            found.append(problem)
         elif mode != "train" and not os.path.isdir(workdir):
             found.append(
                 f"--workdir {workdir!r} does not exist; --mode={mode} reads the checkpoints "

@@ -102,10 +102,10 @@ class Interrupted(Preempted):
 
 def check_workdir(workdir) -> epath.Path:
     """``workdir`` as an ``epath.Path``, after checking it is a directory or can be one."""
-    path = workdir_path(workdir)
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"--workdir {os.fspath(workdir)!r} exists and is not a directory.")
-    return path
+    problem = workdir_lib.not_a_directory(workdir)
+    if problem:
+        raise NotADirectoryError(problem)
+    return workdir_path(workdir)
 
 
 def prepare_workdir(workdir) -> epath.Path:
@@ -269,7 +269,9 @@ def _train(
         state = maybe_load_pretrained(init(), config.model.pretrained)
     else:
         step, state, meta = restored
-        meta = _same_stopping_metric(meta, t.early_stopping_metric)
+        meta = _same_stopping_metric(
+            meta, t.early_stopping_metric, checkpointer.step_dir(step) / "meta" / "metadata"
+        )
         pending = [
             {k: np.float32(v) for k, v in m.items()} for m in meta.pop("unlogged_train_metrics", [])
         ]
@@ -379,19 +381,23 @@ def _train(
     return state
 
 
-def _same_stopping_metric(meta: dict, metric: str) -> dict:
-    """``meta`` of a resumed run, checked to rank its checkpoints by ``metric``: a run saved
-    before scores were recorded ranked them by the loss. Another metric than the run's is
-    refused: its checkpoints' scores would mix two scales."""
-    was = meta.get("early_stopping_metric", "loss")
+def _same_stopping_metric(meta: dict, metric: str, where) -> dict:
+    """``meta`` of a resumed run (read from ``where``), checked to rank its checkpoints by
+    ``metric``. Another metric than the run's is refused: its checkpoints' scores would mix
+    two scales. A ``meta`` without the fields this version writes is refused, naming them."""
+    missing = [k for k in ("best_score", "early_stopping_metric") if k not in meta]
+    if missing:
+        raise ValueError(
+            f"{where} has no field {', '.join(missing)}: it was not written by this version "
+            "of chestattn_jax. Train again in a new --workdir."
+        )
+    was = meta["early_stopping_metric"]
     if was != metric:
         raise ValueError(
             f"config.train.early_stopping_metric={metric!r}, but this workdir's run ranks its "
             f"checkpoints by {was!r}. Resume with --config.train.early_stopping_metric={was}, "
             "or train with another metric in a new --workdir."
         )
-    meta.setdefault("best_score", meta.get("best_val_loss"))
-    meta["early_stopping_metric"] = metric
     return meta
 
 

@@ -30,6 +30,7 @@ from chestattn_jax import files
 from chestattn_jax import sharding as shd
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.checkpointing import Checkpointer, CheckpointMismatch
+from chestattn_jax.config import get_base_config
 from chestattn_jax.data.images import (
     FRONTAL_VIEWS,
     dicom_view,
@@ -111,11 +112,12 @@ def check_model_fields(
     differs from the config ``workdir`` was trained with (``saved``, its ``config.json``,
     read here unless given): its checkpoints cannot be restored so. Nothing to compare
     (no ``config.json``) is no error."""
+    path = workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE
     if saved is None:
-        saved = workdir_lib.read_json(workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE)
+        saved = workdir_lib.read_json(path)
     if saved is None:
         return
-    model = fields.differences(saved, config, fields.MODEL_FIELDS)
+    model = fields.differences(saved, config, fields.MODEL_FIELDS, source=path)
     if model:
         raise ValueError(
             f"The checkpoints of {workdir} do not fit config.model / config.data "
@@ -172,6 +174,9 @@ def workdir_config(workdir: str) -> ml_collections.ConfigDict:
             f"{path} does not exist: {workdir} holds no finished training run's config. "
             "Pass the config it was trained with (load(workdir, config=...))."
         )
+    missing = fields.missing_fields(saved, get_base_config())
+    if missing:
+        raise ValueError(f"{path} has no field {', '.join(missing)}: {fields.NOT_THIS_VERSION}")
     return ml_collections.ConfigDict(fields.from_json(saved))
 
 
@@ -372,8 +377,13 @@ def check_input_fields(workdir: str, config, what: str = "Predicting") -> None:
     ``workdir`` was trained with, naming each, unless ``config.allow_setting_changes``
     (then a warning names them): another image size or normalisation changes every
     probability, and nothing else would say so."""
-    saved = workdir_lib.read_json(workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE)
-    changes = {} if saved is None else fields.differences(saved, config, fields.MODEL_INPUT_FIELDS)
+    path = workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE
+    saved = workdir_lib.read_json(path)
+    changes = (
+        {}
+        if saved is None
+        else fields.differences(saved, config, fields.MODEL_INPUT_FIELDS, source=path)
+    )
     if not changes:
         return
     text = fields.describe_changes(changes, "the workdir was trained with")

@@ -74,6 +74,14 @@ def workdir_path(workdir) -> epath.Path:
     return epath.Path(text if "://" in text else os.path.abspath(text))
 
 
+def not_a_directory(workdir) -> str | None:
+    """Why ``workdir`` cannot be a run's folder, if it cannot: it exists as a file."""
+    path = workdir_path(workdir)
+    if path.exists() and not path.is_dir():
+        return f"--workdir {os.fspath(workdir)!r} exists and is not a directory."
+    return None
+
+
 class WorkdirBusy(RuntimeError):
     """Another training run holds the workdir's lock."""
 

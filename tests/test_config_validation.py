@@ -295,7 +295,7 @@ def test_the_base_config_has_what_the_code_reads_with_a_default():
     config.train.momentum = 0.9
     assert config.allow_setting_changes is False
     assert config.eval.output_name == ""
-    assert config.model.skip_unused_stage4 is True  # nets: get("skip_unused_stage4", True)
+    assert config.model.skip_unused_stage4 is True
     config.train.optimizer = "adamw"
     create_optimizer(config.train)
 

@@ -161,15 +161,17 @@ def test_a_data_set_without_a_record_is_refused_unless_overwrite(raw, tmp_path):
     a, _ = raw
     data_dir = str(tmp_path / "P")
     version = prep.prepare("nih", a["root"], data_dir, SIZE)
-    # As earlier versions wrote it: counts and skipped files only.
+    # A record without the fingerprint (counts and skipped files only).
     with open(os.path.join(version, prep.REPORT_FILE), "w") as f:
         json.dump({"examples_read": 36, "examples_written": 36, "skipped": []}, f)
     with pytest.raises(prep.DatasetConflictError, match="cannot tell whether it matches"):
         prep.prepare("nih", a["root"], data_dir, SIZE)
-    unknown = dataset_fingerprint(nih_config(data_dir))
-    assert unknown["fingerprint"] == "unknown" and unknown["raw_dir"] is None
-    assert unknown["num_records"] == a["num_images"]
-    assert "--overwrite" in unknown["note"]
+    with pytest.raises(DataFormatError) as raised:  # nor read as a data set of unknown origin
+        dataset_fingerprint(nih_config(data_dir))
+    assert str(raised.value) == (
+        f"{os.path.join(version, prep.REPORT_FILE)} has no field fingerprint: this data set "
+        "was not prepared by this version of chestattn_jax. Prepare it again with --overwrite."
+    )
     prep.prepare("nih", a["root"], data_dir, SIZE, overwrite=True)
     assert report(version)["raw_dir"] == a["root"]
     assert dataset_fingerprint(nih_config(data_dir))["fingerprint"].startswith("sha256:")
@@ -200,6 +202,12 @@ def test_a_damaged_index_is_read_again_from_the_records(raw, tmp_path):
         f.truncate(100)
     assert keys(data_dir) == expected
     assert sorted(np.load(index)["key"].tolist()) == expected  # and written again
+    # An index without an array this version writes is a damaged cache too.
+    arrays = dict(np.load(index))
+    del arrays["num_boxes"]
+    np.savez(index, **arrays)
+    assert keys(data_dir) == expected
+    assert "num_boxes" in np.load(index)
 
 
 def test_inputs_fingerprint_follows_the_examples_not_the_folder(raw, tmp_path):

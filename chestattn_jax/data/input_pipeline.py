@@ -319,21 +319,21 @@ def dataset_fingerprint(config) -> dict:
         size; ``chestattn_jax.data.prepare.inputs_fingerprint``); with
         ``image_size`` and ``options`` it identifies the data set. Synthetic: a hash
         of ``config.data.synthetic`` (seed, split sizes, difficulty), ``image_size``
-        and ``classes``. ``"unknown"`` for a data set prepared before this record
-        existed;
+        and ``classes``;
       - ``num_records``: records in the prepared data set, skipped images excluded
         (synthetic: train + validation + test sizes);
       - ``raw_dir``: the raw folder it was prepared from (``""`` if its examples were
-        given in Python; None for synthetic or unknown).
+        given in Python; None for synthetic).
 
       Prepared data sets also have ``options`` (``on_bad_image`` and ``nih_views``
-      or ``frontal_only``) and ``num_skipped`` (bad images left out), None when
-      unknown, and, when the fingerprint is unknown, a ``note`` saying why and how
-      to record it. Compare data sets by ``fingerprint`` (and ``image_size``), not by
-      ``raw_dir``: the same data may be mounted elsewhere.
+      or ``frontal_only``) and ``num_skipped`` (bad images left out). Compare data
+      sets by ``fingerprint`` (and ``image_size``), not by ``raw_dir``: the same data
+      may be mounted elsewhere.
 
     Raises:
-      ValueError: an unknown ``config.data.name`` or an unset ``data_dir``.
+      ValueError: an unknown ``config.data.name`` or an unset ``data_dir``; a
+        ``DataFormatError`` (a ``ValueError``) when the prepared data set's record
+        (``chestattn_prepare.json``) is damaged or has no fingerprint.
       FileNotFoundError: the prepared data set does not exist.
       chestattn_jax.files.CloudStorageUnavailable: a ``gs://`` ``data_dir`` without the
         ``gcs`` extra installed.
@@ -353,9 +353,6 @@ def dataset_fingerprint(config) -> dict:
         return provenance(d.name, d.data_dir, int(d.image_size))
     syn = d.synthetic
     synthetic = syn.to_dict() if hasattr(syn, "to_dict") else dict(syn)
-    if not synthetic.get("location_variability"):
-        # 0 renders what releases before the knob rendered: the same fingerprint.
-        synthetic.pop("location_variability", None)
     settings = {
         "image_size": int(d.image_size),
         "classes": list(d.classes),

@@ -547,7 +547,6 @@ def prepare_with_status(
     )
     for aside in _set_aside(version):
         logging.warning("%s is the old data set of an interrupted --overwrite.", aside)
-    load_index(builder)  # an index from before boxes were counted is redone
     return version, "reused"
 
 
@@ -623,8 +622,10 @@ def load_index(builder) -> dict:
     if path.exists():
         try:
             index = files.read_npz(path)
-            if "num_boxes" in index:  # else an index from before boxes were counted
-                return index
+            missing = [f for f in (*fields, "num_boxes") if f not in index]
+            if missing:
+                raise ValueError(f"it has no array {', '.join(missing)}")
+            return index
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
             # Only a cache of the records: build it again.
             logging.warning("%s is damaged (%s); reading the records again.", path, e)

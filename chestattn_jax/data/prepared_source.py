@@ -240,40 +240,27 @@ def provenance(dataset: str, data_dir: str, image_size: int) -> dict:
 
     Reads its ``chestattn_prepare.json`` (no image, no record): see
     :func:`chestattn_jax.data.input_pipeline.dataset_fingerprint` for the keys.
-    A data set prepared before the record existed gets ``fingerprint='unknown'``.
 
     Raises:
       FileNotFoundError: nothing is prepared there.
+      DataFormatError: its record is damaged or has no fingerprint.
     """
     _require_data_dir(dataset, data_dir)
     builder = prep.open_builder(dataset, data_dir, image_size)
     version_dir = os.fspath(builder.data_dir)
     if not builder.is_prepared():
         raise _not_prepared(dataset, data_dir, image_size, version_dir)
-    try:
-        report = prep.read_report(version_dir)
-        note = (
-            "prepared before chestattn_jax recorded what a data set is prepared from; "
-            "prepare it again with --overwrite to record it"
+    report = prep.read_report(version_dir)
+    if "fingerprint" not in report:
+        raise DataFormatError(
+            f"{os.path.join(version_dir, prep.REPORT_FILE)} has no field fingerprint: this "
+            "data set was not prepared by this version of chestattn_jax. Prepare it again "
+            "with --overwrite."
         )
-    except DataFormatError as e:
-        report, note = {}, str(e)
-    out = {
+    return {
         "name": dataset,
         "image_size": int(image_size),
         "num_records": int(builder.info.splits[prep.SPLIT].num_examples),
-    }
-    if "fingerprint" not in report:
-        return {
-            **out,
-            "fingerprint": "unknown",
-            "raw_dir": None,
-            "options": None,
-            "num_skipped": None,
-            "note": note,
-        }
-    return {
-        **out,
         "fingerprint": report["fingerprint"],
         "raw_dir": report.get("raw_dir"),
         "options": report.get("options"),

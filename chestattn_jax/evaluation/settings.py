@@ -62,32 +62,24 @@ def trained_setting_changes(
     mounted elsewhere; across data sets only :data:`INPUT_FIELDS`). Raises a
     ``ValueError`` if the model fields differ: that checkpoint cannot be evaluated so.
 
-    A fingerprint that is ``"unknown"`` (a data set prepared before fingerprints were
-    recorded) cannot be compared: a warning says so, and it is not counted as a change.
     For phantoms, whose fingerprint is a hash of config fields, a difference is named by
     those fields; the fingerprint is listed only when no field explains it."""
     root = workdir_lib.workdir_path(workdir)
-    saved = workdir_lib.read_json(root / workdir_lib.CONFIG_FILE)
+    path = root / workdir_lib.CONFIG_FILE
+    saved = workdir_lib.read_json(path)
     if saved is None:
         return {}
     check_model_fields(workdir, config, advice, saved=saved)
-    changes = fields.differences(saved, config, _trained_fields(config))
+    changes = fields.differences(saved, config, _trained_fields(config), source=path)
     trained_on = workdir_lib.read_json(root / workdir_lib.DATASET_FILE) or {}
     was, now = trained_on.get("fingerprint"), (fingerprint or {}).get("fingerprint")
-    if "unknown" in (was, now):
-        unknown = trained_on if was == "unknown" else fingerprint
-        logging.warning(
-            "Cannot check that the data set is the one %s was trained on: the fingerprint "
-            "of the data set %s is unknown (%s).",
-            workdir,
-            "it was trained on" if was == "unknown" else "of this config",
-            unknown.get("note") or "it was prepared before fingerprints were recorded",
-        )
-    elif was and now and was != now:
+    if was and now and was != now:
         # A phantom fingerprint hashes these fields (and the classes): named above if
         # they differ. A prepared data set's hashes its raw inputs, which no field names.
         inputs = ("data.image_size", *fields.synthetic_fields(config))
-        if config.data.name != "synthetic" or not fields.differences(saved, config, inputs):
+        if config.data.name != "synthetic" or not fields.differences(
+            saved, config, inputs, source=path
+        ):
             changes[FINGERPRINT] = (was, now)
     return changes
 
@@ -189,13 +181,13 @@ def plan_evaluation(config, workdir: str, *, replace_other_settings: bool = Fals
     previous = workdir_lib.read_json(out_dir / "metrics.json")
     if previous is not None:
         before = previous.get("settings")
-        if before is None:
-            logging.warning(
-                "%s holds an evaluation that does not record its settings (an older "
-                "version wrote it); replacing it.",
-                out_dir,
+        if not isinstance(before, dict):
+            raise ValueError(
+                f"{out_dir / 'metrics.json'} has no field settings: it was not written by "
+                "this version of chestattn_jax. Name another folder with "
+                "--config.eval.output_name=NAME, or move that one away."
             )
-        elif before != settings:
+        if before != settings:
             differ = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
             text = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
             if not replace_other_settings:

@@ -175,8 +175,8 @@ def create_model(config) -> ChestAttentionNet:
         compatibility=m.compatibility,
         normalisation=m.attention_norm,
         dtype=DTYPES[m.dtype],
-        skip_unused_stage4=m.get("skip_unused_stage4", True),
-        gate_stages=tuple(m.get("gate_stages", (1, 2, 3))),
+        skip_unused_stage4=m.skip_unused_stage4,
+        gate_stages=tuple(m.gate_stages),
     )
 
 

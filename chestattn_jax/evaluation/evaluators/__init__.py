@@ -14,6 +14,11 @@ pass twice:
 Adding a metric is adding a module: ``my_metric.py`` with ``class Evaluator(Evaluator)``
 runs with ``--config.eval.evaluators="('auc','my_metric','tables')"``. An evaluator
 reads what the ones before it added to ``metrics`` (``tables`` tabulates them).
+
+An evaluator's options are ``config.eval`` fields (``bootstrap_draws`` for ``auc``,
+``map_threshold`` for ``localization``, ``num_figure_images`` for ``figures``): a new one
+gets its default in :func:`chestattn_jax.config.get_base_config` and its rule in the
+evaluator's ``check_config``, which validation calls before any run starts.
 """
 
 from __future__ import annotations
@@ -63,6 +68,15 @@ class Evaluator:
     # The files finish() may write into ctx.out_dir: an evaluation without this evaluator
     # removes them, so that a folder never shows another evaluation's files.
     outputs: tuple[str, ...] = ()
+    # Evaluators this one cannot go without, each with why: (("auc", "tables tabulates the
+    # AUCs"),). A config that chooses this one without them is refused.
+    requires: tuple[tuple[str, str], ...] = ()
+
+    @staticmethod
+    def check_config(p, mode: str) -> None:
+        """The rules of this evaluator's own options (``config.eval.<option>``), added to
+        ``p`` (a :class:`chestattn_jax.config_checks.Problems`). Checked whether or not
+        the evaluator is chosen: every field of a config holds a usable value."""
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
@@ -109,13 +123,13 @@ def create(names, ctx: Context) -> list[Evaluator]:
 
 
 def check_config(p, mode: str) -> None:
-    """The rules of ``config.eval.evaluators`` and of the evaluators' options, added to
-    ``p`` (a :class:`chestattn_jax.config_checks.Problems`)."""
-    p.int("eval.bootstrap_draws", 0, "at least 0 (0: no confidence intervals)")
-    p.seed("eval.bootstrap_seed")
-    p.fraction("eval.map_threshold", "maps are divided by their maximum, then thresholded")
-    p.int("eval.num_figure_images", 0, "at least 0")
+    """The rules of ``config.eval.evaluators`` and each evaluator's own (its
+    ``Evaluator.check_config`` and ``requires``), added to ``p`` (a
+    :class:`chestattn_jax.config_checks.Problems`)."""
     known = available()
+    plugins = {n: importlib.import_module(f"{__name__}.{n}").Evaluator for n in known}
+    for plugin in plugins.values():
+        plugin.check_config(p, mode)
     names = p.value("eval.evaluators")
     if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
         p.add(
@@ -140,5 +154,8 @@ def check_config(p, mode: str) -> None:
         )
     elif len(set(names)) < len(names):
         p.add("eval.evaluators", "names an evaluator more than once.")
-    elif "tables" in names and "auc" not in names:
-        p.add("eval.evaluators", "tables tabulates the AUCs: add auc, or leave tables out.")
+    else:
+        for name in names:
+            for needed, why in plugins[name].requires:
+                if needed not in names:
+                    p.add("eval.evaluators", f"{why}: add {needed}, or leave {name} out.")

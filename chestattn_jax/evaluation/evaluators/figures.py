@@ -22,6 +22,11 @@ from chestattn_jax.reporting import plots
 
 class Evaluator(evaluators.Evaluator):
     after = ("auc",)
+
+    @staticmethod
+    def check_config(p, mode: str) -> None:
+        p.int("eval.num_figure_images", 0, "at least 0")
+
     outputs = (
         "roc_curves.png",
         "overlays.png",

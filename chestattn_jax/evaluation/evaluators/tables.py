@@ -16,6 +16,7 @@ from chestattn_jax.reporting import result_tables
 
 class Evaluator(evaluators.Evaluator):
     after = ("auc", "localization")
+    requires = (("auc", "tables tabulates the AUCs"),)
     outputs = ("per_class.csv", "per_class.md")
 
     def finish(self, record, metrics) -> None:
