@@ -1,7 +1,7 @@
 """How much the phantoms' finding locations give away: the class-prior baseline's
 pointing game against ``PhantomConfig.location_variability``.
 
-For each variability, the class prior (:class:`chestattn_jax.localization.ClassPrior`,
+For each variability, the class prior (:class:`chestattn_jax.localization_metrics.ClassPrior`,
 each class's mean truth mask over the training split's phantoms with findings, as the
 localisation evaluator builds it) is scored on the test split's phantoms at the gate-3
 map resolution (image_size / 16 cells a side), beside the uniform map and the best
@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from chestattn_jax.data.synthetic import PHANTOM_CLASSES, PhantomChestXray, PhantomConfig
-from chestattn_jax.localization import ClassPrior, LocalizationScores, cells_hit
+from chestattn_jax.localization_metrics import ClassPrior, LocalizationScores, cells_hit
 
 
 def score(variability: float, args) -> dict:

@@ -18,7 +18,7 @@ a run killed while saving (or stopped by a full disk) leaves only a
 ``*.orbax-checkpoint-tmp-*`` directory, which is ignored and removed when the
 next run starts. A step that was complete but is damaged afterwards (missing or
 truncated files) fails to restore. Training (:meth:`Checkpointer.restore_latest`)
-and evaluation (:meth:`Checkpointer.restore_for_inference`) follow one rule: they
+and evaluation (:meth:`Checkpointer.restore_preferred`) follow one rule: they
 use the preferred step that restores on every process, and warn about each
 unreadable one they pass over; training also moves those to
 ``WORKDIR/checkpoints_unreadable``. A step whose stored tree does not fit the
@@ -245,7 +245,7 @@ class Checkpointer:
             )
         return (step, *restored)
 
-    def restore_for_inference(self, state: TrainState, which: str = "best"):
+    def restore_preferred(self, state: TrainState, which: str = "best"):
         """Step ``which`` (``best``: best validation score; ``latest``) restored into
         ``state``: ``(step, state, meta)``. Nothing on disk changes.
 

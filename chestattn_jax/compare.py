@@ -22,9 +22,10 @@ import sys
 import numpy as np
 from etils import epath
 
-from chestattn_jax import figures, files, tables
-from chestattn_jax.evaluation.record import Record
+from chestattn_jax import files
+from chestattn_jax.evaluation.inference_pass import Record
 from chestattn_jax.metrics import bootstrap_models
+from chestattn_jax.reporting import plots, result_tables
 from chestattn_jax.workdir import ATTENTION_EXAMPLES_FILE, EVAL_DIR, PREDICTIONS_FILE, write_text
 
 
@@ -103,40 +104,10 @@ def compare(workdirs, out_dir: str, num_draws: int = 1000, seed: int = 0) -> dic
     aucs = [by_model[i] for i in range(len(preds))]
     diffs = [by_pair[(i, 0)] for i in others]
 
-    def cell(auc, ci):
-        return "n/a" if auc is None else f"{auc:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-    def diff_cell(d):
-        if d["difference"] is None:
-            return "n/a"
-        return f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
-
-    header = ["class", *names, *[f"{n} - {names[0]}" for n in names[1:]]]
-    rows = []
-    for c in classes:
-        rows.append(
-            [
-                c,
-                *[cell(a["classes"][c]["auc"], a["classes"][c]["ci"]) for a in aucs],
-                *[diff_cell(d["classes"][c]) for d in diffs],
-            ]
-        )
-    rows.append(
-        [
-            "mean",
-            *[cell(a["mean_auc"], a["mean_ci"]) for a in aucs],
-            *[diff_cell(d["mean"]) for d in diffs],
-        ]
-    )
+    md, csv = result_tables.comparison_tables(names, classes, aucs, diffs, num_draws)
     epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
-    write_text(epath.Path(out_dir) / "table.csv", tables.csv_text(header, rows))
-    lines = [tables.markdown(header, rows)]
-    lines += [
-        "",
-        f"Test AUC with 95 % intervals from {num_draws} patient-level bootstrap draws; "
-        f"differences are paired (same draws) against {names[0]}.",
-    ]
-    write_text(epath.Path(out_dir) / "table.md", "\n".join(lines) + "\n")
+    write_text(epath.Path(out_dir) / "table.csv", csv)
+    write_text(epath.Path(out_dir) / "table.md", md)
     return {
         "auc": dict(zip(names, aucs, strict=True)),
         "difference": dict(zip(names[1:], diffs, strict=True)),
@@ -154,7 +125,7 @@ def attention_figures(workdirs, names, classes, out_dir: str) -> list[str]:
     written = []
     if examples:
         written.append(
-            figures.average_mask_rows(
+            plots.average_mask_rows(
                 {
                     f"{n} ({e['variant']})": (e["average_masks"], e["average_counts"])
                     for n, e in examples.items()
@@ -166,19 +137,16 @@ def attention_figures(workdirs, names, classes, out_dir: str) -> list[str]:
     image = next((e for e in examples.values() if str(e["variant"]) == "image"), None)
     klass = next((e for e in examples.values() if str(e["variant"]) == "class"), None)
     if image is not None and klass is not None and np.array_equal(image["index"], klass["index"]):
-        rows = [
-            {
-                "image": klass["images"][r],
-                "labels": klass["labels"][r],
-                "image_map": image["maps"][r],
-                "class_maps": klass["maps"][r],
-                "title": f"test #{int(i)}: "
-                + ", ".join(classes[j] for j in np.flatnonzero(klass["labels"][r])),
-            }
-            for r, i in enumerate(klass["index"])
-        ]
         written.append(
-            figures.attention_rows(rows, classes, os.path.join(out_dir, "fig2_attention.png"))
+            plots.fig2_attention(
+                os.path.join(out_dir, "fig2_attention.png"),
+                classes,
+                klass["index"],
+                klass["images"],
+                klass["labels"],
+                image_maps=image["maps"],
+                class_maps=klass["maps"],
+            )
         )
     return written
 

@@ -29,7 +29,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_dict, config_flags
 
-from chestattn_jax import distributed, evaluation, predict, train, validation
+from chestattn_jax import distributed, evaluation, predict_images, train, validation
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.checkpointing import CheckpointError
 from chestattn_jax.workdir import WorkdirBusy
@@ -141,7 +141,7 @@ def main(argv):
     elif FLAGS.mode == "evaluate":
         evaluation.evaluate(config, FLAGS.workdir)
     else:
-        result = predict.predict(config, FLAGS.workdir, FLAGS.images, FLAGS.output_dir)
+        result = predict_images.predict(config, FLAGS.workdir, FLAGS.images, FLAGS.output_dir)
         if result["errors"]:
             failed = ", ".join(e["path"] for e in result["errors"])
             total = len(result["predictions"]) + len(result["errors"])

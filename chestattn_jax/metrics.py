@@ -76,6 +76,27 @@ def point_auc(labels, probs, mask) -> np.ndarray:
     return np.asarray(out)
 
 
+def per_class_auc(labels, probs, mask, class_names) -> dict:
+    """ROC AUC of each class over its unmasked examples (:func:`point_auc`), and their
+    mean: what evaluation, validation during training and the experiment report's folds
+    record.
+
+    A class whose unmasked labels are all 0 or all 1 has no AUC: it is reported
+    as ``None`` and listed in ``undefined_classes``, and the mean is over the others.
+    """
+    aucs = point_auc(labels, probs, mask)
+    per_class = {
+        name: None if np.isnan(a) else float(a) for name, a in zip(class_names, aucs, strict=True)
+    }
+    undefined = [name for name, v in per_class.items() if v is None]
+    defined = [v for v in per_class.values() if v is not None]
+    return {
+        "auc": per_class,
+        "mean_auc": float(np.mean(defined)) if defined else None,
+        "undefined_classes": undefined,
+    }
+
+
 def _aucs(labels, probs, mask, draws):
     """Per-class AUC on the data as given ``(k,)`` and on every draw ``(D, k)``; NaN where
     a class has a single label value."""

@@ -14,15 +14,17 @@ Each rule is stated once, by the module that owns the setting, as its
 - ``config.train``: :func:`chestattn_jax.train.check_config`;
 - ``config.eval``: :func:`chestattn_jax.evaluation.settings.check_config` (with the
   evaluators' and a cross-dataset evaluation's rules);
-- ``config.experiment``: the experiment grid's rules;
 - the batch sizes over the devices in use: :func:`chestattn_jax.sharding.check_config`.
+
+``config.experiment`` is read by the experiment command only, which adds its rules
+(:func:`chestattn_jax.experiment.grid.check_config`) through ``checks``.
 """
 
 from __future__ import annotations
 
 from chestattn_jax import losses, sharding, train
 from chestattn_jax.config import get_base_config
-from chestattn_jax.config_checks import SEED_LIMIT, ConfigError, Problems
+from chestattn_jax.config_checks import ConfigError, Problems
 from chestattn_jax.data import input_pipeline
 from chestattn_jax.evaluation import settings
 from chestattn_jax.models import convert, nets
@@ -33,40 +35,6 @@ __all__ = ["MODES", "ConfigError", "problems", "validate"]
 MODES = ("train", "evaluate", "predict")
 
 
-def _check_experiment(p: Problems, mode: str) -> None:
-
-    p.int("experiment.folds", 1, "at least 1")
-    variants = p.value("experiment.variants")
-    if (
-        not isinstance(variants, list | tuple)
-        or not variants
-        or any(v not in nets.VARIANTS for v in variants)
-        or len(set(variants)) < len(variants)
-    ):
-        p.add(
-            "experiment.variants",
-            f"must be a tuple of distinct variants from {', '.join(nets.VARIANTS)}, "
-            "e.g. \"('image','class')\".",
-        )
-    weights = p.value("experiment.entropy_weights")
-    if (
-        not isinstance(weights, list | tuple)
-        or not weights
-        or not all(p.is_real(w) and w >= 0 for w in weights)
-        or len(set(weights)) < len(weights)
-    ):
-        p.add("experiment.entropy_weights", "must be a tuple of distinct numbers, each at least 0.")
-    seeds = p.value("experiment.seeds")
-    if (
-        not isinstance(seeds, list | tuple)
-        or not seeds
-        or not all(p.is_int(s) and 0 <= s < SEED_LIMIT for s in seeds)
-        or len(set(seeds)) < len(seeds)
-    ):
-        p.add("experiment.seeds", "must be a tuple of distinct integers from 0 to 2**32 - 1.")
-    p.choice("experiment.lambda_criterion", ("mean_auc", "bce"))
-
-
 # The owners' checks, in the order their problems are listed.
 CHECKS = (
     input_pipeline.check_config,
@@ -75,18 +43,19 @@ CHECKS = (
     losses.check_config,
     train.check_config,
     settings.check_config,
-    _check_experiment,
 )
 
 
-def validate(config, mode: str = "train", *, num_devices: int | None = None) -> None:
+def validate(config, mode: str = "train", *, num_devices: int | None = None, checks=()) -> None:
     """Raises :class:`ConfigError` listing every problem :func:`problems` finds."""
-    found = problems(config, mode, num_devices=num_devices)
+    found = problems(config, mode, num_devices=num_devices, checks=checks)
     if found:
         raise ConfigError(found)
 
 
-def problems(config, mode: str = "train", *, num_devices: int | None = None) -> list[str]:
+def problems(
+    config, mode: str = "train", *, num_devices: int | None = None, checks=()
+) -> list[str]:
     """Every value of ``config`` that a ``mode`` run (train | evaluate | predict) cannot use
     or would silently ignore, each as ``config.FIELD=VALUE: what is allowed``.
 
@@ -95,7 +64,9 @@ def problems(config, mode: str = "train", *, num_devices: int | None = None) -> 
     classes against the data set's, and that settings the chosen data set, split scheme,
     optimizer or augmentation switch ignore keep their defaults. ``num_devices`` (default:
     ``jax.device_count()``, read only for train and evaluate) is what batch sizes must be
-    multiples of. Reads no data and writes nothing.
+    multiples of. ``checks``: more ``check_config(p, mode)`` functions, of a command
+    that reads more of the config (the experiment's ``config.experiment``). Reads no data
+    and writes nothing.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {', '.join(MODES)}.")
@@ -106,7 +77,7 @@ def problems(config, mode: str = "train", *, num_devices: int | None = None) -> 
         return p.found  # the other checks would read the missing fields
     p.seed("seed")
     p.bool("allow_setting_changes")
-    for check in CHECKS:
+    for check in (*CHECKS, *checks):
         check(p, mode)
     if mode in ("train", "evaluate"):
         if num_devices is None:

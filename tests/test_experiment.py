@@ -12,7 +12,10 @@ from conftest import REPO, config_overrides, load_config, tiny_config
 from sklearn.metrics import roc_auc_score
 
 from chestattn_jax import experiment, validation
-from chestattn_jax.evaluation.record import Record
+from chestattn_jax.config import get_base_config
+from chestattn_jax.evaluation.inference_pass import Record
+from chestattn_jax.experiment import cli as experiment_cli
+from chestattn_jax.experiment import grid, pooled_report
 from chestattn_jax.metrics import patient_draw_weights
 
 DRAWS = 50
@@ -61,10 +64,28 @@ def test_cells_name_the_grid():
     ],
 )
 def test_experiment_fields_are_checked(field, value, message):
+    """By the experiment's own rules (grid.check_config), which only the experiment
+    command adds: python -m chestattn_jax.main does not read config.experiment."""
     config = grid_config()
     config.experiment[field.split(".")[1]] = value
-    found = validation.problems(config, "train", num_devices=1)
+    found = validation.problems(config, "train", num_devices=1, checks=(grid.check_config,))
     assert len(found) == 1 and found[0].startswith(f"config.{field}=") and message in found[0]
+    assert validation.problems(config, "train", num_devices=1) == []
+    with pytest.raises(validation.ConfigError, match=rf"config\.{field}="):
+        experiment.check(config)
+
+
+def test_a_prepared_data_set_needs_two_folds_reported_with_every_other_problem():
+    config = grid_config()
+    config.data.name, config.data.data_dir = "nih", "/prepared"
+    config.data.classes = ("Mass", "Nodule")
+    config.data.synthetic = get_base_config().data.synthetic
+    config.experiment.folds, config.eval.split = 1, "validation"
+    found = validation.problems(config, "train", num_devices=1, checks=(grid.check_config,))
+    assert "config.experiment.folds=1: a prepared data set is split into folds by patient" in (
+        "\n".join(found)
+    )
+    assert any(f.startswith("config.eval.split='validation': an experiment cell") for f in found)
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +241,7 @@ def test_lambda_choice_never_takes_an_undefined_score(criterion, expected, monke
     config.experiment.lambda_criterion = criterion
     scores = {0.0: float("nan"), 0.1: 0.7, 1.0: 0.8}
     monkeypatch.setattr(
-        experiment, "_validation_score", lambda root, cell, c: scores[cell.entropy_weight]
+        pooled_report, "_validation_score", lambda root, cell, c: scores[cell.entropy_weight]
     )
     lam, seen = experiment.choose_lambda(config, "/nowhere", 0, 0)
     assert lam == expected and seen == scores
@@ -236,8 +257,8 @@ def test_an_undefined_validation_auc_reads_as_nan(tmp_path):
     (w / "eval" / "metrics.json").write_text(json.dumps({"step": 4}))
     rows = [{"step": 4, "val/mean_auc": None, "val/bce": 0.5}, {"step": 8, "val/bce": 0.4}]
     (w / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert np.isnan(experiment._validation_score(tmp_path, cell, "mean_auc"))
-    assert experiment._validation_score(tmp_path, cell, "bce") == 0.5
+    assert np.isnan(pooled_report._validation_score(tmp_path, cell, "mean_auc"))
+    assert pooled_report._validation_score(tmp_path, cell, "bce") == 0.5
 
 
 def test_an_evaluation_the_report_cannot_read_is_refused():
@@ -464,7 +485,7 @@ def test_the_command_line_lists_one_cell(finished):
     ],
 )
 def test_flags_a_command_would_ignore_are_refused(given, refused):
-    message = experiment.ignored_flags(**given)
+    message = experiment_cli.ignored_flags(**given)
     assert message.startswith(f"{refused} cannot be given with ")
     for fine in (dict(listing=True, cell="3"), dict(report=True, num_draws=10), dict(cell="3")):
-        assert experiment.ignored_flags(**fine) is None
+        assert experiment_cli.ignored_flags(**fine) is None

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chestattn_jax import figures
+from chestattn_jax.reporting import plots as figures
 
 
 def png_size(path):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from chestattn_jax.localization import (
+from chestattn_jax.localization_metrics import (
     argmax_cells,
     cell_hits,
     overlap_scores,
@@ -88,7 +88,7 @@ def test_overlap_scores_thresholds_per_class():
 
 
 def test_cell_means_are_block_means():
-    from chestattn_jax.localization import cell_means
+    from chestattn_jax.localization_metrics import cell_means
 
     a = np.arange(64, dtype=float).reshape(8, 8)
     expected = a.reshape(4, 2, 4, 2).mean(axis=(1, 3))
@@ -102,7 +102,7 @@ def test_cell_means_are_block_means():
 
 
 def test_uniform_map_scores_a_random_cell_and_the_whole_image():
-    from chestattn_jax.localization import LocalizationScores
+    from chestattn_jax.localization_metrics import LocalizationScores
 
     truth = np.zeros((1, 16, 16), bool)
     truth[0, 4:8, 4:12] = True  # exactly cells (1, 1) and (1, 2) of a 4 x 4 grid
@@ -114,7 +114,7 @@ def test_uniform_map_scores_a_random_cell_and_the_whole_image():
 
 
 def test_class_prior_is_the_mean_mask_and_leaves_an_image_out():
-    from chestattn_jax.localization import ClassPrior
+    from chestattn_jax.localization_metrics import ClassPrior
 
     s = 8
     first, second = np.zeros((2, s, s), bool), np.zeros((2, s, s), bool)
@@ -136,7 +136,7 @@ def test_class_prior_is_the_mean_mask_and_leaves_an_image_out():
 
 def test_the_prior_wins_where_every_finding_lies_in_one_place():
     """A fixed location per class: the prior points at it every time, a uniform map seldom."""
-    from chestattn_jax.localization import ClassPrior, LocalizationScores
+    from chestattn_jax.localization_metrics import ClassPrior, LocalizationScores
 
     n, s = 6, 16
     masks = np.zeros((n, 2, s, s), bool)
@@ -178,7 +178,7 @@ def test_evaluation_passes_over_the_split_once(tiny_run, tmp_path, monkeypatch):
     from conftest import copy_workdir
 
     from chestattn_jax import evaluation
-    from chestattn_jax.evaluation import record
+    from chestattn_jax.evaluation import inference_pass as record
 
     config, workdir = tiny_run
     workdir = copy_workdir(workdir, tmp_path / "w")
@@ -205,7 +205,7 @@ def test_evaluation_passes_over_the_split_once(tiny_run, tmp_path, monkeypatch):
 def test_cells_hit_is_cell_hits_of_every_cell():
     """The integral-image version agrees with the cell-by-cell one, also where the grid
     does not divide the image (cells then overlap by a pixel)."""
-    from chestattn_jax.localization import cells_hit
+    from chestattn_jax.localization_metrics import cells_hit
 
     rng = np.random.default_rng(0)
     for size, h, w in [(16, 4, 4), (32, 3, 5), (31, 7, 4)]:

@@ -109,7 +109,7 @@ def test_one_table_writer_for_markdown_and_csv():
     import csv
     import io
 
-    from chestattn_jax.tables import csv_text, markdown
+    from chestattn_jax.reporting.text_tables import csv_text, markdown
 
     header, rows = ["class", "AUC"], [["A", "0.9"], ["B, C", None]]
     assert markdown(header, rows) == "| class | AUC |\n|---|---|\n| A | 0.9 |\n| B, C |  |"

@@ -13,7 +13,7 @@ from conftest import REPO, tiny_config
 from PIL import Image
 from raw_fixtures import write_dicom
 
-from chestattn_jax import predict as predict_lib
+from chestattn_jax import predict_images as predict_lib
 from chestattn_jax import sharding as shd
 from chestattn_jax.checkpointing import Checkpointer
 from chestattn_jax.data.images import letterbox, load_grayscale

@@ -14,7 +14,7 @@ from conftest import REPO, tiny_config
 
 from chestattn_jax import evaluation, train
 from chestattn_jax.checkpointing import Checkpointer
-from chestattn_jax.evaluation.evaluators.auc import per_class_auc
+from chestattn_jax.metrics import per_class_auc
 
 
 def read_jsonl(path):

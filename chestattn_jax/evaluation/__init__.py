@@ -7,15 +7,15 @@ Read in this order:
 2. :mod:`.pipeline`: restores the checkpoint and runs the pass, then the evaluators,
    then writes ``predictions.npz`` and ``metrics.json`` (last: it marks a complete
    evaluation).
-3. :mod:`.record`: the pass itself, and the record it leaves (``predictions.npz``,
+3. :mod:`.inference_pass`: the pass itself, and the record it leaves (``predictions.npz``,
    which ``compare`` reads).
 4. :mod:`.evaluators`: the plug-ins named by ``config.eval.evaluators``: ``auc``,
    ``localization``, ``figures``, ``tables``; adding one is adding a module there.
 5. :mod:`.class_map`: scoring a model on another data set through a class map.
 """
 
+from chestattn_jax.evaluation.inference_pass import Record
 from chestattn_jax.evaluation.pipeline import evaluate, evaluate_state, split_metrics
-from chestattn_jax.evaluation.record import Record
 from chestattn_jax.evaluation.settings import (
     check_setting_changes,
     plan_evaluation,

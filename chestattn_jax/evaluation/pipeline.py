@@ -11,12 +11,12 @@ from etils import epath
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.data.input_pipeline import create_source
 from chestattn_jax.evaluation import class_map, evaluators
-from chestattn_jax.evaluation.evaluators.auc import per_class_auc
-from chestattn_jax.evaluation.record import run_pass
+from chestattn_jax.evaluation.inference_pass import run_pass
 from chestattn_jax.evaluation.settings import plan_evaluation
-from chestattn_jax.inference import restore_for_inference
 from chestattn_jax.losses import class_weights
+from chestattn_jax.metrics import per_class_auc
 from chestattn_jax.steps import make_eval_step
+from chestattn_jax.trained_model import restore_for_inference
 
 
 def evaluate(config, workdir: str, *, replace_other_settings: bool = False) -> dict:

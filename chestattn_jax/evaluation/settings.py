@@ -29,7 +29,7 @@ from chestattn_jax.data import sources
 from chestattn_jax.data.input_pipeline import dataset_fingerprint
 from chestattn_jax.data.splits import SPLIT_NAMES
 from chestattn_jax.evaluation import class_map, evaluators
-from chestattn_jax.inference import check_model_fields
+from chestattn_jax.trained_model import check_model_fields
 
 # Which checkpoint an evaluation restores (config.eval.checkpoint).
 EVAL_CHECKPOINTS = ("best", "latest")

@@ -29,7 +29,7 @@ import importlib
 import pkgutil
 
 from chestattn_jax import workdir as workdir_lib
-from chestattn_jax.evaluation.record import Record
+from chestattn_jax.evaluation.inference_pass import Record
 
 
 @dataclasses.dataclass

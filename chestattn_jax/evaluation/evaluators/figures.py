@@ -14,9 +14,10 @@ import os
 
 import numpy as np
 
-from chestattn_jax import figures, files
+from chestattn_jax import files
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.evaluation import evaluators
+from chestattn_jax.reporting import plots
 
 
 class Evaluator(evaluators.Evaluator):
@@ -55,7 +56,7 @@ class Evaluator(evaluators.Evaluator):
         if not self.ctx.writes:
             return
         out_dir, classes = self.ctx.out_dir, list(record.classes)
-        figures.roc_curves(
+        plots.roc_curves(
             record.labels,
             record.probs,
             record.mask,
@@ -70,11 +71,13 @@ class Evaluator(evaluators.Evaluator):
         variant, sums, counts = self.ctx.config.model.variant, self.sums, self.counts
         index = np.asarray([e[0] for e in self.examples])
         labels, probs = record.labels[index], record.probs[index]
+        images = np.stack([e[1] for e in self.examples])
+        maps = np.stack([e[2] for e in self.examples])
         files.write_npz(
             os.path.join(out_dir, workdir_lib.ATTENTION_EXAMPLES_FILE),
             index=index,
-            images=np.stack([e[1] for e in self.examples]),
-            maps=np.stack([e[2] for e in self.examples]),
+            images=images,
+            maps=maps,
             labels=labels,
             probs=probs,
             classes=np.asarray(classes),
@@ -82,18 +85,16 @@ class Evaluator(evaluators.Evaluator):
             average_masks=sums / np.maximum(counts, 1)[:, None, None],
             average_counts=counts,
         )
-        rows = [
-            {
-                "image": image,
-                "labels": y,
-                "image_map": m if m.ndim == 2 else None,
-                "class_maps": m if m.ndim == 3 else None,
-                "title": f"test #{i}: " + ", ".join(classes[j] for j in np.flatnonzero(y)),
-            }
-            for (i, image, m), y in zip(self.examples, labels, strict=True)
-        ]
-        figures.attention_rows(rows, classes, os.path.join(out_dir, "overlays.png"))
-        figures.average_masks(
+        plots.fig2_attention(
+            os.path.join(out_dir, "overlays.png"),
+            classes,
+            index,
+            images,
+            labels,
+            image_maps=maps if maps.ndim == 3 else None,
+            class_maps=maps if maps.ndim == 4 else None,
+        )
+        plots.average_masks(
             {c: (sums[j] / counts[j] if counts[j] else None) for j, c in enumerate(classes)},
             dict(zip(classes, counts.tolist(), strict=True)),
             os.path.join(out_dir, "average_masks.png"),

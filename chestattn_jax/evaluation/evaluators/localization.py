@@ -3,7 +3,7 @@ NIH's boxes): the pointing game and IoU / IoBB per class, and the same scores fo
 baselines, always beside the model's:
 
 - the class prior: each class's average truth mask over the training split, as a fixed
-  map (:class:`chestattn_jax.localization.ClassPrior`). NIH's boxes lie in its test
+  map (:class:`chestattn_jax.localization_metrics.ClassPrior`). NIH's boxes lie in its test
   list only; the prior is then built from the evaluated split, and each image is scored
   with a prior that leaves its own masks out;
 - a uniform map, which favours no cell (a cell drawn at random).
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from chestattn_jax.evaluation import evaluators
-from chestattn_jax.localization import ClassPrior, LocalizationScores
+from chestattn_jax.localization_metrics import ClassPrior, LocalizationScores
 
 # Training images the class prior is built from, at most (evenly spaced over the split).
 PRIOR_MAX_IMAGES = 2000

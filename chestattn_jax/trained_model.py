@@ -62,7 +62,7 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
     checked against ``config``'s model. Returns ``(state, step, mesh)``.
 
     An unreadable checkpoint is passed over, with a warning, for the next in order
-    (the rule training resumes by; :meth:`Checkpointer.restore_for_inference`).
+    (the rule training resumes by; :meth:`Checkpointer.restore_preferred`).
     """
     problem = not_a_run(workdir, "--workdir={run}")
     if problem:
@@ -71,7 +71,7 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
     checkpointer = Checkpointer(workdir, read_only=True)
     try:
         mesh = shd.make_mesh()
-        step, state, _ = checkpointer.restore_for_inference(abstract_state(config, mesh), which)
+        step, state, _ = checkpointer.restore_preferred(abstract_state(config, mesh), which)
     except CheckpointMismatch as e:
         raise CheckpointMismatch(
             f"{e} Evaluate with the config the workdir was trained with "

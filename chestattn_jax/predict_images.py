@@ -38,10 +38,11 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from chestattn_jax import figures, files, inference
+from chestattn_jax import files, trained_model
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.checkpointing import CheckpointError
 from chestattn_jax.data.images import letterbox, load_grayscale
+from chestattn_jax.reporting import plots
 
 PREDICTIONS_FILE = "predictions.json"
 
@@ -95,12 +96,12 @@ def load_images(paths, size: int):
     images, errors, warnings = {}, [], {}
     for path in paths:
         try:
-            images[path] = letterbox(load_grayscale(inference.regular_file(path)), size)
+            images[path] = letterbox(load_grayscale(trained_model.regular_file(path)), size)
         except Exception as e:  # any reader or resize failure of this one file
             logging.warning("Skipping %s: %s: %s", path, type(e).__name__, e)
             errors.append({"path": path, "error": f"{type(e).__name__}: {e}"})
             continue
-        warnings[path] = inference.view_warnings(path)
+        warnings[path] = trained_model.view_warnings(path)
         for w in warnings[path]:
             logging.warning("%s", w)
     return images, errors, warnings
@@ -175,7 +176,7 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
     out_dir = output_dir or os.path.join(workdir, workdir_lib.PREDICT_DIR)
     try:
         _check_output_dir(out_dir, paths)
-        model = inference.restore(config, workdir, config.eval.checkpoint)
+        model = trained_model.restore(config, workdir, config.eval.checkpoint)
     except (ValueError, OSError, CheckpointError) as e:
         raise _with_message(e, _earlier_result(out_dir)) from None
     step, classes, size = model.step, model.classes, model.image_size
@@ -192,7 +193,7 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
         probs, maps = model.predict_letterboxed(np.stack([images[p] for p in ok]))
         for r, path in enumerate(ok):
             overlay = os.path.join(out_dir, names[path])
-            figures.image_overlays(
+            plots.image_overlays(
                 images[path],
                 None if maps is None else maps[r],
                 classes,

@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from chestattn_jax.localization import upsample_map
+from chestattn_jax.localization_metrics import upsample_map
 from chestattn_jax.workdir import write_bytes
 
 DPI = 100
@@ -160,6 +160,27 @@ def attention_rows(examples: list[dict], class_names, path: str) -> str:
             ax.set_axis_off()
     fig.tight_layout()
     return _save(fig, path)
+
+
+def fig2_attention(
+    path: str, class_names, index, images, labels, image_maps=None, class_maps=None
+) -> str:
+    """Paper Fig. 2 (:func:`attention_rows`) for the test images ``index``: ``images``
+    ``(n, S, S)``, ``labels`` ``(n, k)``, and the image-based model's maps ``(n, h, w)``,
+    the class-based model's ``(n, k, h, w)`` or both (one model's evaluation, or
+    ``compare`` with both models). Each row is titled with its index and findings."""
+    rows = [
+        {
+            "image": images[r],
+            "labels": labels[r],
+            "image_map": None if image_maps is None else image_maps[r],
+            "class_maps": None if class_maps is None else class_maps[r],
+            "title": f"test #{int(i)}: "
+            + ", ".join(class_names[j] for j in np.flatnonzero(labels[r])),
+        }
+        for r, i in enumerate(index)
+    ]
+    return attention_rows(rows, class_names, path)
 
 
 def average_masks(masks: dict, counts: dict, path: str, title: str = "") -> str:
