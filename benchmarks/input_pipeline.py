@@ -84,7 +84,7 @@ def main(argv):
     del argv
     from chestattn_jax.config import get_base_config
     from chestattn_jax.data import prepare as prep
-    from chestattn_jax.data.prepared_source import open_split
+    from chestattn_jax.data.record_reader import open_split
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

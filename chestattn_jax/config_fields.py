@@ -81,13 +81,6 @@ SPLIT_FIELDS = {
 }
 
 
-def synthetic_fields(config) -> tuple[str, ...]:
-    """The phantoms' fields (``data.synthetic.*``): all of them, split sizes included,
-    decide the phantom data set, so that a difference is named by its field. Read from
-    the config itself: a new phantom field is covered without a change here."""
-    return tuple(f"data.synthetic.{k}" for k in config.data.synthetic)
-
-
 def to_json(value):
     """A config value as ``config.json`` holds it: ConfigDicts as dicts, tuples as lists."""
     if hasattr(value, "to_dict"):

@@ -232,7 +232,7 @@ def test_validate_knows_every_choice_the_code_checks_where_it_is_used():
     every value and refuses any other: the two cannot drift apart."""
     from chestattn_jax.data.augment import _RESAMPLE
     from chestattn_jax.data.chexpert import POLICIES
-    from chestattn_jax.data.input_pipeline import DATASETS
+    from chestattn_jax.data.sources import names as dataset_names
     from chestattn_jax.data.splits import SCHEMES, SPLIT_NAMES
     from chestattn_jax.losses import CLASS_WEIGHT_SCHEMES
     from chestattn_jax.models.attention import COMPATIBILITIES, NORMALISATIONS
@@ -272,7 +272,7 @@ def test_validate_knows_every_choice_the_code_checks_where_it_is_used():
         config = configured("chexpert", **{field: "nonsense"})
         found = problems(config, "train", num_devices=1)
         assert found == [f"config.{field}='nonsense': expected one of {', '.join(values)}."]
-    for name in DATASETS:
+    for name in dataset_names():
         assert problems(configured(name), "train", num_devices=1) == []
 
 

@@ -37,6 +37,7 @@ from chestattn_jax.data.raw import (
     find_file,
     read_only,
 )
+from chestattn_jax.data.source import Prepared, PrepareOption, prepared_source
 
 DATASET_DIRS = ("CheXpert-v1.0-small", "CheXpert-v1.0")
 CSV_FILES = {"train": "train.csv", "valid": "valid.csv"}
@@ -292,3 +293,29 @@ def check_config(p, mode: str) -> None:
                 "data.uncertainty_per_class",
                 f"gives {c!r} the policy {policy!r}; expected one of {', '.join(POLICIES)}.",
             )
+
+
+def read_raw(raw_dir: str, *, frontal_only: bool = True) -> list[RawExample]:
+    """Every example of the raw folder with the full class list, for prepare: uncertain
+    labels are kept apart (label 0, mask 0) so that the policy can be chosen at training
+    time (``config.data.uncertainty``)."""
+    return load(raw_dir, CHEXPERT_CLASSES, uncertainty="ignore", frontal_only=frontal_only)
+
+
+SOURCE = prepared_source(
+    "chexpert",
+    CHEXPERT_CLASSES,
+    Prepared(
+        builder_name="chexpert",
+        read_raw=read_raw,
+        options=(
+            PrepareOption(
+                "frontal_only", True, "CheXpert: keep frontal images only.", recorded=bool
+            ),
+        ),
+        exporter="chestattn_jax.data.export:CHEXPERT",
+    ),
+    views=VIEWS,
+    uncertain_labels=True,
+    check_config=check_config,
+)

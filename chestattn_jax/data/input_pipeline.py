@@ -22,34 +22,22 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from chestattn_jax.config_fields import PREPARED_FIELDS
-from chestattn_jax.data import augment, chexpert, nih, splits, synthetic
-from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_CLASSES
-from chestattn_jax.data.synthetic import PHANTOM_CLASSES, PhantomChestXray, PhantomConfig
-from chestattn_jax.files import require_gcs
+from chestattn_jax.data import augment, sources, splits
 
-DATASETS = ("synthetic", "nih", "chexpert")
 BATCH_KEYS = ("image", "labels", "mask")
-# The classes and view positions of each data set.
-CLASSES = {"synthetic": PHANTOM_CLASSES, "nih": NIH_CLASSES, "chexpert": CHEXPERT_CLASSES}
-VIEWS = {"nih": nih.VIEWS, "chexpert": chexpert.VIEWS}
 # The smallest image side: the ResNet backbone's total stride (gate 3's maps are 16 times
 # smaller than the image).
 MIN_IMAGE_SIZE = 32
 
 
-def known_classes(name: str) -> tuple[str, ...]:
-    """The classes a data set (``config.data.name``) has."""
-    return CLASSES[name]
-
-
 def check_config(p, mode: str) -> None:
     """The rules of ``config.data``, added to ``p`` (a
     :class:`chestattn_jax.config_checks.Problems`): the data set and its classes, the image
-    and pipeline settings, then each part's own rules (splits, augmentation, phantoms,
-    uncertain labels), and the settings the chosen data set would silently ignore."""
-    name = p.choice("data.name", DATASETS)
-    _check_classes(p, name)
+    and pipeline settings, then each part's own rules (splits, augmentation, each data
+    set's settings), and the settings the chosen data set would silently ignore."""
+    name = p.choice("data.name", sources.names())
+    source = sources.get(name) if name is not None else None
+    _check_classes(p, source)
     p.int(
         "data.image_size",
         MIN_IMAGE_SIZE,
@@ -65,59 +53,43 @@ def check_config(p, mode: str) -> None:
     p.int("data.read_threads", 0, "at least 0")
     p.int("data.prefetch_batches", 0, "at least 0")
 
-    split = splits.check_config(p, mode)
+    splits.check_config(p, mode)
     views = p.value("data.views")
-    known_views = VIEWS.get(name, ())
     if not isinstance(views, list | tuple) or not all(isinstance(v, str) for v in views):
         p.add("data.views", "must be a tuple of view names, e.g. ('PA',); () keeps every view.")
     elif len(set(views)) != len(views):
         p.add("data.views", "names a view more than once.")
-    elif name in VIEWS and not set(views) <= set(known_views):
-        unknown = [v for v in views if v not in known_views]
+    elif source is not None and source.views is not None and not set(views) <= set(source.views):
+        unknown = [v for v in views if v not in source.views]
         p.add(
             "data.views",
             f"{name} has no view {', '.join(map(repr, unknown))}; its views are "
-            f"{', '.join(known_views)} (() keeps every view).",
+            f"{', '.join(source.views)} (() keeps every view).",
         )
-    chexpert.check_config(p, mode)
     augment.check_config(p, mode)
-    synthetic.check_config(p, mode)
-
-    # Settings the chosen data set would silently ignore (unless a cross-dataset evaluation
-    # reads them for the evaluated data set).
-    cross = p.value("eval.dataset") in ("nih", "chexpert")
-    if name == "synthetic" and not cross:
-        for field in PREPARED_FIELDS:
-            p.ignored(
-                f"data.{field}",
-                "is ignored on synthetic data (config.data.name='synthetic'), whose splits "
-                "are config.data.synthetic.*_size",
-            )
-    elif name == "synthetic":
-        p.ignored("data.data_dir", "is not read: the evaluated data set is config.eval.data_dir")
-    elif name is not None:
-        for field in p.default("data.synthetic").keys():
-            p.ignored(
-                f"data.synthetic.{field}",
-                f"is read for config.data.name='synthetic' only, not {name!r}",
-            )
-        if not p.value("data.data_dir"):
-            p.add(
-                "data.data_dir",
-                f"not set: config.data.name={name!r} reads a prepared "
-                f"data set; give its folder with --config.data.data_dir=DIR (made by python -m "
-                f"chestattn_jax.data.prepare --dataset={name} ...).",
-            )
-        elif not isinstance(p.value("data.data_dir"), str):
-            p.add("data.data_dir", "must be a folder name.")
-        if name == "nih" and p.value("eval.dataset") != "chexpert":
-            for field in ("uncertainty", "uncertainty_per_class"):
-                p.ignored(f"data.{field}", "has no effect on nih, whose labels are never uncertain")
-        if split is not None:
-            splits.check_scheme_fields(p, split)
+    for each in sources.SOURCES.values():  # named even where the chosen data set ignores it
+        if each.check_config is not None:
+            each.check_config(p, mode)
+    if source is None:
+        return
+    # Settings the chosen data set would silently ignore: the other data sets' own.
+    for other in sources.SOURCES.values():
+        if other is not source and other.settings is not None:
+            for field in p.default(other.settings).keys():
+                p.ignored(
+                    f"{other.settings}.{field}",
+                    f"is read for config.data.name={other.name!r} only, not {name!r}",
+                )
+    # A cross-dataset evaluation reads the data settings for the evaluated data set.
+    evaluated = p.value("eval.dataset")
+    evaluated = sources.SOURCES.get(evaluated) if isinstance(evaluated, str) else None
+    if evaluated is not None and not evaluated.prepared:
+        evaluated = None
+    if source.check_chosen is not None:
+        source.check_chosen(p, source, evaluated)
 
 
-def _check_classes(p, name: str | None) -> None:
+def _check_classes(p, source) -> None:
     classes = p.value("data.classes")
     if (
         not isinstance(classes, list | tuple)
@@ -129,9 +101,9 @@ def _check_classes(p, name: str | None) -> None:
     repeated = sorted({c for c in classes if classes.count(c) > 1})
     if repeated:
         p.add("data.classes", f"names {', '.join(map(repr, repeated))} more than once.")
-    if name is None:
+    if source is None:
         return
-    known = known_classes(name)
+    known = source.classes
     unknown = [c for c in classes if c not in known]
     if unknown:
         hint = ""
@@ -142,7 +114,7 @@ def _check_classes(p, name: str | None) -> None:
             )
         p.add(
             "data.classes",
-            f"the {name} data set has no class {', '.join(map(repr, unknown))}{hint}; its "
+            f"the {source.name} data set has no class {', '.join(map(repr, unknown))}{hint}; its "
             f"classes are {', '.join(known)}.",
         )
 
@@ -158,31 +130,7 @@ def create_source(config, split: str):
     Every source yields ``{"image": (H, W, C) uint8, "labels": (k,), "mask": (k,)}``
     and has ``positive_counts()`` (``(k,)`` positives over the split).
     """
-    d = config.data
-    if d.name not in DATASETS:
-        raise ValueError(
-            f"Unknown dataset {d.name!r} (config.data.name); expected one of {', '.join(DATASETS)}."
-        )
-    if d.name == "synthetic":
-        syn = d.synthetic
-        return PhantomChestXray(
-            size=int(syn[f"{split}_size"]),
-            split=split,
-            seed=syn.seed,
-            config=PhantomConfig(
-                image_size=d.image_size,
-                lesion_contrast=syn.lesion_contrast,
-                lesion_size=syn.lesion_size,
-                noise=syn.noise,
-                prevalence_scale=syn.prevalence_scale,
-                location_variability=syn.location_variability,
-            ),
-            classes=tuple(d.classes),
-        )
-    require_gcs(d.data_dir, "config.data.data_dir")
-    from chestattn_jax.data.prepared_source import open_split  # TFDS is imported only for real data
-
-    return open_split(config, split)
+    return sources.get(config.data.name, "config.data.name").open_split(config, split)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,31 +286,4 @@ def dataset_fingerprint(config) -> dict:
       chestattn_jax.files.CloudStorageUnavailable: a ``gs://`` ``data_dir`` without the
         ``gcs`` extra installed.
     """
-    import hashlib
-    import json
-
-    d = config.data
-    if d.name not in DATASETS:
-        raise ValueError(
-            f"Unknown dataset {d.name!r} (config.data.name); expected one of {', '.join(DATASETS)}."
-        )
-    if d.name != "synthetic":
-        require_gcs(d.data_dir, "config.data.data_dir")
-        from chestattn_jax.data.prepared_source import provenance  # TFDS only for real data
-
-        return provenance(d.name, d.data_dir, int(d.image_size))
-    syn = d.synthetic
-    synthetic = syn.to_dict() if hasattr(syn, "to_dict") else dict(syn)
-    settings = {
-        "image_size": int(d.image_size),
-        "classes": list(d.classes),
-        "synthetic": synthetic,
-    }
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    return {
-        "name": "synthetic",
-        "image_size": int(d.image_size),
-        "fingerprint": f"sha256:{digest}",
-        "num_records": int(syn.train_size) + int(syn.validation_size) + int(syn.test_size),
-        "raw_dir": None,
-    }
+    return sources.get(config.data.name, "config.data.name").fingerprint(config)

@@ -41,6 +41,7 @@ from chestattn_jax.data.raw import (
     read_only,
     text_lines,
 )
+from chestattn_jax.data.source import Prepared, PrepareOption, prepared_source
 
 # The corrected 2020 metadata first: it fixes ages and some labels of the 2017 file.
 DATA_ENTRY_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
@@ -301,3 +302,29 @@ def load(
         wanted = "" if views is None else f" with a view in {tuple(views)}"
         raise DataFormatError(f"{entry_path}: no image{wanted}.")
     return examples
+
+
+def read_raw(raw_dir: str, *, nih_views: Sequence[str] = VIEWS) -> list[RawExample]:
+    """Every example of the raw folder with the full class list, for prepare."""
+    return load(raw_dir, NIH_CLASSES, views=tuple(nih_views))
+
+
+SOURCE = prepared_source(
+    "nih",
+    NIH_CLASSES,
+    Prepared(
+        builder_name="nih_chest_xray14",
+        read_raw=read_raw,
+        options=(
+            PrepareOption(
+                "nih_views",
+                VIEWS,
+                "NIH view positions to keep.",
+                recorded=lambda views: sorted(set(views)),
+            ),
+        ),
+        box_frame=NIH_BOX_FRAME,
+        exporter="chestattn_jax.data.export:NIH",
+    ),
+    views=VIEWS,
+)

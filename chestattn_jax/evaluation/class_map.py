@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 
-from chestattn_jax.data.input_pipeline import known_classes
+from chestattn_jax.data import sources
 
 # Different names for the same finding (model class, data set class), both directions.
 EQUIVALENTS = (("Effusion", "Pleural Effusion"),)
@@ -90,7 +90,7 @@ def pairs(config) -> list[tuple[str, str]]:
     """The class map of ``config`` (cross-dataset evaluation only)."""
     text = config.eval.class_map
     try:
-        return parse(text, config.data.classes, known_classes(config.eval.dataset))
+        return parse(text, config.data.classes, sources.get(config.eval.dataset).classes)
     except ValueError as e:
         raise ValueError(f"config.eval.class_map={text!r}: {e}") from None
 
@@ -115,14 +115,11 @@ def columns(config) -> list[int]:
     return [model.index(a) for a, _ in pairs(config)]
 
 
-# The data sets a cross-dataset evaluation can score on (config.eval.dataset).
-DATASETS = ("nih", "chexpert")
-
-
 def check_config(p, mode: str) -> None:
     """The rules of a cross-dataset evaluation (``config.eval.dataset``, ``data_dir`` and
     ``class_map``), added to ``p`` (a :class:`chestattn_jax.config_checks.Problems`)."""
-    name = p.choice("eval.dataset", ("", *DATASETS))
+    # A cross-dataset evaluation scores on a prepared data set.
+    name = p.choice("eval.dataset", ("", *sources.prepared_names()))
     if name and mode != "evaluate":
         p.add(
             "eval.dataset",
@@ -146,6 +143,6 @@ def check_config(p, mode: str) -> None:
         p.add("eval.class_map", 'must be a string: "exact", "MODEL=DATA,...", or both.')
     elif "data.classes" not in p.reported:
         try:
-            parse(text, classes, known_classes(name))
+            parse(text, classes, sources.get(name).classes)
         except ValueError as e:
             p.add("eval.class_map", str(e))

@@ -25,6 +25,7 @@ from chestattn_jax.config_fields import (
     INPUT_FIELDS,
     MODEL_FIELDS,
 )
+from chestattn_jax.data import sources
 from chestattn_jax.data.input_pipeline import dataset_fingerprint
 from chestattn_jax.data.splits import SPLIT_NAMES
 from chestattn_jax.evaluation import class_map, evaluators
@@ -37,9 +38,7 @@ FINGERPRINT = "dataset fingerprint"
 
 
 def _data_fields(config) -> tuple[str, ...]:
-    return DATA_FIELDS + (
-        fields.synthetic_fields(config) if config.data.name == "synthetic" else ()
-    )
+    return DATA_FIELDS + sources.get(config.data.name).setting_fields(config)
 
 
 def _trained_fields(config) -> tuple[str, ...]:
@@ -76,10 +75,9 @@ def trained_setting_changes(
     if was and now and was != now:
         # A phantom fingerprint hashes these fields (and the classes): named above if
         # they differ. A prepared data set's hashes its raw inputs, which no field names.
-        inputs = ("data.image_size", *fields.synthetic_fields(config))
-        if config.data.name != "synthetic" or not fields.differences(
-            saved, config, inputs, source=path
-        ):
+        source = sources.get(config.data.name)
+        inputs = ("data.image_size", *source.setting_fields(config))
+        if source.prepared or not fields.differences(saved, config, inputs, source=path):
             changes[FINGERPRINT] = (was, now)
     return changes
 
@@ -90,7 +88,7 @@ def check_setting_changes(changes: dict, config, what: str) -> None:
     if not changes:
         return
     text = fields.describe_changes(changes, "the workdir was trained with")
-    if FINGERPRINT in changes and config.data.name != "synthetic":
+    if FINGERPRINT in changes and sources.get(config.data.name).prepared:
         text += (
             " (the data set was prepared again, from other raw images or with other options, "
             f"since training: compare the workdir's {workdir_lib.DATASET_FILE} with the "
