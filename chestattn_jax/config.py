@@ -36,7 +36,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.data.prefetch_batches = 8  # training batches prepared ahead
     # Prepared data sets (nih, chexpert): patient-disjoint splits, see data/splits.py.
     # random (70/10/20) | kfold (each fold the test set once: 58/8/33 % by patient with the
-    # default val_fraction; our reading of the paper's "3-fold", see README) | official
+    # default val_fraction; our reading of the paper's "3-fold", see docs/data.md) | official
     config.data.split = "random"
     config.data.split_fractions = (0.7, 0.1, 0.2)
     config.data.num_folds = 3
@@ -145,7 +145,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.eval.class_map = "exact"
 
     # The paper's experiment (python -m chestattn_jax.experiment): a grid of runs, folds x
-    # variants x λ (class model only) x seeds, each in ROOT/<cell>; see experiment.py.
+    # variants x λ (class model only) x seeds, each in ROOT/<cell>; see chestattn_jax/experiment/.
     config.experiment = ml_collections.ConfigDict()
     # Prepared data: data.split=kfold with data.num_folds=folds, fold f tested in cell f.
     # Phantoms: fold f draws its own phantoms (data.synthetic.seed + f).

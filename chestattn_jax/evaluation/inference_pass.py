@@ -191,3 +191,32 @@ def _model_inputs(batch, columns, num_outputs) -> dict:
         wide[:, columns] = batch[key]
         out[key] = wide
     return out
+
+
+def check_paired(workdirs, records) -> None:
+    """Raises a ``ValueError`` unless every record lists the same examples, in the same
+    order, with the same labels, masks and classes as the first: a paired comparison
+    scores every model on the same images."""
+    ref = records[0]
+    for w, r in zip(workdirs[1:], records[1:], strict=True):
+        problems = []
+        if r.classes != ref.classes or r.evaluated_as != ref.evaluated_as:
+            problems.append(f"classes {', '.join(r.classes)} against {', '.join(ref.classes)}")
+        elif len(r) != len(ref):
+            problems.append(f"{len(r)} images against {len(ref)}")
+        elif not np.array_equal(r.example_ids, ref.example_ids):
+            first = int(np.flatnonzero(r.example_ids != ref.example_ids)[0])
+            problems.append(
+                f"other images (row {first}: {str(r.example_ids[first])!r} against "
+                f"{str(ref.example_ids[first])!r})"
+            )
+        elif not np.array_equal(r.patient_ids, ref.patient_ids):
+            problems.append("other patient ids")
+        elif not (np.array_equal(r.labels, ref.labels) and np.array_equal(r.mask, ref.mask)):
+            problems.append("other labels (another uncertainty policy?)")
+        if problems:
+            raise ValueError(
+                f"{w} was evaluated on another split than {workdirs[0]}: "
+                f"{problems[0]}. A paired comparison needs the same images, labels and "
+                "classes; evaluate both on the same data set, split and class list."
+            )

@@ -86,8 +86,7 @@ def report(config, root, num_draws: int = 1000, seed: int = 0) -> dict:
 
     Raises a ``ValueError`` before reading any result if a cell is not finished, or was
     finished under other settings than ``config`` gives it (:func:`changed_cells`)."""
-    from chestattn_jax import compare
-    from chestattn_jax.evaluation.inference_pass import Record
+    from chestattn_jax.evaluation.inference_pass import Record, check_paired
     from chestattn_jax.reporting import plots
 
     e = config.experiment
@@ -124,7 +123,7 @@ def report(config, root, num_draws: int = 1000, seed: int = 0) -> dict:
                 evaluated = workdir_lib.read_json(path.parent / "metrics.json")
                 localization[v].append(evaluated.get("localization"))
             names = list(e.variants)
-            compare.check_paired(names, [records[v][-1] for v in names])
+            check_paired(names, [records[v][-1] for v in names])
         classes = list(records[e.variants[0]][0].classes)
         pooled = {v: _pooled(records[v], folds) for v in e.variants}
         ref = pooled[e.variants[0]]
