@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import tiny_config, tiny_nih_config
 from sklearn.metrics import roc_auc_score
 
 import chestattn_jax
@@ -98,12 +98,7 @@ def trained_on_nih(tmp_path_factory):
     prep.prepare("nih", str(root / "nih_raw"), str(root / "nih"), SIZE)
     export_chexpert(str(root / "chexpert_raw"), 240, seed=7, config=PHANTOMS)
     prep.prepare("chexpert", str(root / "chexpert_raw"), str(root / "chexpert"), SIZE)
-    config = tiny_config("class", batch_size=8, num_steps=6, eval_every_steps=6)
-    config.data.name, config.data.data_dir = "nih", str(root / "nih")
-    config.data.classes = NIH_CLASSES
-    config.data.synthetic = config_lib.get_base_config().data.synthetic  # read by nothing
-    config.loss.class_weights = "none"  # a small export: some classes lack positives
-    config.eval.batch_size = 16
+    config = tiny_nih_config(root / "nih", num_steps=6, eval_every_steps=6)
     workdir = str(root / "w")
     train.train_and_evaluate(config, workdir)
     return config, workdir, str(root / "chexpert")

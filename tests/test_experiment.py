@@ -3,12 +3,10 @@ validation, and Tables 1-2 pooled over folds, checked against direct computation
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, config_overrides, load_config, tiny_config
+from conftest import load_config, tiny_config, tiny_flags
 from sklearn.metrics import roc_auc_score
 
 from chestattn_jax import config as config_lib
@@ -183,34 +181,25 @@ def test_report_refuses_unfinished_cells(finished, tmp_path):
         experiment.report(config, str(tmp_path / "empty"))
 
 
-def run_experiment(root, config, *flags):
+def run_experiment(cli, root, config, *flags):
     """``python -m chestattn_jax.experiment`` on ``root`` with ``config`` as overrides."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chestattn_jax.experiment",
-            "--config=configs/synthetic.py:class",
-            f"--workdir={root}",
-            *flags,
-            *config_overrides(config, load_config("synthetic", "class")),
-        ],
-        cwd=REPO,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-        capture_output=True,
-        text=True,
+    return cli(
+        f"--workdir={root}",
+        *flags,
+        *tiny_flags(config),
+        module="chestattn_jax.experiment",
         timeout=300,
     )
 
 
-def test_the_command_line_lists_the_cells(finished):
+def test_the_command_line_lists_the_cells(finished, cli):
     config, root = finished
-    proc = run_experiment(root, config, "--list")
+    proc = run_experiment(cli, root, config, "--list")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 4 and all("done" in line for line in lines)
     assert lines[1].split()[:2] == ["1", "fold0-class-lam0.1-seed0"]
-    bad = run_experiment(root, config, "--cell=99")
+    bad = run_experiment(cli, root, config, "--cell=99")
     assert bad.returncode != 0 and "FATAL: --cell='99' is not a cell" in bad.stderr
 
 
@@ -445,10 +434,10 @@ def test_cell_names_are_unique_and_name_lambda_exactly():
     assert len({c.name for c in experiment.cells(config)}) == len(experiment.cells(config))
 
 
-def test_the_command_line_lists_one_cell(finished):
+def test_the_command_line_lists_one_cell(finished, cli):
     """--cell with --list was ignored: every cell was listed."""
     config, root = finished
-    proc = run_experiment(root, config, "--list", "--cell=fold0-class-lam0.1-seed0")
+    proc = run_experiment(cli, root, config, "--list", "--cell=fold0-class-lam0.1-seed0")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].split()[:3] == ["1", "fold0-class-lam0.1-seed0", "done"]

@@ -3,13 +3,11 @@
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, tiny_config
+from conftest import REPO, tiny_config, tiny_flags
 from PIL import Image
 from raw_fixtures import write_dicom
 
@@ -295,18 +293,14 @@ def test_predict_on_the_real_radiographs(workdir, tmp_path):
         assert all(0.0 < v < 1.0 for v in p["probabilities"].values())
 
 
-def test_predict_command_line(workdir, images, tmp_path):
+def test_predict_command_line(workdir, images, tmp_path, cli):
     """The CLI writes every good prediction, then exits non-zero naming the bad files."""
-    _, wd, _ = workdir
+    config, wd, _ = workdir
     good, bad = images
     out = tmp_path / "cli"
     comma = str(tmp_path / "x,1.png")
     Image.open(good[0]).save(comma)
-    args = [
-        sys.executable,
-        "-m",
-        "chestattn_jax.main",
-        f"--config={REPO / 'configs' / 'synthetic.py'}",
+    proc = cli(
         f"--workdir={wd}",
         "--mode=predict",
         # A repeated path counts once; --images may be given again (the lists are joined:
@@ -314,12 +308,9 @@ def test_predict_command_line(workdir, images, tmp_path):
         f"--images={good[0]},{bad[1]}",
         f'--images={good[0]},"{comma}"',
         f"--output_dir={out}",
-        "--config.data.image_size=32",
-        "--config.model.num_filters=8",
-        "--config.data.classes=('Atelectasis','Effusion','Infiltration','Mass','Nodule')",
-    ]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+        *tiny_flags(config),  # the workdir's config: its model, the tests' batches
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "1 of 3 images failed" in proc.stderr and "broken.png" in proc.stderr
     result = json.loads((out / "predictions.json").read_text())

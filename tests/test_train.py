@@ -4,8 +4,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -228,7 +226,7 @@ def _without_log_lines(text: str) -> list[str]:
     ],
     ids=["train", "evaluate", "data_dir"],
 )
-def test_gcs_path_without_the_gcs_extra_is_one_fatal_line(tmp_path, args):
+def test_gcs_path_without_the_gcs_extra_is_one_fatal_line(tmp_path, cli, args):
     """Without gcsfs (the gcs extra), a gs:// workdir or data_dir ends the command with one
     FATAL line naming the path and the extra to install, and writes nothing."""
     # gcsfs is installed here: a package of that name that fails to import, first on the
@@ -241,17 +239,10 @@ def test_gcs_path_without_the_gcs_extra_is_one_fatal_line(tmp_path, args):
     run_dir = tmp_path / "cwd"  # a gs:// path mistaken for a local one would land here
     run_dir.mkdir()
     path = os.pathsep.join(p for p in (str(hidden.parent), os.environ.get("PYTHONPATH")) if p)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chestattn_jax.main",
-            *(a.format(tmp=tmp_path, repo=REPO) for a in args),
-        ],
+    result = cli(
+        *(a.format(tmp=tmp_path, repo=REPO) for a in args),
         cwd=run_dir,
-        env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": f"{path}{os.pathsep}{REPO}"},
-        capture_output=True,
-        text=True,
+        env={"PYTHONPATH": f"{path}{os.pathsep}{REPO}"},
         timeout=120,
     )
     assert result.returncode == 1, result.stderr[-3000:]
