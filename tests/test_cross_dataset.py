@@ -104,6 +104,7 @@ def trained_on_nih(tmp_path_factory):
     return config, workdir, str(root / "chexpert")
 
 
+@pytest.mark.slow
 def test_scores_on_the_other_data_set_equal_a_direct_computation(trained_on_nih):
     from chestattn_jax import evaluation
 
@@ -150,6 +151,7 @@ def test_scores_on_the_other_data_set_equal_a_direct_computation(trained_on_nih)
         assert len(json.load(f)["auc"]) == len(NIH_CLASSES)
 
 
+@pytest.mark.slow
 def test_another_class_map_gets_its_own_folder(trained_on_nih):
     from chestattn_jax import evaluation
 
@@ -168,6 +170,7 @@ def test_another_class_map_gets_its_own_folder(trained_on_nih):
     assert "roc_curves.png" not in files  # only the evaluators asked for
 
 
+@pytest.mark.slow
 def test_an_unprepared_evaluated_data_set_is_named_before_anything_is_written(
     trained_on_nih, tmp_path
 ):
@@ -182,6 +185,7 @@ def test_an_unprepared_evaluated_data_set_is_named_before_anything_is_written(
     assert sorted(os.listdir(workdir)) == before
 
 
+@pytest.mark.slow
 def test_the_evaluated_data_sets_label_policy_is_its_own(trained_on_nih):
     """NIH has no uncertain labels; CheXpert's are masked out under 'ignore'. Settings of
     the evaluated data set are not training settings: no refusal."""
@@ -210,6 +214,7 @@ def test_the_evaluated_data_sets_label_policy_is_its_own(trained_on_nih):
     assert sum(labelled["ignore"]) < sum(labelled["zeros"]), "the export has uncertain labels"
 
 
+@pytest.mark.slow
 def test_the_trained_data_set_through_eval_dataset_keeps_the_training_split(trained_on_nih):
     """Issue 21 case 5: eval.dataset naming the data set trained on, with another split
     seed, scored training patients as "test" and recorded no change. It is the trained

@@ -29,6 +29,7 @@ def listing(directory):
     )
 
 
+@pytest.mark.slow
 def test_evaluation_passes_over_a_damaged_best_checkpoint(tiny_run, tmp_path, caplog):
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
@@ -48,6 +49,7 @@ def test_evaluation_passes_over_a_damaged_best_checkpoint(tiny_run, tmp_path, ca
     assert listing(workdir / "checkpoints") == before  # evaluation moves nothing
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_is_damage_not_a_config_change(tiny_run, tmp_path):
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
@@ -71,6 +73,7 @@ def test_no_readable_checkpoint_is_damage_not_a_config_change(tiny_run, tmp_path
         assert (workdir / "config.json").read_bytes() == config_json
 
 
+@pytest.mark.slow
 def test_command_line_names_the_damaged_file_once(tiny_run, tmp_path, cli):
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
@@ -89,6 +92,7 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
 
 
+@pytest.mark.slow
 def test_a_failed_save_is_one_fatal_line_and_loses_nothing(tmp_path, cli):
     workdir = tmp_path / "w"
     # tiny_run's model and steps (compiled already), to its first checkpoint, at step 4.

@@ -110,6 +110,7 @@ def two_process_run(tmp_path_factory, resume_reference):
     return two, logs, (preempted, steps, data_files), finished
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_and_resume_after_preemption(
     two_process_run, resume_reference
 ):
@@ -153,6 +154,7 @@ def test_two_processes_train_like_one_and_resume_after_preemption(
     assert json.loads((two / "config.json").read_text())["train"]["num_steps"] == 12
 
 
+@pytest.mark.slow
 def test_one_process_failing_to_read_a_checkpoint_does_not_strand_the_other(
     two_process_run, tmp_path
 ):

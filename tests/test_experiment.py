@@ -74,6 +74,7 @@ def finished(tmp_path_factory):
     return config, root
 
 
+@pytest.mark.slow
 def test_every_cell_ran_and_a_second_run_skips_them(finished, monkeypatch):
     from chestattn_jax import train
 
@@ -87,6 +88,7 @@ def test_every_cell_ran_and_a_second_run_skips_them(finished, monkeypatch):
     assert len(calls) == 1 and calls[0][1].endswith("fold1-image-seed0")
 
 
+@pytest.mark.slow
 def test_report_pools_the_folds_and_matches_direct_computations(finished):
     config, root = finished
     out = experiment.report(config, root, num_draws=DRAWS, seed=3)
@@ -175,6 +177,7 @@ def test_report_pools_the_folds_and_matches_direct_computations(finished):
     assert table.count("\n| ") == 2 * (len(classes) + 1 + 1)  # AUC and localisation tables
 
 
+@pytest.mark.slow
 def test_report_refuses_unfinished_cells(finished, tmp_path):
     config, _ = finished
     with pytest.raises(ValueError, match=r"4 cells of .* are not finished: fold0-image-seed0"):
@@ -192,6 +195,7 @@ def run_experiment(cli, root, config, *flags):
     )
 
 
+@pytest.mark.slow
 def test_the_command_line_lists_the_cells(finished, cli):
     config, root = finished
     proc = run_experiment(cli, root, config, "--list")
@@ -387,6 +391,7 @@ def test_started_cells_resume_and_a_finished_cell_without_its_config_is_refused(
         experiment.run(config, root)
 
 
+@pytest.mark.slow
 def test_reevaluate_evaluates_again_only_cells_whose_evaluation_settings_changed(
     finished, tmp_path
 ):
@@ -434,6 +439,7 @@ def test_cell_names_are_unique_and_name_lambda_exactly():
     assert len({c.name for c in experiment.cells(config)}) == len(experiment.cells(config))
 
 
+@pytest.mark.slow
 def test_the_command_line_lists_one_cell(finished, cli):
     """--cell with --list was ignored: every cell was listed."""
     config, root = finished

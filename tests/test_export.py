@@ -92,6 +92,7 @@ def run_export(cli, *flags):
     return cli("--image_size=32", *flags, module="chestattn_jax.data.export", timeout=120)
 
 
+@pytest.mark.slow
 def test_a_non_empty_out_dir_is_refused_and_overwrite_leaves_exactly_the_new_export(tmp_path, cli):
     out = str(tmp_path / "raw")
     small = PhantomConfig(image_size=32)

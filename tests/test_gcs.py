@@ -43,6 +43,9 @@ from chestattn_jax.data import prepare as prep
 from chestattn_jax.data.export import export_nih
 from chestattn_jax.data.synthetic import PhantomConfig
 
+# Every test here starts a command in a process of its own (most of them train).
+pytestmark = pytest.mark.slow
+
 BUCKET = "chestattn-test"
 INSTALL = "pip install -e '.[dev,gcs-test]'"
 

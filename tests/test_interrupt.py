@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import (
     REPO,
     finish,
@@ -58,6 +59,7 @@ def _wait_until_stopped(proc, timeout=240):
     raise AssertionError("the run did not reach step 3")
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_the_step_exits_130_and_the_same_command_resumes(tmp_path, cli):
     workdir = tmp_path / "w"
     config = resume_config()
@@ -105,6 +107,7 @@ def test_ctrl_c_saves_the_step_exits_130_and_the_same_command_resumes(tmp_path, 
     assert [r["step"] for r in read_jsonl(workdir / "metrics.jsonl")] == [4, 4]
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once():
     """The first SIGINT is noted (and acted on after the step); a second one, while the
     checkpoint is written, ends the process as SIGINT does by default."""

@@ -6,6 +6,9 @@ import os
 import pytest
 from conftest import tiny_config, tiny_flags
 
+# Every test here starts the command line in a process of its own.
+pytestmark = pytest.mark.slow
+
 
 def test_train_then_evaluate_from_the_command_line(tmp_path, cli):
     workdir = tmp_path / "w"

@@ -110,6 +110,7 @@ def test_splits_are_patient_disjoint_and_complete(nih):
             assert set(index["source_split"][rows["test"]]) == {"test"}
 
 
+@pytest.mark.slow
 def test_same_seed_same_batches_and_workers_agree(nih):
     _, data_dir, _ = nih
     source = create_source(nih_config(data_dir), "train")
@@ -225,6 +226,7 @@ def test_unknown_class_names_the_class(nih):
         create_source(config, "train")
 
 
+@pytest.mark.slow
 def test_nih_config_trains_and_evaluates_from_prepared_data(nih, tmp_path):
     from chestattn_jax import train
 

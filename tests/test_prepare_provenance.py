@@ -250,6 +250,7 @@ def test_prepared_fingerprint_of_nothing_prepared(tmp_path):
 PREPARE = "chestattn_jax.data.prepare"
 
 
+@pytest.mark.slow
 def test_cli_says_what_it_did_and_exits_non_zero_when_it_cannot(raw, tmp_path, cli):
     def run_prepare(*args):
         return cli("--num_workers=0", *args, module=PREPARE, timeout=120)
@@ -274,6 +275,7 @@ def test_cli_says_what_it_did_and_exits_non_zero_when_it_cannot(raw, tmp_path, c
         assert os.path.exists(os.path.join(version, name))
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_stops_prepare_with_one_message(tmp_path, cli):
     """A decoding worker killed from outside (as the out-of-memory killer does) stops
     prepare with a FATAL line and nothing written, where it used to wait forever."""

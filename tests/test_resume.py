@@ -78,6 +78,7 @@ def runs(tmp_path_factory, resume_reference):
     yield resume_reference.done(), resumed, root, stages
 
 
+@pytest.mark.slow
 def test_preempted_killed_and_damaged_run_ends_bitwise_equal(runs):
     reference, resumed, root, stages = runs
     code, out = stages["sigterm"]
@@ -115,6 +116,7 @@ def test_preempted_killed_and_damaged_run_ends_bitwise_equal(runs):
     assert not all(np.array_equal(a, b) for a, b in zip(early, late, strict=True))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(runs, tmp_path):
     workdir = tmp_path / "w"
     shutil.copytree(runs[2] / "at_step_9", workdir)

@@ -30,6 +30,7 @@ def like(config, **changes):
     return set_fields(config.copy_and_resolve_references(), changes)
 
 
+@pytest.mark.slow
 def test_refused_training_writes_nothing(tiny_run, tmp_path):
     """A run refused because the checkpoints are of another model leaves config.json (and
     everything else) as it was, so that evaluate with the right config still works."""
@@ -59,6 +60,7 @@ def test_refused_training_writes_nothing(tiny_run, tmp_path):
         ("data.synthetic.test_size", 100, 72),
     ],
 )
+@pytest.mark.slow
 def test_evaluation_under_other_data_settings_is_refused(
     tiny_run, tmp_path, field, value, trained_with
 ):
@@ -75,6 +77,7 @@ def test_evaluation_under_other_data_settings_is_refused(
     assert snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_an_unknown_fingerprint_is_a_warning_not_a_change(tiny_run, tmp_path, caplog):
     """A data set prepared before fingerprints were recorded cannot be compared: that is
     said, not refused; and where the data set lies (raw_dir) is never compared."""
@@ -101,6 +104,7 @@ def test_an_unknown_fingerprint_is_a_warning_not_a_change(tiny_run, tmp_path, ca
     assert changes == {"dataset fingerprint": (recorded["fingerprint"], other["fingerprint"])}
 
 
+@pytest.mark.slow
 def test_allowed_change_is_recorded_in_a_folder_of_its_own(tiny_run, tmp_path):
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
@@ -118,6 +122,7 @@ def test_allowed_change_is_recorded_in_a_folder_of_its_own(tiny_run, tmp_path):
     assert "64 px" in (workdir / folders[0] / "per_class.md").read_text()
 
 
+@pytest.mark.slow
 def test_other_split_and_checkpoint_do_not_overwrite_the_test_results(tiny_run, tmp_path):
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
@@ -134,6 +139,7 @@ def test_other_split_and_checkpoint_do_not_overwrite_the_test_results(tiny_run, 
     assert test_results["settings"]["eval.checkpoint"] == "best"
 
 
+@pytest.mark.slow
 def test_an_evaluation_with_other_settings_is_not_overwritten(tiny_run, tmp_path):
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
@@ -158,6 +164,7 @@ def test_an_evaluation_with_other_settings_is_not_overwritten(tiny_run, tmp_path
     assert evaluation.evaluate(named, str(workdir))["bootstrap"]["num_draws"] == 10
 
 
+@pytest.mark.slow
 def test_an_evaluation_with_fewer_evaluators_leaves_no_file_of_the_earlier_one(tiny_run, tmp_path):
     """Issue 21 case 6: an evaluation with fewer evaluators left the earlier one's figures
     and attention_examples.npz (which compare reads) beside its new metrics.json. The
@@ -189,6 +196,7 @@ HOLD_LOCK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_second_training_run_is_refused_and_named(tiny_run, tmp_path):
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
