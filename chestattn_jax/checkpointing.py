@@ -11,8 +11,7 @@ Each checkpoint step holds three items:
 The most recent ``checkpoints_to_keep`` steps are kept, and so is the step with the
 best validation score (Orbax ``BestN`` on the ``score`` metric, lower is better: the
 validation loss, its classification part, or minus the mean AUC, as
-``config.train.early_stopping_metric`` says; steps saved before scores were recorded
-are ranked by ``val_loss``).
+``config.train.early_stopping_metric`` says).
 
 Orbax writes a step into a temporary directory and renames it when complete, so
 a run killed while saving (or stopped by a full disk) leaves only a
@@ -288,9 +287,10 @@ class Checkpointer:
             return newest_first
         scored = []
         for step in newest_first:
-            metrics = self._manager.metrics(step) or {}
-            if metrics.get("val_loss") is not None:
-                scored.append((float(_score(metrics)), step))
+            metrics = self._manager.metrics(step)
+            if metrics:  # else saved without a validation (e.g. at a preemption)
+                where = self.step_dir(step) / "metrics" / "metrics"
+                scored.append((float(_score(metrics, where)), step))
         ranked = [s for _, s in sorted(scored)]
         return ranked + [s for s in newest_first if s not in ranked]
 
@@ -409,10 +409,15 @@ def _chain(error: BaseException) -> list[BaseException]:
     return chain
 
 
-def _score(metrics: dict) -> float:
-    """What ranks a step: its validation score, lower is better (``val_loss`` for steps
-    saved before scores were recorded)."""
-    return metrics.get("score", metrics["val_loss"])
+def _score(metrics: dict, where="A checkpoint's metrics (STEP/metrics/metrics)") -> float:
+    """What ranks a step: its validation score, lower is better (``metrics`` read from
+    ``where``, which a ``ValueError`` names if it has none)."""
+    if "score" not in metrics:
+        raise ValueError(
+            f"{where} has no field score: it was not written by this version of "
+            "chestattn_jax. Train again in a new --workdir."
+        )
+    return metrics["score"]
 
 
 def _agree(verdict: str) -> str:

@@ -141,7 +141,7 @@ def status(root, cell: Cell) -> str:
 def check(config) -> None:
     """Refuses an experiment its data cannot give (k-fold needs 2 folds or more) or its
     report cannot read (an evaluation other than the test split at the best checkpoint)."""
-    from chestattn_jax import config as config_lib
+    from chestattn_jax import validation as config_lib
 
     if config.data.name != "synthetic" and config.experiment.folds < 2:
         raise config_lib.ConfigError(
@@ -228,13 +228,24 @@ def cell_changes(config, root, cell: Cell, fingerprint: str | None = None) -> di
     (all but :data:`RUN_ONLY_FIELDS`, ``experiment.*`` and λ outside the class model), from
     the config it trained with (``config.json``) and the settings its evaluation records
     (``eval/metrics.json``); with ``fingerprint`` (the config's data set's) also the data
-    set's, under :data:`FINGERPRINT`. A field only one side has (another version's config)
-    is not compared. No ``config.json`` at all: ``{"config.json": (None, None)}``."""
+    set's, under :data:`FINGERPRINT`. No ``config.json`` at all:
+    ``{"config.json": (None, None)}``; one without a field of the config: a ``ValueError``
+    naming them."""
     w = cell_workdir(root, cell)
     saved = workdir_lib.read_json(w / workdir_lib.CONFIG_FILE)
     if saved is None:
         return {NO_CONFIG: (None, None)}
     now = _leaves(json.loads(cell_config(config, cell).to_json_best_effort()))
+    from chestattn_jax.config import get_base_config
+
+    fields = _leaves(get_base_config().to_dict())  # the fields every config.json holds
+    missing = sorted(f for f in set(now) - set(_leaves(saved)) if f in fields)
+    if missing:
+        raise ValueError(
+            f"{w / workdir_lib.CONFIG_FILE} has no field {', '.join(missing)}: it was not "
+            "written by this version of chestattn_jax. Move that cell's folder away to "
+            "train it again."
+        )
     evaluated = workdir_lib.read_json(w / workdir_lib.EVAL_DIR / "metrics.json") or {}
     changes = {}
     for then in (_leaves(saved), evaluated.get("settings") or {}):
@@ -243,10 +254,9 @@ def cell_changes(config, root, cell: Cell, fingerprint: str | None = None) -> di
                 changes[field] = (was, now[field])
     was = (workdir_lib.read_json(w / workdir_lib.DATASET_FILE) or {}).get("fingerprint")
     # A phantom fingerprint hashes the data.synthetic fields, image size and classes: named
-    # by those fields where they differ. It differs without them for a phantom field added
-    # since (absent from an older config.json) whose default renders other images.
+    # by those fields where they differ.
     explained = any(f.startswith("data.synthetic.") or f == "data.image_size" for f in changes)
-    if fingerprint and was and "unknown" not in (was, fingerprint) and was != fingerprint:
+    if fingerprint and was and was != fingerprint:
         if config.data.name != "synthetic" or not explained:
             changes[FINGERPRINT] = (was, fingerprint)
     return changes
@@ -663,8 +673,8 @@ def ignored_flags(
 
 
 def main(argv):
-    from chestattn_jax import config as config_lib
     from chestattn_jax import distributed
+    from chestattn_jax import validation as config_lib
 
     f = flags.FLAGS
     config, root = f.config, f.workdir

@@ -25,10 +25,12 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from chestattn_jax import config_fields as fields
 from chestattn_jax import files
 from chestattn_jax import sharding as shd
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.checkpointing import Checkpointer, CheckpointMismatch
+from chestattn_jax.config import get_base_config
 from chestattn_jax.data.images import (
     FRONTAL_VIEWS,
     dicom_view,
@@ -40,63 +42,6 @@ from chestattn_jax.data.input_pipeline import normalize_images
 from chestattn_jax.data.raw import DataFormatError
 from chestattn_jax.models import create_model
 from chestattn_jax.train_state import abstract_train_state, create_optimizer, create_train_state
-
-# Config fields that decide the model: a checkpoint is never evaluated under other values.
-MODEL_FIELDS = (
-    "model.variant",
-    "model.stage_sizes",
-    "model.num_filters",
-    "model.attention_dim",
-    "model.compatibility",
-    "model.attention_norm",
-    "model.gate_stages",
-    "data.classes",
-    "data.channels",
-)
-# Config fields that decide how an image reaches the model: another value than training's
-# feeds it inputs it never saw. Refused unless config.allow_setting_changes.
-MODEL_INPUT_FIELDS = ("data.image_size", "data.mean", "data.std")
-
-
-def _field(tree, dotted: str):
-    for part in dotted.split("."):
-        tree = tree[part]
-    return _plain(tree)
-
-
-def _plain(value):
-    """Config values as JSON has them: tuples as lists, ConfigDicts as dicts."""
-    if hasattr(value, "to_dict"):
-        value = value.to_dict()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _differences(saved: dict, config, fields) -> dict[str, tuple]:
-    """``{field: (saved value, config value)}`` for each of ``fields`` that differs;
-    fields missing from ``saved`` (written by an older version) are not compared."""
-    out = {}
-    for name in fields:
-        try:
-            was = _field(saved, name)
-        except (KeyError, TypeError):
-            continue
-        now = _field(config, name)
-        if was != now:
-            out[name] = (was, now)
-    return out
-
-
-def _describe_changes(changes: dict[str, tuple], then: str) -> str:
-    def name(k):
-        return f"config.{k}" if "." in k else f"the {k}"
-
-    return "; ".join(
-        f"{name(k)} is {now!r} but {then} {was!r}" for k, (was, now) in changes.items()
-    )
 
 
 def abstract_state(config, mesh):
@@ -163,31 +108,23 @@ def check_model_fields(
     advice: str = "Evaluate with the config the workdir was trained with.",
     saved: dict | None = None,
 ) -> None:
-    """Raises a ``ValueError`` naming each :data:`MODEL_FIELDS` value of ``config`` that
+    """Raises a ``ValueError`` naming each ``MODEL_FIELDS`` value of ``config`` that
     differs from the config ``workdir`` was trained with (``saved``, its ``config.json``,
     read here unless given): its checkpoints cannot be restored so. Nothing to compare
     (no ``config.json``) is no error."""
+    path = workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE
     if saved is None:
-        saved = workdir_lib.read_json(workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE)
+        saved = workdir_lib.read_json(path)
     if saved is None:
         return
-    model = _differences(saved, config, MODEL_FIELDS)
+    model = fields.differences(saved, config, fields.MODEL_FIELDS, source=path)
     if model:
         raise ValueError(
             f"The checkpoints of {workdir} do not fit config.model / config.data "
             f"(variant {config.model.variant!r}, {len(config.data.classes)} classes): "
-            + _describe_changes(model, "the checkpoint was trained with")
+            + fields.describe_changes(model, "the checkpoint was trained with")
             + f". {advice}"
         )
-
-
-def _tuples(value):
-    """JSON lists back to the tuples the config files use (classes, stage sizes, ...)."""
-    if isinstance(value, dict):
-        return {k: _tuples(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    return value
 
 
 def runs_under(folder) -> list[str]:
@@ -237,7 +174,10 @@ def workdir_config(workdir: str) -> ml_collections.ConfigDict:
             f"{path} does not exist: {workdir} holds no finished training run's config. "
             "Pass the config it was trained with (load(workdir, config=...))."
         )
-    return ml_collections.ConfigDict(_tuples(saved))
+    missing = fields.missing_fields(saved, get_base_config())
+    if missing:
+        raise ValueError(f"{path} has no field {', '.join(missing)}: {fields.NOT_THIS_VERSION}")
+    return ml_collections.ConfigDict(fields.from_json(saved))
 
 
 class Model:
@@ -425,7 +365,7 @@ def view_warnings(path) -> list[str]:
 
 def restore(config, workdir: str, which: str = "best") -> Model:
     """The :class:`Model` of checkpoint ``which`` (``best`` or ``latest``) of ``workdir``
-    under ``config``, whose model-input settings (:data:`MODEL_INPUT_FIELDS`) must be
+    under ``config``, whose model-input settings (``MODEL_INPUT_FIELDS``) must be
     training's unless ``config.allow_setting_changes``."""
     check_input_fields(workdir, config)
     state, step, mesh = restore_for_inference(config, workdir, which)
@@ -433,15 +373,20 @@ def restore(config, workdir: str, which: str = "best") -> Model:
 
 
 def check_input_fields(workdir: str, config, what: str = "Predicting") -> None:
-    """Refuses a ``config`` whose :data:`MODEL_INPUT_FIELDS` differ from the config
+    """Refuses a ``config`` whose ``MODEL_INPUT_FIELDS`` differ from the config
     ``workdir`` was trained with, naming each, unless ``config.allow_setting_changes``
     (then a warning names them): another image size or normalisation changes every
     probability, and nothing else would say so."""
-    saved = workdir_lib.read_json(workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE)
-    changes = {} if saved is None else _differences(saved, config, MODEL_INPUT_FIELDS)
+    path = workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE
+    saved = workdir_lib.read_json(path)
+    changes = (
+        {}
+        if saved is None
+        else fields.differences(saved, config, fields.MODEL_INPUT_FIELDS, source=path)
+    )
     if not changes:
         return
-    text = _describe_changes(changes, "the workdir was trained with")
+    text = fields.describe_changes(changes, "the workdir was trained with")
     if not config.allow_setting_changes:
         raise ValueError(
             f"{what} under other model-input settings than training used: {text}. The model "

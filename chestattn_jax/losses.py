@@ -9,6 +9,13 @@ import numpy as np
 CLASS_WEIGHT_SCHEMES = ("paper", "inverse_frequency", "none")
 
 
+def check_config(p, mode: str) -> None:
+    """The rules of ``config.loss``, added to ``p`` (a
+    :class:`chestattn_jax.config_checks.Problems`)."""
+    p.choice("loss.class_weights", CLASS_WEIGHT_SCHEMES)
+    p.non_negative("loss.entropy_weight")
+
+
 def class_weights(positives, num_examples: int, scheme: str, class_names=None) -> np.ndarray:
     """Per-class weights ``c_i`` of the positive term of Eq. 5, from training-split counts.
 

@@ -29,8 +29,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_dict, config_flags
 
-from chestattn_jax import config as config_lib
-from chestattn_jax import distributed, evaluation, predict, train
+from chestattn_jax import distributed, evaluation, predict, train, validation
+from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.checkpointing import CheckpointError
 from chestattn_jax.workdir import WorkdirBusy
 
@@ -39,7 +39,7 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and evalua
 flags.DEFINE_enum(
     "mode",
     "train",
-    list(config_lib.MODES),
+    list(validation.MODES),
     "train (then test), evaluate only, or predict on --images.",
 )
 
@@ -111,21 +111,21 @@ class _QuietLibraries(pylogging.Filter):
 
 def main(argv):
     """Runs ``--mode`` once the flags and the config are checked. Raises one of
-    :data:`USER_ERRORS` for what the user must fix (a :class:`config_lib.ConfigError`
+    :data:`USER_ERRORS` for what the user must fix (a :class:`validation.ConfigError`
     lists every problem of the flags and the config); :func:`run` turns it into one
     ``FATAL`` message."""
     config = FLAGS.config
     found = flag_problems(argv)
     if found:  # reported before a distributed runtime starts, with the config's problems
         # but for batch sizes that do not divide over the devices (not known yet).
-        raise config_lib.ConfigError(found + config_lib.problems(config, FLAGS.mode, num_devices=1))
+        raise validation.ConfigError(found + validation.problems(config, FLAGS.mode, num_devices=1))
     distributed.initialize(
         FLAGS.coordinator_address,
         FLAGS.num_processes,
         FLAGS.process_id,
         autodetect=FLAGS.distributed,
     )
-    config_lib.validate(config, FLAGS.mode)  # batch sizes over jax.device_count() too
+    validation.validate(config, FLAGS.mode)  # batch sizes over jax.device_count() too
     logging.get_absl_handler().addFilter(_QuietLibraries())
     logging.info(
         "JAX %s: process %d of %d, %d local / %d global devices (%s)",
@@ -178,8 +178,9 @@ def flag_problems(argv) -> list[str]:
     if not workdir:
         found.append("--workdir is empty; give the directory of the run.")
     elif "://" not in workdir:  # gs:// and other URLs: checked when they are read
-        if os.path.exists(workdir) and not os.path.isdir(workdir):
-            found.append(f"--workdir {workdir!r} exists and is not a directory.")
+        problem = workdir_lib.not_a_directory(workdir)
+        if problem:
+            found.append(problem)
         elif mode != "train" and not os.path.isdir(workdir):
             found.append(
                 f"--workdir {workdir!r} does not exist; --mode={mode} reads the checkpoints "
@@ -248,7 +249,7 @@ def parse_flags(argv):
         # ml_collections raises these for an override path that is not in the config.
         found = override_problems(argv)
         if found:
-            sys.exit(f"FATAL: {config_lib.ConfigError(found)}")
+            sys.exit(f"FATAL: {validation.ConfigError(found)}")
         spec = _config_spec(argv)
         _flags_error(f"flag --config={spec}: {_describe(e, spec)}")
     except flags.Error as e:

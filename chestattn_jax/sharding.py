@@ -33,20 +33,38 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+def batch_split_problem(global_batch_size: int, num_devices: int) -> str | None:
+    """What is wrong with a global batch of ``global_batch_size`` over ``num_devices``
+    (``None`` if nothing): it must be a positive multiple of them."""
+    if global_batch_size >= 1 and global_batch_size % num_devices == 0:
+        return None
+    in_use = f"{num_devices} device" if num_devices == 1 else f"{num_devices} devices"
+    example = max(1, -(-global_batch_size // num_devices)) * num_devices
+    return (
+        f"must be a {'positive ' if global_batch_size < 1 else ''}multiple of the {in_use} "
+        f"in use, over which the global batch is split (e.g. {example})."
+    )
+
+
+def check_config(p, mode: str, num_devices: int) -> None:
+    """The batch sizes a ``mode`` run splits over ``num_devices``, added to ``p`` (a
+    :class:`chestattn_jax.config_checks.Problems`); a value that is not a positive integer
+    is reported by its owner."""
+    batches = ("train.batch_size",) if mode == "train" else ()
+    for path in (*batches, "eval.batch_size"):
+        value = p.value(path)
+        if p.is_int(value) and value >= 1:
+            problem = batch_split_problem(value, num_devices)
+            if problem:
+                p.add(path, problem)
+
+
 def local_batch_size(global_batch_size: int, field: str) -> int:
     """This process's share of a global batch; the batch must split over every device."""
-    devices, processes = jax.device_count(), jax.process_count()
-    in_use = f"{devices} device" if devices == 1 else f"{devices} devices"
-    if global_batch_size <= 0:
-        raise ValueError(
-            f"{field}={global_batch_size} must be positive: a multiple of the {in_use} in use."
-        )
-    if global_batch_size % devices:
-        raise ValueError(
-            f"{field}={global_batch_size} is not divisible by the {in_use} in use; "
-            f"pick a multiple of {devices}."
-        )
-    return global_batch_size // processes
+    problem = batch_split_problem(global_batch_size, jax.device_count())
+    if problem:
+        raise ValueError(f"{field}={global_batch_size}: {problem}")
+    return global_batch_size // jax.process_count()
 
 
 def to_global(batch: dict, sharding: NamedSharding) -> dict:

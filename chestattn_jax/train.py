@@ -39,6 +39,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
+from chestattn_jax import config_fields as fields
 from chestattn_jax import evaluation
 from chestattn_jax import sharding as shd
 from chestattn_jax import workdir as workdir_lib
@@ -51,6 +52,8 @@ from chestattn_jax.models import create_model
 from chestattn_jax.models.convert import maybe_load_pretrained
 from chestattn_jax.steps import make_eval_step, make_train_step
 from chestattn_jax.train_state import (
+    OPTIMIZERS,
+    SCHEDULES,
     TrainState,
     abstract_train_state,
     create_learning_rate,
@@ -99,10 +102,10 @@ class Interrupted(Preempted):
 
 def check_workdir(workdir) -> epath.Path:
     """``workdir`` as an ``epath.Path``, after checking it is a directory or can be one."""
-    path = workdir_path(workdir)
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"--workdir {os.fspath(workdir)!r} exists and is not a directory.")
-    return path
+    problem = workdir_lib.not_a_directory(workdir)
+    if problem:
+        raise NotADirectoryError(problem)
+    return workdir_path(workdir)
 
 
 def prepare_workdir(workdir) -> epath.Path:
@@ -114,6 +117,36 @@ def prepare_workdir(workdir) -> epath.Path:
 
 # What stops training and picks the best checkpoint (config.train.early_stopping_metric).
 EARLY_STOPPING_METRICS = ("loss", "bce", "mean_auc")
+
+
+def check_config(p, mode: str) -> None:
+    """The rules of ``config.train``, added to ``p`` (a
+    :class:`chestattn_jax.config_checks.Problems`)."""
+    p.int("train.batch_size", 1, "at least 1")
+    steps = p.int("train.num_steps", 1 if mode == "train" else 0, "at least 1 to train")
+    optimizer = p.choice("train.optimizer", OPTIMIZERS)
+    p.positive("train.learning_rate")
+    p.non_negative("train.weight_decay")
+    if optimizer is not None and optimizer != "adamw":
+        p.ignored("train.weight_decay", f"is read by the adamw optimizer only, not {optimizer!r}")
+    momentum = p.real("train.momentum")
+    if momentum is not None and not 0 <= momentum < 1:
+        p.add("train.momentum", "must be at least 0 and below 1.")
+    if optimizer is not None and optimizer != "sgd":
+        p.ignored("train.momentum", f"is read by the sgd optimizer only, not {optimizer!r}")
+    p.choice("train.schedule", SCHEDULES)
+    warmup = p.int("train.warmup_steps", 0, "at least 0")
+    if mode == "train" and steps is not None and warmup and warmup >= steps:
+        p.add(
+            "train.warmup_steps",
+            f"must be below config.train.num_steps={steps}, or the learning rate never "
+            "reaches config.train.learning_rate (0: no warm-up).",
+        )
+    p.int("train.log_every_steps", 1, "at least 1")
+    p.int("train.eval_every_steps", 1, "at least 1")
+    p.choice("train.early_stopping_metric", EARLY_STOPPING_METRICS)
+    p.int("train.patience", 0, "at least 0 (0: never stop early)")
+    p.int("train.checkpoints_to_keep", 1, "at least 1")
 
 
 def validation_score(val: dict, metric: str) -> float:
@@ -236,7 +269,9 @@ def _train(
         state = maybe_load_pretrained(init(), config.model.pretrained)
     else:
         step, state, meta = restored
-        meta = _same_stopping_metric(meta, t.early_stopping_metric)
+        meta = _same_stopping_metric(
+            meta, t.early_stopping_metric, checkpointer.step_dir(step) / "meta" / "metadata"
+        )
         pending = [
             {k: np.float32(v) for k, v in m.items()} for m in meta.pop("unlogged_train_metrics", [])
         ]
@@ -263,7 +298,9 @@ def _train(
         # Only now that the checkpoints fit: what evaluation checks its config against.
         saved = workdir_lib.read_json(workdir / workdir_lib.CONFIG_FILE)
         if restored is not None and saved is not None:
-            changed = sorted(_changed_fields(saved, json.loads(config.to_json_best_effort())))
+            changed = fields.describe(
+                fields.differences(saved, json.loads(config.to_json_best_effort()))
+            )
             if changed:
                 logging.warning("Resumed with other settings than before: %s", ", ".join(changed))
         workdir_lib.write_text(
@@ -344,32 +381,24 @@ def _train(
     return state
 
 
-def _same_stopping_metric(meta: dict, metric: str) -> dict:
-    """``meta`` of a resumed run, checked to rank its checkpoints by ``metric``: a run saved
-    before scores were recorded ranked them by the loss. Another metric than the run's is
-    refused: its checkpoints' scores would mix two scales."""
-    was = meta.get("early_stopping_metric", "loss")
+def _same_stopping_metric(meta: dict, metric: str, where) -> dict:
+    """``meta`` of a resumed run (read from ``where``), checked to rank its checkpoints by
+    ``metric``. Another metric than the run's is refused: its checkpoints' scores would mix
+    two scales. A ``meta`` without the fields this version writes is refused, naming them."""
+    missing = [k for k in ("best_score", "early_stopping_metric") if k not in meta]
+    if missing:
+        raise ValueError(
+            f"{where} has no field {', '.join(missing)}: it was not written by this version "
+            "of chestattn_jax. Train again in a new --workdir."
+        )
+    was = meta["early_stopping_metric"]
     if was != metric:
         raise ValueError(
             f"config.train.early_stopping_metric={metric!r}, but this workdir's run ranks its "
             f"checkpoints by {was!r}. Resume with --config.train.early_stopping_metric={was}, "
             "or train with another metric in a new --workdir."
         )
-    meta.setdefault("best_score", meta.get("best_val_loss"))
-    meta["early_stopping_metric"] = metric
     return meta
-
-
-def _changed_fields(before, after, prefix="") -> list[str]:
-    """Dotted names of the config fields whose values differ between two JSON dicts."""
-    out = []
-    for key in sorted(set(before) | set(after)):
-        a, b = before.get(key), after.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _changed_fields(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
 
 
 def _last_good(checkpointer: Checkpointer) -> str:

@@ -45,6 +45,17 @@ PREDICT_DIR = "predict"
 # the figure images.
 PREDICTIONS_FILE = "predictions.npz"
 ATTENTION_EXAMPLES_FILE = "attention_examples.npz"
+# What the workdir itself keeps: an evaluation folder (config.eval.output_name) must not
+# take one of these names.
+WORKDIR_NAMES = (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    DATASET_FILE,
+    LOCK_FILE,
+    METRICS_FILE,
+    "tensorboard",
+    PREDICT_DIR,
+)
 
 
 def writes_files() -> bool:
@@ -61,6 +72,14 @@ def workdir_path(workdir) -> epath.Path:
     text = os.fspath(workdir)
     require_gcs(text, "--workdir")
     return epath.Path(text if "://" in text else os.path.abspath(text))
+
+
+def not_a_directory(workdir) -> str | None:
+    """Why ``workdir`` cannot be a run's folder, if it cannot: it exists as a file."""
+    path = workdir_path(workdir)
+    if path.exists() and not path.is_dir():
+        return f"--workdir {os.fspath(workdir)!r} exists and is not a directory."
+    return None
 
 
 class WorkdirBusy(RuntimeError):

@@ -1,7 +1,8 @@
 """Tiny NIH ChestX-ray14 and CheXpert folders in their exact raw layouts.
 
-Each writer lays out the files as distributed (DESIGN.md section 5), with the
-quirks of the real files, and returns the truths a test can assert against.
+Each writer lays out the files as the data sets are distributed (the layouts that the
+docstrings of chestattn_jax/data/nih.py and chexpert.py describe), with the quirks of
+the real files, and returns the truths a test can assert against.
 Both are deterministic in ``seed`` and take a few tens of milliseconds.
 """
 

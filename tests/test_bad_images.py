@@ -12,6 +12,7 @@ from PIL import Image
 from raw_fixtures import write_dicom, write_nih_fixture
 
 from chestattn_jax.data import prepare as prep
+from chestattn_jax.data import records
 from chestattn_jax.data.images import letterbox, letterbox_boxes, load_grayscale
 from chestattn_jax.data.raw import DataFormatError
 
@@ -138,7 +139,7 @@ def test_prepare_names_and_skips_every_bad_file(tmp_path):
     data_dir = str(tmp_path / "prepared")
     with pytest.raises(DataFormatError, match=rf"{narrow}.*3000 x 2 pixels.*too narrow"):
         prep.prepare("nih", truth["root"], data_dir, SIZE)
-    assert not prep.open_builder("nih", data_dir, SIZE).is_prepared()
+    assert not records.open_builder("nih", data_dir, SIZE).is_prepared()
 
     bad = {narrow: "too narrow"}
     folder = os.path.join(images, names[7])  # a folder named like the image
@@ -155,7 +156,7 @@ def test_prepare_names_and_skips_every_bad_file(tmp_path):
 
     # In worker processes, as the command runs by default.
     version = prep.prepare("nih", truth["root"], data_dir, SIZE, on_bad_image="skip", num_workers=2)
-    with open(os.path.join(version, prep.REPORT_FILE)) as f:
+    with open(os.path.join(version, records.REPORT_FILE)) as f:
         report = json.load(f)
     assert report["examples_written"] == truth["num_images"] - len(bad)
     skipped = {os.path.basename(s["file"]): s["error"] for s in report["skipped"]}

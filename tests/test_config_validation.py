@@ -1,4 +1,4 @@
-"""config.validate: every value a user can set is checked before a run starts, each
+"""validation.validate: every value a user can set is checked before a run starts, each
 problem named by field, value and what is allowed, all of them at once."""
 
 import ml_collections
@@ -6,7 +6,8 @@ import pytest
 from conftest import load_config, set_fields, tiny_config
 
 from chestattn_jax import config as config_lib
-from chestattn_jax.config import ConfigError, problems, validate
+from chestattn_jax import validation
+from chestattn_jax.validation import ConfigError, problems, validate
 
 
 def configured(name="synthetic", arg=None, **changes):
@@ -21,7 +22,7 @@ def configured(name="synthetic", arg=None, **changes):
 
 @pytest.mark.parametrize("name", ["synthetic", "nih", "chexpert"])
 @pytest.mark.parametrize("arg", ["resnet", "image", "class"])
-@pytest.mark.parametrize("mode", config_lib.MODES)
+@pytest.mark.parametrize("mode", validation.MODES)
 def test_the_shipped_configs_are_valid(name, arg, mode):
     assert problems(configured(name, arg), mode, num_devices=1) == []
 
@@ -231,7 +232,7 @@ def test_validate_knows_every_choice_the_code_checks_where_it_is_used():
     every value and refuses any other: the two cannot drift apart."""
     from chestattn_jax.data.augment import _RESAMPLE
     from chestattn_jax.data.chexpert import POLICIES
-    from chestattn_jax.data.input_pipeline import DATASETS
+    from chestattn_jax.data.sources import names as dataset_names
     from chestattn_jax.data.splits import SCHEMES, SPLIT_NAMES
     from chestattn_jax.losses import CLASS_WEIGHT_SCHEMES
     from chestattn_jax.models.attention import COMPATIBILITIES, NORMALISATIONS
@@ -271,7 +272,7 @@ def test_validate_knows_every_choice_the_code_checks_where_it_is_used():
         config = configured("chexpert", **{field: "nonsense"})
         found = problems(config, "train", num_devices=1)
         assert found == [f"config.{field}='nonsense': expected one of {', '.join(values)}."]
-    for name in DATASETS:
+    for name in dataset_names():
         assert problems(configured(name), "train", num_devices=1) == []
 
 
@@ -294,7 +295,7 @@ def test_the_base_config_has_what_the_code_reads_with_a_default():
     config.train.momentum = 0.9
     assert config.allow_setting_changes is False
     assert config.eval.output_name == ""
-    assert config.model.skip_unused_stage4 is True  # nets: get("skip_unused_stage4", True)
+    assert config.model.skip_unused_stage4 is True
     config.train.optimizer = "adamw"
     create_optimizer(config.train)
 

@@ -10,7 +10,7 @@ from conftest import tiny_config, tiny_nih_config
 from sklearn.metrics import roc_auc_score
 
 import chestattn_jax
-from chestattn_jax import config as config_lib
+from chestattn_jax import validation
 from chestattn_jax.data import prepare as prep
 from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_CLASSES
 from chestattn_jax.data.export import export_chexpert, export_nih
@@ -56,7 +56,7 @@ def test_a_bad_class_map_is_refused_naming_the_field(text, message):
     config = tiny_config("class")
     config.data.classes = NIH_CLASSES
     config.eval.dataset, config.eval.data_dir, config.eval.class_map = "chexpert", "/d", text
-    found = config_lib.problems(config, "evaluate", num_devices=1)
+    found = validation.problems(config, "evaluate", num_devices=1)
     assert len(found) == 1 and found[0].startswith("config.eval.class_map=")
     assert message in found[0]
 
@@ -64,26 +64,26 @@ def test_a_bad_class_map_is_refused_naming_the_field(text, message):
 def test_cross_dataset_fields_are_checked():
     config = tiny_config("class")
     config.eval.data_dir = "/somewhere"  # without eval.dataset: read by nothing
-    found = config_lib.problems(config, "evaluate", num_devices=1)
+    found = validation.problems(config, "evaluate", num_devices=1)
     assert len(found) == 1 and found[0].startswith("config.eval.data_dir=")
     config.eval.data_dir, config.eval.dataset = "", "padchest"
-    found = config_lib.problems(config, "evaluate", num_devices=1)
+    found = validation.problems(config, "evaluate", num_devices=1)
     assert len(found) == 1 and "config.eval.dataset='padchest'" in found[0]
     config.eval.dataset = "chexpert"  # and no data_dir
-    found = config_lib.problems(config, "evaluate", num_devices=1)
+    found = validation.problems(config, "evaluate", num_devices=1)
     assert len(found) == 1 and found[0].startswith("config.eval.data_dir=''")
     # Training reads no other data set.
     config.eval.data_dir = "/prepared"
-    found = config_lib.problems(config, "train", num_devices=1)
+    found = validation.problems(config, "train", num_devices=1)
     assert (
         len(found) == 1 and "config.eval.dataset='chexpert': is read by --mode=evaluate" in found[0]
     )
     # The prepared-data fields then describe the evaluated data set, also for a model
     # trained on the phantoms (which read none of them).
     config.data.split, config.data.uncertainty = "official", "ones"
-    assert config_lib.problems(config, "evaluate", num_devices=1) == []
+    assert validation.problems(config, "evaluate", num_devices=1) == []
     config.data.data_dir = "/elsewhere"
-    found = config_lib.problems(config, "evaluate", num_devices=1)
+    found = validation.problems(config, "evaluate", num_devices=1)
     assert len(found) == 1 and "config.data.data_dir='/elsewhere': is not read" in found[0]
 
 
@@ -111,7 +111,7 @@ def test_scores_on_the_other_data_set_equal_a_direct_computation(trained_on_nih)
     config, workdir, chexpert_dir = trained_on_nih
     config = config.copy_and_resolve_references()
     config.eval.dataset, config.eval.data_dir = "chexpert", chexpert_dir
-    config_lib.validate(config, "evaluate", num_devices=1)
+    validation.validate(config, "evaluate", num_devices=1)
     metrics = evaluation.evaluate(config, workdir)
 
     out = os.path.join(workdir, "eval_chexpert_test_best")
@@ -197,7 +197,7 @@ def test_the_evaluated_data_sets_label_policy_is_its_own(trained_on_nih):
     config.data.uncertainty = "ignore"
     config.eval.evaluators, config.eval.bootstrap_draws = ("auc",), 0
     config.eval.output_name = "eval_chexpert_ignore"
-    config_lib.validate(config, "evaluate", num_devices=1)
+    validation.validate(config, "evaluate", num_devices=1)
     metrics = evaluation.evaluate(config, workdir)
     assert metrics["settings"]["data.uncertainty"] == "ignore"
     assert "changed_from_training" not in metrics
@@ -226,7 +226,7 @@ def test_the_trained_data_set_through_eval_dataset_keeps_the_training_split(trai
     config.eval.dataset, config.eval.data_dir = "nih", config.data.data_dir
     config.data.split_seed = 1
     config.eval.evaluators, config.eval.bootstrap_draws = ("auc",), 0
-    config_lib.validate(config, "evaluate", num_devices=1)
+    validation.validate(config, "evaluate", num_devices=1)
     before = sorted(os.listdir(workdir))
     with pytest.raises(
         ValueError, match=r"config\.data\.split_seed is 1 but the workdir was trained"

@@ -93,6 +93,33 @@ def _limit_file_size():
 
 
 @pytest.mark.slow
+def test_checkpoint_bookkeeping_without_its_fields_is_refused_naming_them(tiny_run, tmp_path):
+    """A step whose meta lacks the best score and the ranking metric, or whose metrics lack
+    the score, is refused naming the file and the fields: no default ranks it."""
+    import json
+
+    config, trained = tiny_run
+    workdir = copy_workdir(trained, tmp_path / "w")
+    checkpointer = Checkpointer(workdir, read_only=True)
+    meta = checkpointer.step_dir(8) / "meta" / "metadata"
+    saved = json.loads(meta.read_text())
+    del saved["best_score"], saved["early_stopping_metric"]
+    meta.write_text(json.dumps(saved))
+    resumed = config.copy_and_resolve_references()
+    resumed.train.num_steps = 12
+    with pytest.raises(ValueError) as raised:
+        train.train_and_evaluate(resumed, str(workdir))
+    assert str(raised.value).startswith(
+        f"{meta} has no field best_score, early_stopping_metric: it was not written by this version"
+    )
+    metrics = checkpointer.step_dir(4) / "metrics" / "metrics"
+    metrics.write_text(json.dumps({"val_loss": 2.0}))
+    with pytest.raises(ValueError, match=rf"^{metrics} has no field score: .* new --workdir"):
+        checkpointer.preference_order("best")
+    assert checkpointer.preference_order("latest") == [8, 4]
+
+
+@pytest.mark.slow
 def test_a_failed_save_is_one_fatal_line_and_loses_nothing(tmp_path, cli):
     workdir = tmp_path / "w"
     # tiny_run's model and steps (compiled already), to its first checkpoint, at step 4.

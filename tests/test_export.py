@@ -48,10 +48,11 @@ def test_nih_layout_parses_into_the_phantom_labels_and_boxes(nih_export):
 
 def test_nih_phantom_prepares_end_to_end(nih_export, tmp_path):
     from chestattn_jax.data import prepare as prep
+    from chestattn_jax.data import records
 
     info, root = nih_export
     version_dir = prep.prepare("nih", root, str(tmp_path), 32)
-    index = prep.load_index(prep.open_builder("nih", str(tmp_path), 32))
+    index = records.load_index(records.open_builder("nih", str(tmp_path), 32))
     assert len(index["key"]) == info["num_images"]
     assert version_dir.endswith("1.0.0")
 

@@ -147,7 +147,8 @@ def test_pc_maps_ignore_stage4_in_full_model(variants, images):
 
 @pytest.mark.slow
 def test_pc_softmax_sends_no_gradient_to_stage4_or_p(variants, images):
-    """DESIGN 2: under pc + softmax g cannot change any output, so its gradient is exactly 0."""
+    """Under pc + softmax, A . g' is the same at every position and the softmax cancels it:
+    g cannot change any output, so its gradient is exactly 0."""
     variables, _, _ = variants["class"]
     model = ChestAttentionNet(num_classes=K, variant="class", **TINY)
 
@@ -181,16 +182,18 @@ def test_class_independence(variants, images):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("variant", "klass", "model variant"),
-        ("compatibility", "cosine", "compatibility"),
-        ("attention_norm", "relu", "normalisation"),
-        ("dtype", "int8", "dtype"),
+        ("variant", "klass", "resnet, image, class"),
+        ("compatibility", "cosine", "pc, additive, dp"),
+        ("attention_norm", "relu", "softmax, sigmoid"),
+        ("dtype", "int8", "float32, bfloat16, float16"),
     ],
 )
 def test_bad_model_names(field, value, message):
+    """create_model applies the model's config rules (the ones validation applies)."""
     config = tiny_config()
     config.model[field] = value
-    with pytest.raises(ValueError, match=rf"{message}.*{value!r}"):
+    expected = rf"config\.model\.{field}={value!r}: expected one of {message}"
+    with pytest.raises(ValueError, match=expected):
         create_model(config)
 
 

@@ -11,7 +11,9 @@ from conftest import tiny_config, tiny_nih_config
 from raw_fixtures import write_chexpert_fixture, write_nih_fixture
 
 from chestattn_jax.data import prepare as prep
+from chestattn_jax.data import records
 from chestattn_jax.data.augment import Augment
+from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_CLASSES
 from chestattn_jax.data.images import letterbox, load_grayscale
 from chestattn_jax.data.input_pipeline import create_source, eval_batches, train_dataset
 from chestattn_jax.data.raw import DataFormatError
@@ -42,7 +44,7 @@ def chexpert(tmp_path_factory):
 def nih_config(data_dir, **data):
     config = tiny_config("class")
     config.data.name = "nih"
-    config.data.classes = tuple(prep.NIH_CLASSES)
+    config.data.classes = tuple(NIH_CLASSES)
     config.data.data_dir = data_dir
     config.data.image_size = SIZE
     for k, v in data.items():
@@ -51,8 +53,8 @@ def nih_config(data_dir, **data):
 
 
 def read_all(data_dir, dataset="nih"):
-    builder = prep.open_builder(dataset, data_dir, SIZE)
-    source = builder.as_data_source(prep.SPLIT)
+    builder = records.open_builder(dataset, data_dir, SIZE)
+    source = builder.as_data_source(records.SPLIT)
     return {r["key"].decode(): r for r in (source[i] for i in range(len(source)))}
 
 
@@ -89,7 +91,7 @@ def test_records_hold_resized_images_labels_and_boxes(nih):
         ):
             # 1024-px box frame -> stored SIZE-px image.
             np.testing.assert_allclose(got, np.array([x, y, w, h]) * SIZE / 1024, rtol=1e-5)
-            assert prep.NIH_CLASSES[label] == cls
+            assert NIH_CLASSES[label] == cls
             n_boxes += 1
     assert n_boxes == truth["num_boxes"]
 
@@ -101,7 +103,7 @@ def test_splits_are_patient_disjoint_and_complete(nih):
         sources = {s: create_source(config, s) for s in ("train", "validation", "test")}
         rows = {s: src._indices for s, src in sources.items()}
         assert sum(len(r) for r in rows.values()) == truth["num_images"]
-        index = prep.load_index(prep.open_builder("nih", data_dir, SIZE))
+        index = records.load_index(records.open_builder("nih", data_dir, SIZE))
         patients = {s: set(index["patient_id"][r]) for s, r in rows.items()}
         assert not patients["train"] & patients["test"]
         assert not patients["train"] & patients["validation"]
@@ -149,11 +151,11 @@ def test_chexpert_uncertainty_policies_and_official_split(chexpert):
     truth, data_dir = chexpert
     config = nih_config(data_dir)
     config.data.name = "chexpert"
-    config.data.classes = tuple(prep.CHEXPERT_CLASSES)
+    config.data.classes = tuple(CHEXPERT_CLASSES)
     rows = [r for r in truth["rows"] if r["frontal"]]
     assert len(read_all(data_dir, "chexpert")) == len(rows)
-    col = prep.CHEXPERT_CLASSES.index("Edema")
-    index = prep.load_index(prep.open_builder("chexpert", data_dir, SIZE))
+    col = CHEXPERT_CLASSES.index("Edema")
+    index = records.load_index(records.open_builder("chexpert", data_dir, SIZE))
     uncertain = int(np.sum(index["mask"][:, col] == 0))
     assert uncertain > 0
     counts = {}
@@ -187,11 +189,11 @@ def test_bad_images_stop_or_are_skipped_and_counted(tmp_path):
     data_dir = str(tmp_path / "prepared")
     with pytest.raises(DataFormatError, match=names[3]):
         prep.prepare("nih", truth["root"], data_dir, SIZE)
-    builder = prep.open_builder("nih", data_dir, SIZE)
+    builder = records.open_builder("nih", data_dir, SIZE)
     assert not builder.is_prepared()  # an interrupted prepare leaves nothing complete
     assert not os.path.exists(builder.data_dir)
     version_dir = prep.prepare("nih", truth["root"], data_dir, SIZE, on_bad_image="skip")
-    with open(os.path.join(version_dir, prep.REPORT_FILE)) as f:
+    with open(os.path.join(version_dir, records.REPORT_FILE)) as f:
         report = json.load(f)
     assert report["examples_written"] == truth["num_images"] - 2
     assert {os.path.basename(s["file"]) for s in report["skipped"]} == {names[3], names[5]}
@@ -201,12 +203,12 @@ def test_bad_images_stop_or_are_skipped_and_counted(tmp_path):
 def test_leftovers_of_a_killed_prepare_are_removed(tmp_path):
     truth = write_nih_fixture(tmp_path / "raw", num_images=36)
     data_dir = str(tmp_path / "prepared")
-    builder = prep.open_builder("nih", data_dir, SIZE)
+    builder = records.open_builder("nih", data_dir, SIZE)
     stale = os.path.join(os.path.dirname(builder.data_dir), "incomplete.ABC123_1.0.0")
     os.makedirs(stale)
     prep.prepare("nih", truth["root"], data_dir, SIZE)
     assert not os.path.exists(stale)
-    assert prep.open_builder("nih", data_dir, SIZE).is_prepared()
+    assert records.open_builder("nih", data_dir, SIZE).is_prepared()
 
 
 def test_unprepared_or_unset_data_dir(tmp_path):
@@ -237,7 +239,7 @@ def test_nih_config_trains_and_evaluates_from_prepared_data(nih, tmp_path):
     config.data.split = "official"
     metrics = train.train_and_evaluate(config, str(tmp_path / "w"))
     assert metrics["num_examples"] == len(create_source(config, "test"))
-    assert set(metrics["auc"]) == set(prep.NIH_CLASSES)
+    assert set(metrics["auc"]) == set(NIH_CLASSES)
     assert metrics["mean_auc"] is None or 0.0 <= metrics["mean_auc"] <= 1.0
     # The boxed test images are scored for localisation; counts are their boxes' classes.
     test = create_source(config, "test")
@@ -245,7 +247,7 @@ def test_nih_config_trains_and_evaluates_from_prepared_data(nih, tmp_path):
     assert boxed, "the fixture puts boxes on test images"
     expected = np.sum([(t["masks"].any((1, 2)) & (t["labels"] > 0)) for t in boxed], 0)
     counts = metrics["localization"]["overlap"]["count"]
-    assert [counts[c] for c in prep.NIH_CLASSES] == expected.tolist()
+    assert [counts[c] for c in NIH_CLASSES] == expected.tolist()
     # No boxes in the training split (as in NIH): the class prior is the test boxes'
     # own average, each image scored without its own boxes.
     prior = metrics["localization"]["baselines"]["class_prior"]
@@ -285,14 +287,14 @@ def test_real_radiographs_decode_and_letterbox():
 def test_prepared_sources_carry_patient_ids(nih):
     _, data_dir, _ = nih
     source = create_source(nih_config(data_dir), "test")
-    index = prep.load_index(prep.open_builder("nih", data_dir, SIZE))
+    index = records.load_index(records.open_builder("nih", data_dir, SIZE))
     np.testing.assert_array_equal(source.patient_ids, index["patient_id"][source._indices])
 
 
 def test_nih_boxes_are_localisation_truth(nih):
     truth, data_dir, _ = nih
     config = nih_config(data_dir, classes=("Effusion", "Atelectasis", "Infiltration", "Mass"))
-    builder_index = prep.load_index(prep.open_builder("nih", data_dir, SIZE))
+    builder_index = records.load_index(records.open_builder("nih", data_dir, SIZE))
     seen = 0
     for split in ("train", "validation", "test"):
         source = create_source(config, split)

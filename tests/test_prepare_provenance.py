@@ -14,8 +14,9 @@ import tensorflow_datasets as tfds
 from conftest import proc_stat, tiny_config
 from raw_fixtures import write_nih_fixture
 
-from chestattn_jax.data import nih
+from chestattn_jax.data import nih, records
 from chestattn_jax.data import prepare as prep
+from chestattn_jax.data.classes import NIH_CLASSES
 from chestattn_jax.data.input_pipeline import create_source, dataset_fingerprint
 from chestattn_jax.data.raw import DataFormatError
 
@@ -34,11 +35,11 @@ def raw(tmp_path_factory):
 
 
 def keys(data_dir) -> list[str]:
-    return sorted(prep.load_index(prep.open_builder("nih", data_dir, SIZE))["key"].tolist())
+    return sorted(records.load_index(records.open_builder("nih", data_dir, SIZE))["key"].tolist())
 
 
 def report(version_dir) -> dict:
-    with open(os.path.join(version_dir, prep.REPORT_FILE)) as f:
+    with open(os.path.join(version_dir, records.REPORT_FILE)) as f:
         return json.load(f)
 
 
@@ -50,7 +51,7 @@ def aside(version_dir) -> list[str]:
 def nih_config(data_dir):
     config = tiny_config("class")
     config.data.name = "nih"
-    config.data.classes = tuple(prep.NIH_CLASSES)
+    config.data.classes = tuple(NIH_CLASSES)
     config.data.data_dir = data_dir
     config.data.image_size = SIZE
     return config
@@ -160,15 +161,17 @@ def test_a_data_set_without_a_record_is_refused_unless_overwrite(raw, tmp_path):
     a, _ = raw
     data_dir = str(tmp_path / "P")
     version = prep.prepare("nih", a["root"], data_dir, SIZE)
-    # As earlier versions wrote it: counts and skipped files only.
-    with open(os.path.join(version, prep.REPORT_FILE), "w") as f:
+    # A record without the fingerprint (counts and skipped files only).
+    with open(os.path.join(version, records.REPORT_FILE), "w") as f:
         json.dump({"examples_read": 36, "examples_written": 36, "skipped": []}, f)
     with pytest.raises(prep.DatasetConflictError, match="cannot tell whether it matches"):
         prep.prepare("nih", a["root"], data_dir, SIZE)
-    unknown = dataset_fingerprint(nih_config(data_dir))
-    assert unknown["fingerprint"] == "unknown" and unknown["raw_dir"] is None
-    assert unknown["num_records"] == a["num_images"]
-    assert "--overwrite" in unknown["note"]
+    with pytest.raises(DataFormatError) as raised:  # nor read as a data set of unknown origin
+        dataset_fingerprint(nih_config(data_dir))
+    assert str(raised.value) == (
+        f"{os.path.join(version, records.REPORT_FILE)} has no field fingerprint: this data set "
+        "was not prepared by this version of chestattn_jax. Prepare it again with --overwrite."
+    )
     prep.prepare("nih", a["root"], data_dir, SIZE, overwrite=True)
     assert report(version)["raw_dir"] == a["root"]
     assert dataset_fingerprint(nih_config(data_dir))["fingerprint"].startswith("sha256:")
@@ -177,7 +180,7 @@ def test_a_data_set_without_a_record_is_refused_unless_overwrite(raw, tmp_path):
 def test_a_version_folder_without_a_data_set_is_not_reused(raw, tmp_path):
     a, _ = raw
     data_dir = str(tmp_path / "P")
-    version = prep.version_dir("nih", data_dir, SIZE)
+    version = records.version_dir("nih", data_dir, SIZE)
     os.makedirs(version)  # e.g. made by hand, or a copy that lost its files
     with pytest.raises(prep.DatasetConflictError, match="holds no complete data set"):
         prep.prepare("nih", a["root"], data_dir, SIZE)
@@ -194,11 +197,17 @@ def test_a_damaged_index_is_read_again_from_the_records(raw, tmp_path):
     data_dir = str(tmp_path / "P")
     version = prep.prepare("nih", a["root"], data_dir, SIZE)
     expected = keys(data_dir)
-    index = os.path.join(version, prep.INDEX_FILE)
+    index = os.path.join(version, records.INDEX_FILE)
     with open(index, "r+b") as f:
         f.truncate(100)
     assert keys(data_dir) == expected
     assert sorted(np.load(index)["key"].tolist()) == expected  # and written again
+    # An index without an array this version writes is a damaged cache too.
+    arrays = dict(np.load(index))
+    del arrays["num_boxes"]
+    np.savez(index, **arrays)
+    assert keys(data_dir) == expected
+    assert "num_boxes" in np.load(index)
 
 
 def test_inputs_fingerprint_follows_the_examples_not_the_folder(raw, tmp_path):
@@ -271,7 +280,7 @@ def test_cli_says_what_it_did_and_exits_non_zero_when_it_cannot(raw, tmp_path, c
     assert ignored.returncode != 0
     assert "--[no]frontal_only applies to --dataset=chexpert only" in ignored.stderr
     assert keys(data_dir) == sorted(e["image_index"] for e in a["entries"])
-    for name in (prep.REPORT_FILE, prep.INDEX_FILE, "dataset_info.json"):
+    for name in (records.REPORT_FILE, records.INDEX_FILE, "dataset_info.json"):
         assert os.path.exists(os.path.join(version, name))
 
 

@@ -15,8 +15,10 @@ from conftest import tiny_config
 from raw_fixtures import write_nih_fixture
 
 from chestattn_jax.data import prepare as prep
+from chestattn_jax.data import records
+from chestattn_jax.data.classes import NIH_CLASSES
 from chestattn_jax.data.input_pipeline import create_source
-from chestattn_jax.data.prepared import DatasetReplacedError
+from chestattn_jax.data.record_reader import DatasetReplacedError
 
 SIZE = 32
 
@@ -35,23 +37,23 @@ def raw(tmp_path_factory):
 def nih_config(data_dir):
     config = tiny_config("class")
     config.data.name = "nih"
-    config.data.classes = tuple(prep.NIH_CLASSES)
+    config.data.classes = tuple(NIH_CLASSES)
     config.data.data_dir = data_dir
     config.data.image_size = SIZE
     return config
 
 
 def images_by_key(data_dir) -> dict:
-    source = prep.open_builder("nih", data_dir, SIZE).as_data_source(prep.SPLIT)
+    source = records.open_builder("nih", data_dir, SIZE).as_data_source(records.SPLIT)
     return {r["key"].decode(): r["image"] for r in (source[i] for i in range(len(source)))}
 
 
 def test_an_open_source_reads_the_data_set_it_opened_to_the_end(raw, tmp_path, monkeypatch):
     # Four shards, as a real data set has many: array_record opens each at its first read.
-    build = prep._ChestXrayBuilder.download_and_prepare
+    build = prep.ExampleWriter.download_and_prepare
     four = tfds.download.DownloadConfig(num_shards=4)
     monkeypatch.setattr(
-        prep._ChestXrayBuilder,
+        prep.ExampleWriter,
         "download_and_prepare",
         lambda self, **kwargs: build(self, download_config=four),
     )

@@ -98,7 +98,7 @@ def test_batch_size_zero_is_called_not_positive():
     with pytest.raises(ValueError) as e:
         shd.local_batch_size(0, "config.train.batch_size")
     assert str(e.value) == (
-        f"config.train.batch_size=0 must be positive: a multiple of the {n} "
-        f"device{'s' if n > 1 else ''} in use."
+        f"config.train.batch_size=0: must be a positive multiple of the {n} "
+        f"device{'s' if n > 1 else ''} in use, over which the global batch is split (e.g. {n})."
     )
     assert shd.local_batch_size(n, "config.train.batch_size") == n // jax.process_count()

@@ -199,6 +199,10 @@ def test_compare_writes_the_paper_table(trained, tmp_path):
         np.savez(path, **{**original, **change})
         with pytest.raises(ValueError, match=f"another split than .*: .*{re.escape(message)}"):
             compare([workdir, other], str(tmp_path / "t2"), num_draws=10)
+    # A record without arrays this version writes: named, never filled in.
+    np.savez(path, **{k: v for k, v in original.items() if k not in ("example_ids", "bce")})
+    with pytest.raises(ValueError, match=rf"^{re.escape(path)} has no array example_ids, bce: "):
+        compare([workdir, other], str(tmp_path / "t2"), num_draws=10)
 
 
 def test_progress_reports_the_share_of_time_spent_waiting_for_input():

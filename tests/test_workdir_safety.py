@@ -2,7 +2,6 @@
 evaluations under other settings never overwrite each other, one training run at a time."""
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -78,27 +77,40 @@ def test_evaluation_under_other_data_settings_is_refused(
 
 
 @pytest.mark.slow
-def test_an_unknown_fingerprint_is_a_warning_not_a_change(tiny_run, tmp_path, caplog):
-    """A data set prepared before fingerprints were recorded cannot be compared: that is
-    said, not refused; and where the data set lies (raw_dir) is never compared."""
+def test_a_config_json_without_a_field_is_refused_naming_it(tiny_run, tmp_path):
+    """A config.json that lacks fields this version always writes is refused, naming the
+    file and the fields, by load and by evaluation's checks: no default stands in."""
+    import chestattn_jax
+
+    config, trained = tiny_run
+    workdir = copy_workdir(trained, tmp_path / "w")
+    path = workdir / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["model"]["skip_unused_stage4"], saved["model"]["gate_stages"]
+    path.write_text(json.dumps(saved))
+    before = snapshot(workdir)
+    with pytest.raises(ValueError) as raised:
+        chestattn_jax.load(str(workdir))
+    assert f"{path} has no field model.gate_stages, model.skip_unused_stage4: " in str(raised.value)
+    with pytest.raises(ValueError, match=r"config\.json has no field model\.gate_stages: .*new"):
+        evaluation.trained_setting_changes(str(workdir), config)
+    saved["model"]["gate_stages"] = [1, 2, 3]
+    del saved["data"]["std"]
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"config\.json has no field data\.std: "):
+        evaluation.evaluate(config, str(workdir))
+    assert snapshot(workdir) == {**before, "config.json": path.read_bytes()}
+
+
+@pytest.mark.slow
+def test_the_data_set_is_compared_by_fingerprint_not_by_where_it_lies(tiny_run, tmp_path):
+    """Where the data set lies (raw_dir) is never compared; a fingerprint that differs with
+    no field to explain it is named as such."""
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
     recorded = json.loads((workdir / "dataset.json").read_text())
     now = {**recorded, "raw_dir": "/mnt/elsewhere"}
     assert evaluation.trained_setting_changes(str(workdir), config, now) == {}
-    unknown = {**recorded, "fingerprint": "unknown", "note": "prepared by an older version"}
-    with caplog.at_level(logging.WARNING):
-        assert evaluation.trained_setting_changes(str(workdir), config, unknown) == {}
-        (workdir / "dataset.json").write_text(json.dumps(unknown))
-        assert evaluation.trained_setting_changes(str(workdir), config, recorded) == {}
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == [
-        f"Cannot check that the data set is the one {workdir} was trained on: the "
-        f"fingerprint of the data set {which} is unknown (prepared by an older version)."
-        for which in ("of this config", "it was trained on")
-    ]
-    # A fingerprint that differs with no field to explain it is named as such.
-    (workdir / "dataset.json").write_text(json.dumps(recorded))
     other = {**recorded, "fingerprint": "sha256:" + "0" * 64}
     changes = evaluation.trained_setting_changes(str(workdir), config, other)
     assert changes == {"dataset fingerprint": (recorded["fingerprint"], other["fingerprint"])}
@@ -162,6 +174,15 @@ def test_an_evaluation_with_other_settings_is_not_overwritten(tiny_run, tmp_path
     )
     # The same settings again: the folder is that evaluation's, and is rewritten.
     assert evaluation.evaluate(named, str(workdir))["bootstrap"]["num_draws"] == 10
+    # A metrics.json that does not record its settings is refused, named, and kept.
+    path = workdir / "eval" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    del metrics["settings"]
+    path.write_text(json.dumps(metrics))
+    with pytest.raises(ValueError) as raised:
+        evaluation.evaluate(config, str(workdir))
+    assert str(raised.value).startswith(f"{path} has no field settings: it was not written")
+    assert json.loads(path.read_text()) == metrics
 
 
 @pytest.mark.slow

@@ -79,3 +79,33 @@ class Augment:
         if flip:
             out = out[:, ::-1]
         return {**example, "image": np.ascontiguousarray(out)[..., None]}
+
+
+# config.data.augment's ranges: field: (low, high, what is allowed).
+RANGES = {
+    "rotation_deg": (0.0, 180.0, "degrees, between 0 and 180"),
+    "scale": (0.0, math.inf, "a log-scale range, at least 0"),
+    "shift": (0.0, 1.0, "a fraction of the image side, between 0 and 1"),
+    "contrast": (0.0, math.inf, "a log-contrast range, at least 0"),
+    "brightness": (0.0, 1.0, "between 0 and 1"),
+    "gamma": (0.0, math.inf, "a log-gamma range, at least 0"),
+}
+
+
+def check_config(p, mode: str) -> None:
+    """The rules of ``config.data.augment``, added to ``p`` (a
+    :class:`chestattn_jax.config_checks.Problems`)."""
+    for field in ("enabled", "hflip"):
+        p.bool(f"data.augment.{field}")
+    for field, (low, high, allowed) in RANGES.items():
+        v = p.real(f"data.augment.{field}")
+        if v is not None and not low <= v <= high:
+            p.add(f"data.augment.{field}", f"must be {allowed}.")
+    p.choice("data.augment.interpolation", tuple(_RESAMPLE))
+    if p.value("data.augment.enabled") is False:
+        for field in (*RANGES, "hflip", "interpolation"):
+            p.ignored(
+                f"data.augment.{field}",
+                "has no effect while config.data.augment.enabled is false "
+                "(--config.data.augment.enabled=true turns augmentation on)",
+            )

@@ -1,4 +1,4 @@
-"""Reader of CheXpert as distributed (DESIGN.md section 5).
+"""Reader of CheXpert in the layout Stanford distributes it in.
 
 Expected under ``raw_dir`` (or ``raw_dir`` is that folder itself)::
 
@@ -37,6 +37,7 @@ from chestattn_jax.data.raw import (
     find_file,
     read_only,
 )
+from chestattn_jax.data.source import Prepared, PrepareOption, prepared_source
 
 DATASET_DIRS = ("CheXpert-v1.0-small", "CheXpert-v1.0")
 CSV_FILES = {"train": "train.csv", "valid": "valid.csv"}
@@ -44,6 +45,8 @@ CSV_FILES = {"train": "train.csv", "valid": "valid.csv"}
 LABEL_COLUMNS = ("No Finding", *CHEXPERT_CLASSES, "Fracture", "Support Devices")
 METADATA_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 POLICIES = ("ones", "zeros", "ignore")
+# The view positions a prepared CheXpert holds (AP/PA, or Lateral for lateral films).
+VIEWS = ("AP", "PA", "LL", "RL", "Lateral")
 # (label, mask) of an uncertain (-1.0) value under each policy: the one definition, which
 # the CSV reader and the prepared data set's sources (prepared.apply_uncertainty) both use.
 UNCERTAIN_AS = {"ones": (1, 1), "zeros": (0, 1), "ignore": (0, 0)}
@@ -246,7 +249,9 @@ def load(
     Args:
       raw_dir: the folder holding ``CheXpert-v1.0-small`` (or ``CheXpert-v1.0``),
         or that folder itself.
-      classes, uncertainty, frontal_only: as in :func:`read_csv`.
+      classes: observation names; ``labels`` and ``mask`` follow this order.
+      uncertainty: the uncertainty policy (see :func:`uncertainty_policies`).
+      frontal_only: keep only rows whose ``Frontal/Lateral`` is ``Frontal``.
 
     Raises:
       FileNotFoundError: no ``train.csv`` or ``valid.csv``.
@@ -264,3 +269,53 @@ def load(
             path, classes, uncertainty, frontal_only, image_root=os.path.dirname(folder)
         )
     return examples
+
+
+def check_config(p, mode: str) -> None:
+    """The rules of CheXpert's uncertain labels (``config.data.uncertainty`` and
+    ``uncertainty_per_class``), added to ``p`` (a
+    :class:`chestattn_jax.config_checks.Problems`)."""
+    p.choice("data.uncertainty", POLICIES)
+    per_class = p.value("data.uncertainty_per_class")
+    if not isinstance(per_class, Mapping) and not hasattr(per_class, "to_dict"):
+        p.add("data.uncertainty_per_class", "must be a dict {class: policy}.")
+        return
+    classes = p.value("data.classes")
+    classes = tuple(classes) if isinstance(classes, list | tuple) else ()
+    for c, policy in p.plain(per_class).items():
+        if c not in classes:
+            p.add(
+                "data.uncertainty_per_class",
+                f"names {c!r}, which is not in config.data.classes.",
+            )
+        if policy not in POLICIES:
+            p.add(
+                "data.uncertainty_per_class",
+                f"gives {c!r} the policy {policy!r}; expected one of {', '.join(POLICIES)}.",
+            )
+
+
+def read_raw(raw_dir: str, *, frontal_only: bool = True) -> list[RawExample]:
+    """Every example of the raw folder with the full class list, for prepare: uncertain
+    labels are kept apart (label 0, mask 0) so that the policy can be chosen at training
+    time (``config.data.uncertainty``)."""
+    return load(raw_dir, CHEXPERT_CLASSES, uncertainty="ignore", frontal_only=frontal_only)
+
+
+SOURCE = prepared_source(
+    "chexpert",
+    CHEXPERT_CLASSES,
+    Prepared(
+        builder_name="chexpert",
+        read_raw=read_raw,
+        options=(
+            PrepareOption(
+                "frontal_only", True, "CheXpert: keep frontal images only.", recorded=bool
+            ),
+        ),
+        exporter="chestattn_jax.data.export:CHEXPERT",
+    ),
+    views=VIEWS,
+    uncertain_labels=True,
+    check_config=check_config,
+)

@@ -24,14 +24,17 @@ write is ever removed.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 
 from chestattn_jax import files
+from chestattn_jax.data import sources
 from chestattn_jax.data.chexpert import LABEL_COLUMNS, METADATA_COLUMNS
 from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_BOX_CLASSES
 from chestattn_jax.data.nih import BOX_LABEL_ALIASES, NIH_BOX_FRAME
@@ -109,17 +112,46 @@ def _chexpert_image(index: int, num_patients: int, num_valid: int) -> tuple[str,
     )
 
 
-def export_files(layout: str, num_images: int, *, valid_fraction: float = 0.1) -> list[str]:
-    """Every file an export of ``num_images`` in ``layout`` writes, relative to its
-    folder, ``/``-separated (its ``chestattn_export.json`` included)."""
-    if layout == "nih":
-        images = [_nih_image(i) for i in range(num_images)]
-        return [EXPORT_FILE, *images, *NIH_TABLES]
-    if layout == "chexpert":
-        split = _chexpert_split(num_images, valid_fraction)
-        images = [_chexpert_image(i, *split)[1] for i in range(num_images)]
-        return [EXPORT_FILE, *images, f"{CHEXPERT_DIR}/train.csv", f"{CHEXPERT_DIR}/valid.csv"]
-    raise ValueError(f"Unknown layout {layout!r}; expected nih or chexpert.")
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """A raw layout that phantoms are written in: a data set's exporter
+    (:attr:`chestattn_jax.data.source.Prepared.exporter`)."""
+
+    # (num_images, **options) -> every file an export writes, relative to its folder.
+    files: Callable[..., list[str]]
+    # (out_dir, num_images, *, seed, config, overwrite, **options) -> counts and paths.
+    write: Callable[..., dict]
+
+
+def layouts() -> tuple[str, ...]:
+    """The data sets whose raw layout phantoms can be written in (``--layout``)."""
+    return tuple(n for n in sources.prepared_names() if sources.get(n).prepared.exporter)
+
+
+def layout(name: str) -> Layout:
+    """The exporter of the raw layout of data set ``name``."""
+    if name not in layouts():
+        raise ValueError(f"Unknown layout {name!r}; expected {' or '.join(layouts())}.")
+    return sources.get(name).prepared.export()
+
+
+def export_files(name: str, num_images: int, **options) -> list[str]:
+    """Every file an export of ``num_images`` in the layout of data set ``name`` writes,
+    relative to its folder, ``/``-separated (its ``chestattn_export.json`` included)."""
+    return layout(name).files(num_images, **options)
+
+
+def nih_files(num_images: int) -> list[str]:
+    """Every file :func:`export_nih` writes (:func:`export_files`)."""
+    images = [_nih_image(i) for i in range(num_images)]
+    return [EXPORT_FILE, *images, *NIH_TABLES]
+
+
+def chexpert_files(num_images: int, *, valid_fraction: float = 0.1) -> list[str]:
+    """Every file :func:`export_chexpert` writes (:func:`export_files`)."""
+    split = _chexpert_split(num_images, valid_fraction)
+    images = [_chexpert_image(i, *split)[1] for i in range(num_images)]
+    return [EXPORT_FILE, *images, f"{CHEXPERT_DIR}/train.csv", f"{CHEXPERT_DIR}/valid.csv"]
 
 
 def _existing(out_dir: str) -> tuple[list[str], list[str]]:
@@ -247,7 +279,7 @@ def export_nih(
     config = config or PhantomConfig()
     claim_out_dir(
         out_dir,
-        export_files("nih", num_images),
+        nih_files(num_images),
         overwrite=overwrite,
         about={"layout": "nih", "num_images": num_images, "seed": seed},
     )
@@ -340,7 +372,7 @@ def export_chexpert(
     config = config or PhantomConfig()
     claim_out_dir(
         out_dir,
-        export_files("chexpert", num_images, valid_fraction=valid_fraction),
+        chexpert_files(num_images, valid_fraction=valid_fraction),
         overwrite=overwrite,
         about={"layout": "chexpert", "num_images": num_images, "seed": seed},
     )
@@ -384,6 +416,10 @@ def export_chexpert(
     }
 
 
+NIH = Layout(nih_files, export_nih)
+CHEXPERT = Layout(chexpert_files, export_chexpert)
+
+
 def main(argv):
     del argv
     from absl import flags
@@ -397,9 +433,10 @@ def main(argv):
     if f.num_images < 1:
         sys.exit(f"FATAL: --num_images={f.num_images}: export at least one image.")
     config = PhantomConfig(image_size=f.image_size, location_variability=f.location_variability)
-    export = export_nih if f.layout == "nih" else export_chexpert
     try:
-        result = export(f.out_dir, f.num_images, seed=f.seed, config=config, overwrite=f.overwrite)
+        result = layout(f.layout).write(
+            f.out_dir, f.num_images, seed=f.seed, config=config, overwrite=f.overwrite
+        )
     except (OSError, ValueError) as e:
         sys.exit(f"FATAL: {e}")
     print(result)
@@ -408,7 +445,7 @@ def main(argv):
 if __name__ == "__main__":
     from absl import app, flags
 
-    flags.DEFINE_enum("layout", "nih", ["nih", "chexpert"], "Which raw layout to write.")
+    flags.DEFINE_enum("layout", "nih", list(layouts()), "Which raw layout to write.")
     flags.DEFINE_string(
         "out_dir",
         None,

@@ -22,11 +22,101 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from chestattn_jax.data.synthetic import PhantomChestXray, PhantomConfig
-from chestattn_jax.files import require_gcs
+from chestattn_jax.data import augment, sources, splits
 
-DATASETS = ("synthetic", "nih", "chexpert")
 BATCH_KEYS = ("image", "labels", "mask")
+# The smallest image side: the ResNet backbone's total stride (gate 3's maps are 16 times
+# smaller than the image).
+MIN_IMAGE_SIZE = 32
+
+
+def check_config(p, mode: str) -> None:
+    """The rules of ``config.data``, added to ``p`` (a
+    :class:`chestattn_jax.config_checks.Problems`): the data set and its classes, the image
+    and pipeline settings, then each part's own rules (splits, augmentation, each data
+    set's settings), and the settings the chosen data set would silently ignore."""
+    name = p.choice("data.name", sources.names())
+    source = sources.get(name) if name is not None else None
+    _check_classes(p, source)
+    p.int(
+        "data.image_size",
+        MIN_IMAGE_SIZE,
+        f"at least {MIN_IMAGE_SIZE} pixels, the ResNet backbone's total stride (gate 3's "
+        "attention maps are 16 times smaller than the image)",
+    )
+    channels = p.value("data.channels")
+    if channels != 1 or not p.is_int(channels):
+        p.add("data.channels", "must be 1: every data set and reader yields grayscale images.")
+    p.real("data.mean")
+    p.positive("data.std")
+    p.int("data.num_workers", 0, "at least 0 (0: decode in the training process)")
+    p.int("data.read_threads", 0, "at least 0")
+    p.int("data.prefetch_batches", 0, "at least 0")
+
+    splits.check_config(p, mode)
+    views = p.value("data.views")
+    if not isinstance(views, list | tuple) or not all(isinstance(v, str) for v in views):
+        p.add("data.views", "must be a tuple of view names, e.g. ('PA',); () keeps every view.")
+    elif len(set(views)) != len(views):
+        p.add("data.views", "names a view more than once.")
+    elif source is not None and source.views is not None and not set(views) <= set(source.views):
+        unknown = [v for v in views if v not in source.views]
+        p.add(
+            "data.views",
+            f"{name} has no view {', '.join(map(repr, unknown))}; its views are "
+            f"{', '.join(source.views)} (() keeps every view).",
+        )
+    augment.check_config(p, mode)
+    for each in sources.SOURCES.values():  # named even where the chosen data set ignores it
+        if each.check_config is not None:
+            each.check_config(p, mode)
+    if source is None:
+        return
+    # Settings the chosen data set would silently ignore: the other data sets' own.
+    for other in sources.SOURCES.values():
+        if other is not source and other.settings is not None:
+            for field in p.default(other.settings).keys():
+                p.ignored(
+                    f"{other.settings}.{field}",
+                    f"is read for config.data.name={other.name!r} only, not {name!r}",
+                )
+    # A cross-dataset evaluation reads the data settings for the evaluated data set.
+    evaluated = p.value("eval.dataset")
+    evaluated = sources.SOURCES.get(evaluated) if isinstance(evaluated, str) else None
+    if evaluated is not None and not evaluated.prepared:
+        evaluated = None
+    if source.check_chosen is not None:
+        source.check_chosen(p, source, evaluated)
+
+
+def _check_classes(p, source) -> None:
+    classes = p.value("data.classes")
+    if (
+        not isinstance(classes, list | tuple)
+        or not classes
+        or not all(isinstance(c, str) for c in classes)
+    ):
+        p.add("data.classes", "must be a non-empty tuple of class names.")
+        return
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        p.add("data.classes", f"names {', '.join(map(repr, repeated))} more than once.")
+    if source is None:
+        return
+    known = source.classes
+    unknown = [c for c in classes if c not in known]
+    if unknown:
+        hint = ""
+        if any("," in c for c in unknown):
+            hint = (
+                " (a tuple on the command line is written "
+                "--config.data.classes=\"('Mass','Nodule')\", not Mass,Nodule)"
+            )
+        p.add(
+            "data.classes",
+            f"the {source.name} data set has no class {', '.join(map(repr, unknown))}{hint}; its "
+            f"classes are {', '.join(known)}.",
+        )
 
 
 def normalize_images(images, mean: float, std: float):
@@ -40,31 +130,7 @@ def create_source(config, split: str):
     Every source yields ``{"image": (H, W, C) uint8, "labels": (k,), "mask": (k,)}``
     and has ``positive_counts()`` (``(k,)`` positives over the split).
     """
-    d = config.data
-    if d.name not in DATASETS:
-        raise ValueError(
-            f"Unknown dataset {d.name!r} (config.data.name); expected one of {', '.join(DATASETS)}."
-        )
-    if d.name == "synthetic":
-        syn = d.synthetic
-        return PhantomChestXray(
-            size=int(syn[f"{split}_size"]),
-            split=split,
-            seed=syn.seed,
-            config=PhantomConfig(
-                image_size=d.image_size,
-                lesion_contrast=syn.lesion_contrast,
-                lesion_size=syn.lesion_size,
-                noise=syn.noise,
-                prevalence_scale=syn.prevalence_scale,
-                location_variability=syn.location_variability,
-            ),
-            classes=tuple(d.classes),
-        )
-    require_gcs(d.data_dir, "config.data.data_dir")
-    from chestattn_jax.data.prepared import open_split  # TFDS is imported only for real data
-
-    return open_split(config, split)
+    return sources.get(config.data.name, "config.data.name").open_split(config, split)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,53 +267,23 @@ def dataset_fingerprint(config) -> dict:
         size; ``chestattn_jax.data.prepare.inputs_fingerprint``); with
         ``image_size`` and ``options`` it identifies the data set. Synthetic: a hash
         of ``config.data.synthetic`` (seed, split sizes, difficulty), ``image_size``
-        and ``classes``. ``"unknown"`` for a data set prepared before this record
-        existed;
+        and ``classes``;
       - ``num_records``: records in the prepared data set, skipped images excluded
         (synthetic: train + validation + test sizes);
       - ``raw_dir``: the raw folder it was prepared from (``""`` if its examples were
-        given in Python; None for synthetic or unknown).
+        given in Python; None for synthetic).
 
       Prepared data sets also have ``options`` (``on_bad_image`` and ``nih_views``
-      or ``frontal_only``) and ``num_skipped`` (bad images left out), None when
-      unknown, and, when the fingerprint is unknown, a ``note`` saying why and how
-      to record it. Compare data sets by ``fingerprint`` (and ``image_size``), not by
-      ``raw_dir``: the same data may be mounted elsewhere.
+      or ``frontal_only``) and ``num_skipped`` (bad images left out). Compare data
+      sets by ``fingerprint`` (and ``image_size``), not by ``raw_dir``: the same data
+      may be mounted elsewhere.
 
     Raises:
-      ValueError: an unknown ``config.data.name`` or an unset ``data_dir``.
+      ValueError: an unknown ``config.data.name`` or an unset ``data_dir``; a
+        ``DataFormatError`` (a ``ValueError``) when the prepared data set's record
+        (``chestattn_prepare.json``) is damaged or has no fingerprint.
       FileNotFoundError: the prepared data set does not exist.
       chestattn_jax.files.CloudStorageUnavailable: a ``gs://`` ``data_dir`` without the
         ``gcs`` extra installed.
     """
-    import hashlib
-    import json
-
-    d = config.data
-    if d.name not in DATASETS:
-        raise ValueError(
-            f"Unknown dataset {d.name!r} (config.data.name); expected one of {', '.join(DATASETS)}."
-        )
-    if d.name != "synthetic":
-        require_gcs(d.data_dir, "config.data.data_dir")
-        from chestattn_jax.data.prepared import provenance  # TFDS only for real data
-
-        return provenance(d.name, d.data_dir, int(d.image_size))
-    syn = d.synthetic
-    synthetic = syn.to_dict() if hasattr(syn, "to_dict") else dict(syn)
-    if not synthetic.get("location_variability"):
-        # 0 renders what releases before the knob rendered: the same fingerprint.
-        synthetic.pop("location_variability", None)
-    settings = {
-        "image_size": int(d.image_size),
-        "classes": list(d.classes),
-        "synthetic": synthetic,
-    }
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    return {
-        "name": "synthetic",
-        "image_size": int(d.image_size),
-        "fingerprint": f"sha256:{digest}",
-        "num_records": int(syn.train_size) + int(syn.validation_size) + int(syn.test_size),
-        "raw_dir": None,
-    }
+    return sources.get(config.data.name, "config.data.name").fingerprint(config)

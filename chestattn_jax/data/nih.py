@@ -1,4 +1,4 @@
-"""Reader of NIH ChestX-ray14 as distributed (DESIGN.md section 5).
+"""Reader of NIH ChestX-ray14 in the layout the NIH Clinical Center distributes it in.
 
 Expected under ``raw_dir``::
 
@@ -41,6 +41,7 @@ from chestattn_jax.data.raw import (
     read_only,
     text_lines,
 )
+from chestattn_jax.data.source import Prepared, PrepareOption, prepared_source
 
 # The corrected 2020 metadata first: it fixes ages and some labels of the 2017 file.
 DATA_ENTRY_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
@@ -50,6 +51,8 @@ BBOX_LIST_NAME = "BBox_List_2017.csv"
 NIH_BOX_FRAME = 1024
 SPLIT_LISTS = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
 NO_FINDING = "No Finding"
+# The view positions (View Position) a prepared NIH ChestX-ray14 holds.
+VIEWS = ("PA", "AP")
 
 DATA_ENTRY_COLUMNS = (
     "Image Index",
@@ -299,3 +302,29 @@ def load(
         wanted = "" if views is None else f" with a view in {tuple(views)}"
         raise DataFormatError(f"{entry_path}: no image{wanted}.")
     return examples
+
+
+def read_raw(raw_dir: str, *, nih_views: Sequence[str] = VIEWS) -> list[RawExample]:
+    """Every example of the raw folder with the full class list, for prepare."""
+    return load(raw_dir, NIH_CLASSES, views=tuple(nih_views))
+
+
+SOURCE = prepared_source(
+    "nih",
+    NIH_CLASSES,
+    Prepared(
+        builder_name="nih_chest_xray14",
+        read_raw=read_raw,
+        options=(
+            PrepareOption(
+                "nih_views",
+                VIEWS,
+                "NIH view positions to keep.",
+                recorded=lambda views: sorted(set(views)),
+            ),
+        ),
+        box_frame=NIH_BOX_FRAME,
+        exporter="chestattn_jax.data.export:NIH",
+    ),
+    views=VIEWS,
+)

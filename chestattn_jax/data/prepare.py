@@ -4,7 +4,8 @@
       --data_dir=/data/prepared --image_size=224
 
 writes ``DATA_DIR/nih_chest_xray14/224px/1.0.0/`` (``chexpert/224px/1.0.0`` for
-CheXpert): one TFDS split ``full`` of ArrayRecord shards with, per image,
+CheXpert), in the record format of :mod:`chestattn_jax.data.records`: one TFDS split
+``full`` of ArrayRecord shards with, per image,
 
 - ``image``: ``(S, S, 1)`` uint8 raw pixels, resized once. The aspect ratio is kept: the
   long side becomes S and the short side is padded with black on both sides
@@ -26,7 +27,7 @@ fields of every record (for splits and class counts without decoding images),
 and ``chestattn_prepare.json`` what the data set was prepared from: the raw
 folder, the options, the number of examples read and a fingerprint of them (see
 :func:`inputs_fingerprint`), the images left out under ``--on_bad_image=skip``, and
-a ``build_id`` of its own (:func:`build_id`).
+a ``build_id`` of its own (:func:`chestattn_jax.data.records.build_id`).
 
 Preparing into a folder that already holds the version folder compares that
 record with the new inputs: the same inputs and options reuse it (nothing is
@@ -36,7 +37,7 @@ aside, builds, and deletes the old one only once the new one is complete; a
 failed build puts it back (a killed one, at the next prepare). A training run
 that reads the data set meanwhile reads the build it opened to the end where it
 has opened it, and stops with one message where it opens it afterwards
-(:mod:`chestattn_jax.data.prepared`): prepare into another ``--data_dir`` while
+(:mod:`chestattn_jax.data.record_reader`): prepare into another ``--data_dir`` while
 runs read one.
 """
 
@@ -49,24 +50,19 @@ import os
 import shutil
 import sys
 import uuid
-import zipfile
 from concurrent import futures
 
 import numpy as np
-import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from chestattn_jax import files
-from chestattn_jax.data import chexpert, nih
-from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_CLASSES
+from chestattn_jax import config_fields, files
+from chestattn_jax.data import records, sources
 from chestattn_jax.data.images import letterbox, letterbox_boxes, load_grayscale
 from chestattn_jax.data.raw import DataFormatError, RawExample
+from chestattn_jax.data.records import REPORT_FILE, SPLIT, load_index, read_report, version_dir
 
-INDEX_FILE = "chestattn_index.npz"
-REPORT_FILE = "chestattn_prepare.json"
 ON_BAD_IMAGE = ("error", "skip")
-SPLIT = "full"
 # A version folder moved aside by --overwrite: ``replaced.<id>_1.0.0`` beside it.
 ASIDE_PREFIX = "replaced."
 
@@ -79,17 +75,13 @@ class DatasetConflictError(ValueError):
     """The data set folder already holds a data set prepared from other inputs or options."""
 
 
-class _ChestXrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """A TFDS builder whose examples are :class:`RawExample` s given in Python."""
-
-    VERSION = tfds.core.Version("1.0.0")
-    CLASSES: tuple[str, ...] = ()
-    box_frame: int | None = None  # fixed frame of the raw box coordinates, if any
+class ExampleWriter(records.RecordBuilder, skip_registration=True):
+    """The builder that writes the records of :class:`RawExample` s given in Python (one
+    class per data set: ``records.builder_class(dataset, ExampleWriter)``)."""
 
     def __init__(
         self,
         *,
-        image_size: int = 224,
         examples=None,
         on_bad_image: str = "error",
         num_workers: int = 0,
@@ -102,38 +94,10 @@ class _ChestXrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
         self._record = record
         self._on_bad_image = on_bad_image
         self._num_workers = num_workers
-        self.image_size = int(image_size)
         self.skipped: list[tuple[str, str]] = []
-        config = tfds.core.BuilderConfig(name=f"{self.image_size}px")
-        super().__init__(config=config, file_format="array_record", **kwargs)
-
-    def _info(self):
-        k = len(self.CLASSES)
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=f"{self.name} at {self.image_size} px, classes: {', '.join(self.CLASSES)}",
-            features=tfds.features.FeaturesDict(
-                {
-                    # Raw pixels, not PNG: decoding a 224-px PNG costs ~0.6 ms, more
-                    # than the rest of the training pipeline; raw bytes decode ~4x
-                    # faster for ~1.6x the disk. (A fully known shape would make TFDS
-                    # encode with TensorFlow.)
-                    "image": tfds.features.Tensor(
-                        shape=(None, None, 1), dtype=np.uint8, encoding="bytes"
-                    ),
-                    "labels": tfds.features.Tensor(shape=(k,), dtype=np.int32),
-                    "mask": tfds.features.Tensor(shape=(k,), dtype=np.int32),
-                    "key": tfds.features.Text(),
-                    "patient_id": tfds.features.Text(),
-                    "view": tfds.features.Text(),
-                    "sex": tfds.features.Text(),
-                    "age": tfds.features.Scalar(dtype=np.int32),
-                    "source_split": tfds.features.Text(),
-                    "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
-                    "box_labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-                }
-            ),
-        )
+        super().__init__(**kwargs)
+        # The fixed frame of the raw box coordinates, if any.
+        self.box_frame = sources.get_prepared(self.DATASET).prepared.box_frame
 
     def _split_generators(self, dl_manager):
         if self._examples is None:
@@ -183,20 +147,6 @@ class _ChestXrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
         finally:
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
-
-
-class NIHChestXray14(_ChestXrayBuilder, skip_registration=True):
-    name = "nih_chest_xray14"
-    CLASSES = NIH_CLASSES
-    box_frame = nih.NIH_BOX_FRAME
-
-
-class CheXpert(_ChestXrayBuilder, skip_registration=True):
-    name = "chexpert"
-    CLASSES = CHEXPERT_CLASSES
-
-
-BUILDERS = {"nih": NIHChestXray14, "chexpert": CheXpert}
 
 
 def _alive(results):
@@ -254,22 +204,6 @@ def _tfds_example(ex: RawExample, size: int, box_frame: int | None) -> dict:
     }
 
 
-def open_builder(dataset: str, data_dir: str, image_size: int, **kwargs) -> _ChestXrayBuilder:
-    if dataset not in BUILDERS:
-        raise ValueError(f"Unknown dataset {dataset!r}; expected one of {', '.join(BUILDERS)}.")
-    return BUILDERS[dataset](data_dir=data_dir, image_size=image_size, **kwargs)
-
-
-def version_dir(dataset: str, data_dir: str, image_size: int) -> str:
-    """``DATA_DIR/<name>/<size>px/<version>``, where :func:`prepare` writes ``dataset``."""
-    if dataset not in BUILDERS:
-        raise ValueError(f"Unknown dataset {dataset!r}; expected one of {', '.join(BUILDERS)}.")
-    builder = BUILDERS[dataset]
-    return os.path.join(
-        os.fspath(data_dir), builder.name, f"{int(image_size)}px", str(builder.VERSION)
-    )
-
-
 def _remove_stale_incomplete(builder) -> None:
     """Deletes ``incomplete.*`` folders that a killed prepare left (TFDS keeps them)."""
     parent = os.path.dirname(os.fspath(builder.data_dir))
@@ -305,28 +239,35 @@ def _restore_interrupted_overwrite(version: str) -> None:
         os.rename(aside[-1], version)
 
 
-def read_raw(
-    dataset: str, raw_dir: str, *, nih_views=("PA", "AP"), frontal_only: bool = True
-) -> list[RawExample]:
-    """Every example of a raw layout with the data set's full class list."""
+def read_raw(dataset: str, raw_dir: str, **options) -> list[RawExample]:
+    """Every example of a raw layout with the data set's full class list (``options``:
+    the data set's prepare options, :attr:`chestattn_jax.data.source.Prepared.options`)."""
+    read = sources.get_prepared(dataset).prepared.read_raw
     if not os.path.isdir(raw_dir):
         raise FileNotFoundError(f"--raw_dir {raw_dir!r} is not a directory.")
     if not os.access(raw_dir, os.R_OK | os.X_OK):
         raise PermissionError(f"--raw_dir {raw_dir!r} cannot be read (permissions).")
-    if dataset == "nih":
-        return nih.load(raw_dir, NIH_CLASSES, views=tuple(nih_views))
-    # Uncertain labels are kept apart (mask 0) so the policy can be chosen at training time.
-    return chexpert.load(raw_dir, CHEXPERT_CLASSES, uncertainty="ignore", frontal_only=frontal_only)
+    return read(raw_dir, **options)
 
 
-def prepare_options(dataset: str, *, nih_views, frontal_only: bool, on_bad_image: str) -> dict:
-    """The options that shape a prepared ``dataset`` (those of the other layout do not)."""
-    options = {"on_bad_image": on_bad_image}
-    if dataset == "nih":
-        options["nih_views"] = sorted(set(nih_views))
-    else:
-        options["frontal_only"] = bool(frontal_only)
-    return options
+def prepare_options(dataset: str, options: dict) -> dict:
+    """``options`` (keyword arguments of :func:`prepare`) as the data set's reader takes
+    them: each of its own options, given or at its default. A ``TypeError`` names one
+    that it does not take."""
+    own = {o.name: o.default for o in sources.get_prepared(dataset).prepared.options}
+    unknown = sorted(set(options) - set(own))
+    if unknown:
+        raise TypeError(
+            f"--dataset={dataset} takes no option {', '.join(unknown)}; its options are "
+            f"{', '.join(own) or 'none'}."
+        )
+    return {**own, **options}
+
+
+def recorded_options(dataset: str, options: dict, on_bad_image: str) -> dict:
+    """The options that shape a prepared ``dataset``, as its record holds them."""
+    own = sources.get_prepared(dataset).prepared.options
+    return {"on_bad_image": on_bad_image, **{o.name: o.recorded(options[o.name]) for o in own}}
 
 
 def inputs_fingerprint(examples, raw_dir: str = "") -> str:
@@ -364,43 +305,6 @@ def inputs_fingerprint(examples, raw_dir: str = "") -> str:
     return f"sha256:{h.hexdigest()}"
 
 
-def read_report(version: str) -> dict:
-    """``chestattn_prepare.json`` of a version folder; ``{}`` if it has none."""
-    path = epath.Path(version) / REPORT_FILE
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataFormatError(f"{path} is damaged ({e}); prepare again with --overwrite.") from e
-
-
-def build_id(version: str) -> str | None:
-    """Names the one build of the data set that the version folder ``version`` holds now.
-
-    The ``build_id`` of its ``chestattn_prepare.json`` (a new one per build, also when
-    ``--overwrite`` prepares the same inputs again); for a data set prepared before
-    builds had one, a hash of that record and ``dataset_info.json``. None while the
-    folder holds no complete data set (absent while ``--overwrite`` builds). Reads two
-    small files, local or ``gs://``.
-    """
-    folder = epath.Path(version)
-    try:
-        report = (folder / REPORT_FILE).read_bytes() if (folder / REPORT_FILE).exists() else b""
-        try:
-            found = json.loads(report).get("build_id") if report else None
-        except (ValueError, AttributeError):  # a damaged record: hashed below as an old one
-            found = None
-        if found:
-            return str(found)
-        if not (folder / "dataset_info.json").exists():
-            return None
-        info = (folder / "dataset_info.json").read_bytes()
-    except FileNotFoundError:  # moved aside between the check and the read
-        return None
-    return "sha256:" + hashlib.sha256(info + b"\0" + report).hexdigest()
-
-
 def _differences(old: dict, new: dict) -> list[str]:
     """What differs between the record of a prepared data set and a new one."""
     out = []
@@ -409,11 +313,9 @@ def _differences(old: dict, new: dict) -> list[str]:
         old_dir and new_dir and os.path.realpath(old_dir) == os.path.realpath(new_dir)
     ):
         out.append(f"raw folder: {old_dir or '(examples given in Python)'} -> {new_dir}")
-    old_options = old.get("options", {})
-    for name in sorted(set(old_options) | set(new["options"])):
-        a, b = old_options.get(name), new["options"].get(name)
+    for name, (a, b) in config_fields.differences(old.get("options", {}), new["options"]).items():
         # With every image readable, error and skip build the same data set.
-        if a != b and not (name == "on_bad_image" and not old.get("skipped")):
+        if not (name == "on_bad_image" and not old.get("skipped")):
             out.append(f"option {name}: {a} -> {b}")
     if old.get("examples_read") != new["examples_read"]:
         out.append(f"examples read: {old.get('examples_read')} -> {new['examples_read']}")
@@ -464,24 +366,24 @@ def prepare_with_status(
     *,
     on_bad_image: str = "error",
     num_workers: int = 0,
-    nih_views=("PA", "AP"),
-    frontal_only: bool = True,
     examples=None,
     overwrite: bool = False,
+    **options,
 ) -> tuple[str, str]:
     """Builds the TFDS data set and its index, unless it exists and matches.
 
     Args:
-      dataset: ``nih`` or ``chexpert``.
+      dataset: a prepared data set (``nih``, ``chexpert``: :mod:`chestattn_jax.data.sources`).
       raw_dir: the raw folder (``""`` with ``examples``).
       data_dir: where the data set goes (``DATA_DIR`` of the module docstring).
       image_size: side of the stored square images in pixels.
       on_bad_image: ``error`` stops at the first unreadable image; ``skip`` leaves
         it out and lists it in ``chestattn_prepare.json``.
       num_workers: processes decoding and resizing images (0: this process).
-      nih_views, frontal_only: which images of NIH / CheXpert to keep.
       examples: :class:`RawExample` s to prepare instead of reading ``raw_dir``.
       overwrite: replace an existing data set whatever it was prepared from.
+      options: the data set's own options, which images to keep (NIH: ``nih_views``;
+        CheXpert: ``frontal_only``); unset ones take their defaults.
 
     Returns:
       ``(version folder, status)``: ``built`` (nothing was there), ``rebuilt``
@@ -504,17 +406,16 @@ def prepare_with_status(
         raise ValueError(f"--image_size must be a positive number of pixels, got {image_size}.")
     if on_bad_image not in ON_BAD_IMAGE:
         raise ValueError(f"Unknown on_bad_image {on_bad_image!r}; expected error or skip.")
+    options = prepare_options(dataset, options)
     if examples is None:
-        examples = read_raw(dataset, raw_dir, nih_views=nih_views, frontal_only=frontal_only)
+        examples = read_raw(dataset, raw_dir, **options)
     if not examples:
         raise DataFormatError(f"No examples found in {raw_dir} for dataset {dataset!r}.")
     record = {
         "dataset": dataset,
         "image_size": int(image_size),
         "raw_dir": os.path.abspath(raw_dir) if raw_dir else "",
-        "options": prepare_options(
-            dataset, nih_views=nih_views, frontal_only=frontal_only, on_bad_image=on_bad_image
-        ),
+        "options": recorded_options(dataset, options, on_bad_image),
         "examples_read": len(examples),
         "fingerprint": inputs_fingerprint(examples, raw_dir),
     }
@@ -525,12 +426,12 @@ def prepare_with_status(
         "record": record,
     }
     _restore_interrupted_overwrite(version)
-    builder = open_builder(dataset, data_dir, image_size, **kwargs)
+    builder = _writer(dataset, data_dir, image_size, **kwargs)
     if not epath.Path(version).exists():
         _build(builder)
         return version, "built"
     if overwrite:
-        _rebuild(version, lambda: open_builder(dataset, data_dir, image_size, **kwargs))
+        _rebuild(version, lambda: _writer(dataset, data_dir, image_size, **kwargs))
         return version, "rebuilt"
     if not builder.is_prepared():  # TFDS would "reuse" it
         raise DatasetConflictError(
@@ -549,8 +450,11 @@ def prepare_with_status(
     )
     for aside in _set_aside(version):
         logging.warning("%s is the old data set of an interrupted --overwrite.", aside)
-    load_index(builder)  # an index from before boxes were counted is redone
     return version, "reused"
+
+
+def _writer(dataset: str, data_dir: str, image_size: int, **kwargs) -> ExampleWriter:
+    return records.open_builder(dataset, data_dir, image_size, ExampleWriter, **kwargs)
 
 
 def _matching_record(version: str, record: dict) -> dict:
@@ -614,44 +518,17 @@ def _rebuild(version: str, new_builder) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def load_index(builder) -> dict:
-    """The non-image fields of every record of split ``full``, as arrays.
-
-    Computed once by reading the records without decoding their images, then
-    cached in the version folder (written atomically; local or ``gs://``).
-    """
-    path = epath.Path(builder.data_dir) / INDEX_FILE
-    fields = ("labels", "mask", "patient_id", "view", "sex", "age", "source_split", "key")
-    if path.exists():
-        try:
-            index = files.read_npz(path)
-            if "num_boxes" in index:  # else an index from before boxes were counted
-                return index
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-            # Only a cache of the records: build it again.
-            logging.warning("%s is damaged (%s); reading the records again.", path, e)
-    source = builder.as_data_source(SPLIT, decoders={"image": tfds.decode.SkipDecoding()})
-    rows = {f: [] for f in (*fields, "num_boxes")}
-    for i in range(len(source)):
-        rec = source[i]
-        for f in fields:
-            v = rec[f]
-            rows[f].append(v.decode() if isinstance(v, bytes) else v)
-        rows["num_boxes"].append(len(rec["box_labels"]))
-    index = {f: np.asarray(v) for f, v in rows.items()}
-    files.write_npz(path, **index)
-    return index
-
-
 def main(argv):
     del argv
     from absl import flags
 
     f = flags.FLAGS
-    if f.dataset != "nih" and f["nih_views"].present:
-        sys.exit("FATAL: --nih_views applies to --dataset=nih only.")
-    if f.dataset != "chexpert" and f["frontal_only"].present:
-        sys.exit("FATAL: --[no]frontal_only applies to --dataset=chexpert only.")
+    for name in sources.prepared_names():
+        for option in sources.get(name).prepared.options:
+            if f.dataset != name and f[option.name].present:
+                flag = f"--[no]{option.name}" if f[option.name].boolean else f"--{option.name}"
+                sys.exit(f"FATAL: {flag} applies to --dataset={name} only.")
+    own = sources.get(f.dataset).prepared.options
     try:
         path, status = prepare_with_status(
             f.dataset,
@@ -660,10 +537,9 @@ def main(argv):
             f.image_size,
             on_bad_image=f.on_bad_image,
             num_workers=f.num_workers,
-            nih_views=f.nih_views,
-            frontal_only=f.frontal_only,
             examples=None,
             overwrite=f.overwrite,
+            **{option.name: f[option.name].value for option in own},
         )
     except (DatasetConflictError, DataFormatError, OSError, ValueError, WorkerDied) as e:
         sys.exit(f"FATAL: {e}")
@@ -687,7 +563,7 @@ def main(argv):
 if __name__ == "__main__":
     from absl import app, flags
 
-    flags.DEFINE_enum("dataset", None, list(BUILDERS), "Which raw layout to read.")
+    flags.DEFINE_enum("dataset", None, list(sources.prepared_names()), "Which raw layout to read.")
     flags.DEFINE_string("raw_dir", None, "Folder of the raw data set as distributed.")
     flags.DEFINE_string("data_dir", None, "Where to write the TFDS data set.")
     flags.DEFINE_integer("image_size", 224, "Side of the stored square images in pixels.")
@@ -702,8 +578,12 @@ if __name__ == "__main__":
         max(1, (os.cpu_count() or 1) - 1),
         "Processes decoding and resizing images (0: in this process).",
     )
-    flags.DEFINE_list("nih_views", ["PA", "AP"], "NIH view positions to keep.")
-    flags.DEFINE_bool("frontal_only", True, "CheXpert: keep frontal images only.")
+    for name in sources.prepared_names():  # each data set's own options
+        for option in sources.get(name).prepared.options:
+            if isinstance(option.default, bool):
+                flags.DEFINE_bool(option.name, option.default, option.help)
+            else:
+                flags.DEFINE_list(option.name, list(option.default), option.help)
     flags.DEFINE_bool(
         "overwrite",
         False,

@@ -13,8 +13,11 @@ both sides of an evaluation. All are deterministic functions of their seed.
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
+
+from chestattn_jax.config_fields import SPLIT_FIELDS
 
 SCHEMES = ("random", "kfold", "official")
 SPLIT_NAMES = ("train", "validation", "test")
@@ -120,3 +123,40 @@ def make_splits(
             f"({len(np.unique(np.asarray(patient_ids, dtype=str)))} patients)."
         )
     return splits
+
+
+def check_config(p, mode: str) -> str | None:
+    """The rules of the split settings of a prepared data set (``config.data.split`` and the
+    fields its schemes read), added to ``p`` (a
+    :class:`chestattn_jax.config_checks.Problems`). Returns the scheme, if valid."""
+    split = p.choice("data.split", SCHEMES)
+    fractions = p.value("data.split_fractions")
+    if (
+        not isinstance(fractions, list | tuple)
+        or len(fractions) != 3
+        or not all(p.is_real(f) and f > 0 for f in fractions)
+        or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)
+    ):
+        p.add(
+            "data.split_fractions",
+            "must be three numbers greater than 0 (train, validation, test) summing to 1, "
+            "e.g. (0.7, 0.1, 0.2).",
+        )
+    folds = p.int("data.num_folds", 2, "at least 2")
+    fold = p.int("data.fold", 0, "at least 0")
+    if folds is not None and fold is not None and fold >= folds:
+        p.add("data.fold", f"must be below config.data.num_folds={folds} (0 .. {folds - 1}).")
+    p.fraction("data.val_fraction", "the share of the non-test patients that validate")
+    p.seed("data.split_seed")
+    return split
+
+
+def check_scheme_fields(p, split: str) -> None:
+    """Split fields that the scheme ``split`` ignores must keep their defaults."""
+    for field, schemes in SPLIT_FIELDS.items():
+        if split not in schemes:
+            p.ignored(
+                f"data.{field}",
+                f"is ignored by config.data.split={split!r} (it is read by "
+                f"{' and '.join(repr(s) for s in schemes)})",
+            )

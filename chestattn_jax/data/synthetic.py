@@ -35,13 +35,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import hashlib
+import json
 import math
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from chestattn_jax.config_fields import PREPARED_FIELDS
 from chestattn_jax.data.classes import NIH_CLASSES
+from chestattn_jax.data.source import DataSource
 
 PHANTOM_CLASSES = NIH_CLASSES
 
@@ -1272,6 +1276,97 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     gallery(args.image_size, args.seed).save(args.gallery)
+
+
+def check_config(p, mode: str) -> None:
+    """The rules of ``config.data.synthetic`` (the phantoms), added to ``p`` (a
+    :class:`chestattn_jax.config_checks.Problems`)."""
+    p.seed("data.synthetic.seed")
+    for split_name in SPLITS:
+        p.int(f"data.synthetic.{split_name}_size", 1, "at least 1")
+    p.non_negative("data.synthetic.lesion_contrast", "at least 0 (0 hides the findings)")
+    p.positive("data.synthetic.lesion_size")
+    p.non_negative("data.synthetic.noise")
+    p.positive("data.synthetic.prevalence_scale")
+    v = p.real("data.synthetic.location_variability")
+    if v is not None and not 0 <= v <= 1:
+        p.add("data.synthetic.location_variability", "must be between 0 and 1 (inclusive).")
+
+
+def check_chosen(p, source, evaluated) -> None:
+    """The settings that the phantoms ignore as ``config.data.name`` keep their defaults:
+    every prepared data set's, but for a cross-dataset evaluation, which reads them for
+    the evaluated data set (``evaluated``), all but the folder."""
+    del source
+    if evaluated is None:
+        for name in PREPARED_FIELDS:
+            p.ignored(
+                f"data.{name}",
+                "is ignored on synthetic data (config.data.name='synthetic'), whose splits "
+                "are config.data.synthetic.*_size",
+            )
+    else:
+        p.ignored("data.data_dir", "is not read: the evaluated data set is config.eval.data_dir")
+
+
+def open_split(config, split: str) -> PhantomChestXray:
+    """The phantoms of ``split`` (train / validation / test) for ``config.data``."""
+    d = config.data
+    syn = d.synthetic
+    return PhantomChestXray(
+        size=int(syn[f"{split}_size"]),
+        split=split,
+        seed=syn.seed,
+        config=PhantomConfig(
+            image_size=d.image_size,
+            lesion_contrast=syn.lesion_contrast,
+            lesion_size=syn.lesion_size,
+            noise=syn.noise,
+            prevalence_scale=syn.prevalence_scale,
+            location_variability=syn.location_variability,
+        ),
+        classes=tuple(d.classes),
+    )
+
+
+def fingerprint(config) -> dict:
+    """What phantoms ``config.data`` asks for: a hash of ``config.data.synthetic`` (seed,
+    split sizes, difficulty), ``image_size`` and ``classes``
+    (:func:`chestattn_jax.data.input_pipeline.dataset_fingerprint`)."""
+    d = config.data
+    syn = d.synthetic
+    settings = syn.to_dict() if hasattr(syn, "to_dict") else dict(syn)
+    hashed = {
+        "image_size": int(d.image_size),
+        "classes": list(d.classes),
+        "synthetic": settings,
+    }
+    digest = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
+    return {
+        "name": "synthetic",
+        "image_size": int(d.image_size),
+        "fingerprint": f"sha256:{digest}",
+        "num_records": int(syn.train_size) + int(syn.validation_size) + int(syn.test_size),
+        "raw_dir": None,
+    }
+
+
+def select_fold(data, fold: int, num_folds: int) -> None:
+    """Fold ``fold`` of the phantoms: other phantoms, drawn with the seed plus ``fold``."""
+    del num_folds
+    data.synthetic.seed = int(data.synthetic.seed) + fold
+
+
+SOURCE = DataSource(
+    name="synthetic",
+    classes=PHANTOM_CLASSES,
+    open_split=open_split,
+    fingerprint=fingerprint,
+    select_fold=select_fold,
+    settings="data.synthetic",
+    check_config=check_config,
+    check_chosen=check_chosen,
+)
 
 
 if __name__ == "__main__":

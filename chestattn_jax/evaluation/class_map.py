@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import copy
 
+from chestattn_jax.data import sources
+
 # Different names for the same finding (model class, data set class), both directions.
 EQUIVALENTS = (("Effusion", "Pleural Effusion"),)
 EXACT = "exact"
@@ -86,11 +88,9 @@ def parse(text: str, model_classes, data_classes) -> list[tuple[str, str]]:
 
 def pairs(config) -> list[tuple[str, str]]:
     """The class map of ``config`` (cross-dataset evaluation only)."""
-    from chestattn_jax.config import known_classes
-
     text = config.eval.class_map
     try:
-        return parse(text, config.data.classes, known_classes(config.eval.dataset))
+        return parse(text, config.data.classes, sources.get(config.eval.dataset).classes)
     except ValueError as e:
         raise ValueError(f"config.eval.class_map={text!r}: {e}") from None
 
@@ -113,3 +113,36 @@ def columns(config) -> list[int]:
     """The model output of each mapped class."""
     model = list(config.data.classes)
     return [model.index(a) for a, _ in pairs(config)]
+
+
+def check_config(p, mode: str) -> None:
+    """The rules of a cross-dataset evaluation (``config.eval.dataset``, ``data_dir`` and
+    ``class_map``), added to ``p`` (a :class:`chestattn_jax.config_checks.Problems`)."""
+    # A cross-dataset evaluation scores on a prepared data set.
+    name = p.choice("eval.dataset", ("", *sources.prepared_names()))
+    if name and mode != "evaluate":
+        p.add(
+            "eval.dataset",
+            "is read by --mode=evaluate only: train on one data set, then evaluate the "
+            "workdir on another.",
+        )
+    if not name:
+        why = "is read only in a cross-dataset evaluation (config.eval.dataset)"
+        p.ignored("eval.data_dir", why)
+        p.ignored("eval.class_map", why)
+        return
+    data_dir = p.value("eval.data_dir")
+    if not data_dir or not isinstance(data_dir, str):
+        p.add(
+            "eval.data_dir",
+            f"must name the folder of the prepared {name} data set that "
+            f"config.eval.dataset={name!r} evaluates on.",
+        )
+    text, classes = p.value("eval.class_map"), p.value("data.classes")
+    if not isinstance(text, str):
+        p.add("eval.class_map", 'must be a string: "exact", "MODEL=DATA,...", or both.')
+    elif "data.classes" not in p.reported:
+        try:
+            parse(text, classes, sources.get(name).classes)
+        except ValueError as e:
+            p.add("eval.class_map", str(e))

@@ -65,21 +65,24 @@ class Record:
 
     @classmethod
     def load(cls, path) -> Record:
-        """The record at ``path``. Records written before example ids were kept get the
-        row number as their id (``compare`` then matches rows by patient and labels)."""
+        """The record at ``path``; a ``ValueError`` names the arrays it lacks."""
         arrays = files.read_npz(path)
-        n = len(arrays["labels"])
-        classes = tuple(str(c) for c in arrays["classes"])
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in arrays]
+        if missing:
+            raise ValueError(
+                f"{path} has no array {', '.join(missing)}: it was not written by this "
+                "version of chestattn_jax. Evaluate the workdir again (--mode=evaluate)."
+            )
         return cls(
             probs=arrays["probs"],
             labels=arrays["labels"],
             mask=arrays["mask"],
             patient_ids=arrays["patient_ids"],
-            example_ids=arrays.get("example_ids", np.arange(n).astype(str)),
-            classes=classes,
-            evaluated_as=tuple(str(c) for c in arrays.get("evaluated_as", classes)),
-            loss=float(arrays.get("loss", np.nan)),
-            bce=float(arrays.get("bce", np.nan)),
+            example_ids=arrays["example_ids"],
+            classes=tuple(str(c) for c in arrays["classes"]),
+            evaluated_as=tuple(str(c) for c in arrays["evaluated_as"]),
+            loss=float(arrays["loss"]),
+            bce=float(arrays["bce"]),
         )
 
 

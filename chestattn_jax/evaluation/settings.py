@@ -16,61 +16,29 @@ import os
 
 from absl import logging
 
-from chestattn_jax import config as config_lib
+from chestattn_jax import config_fields as fields
 from chestattn_jax import workdir as workdir_lib
-from chestattn_jax.data.input_pipeline import dataset_fingerprint
-from chestattn_jax.evaluation import class_map
-from chestattn_jax.inference import (
+from chestattn_jax.config_fields import (
+    CROSS_DATASET_FIELDS,
+    DATA_FIELDS,
+    EVAL_FIELDS,
+    INPUT_FIELDS,
     MODEL_FIELDS,
-    _describe_changes,
-    _differences,
-    _field,
-    check_model_fields,
 )
+from chestattn_jax.data import sources
+from chestattn_jax.data.input_pipeline import dataset_fingerprint
+from chestattn_jax.data.splits import SPLIT_NAMES
+from chestattn_jax.evaluation import class_map, evaluators
+from chestattn_jax.inference import check_model_fields
 
-# Fields that decide which images are scored and how they reach the model. Another value
-# than training's is refused unless config.allow_setting_changes: another split can hold
-# training patients, another image size or normalisation feeds the model other inputs.
-DATA_FIELDS = (
-    "data.name",
-    "data.image_size",
-    "data.mean",
-    "data.std",
-    "data.views",
-    "data.split",
-    "data.split_fractions",
-    "data.num_folds",
-    "data.fold",
-    "data.val_fraction",
-    "data.split_seed",
-    "data.uncertainty",
-    "data.uncertainty_per_class",
-)
-# The phantoms' fields (config.data.name == "synthetic"): all of them, split sizes included,
-# decide the data set's fingerprint, so that a difference is named by its field. Read from
-# the config itself: a new phantom field is covered without a change here.
-SYNTHETIC_FIELDS = tuple(f"data.synthetic.{k}" for k in config_lib.get_base_config().data.synthetic)
+# Which checkpoint an evaluation restores (config.eval.checkpoint).
+EVAL_CHECKPOINTS = ("best", "latest")
 # The key of the data set's fingerprint among the settings and changes.
 FINGERPRINT = "dataset fingerprint"
-# Evaluation settings that change the numbers written (recorded beside them).
-EVAL_FIELDS = (
-    "eval.split",
-    "eval.checkpoint",
-    "eval.bootstrap_draws",
-    "eval.bootstrap_seed",
-    "eval.map_threshold",
-    "model.dtype",
-)
-
-
-# What a cross-dataset evaluation checks against training: how images reach the model.
-# The other data fields then describe the evaluated data set (its split, views, labels),
-# which cannot hold training patients.
-INPUT_FIELDS = ("data.name", "data.image_size", "data.mean", "data.std")
 
 
 def _data_fields(config) -> tuple[str, ...]:
-    return DATA_FIELDS + (SYNTHETIC_FIELDS if config.data.name == "synthetic" else ())
+    return DATA_FIELDS + sources.get(config.data.name).setting_fields(config)
 
 
 def _trained_fields(config) -> tuple[str, ...]:
@@ -88,37 +56,28 @@ def trained_setting_changes(
 ) -> dict:
     """How ``config`` differs from the config ``workdir`` was trained with
     (``WORKDIR/config.json``, ``WORKDIR/dataset.json``) on the fields that decide what is
-    evaluated (:data:`DATA_FIELDS`, for phantoms :data:`SYNTHETIC_FIELDS`, and the data
+    evaluated (:data:`DATA_FIELDS`, for phantoms ``data.synthetic.*``, and the data
     set's ``fingerprint`` from ``fingerprint``; never its ``raw_dir``: the same data may be
     mounted elsewhere; across data sets only :data:`INPUT_FIELDS`). Raises a
     ``ValueError`` if the model fields differ: that checkpoint cannot be evaluated so.
 
-    A fingerprint that is ``"unknown"`` (a data set prepared before fingerprints were
-    recorded) cannot be compared: a warning says so, and it is not counted as a change.
     For phantoms, whose fingerprint is a hash of config fields, a difference is named by
     those fields; the fingerprint is listed only when no field explains it."""
     root = workdir_lib.workdir_path(workdir)
-    saved = workdir_lib.read_json(root / workdir_lib.CONFIG_FILE)
+    path = root / workdir_lib.CONFIG_FILE
+    saved = workdir_lib.read_json(path)
     if saved is None:
         return {}
     check_model_fields(workdir, config, advice, saved=saved)
-    changes = _differences(saved, config, _trained_fields(config))
+    changes = fields.differences(saved, config, _trained_fields(config), source=path)
     trained_on = workdir_lib.read_json(root / workdir_lib.DATASET_FILE) or {}
     was, now = trained_on.get("fingerprint"), (fingerprint or {}).get("fingerprint")
-    if "unknown" in (was, now):
-        unknown = trained_on if was == "unknown" else fingerprint
-        logging.warning(
-            "Cannot check that the data set is the one %s was trained on: the fingerprint "
-            "of the data set %s is unknown (%s).",
-            workdir,
-            "it was trained on" if was == "unknown" else "of this config",
-            unknown.get("note") or "it was prepared before fingerprints were recorded",
-        )
-    elif was and now and was != now:
+    if was and now and was != now:
         # A phantom fingerprint hashes these fields (and the classes): named above if
         # they differ. A prepared data set's hashes its raw inputs, which no field names.
-        inputs = ("data.image_size", *SYNTHETIC_FIELDS)
-        if config.data.name != "synthetic" or not _differences(saved, config, inputs):
+        source = sources.get(config.data.name)
+        inputs = ("data.image_size", *source.setting_fields(config))
+        if source.prepared or not fields.differences(saved, config, inputs, source=path):
             changes[FINGERPRINT] = (was, now)
     return changes
 
@@ -128,8 +87,8 @@ def check_setting_changes(changes: dict, config, what: str) -> None:
     ``config.allow_setting_changes``; logs them when allowed."""
     if not changes:
         return
-    text = _describe_changes(changes, "the workdir was trained with")
-    if FINGERPRINT in changes and config.data.name != "synthetic":
+    text = fields.describe_changes(changes, "the workdir was trained with")
+    if FINGERPRINT in changes and sources.get(config.data.name).prepared:
         text += (
             " (the data set was prepared again, from other raw images or with other options, "
             f"since training: compare the workdir's {workdir_lib.DATASET_FILE} with the "
@@ -145,8 +104,6 @@ def check_setting_changes(changes: dict, config, what: str) -> None:
     logging.warning("%s under other data settings than training (allowed): %s", what, text)
 
 
-# What a cross-dataset evaluation adds to the settings (class_map.py).
-CROSS_DATASET_FIELDS = ("eval.dataset", "eval.class_map")
 # The key of the evaluated data set's fingerprint in a cross-dataset evaluation.
 EVALUATED_FINGERPRINT = "evaluated dataset fingerprint"
 
@@ -155,10 +112,10 @@ def eval_settings(config, fingerprint: dict | None, evaluated: dict | None = Non
     """Every setting that changes the numbers of an evaluation, by config field; for a
     cross-dataset evaluation also the evaluated data set and its ``evaluated``
     fingerprint."""
-    fields = (*EVAL_FIELDS, *_data_fields(config), *MODEL_FIELDS)
+    names = (*EVAL_FIELDS, *_data_fields(config), *MODEL_FIELDS)
     if class_map.is_cross_dataset(config):
-        fields += CROSS_DATASET_FIELDS
-    settings = {f: _field(config, f) for f in fields}
+        names += CROSS_DATASET_FIELDS
+    settings = {f: fields.field(config, f) for f in names}
     settings[FINGERPRINT] = (fingerprint or {}).get("fingerprint")
     if class_map.is_cross_dataset(config):
         settings[EVALUATED_FINGERPRINT] = (evaluated or {}).get("fingerprint")
@@ -222,13 +179,13 @@ def plan_evaluation(config, workdir: str, *, replace_other_settings: bool = Fals
     previous = workdir_lib.read_json(out_dir / "metrics.json")
     if previous is not None:
         before = previous.get("settings")
-        if before is None:
-            logging.warning(
-                "%s holds an evaluation that does not record its settings (an older "
-                "version wrote it); replacing it.",
-                out_dir,
+        if not isinstance(before, dict):
+            raise ValueError(
+                f"{out_dir / 'metrics.json'} has no field settings: it was not written by "
+                "this version of chestattn_jax. Name another folder with "
+                "--config.eval.output_name=NAME, or move that one away."
             )
-        elif before != settings:
+        if before != settings:
             differ = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
             text = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
             if not replace_other_settings:
@@ -245,3 +202,30 @@ def plan_evaluation(config, workdir: str, *, replace_other_settings: bool = Fals
         "fingerprint": fingerprint,
         "data_config": data_config,
     }
+
+
+def check_config(p, mode: str) -> None:
+    """The rules of ``config.eval``, added to ``p`` (a
+    :class:`chestattn_jax.config_checks.Problems`): the evaluation's own settings here, the
+    evaluators' (:func:`chestattn_jax.evaluation.evaluators.check_config`) and a
+    cross-dataset evaluation's (:func:`chestattn_jax.evaluation.class_map.check_config`)."""
+    p.int("eval.batch_size", 1, "at least 1")
+    p.choice("eval.checkpoint", EVAL_CHECKPOINTS)
+    p.choice("eval.split", SPLIT_NAMES)
+    name = p.value("eval.output_name")
+    if not isinstance(name, str):
+        p.add("eval.output_name", 'must be a folder name, or "" for the default.')
+    elif name and (
+        name in (".", "..")
+        or "/" in name
+        or os.sep in name
+        or (os.altsep and os.altsep in name)
+        or name in workdir_lib.WORKDIR_NAMES
+    ):
+        p.add(
+            "eval.output_name",
+            "must be one folder name inside the workdir (no '/'), other than "
+            f"{', '.join(workdir_lib.WORKDIR_NAMES)}.",
+        )
+    evaluators.check_config(p, mode)
+    class_map.check_config(p, mode)

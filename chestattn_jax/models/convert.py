@@ -383,3 +383,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def check_config(p, mode: str) -> None:
+    """The rules of ``config.model.pretrained``, added to ``p`` (a
+    :class:`chestattn_jax.config_checks.Problems`)."""
+    pretrained = p.value("model.pretrained")
+    suffixes = (".safetensors", *TORCH_SUFFIXES)
+    if not isinstance(pretrained, str):
+        p.add("model.pretrained", 'must be a file name, or "" to train from scratch.')
+    elif pretrained and not pretrained.endswith(suffixes):
+        p.add("model.pretrained", f"must be a file ending in {', '.join(suffixes)}.")
+    elif pretrained and not os.path.isfile(pretrained):
+        p.add("model.pretrained", "no such file.")

@@ -17,11 +17,12 @@ later, gate 3 (the class-based one) on stage 4's output, and g is still stage 4 
 
 Under ``pc`` compatibility with ``softmax`` maps, g reaches the attention variants only
 through ``A_s . g_s'``, a per-image constant that the softmax over positions cancels
-(DESIGN 2); the logits come from the attended ``l1..l3`` features alone. With
-``skip_unused_stage4`` those variants then do not compute stage 4, g or ``P_s`` at all:
-logits, maps and gradients are exactly those of the full forward pass. The skipped
-parameters are still created by ``init`` (checkpoints keep one layout), receive zero
-gradient either way, and stage 4's BatchNorm running statistics are not updated.
+(softmax(c + a) = softmax(c) for a constant a); the logits come from the attended
+``l1..l3`` features alone. With ``skip_unused_stage4`` those variants then do not compute
+stage 4, g or ``P_s`` at all: logits, maps and gradients are exactly those of the full
+forward pass. The skipped parameters are still created by ``init`` (checkpoints keep one
+layout), receive zero gradient either way, and stage 4's BatchNorm running statistics are
+not updated.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from chestattn_jax.config import VARIANTS
+from chestattn_jax.config_checks import ConfigError, Problems
 from chestattn_jax.models.attention import (
     COMPATIBILITIES,
     NORMALISATIONS,
@@ -40,7 +43,8 @@ from chestattn_jax.models.attention import (
 )
 from chestattn_jax.models.resnet import ResNet
 
-VARIANTS = ("resnet", "image", "class")
+# config.model.dtype: the compute dtype of the backbone and the gates.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 class ChestAttentionNet(nn.Module):
@@ -152,15 +156,16 @@ def check_gate_stages(stages, num_stages: int = 4) -> None:
 
 
 def create_model(config) -> ChestAttentionNet:
-    """Builds the model of ``config.model`` for ``num_classes`` classes, checking names."""
+    """Builds the model of ``config.model`` for ``len(config.data.classes)`` classes.
+
+    Raises:
+      chestattn_jax.config_checks.ConfigError: a value :func:`check_config` refuses.
+    """
+    p = Problems(config, None)
+    check_config(p, "train")
+    if p.found:
+        raise ConfigError(p.found)
     m = config.model
-    check_choice("model variant (config.model.variant)", m.variant, VARIANTS)
-    check_choice("compatibility (config.model.compatibility)", m.compatibility, COMPATIBILITIES)
-    check_choice(
-        "attention normalisation (config.model.attention_norm)", m.attention_norm, NORMALISATIONS
-    )
-    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-    check_choice("compute dtype (config.model.dtype)", m.dtype, tuple(dtypes))
     return ChestAttentionNet(
         num_classes=len(config.data.classes),
         variant=m.variant,
@@ -169,7 +174,43 @@ def create_model(config) -> ChestAttentionNet:
         attention_dim=m.attention_dim,
         compatibility=m.compatibility,
         normalisation=m.attention_norm,
-        dtype=dtypes[m.dtype],
-        skip_unused_stage4=m.get("skip_unused_stage4", True),
-        gate_stages=tuple(m.get("gate_stages", (1, 2, 3))),
+        dtype=DTYPES[m.dtype],
+        skip_unused_stage4=m.skip_unused_stage4,
+        gate_stages=tuple(m.gate_stages),
     )
+
+
+def check_config(p, mode: str) -> None:
+    """The rules of the architecture fields of ``config.model``, added to ``p`` (a
+    :class:`chestattn_jax.config_checks.Problems`); ``model.pretrained`` is
+    :func:`chestattn_jax.models.convert.check_config`'s."""
+    p.choice("model.variant", VARIANTS)
+    stages = p.value("model.stage_sizes")
+    if (
+        not isinstance(stages, list | tuple)
+        or len(stages) != 4
+        or not all(p.is_int(s) and s >= 1 for s in stages)
+    ):
+        p.add(
+            "model.stage_sizes",
+            "must be four integers of at least 1, the bottleneck blocks of each ResNet stage "
+            "(ResNet-50: (3, 4, 6, 3)).",
+        )
+    p.int("model.num_filters", 1, "at least 1")
+    p.int("model.attention_dim", 1, "at least 1")
+    p.choice("model.compatibility", COMPATIBILITIES)
+    p.choice("model.attention_norm", NORMALISATIONS)
+    p.choice("model.dtype", tuple(DTYPES))
+    p.bool("model.skip_unused_stage4")
+    stages = p.value("model.gate_stages")
+    if not isinstance(stages, list | tuple) or not all(p.is_int(s) for s in stages):
+        p.add("model.gate_stages", "must be a tuple of three stages, e.g. (1, 2, 3) or (2, 3, 4).")
+    else:
+        try:
+            check_gate_stages(tuple(int(s) for s in stages))
+        except ValueError:
+            p.add(
+                "model.gate_stages",
+                "must be three increasing stages of the backbone, from 1 to 4, e.g. (1, 2, 3) "
+                "or (2, 3, 4).",
+            )

@@ -14,6 +14,11 @@ pass twice:
 Adding a metric is adding a module: ``my_metric.py`` with ``class Evaluator(Evaluator)``
 runs with ``--config.eval.evaluators="('auc','my_metric','tables')"``. An evaluator
 reads what the ones before it added to ``metrics`` (``tables`` tabulates them).
+
+An evaluator's options are ``config.eval`` fields (``bootstrap_draws`` for ``auc``,
+``map_threshold`` for ``localization``, ``num_figure_images`` for ``figures``): a new one
+gets its default in :func:`chestattn_jax.config.get_base_config` and its rule in the
+evaluator's ``check_config``, which validation calls before any run starts.
 """
 
 from __future__ import annotations
@@ -63,6 +68,15 @@ class Evaluator:
     # The files finish() may write into ctx.out_dir: an evaluation without this evaluator
     # removes them, so that a folder never shows another evaluation's files.
     outputs: tuple[str, ...] = ()
+    # Evaluators this one cannot go without, each with why: (("auc", "tables tabulates the
+    # AUCs"),). A config that chooses this one without them is refused.
+    requires: tuple[tuple[str, str], ...] = ()
+
+    @staticmethod
+    def check_config(p, mode: str) -> None:
+        """The rules of this evaluator's own options (``config.eval.<option>``), added to
+        ``p`` (a :class:`chestattn_jax.config_checks.Problems`). Checked whether or not
+        the evaluator is chosen: every field of a config holds a usable value."""
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
@@ -106,3 +120,42 @@ def create(names, ctx: Context) -> list[Evaluator]:
     for name in names:
         place(name)
     return [classes[name](ctx) for name in ordered]
+
+
+def check_config(p, mode: str) -> None:
+    """The rules of ``config.eval.evaluators`` and each evaluator's own (its
+    ``Evaluator.check_config`` and ``requires``), added to ``p`` (a
+    :class:`chestattn_jax.config_checks.Problems`)."""
+    known = available()
+    plugins = {n: importlib.import_module(f"{__name__}.{n}").Evaluator for n in known}
+    for plugin in plugins.values():
+        plugin.check_config(p, mode)
+    names = p.value("eval.evaluators")
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        p.add(
+            "eval.evaluators",
+            f"must be a tuple of evaluator names from {', '.join(known)}, e.g. "
+            "--config.eval.evaluators=\"('auc','tables')\".",
+        )
+        return
+    unknown = [n for n in names if n not in known]
+    if not names:
+        p.add(
+            "eval.evaluators",
+            "is empty: an evaluation must compute something (its metrics.json would hold no "
+            "AUC, and an experiment would count the cell as done). Name at least one, e.g. "
+            "--config.eval.evaluators=\"('auc',)\".",
+        )
+    elif unknown:
+        p.add(
+            "eval.evaluators",
+            f"no evaluator {', '.join(map(repr, unknown))}; expected names from "
+            f"{', '.join(known)}.",
+        )
+    elif len(set(names)) < len(names):
+        p.add("eval.evaluators", "names an evaluator more than once.")
+    else:
+        for name in names:
+            for needed, why in plugins[name].requires:
+                if needed not in names:
+                    p.add("eval.evaluators", f"{why}: add {needed}, or leave {name} out.")

@@ -34,6 +34,11 @@ def per_class_auc(labels, probs, mask, class_names) -> dict:
 
 
 class Evaluator(evaluators.Evaluator):
+    @staticmethod
+    def check_config(p, mode: str) -> None:
+        p.int("eval.bootstrap_draws", 0, "at least 0 (0: no confidence intervals)")
+        p.seed("eval.bootstrap_seed")
+
     def finish(self, record, metrics) -> None:
         classes, config = list(record.classes), self.ctx.config
         metrics.update(per_class_auc(record.labels, record.probs, record.mask, classes))

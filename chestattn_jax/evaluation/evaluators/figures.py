@@ -21,6 +21,11 @@ from chestattn_jax.evaluation import evaluators
 
 class Evaluator(evaluators.Evaluator):
     after = ("auc",)
+
+    @staticmethod
+    def check_config(p, mode: str) -> None:
+        p.int("eval.num_figure_images", 0, "at least 0")
+
     outputs = (
         "roc_curves.png",
         "overlays.png",

@@ -47,6 +47,10 @@ def class_prior(train_source, source, truth_rows, num_classes: int):
 
 
 class Evaluator(evaluators.Evaluator):
+    @staticmethod
+    def check_config(p, mode: str) -> None:
+        p.fraction("eval.map_threshold", "maps are divided by their maximum, then thresholded")
+
     def __init__(self, ctx):
         super().__init__(ctx)
         truth = getattr(ctx.source, "truth_indices", None)

@@ -109,6 +109,7 @@ def markdown(metrics: dict, rows: list[dict]) -> str:
 
 class Evaluator(evaluators.Evaluator):
     after = ("auc", "localization")
+    requires = (("auc", "tables tabulates the AUCs"),)
     outputs = ("per_class.csv", "per_class.md")
 
     def finish(self, record, metrics) -> None:

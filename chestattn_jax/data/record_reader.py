@@ -1,7 +1,8 @@
-"""Sources over a prepared TFDS data set: class selection, uncertainty policy, splits.
+"""Reads a prepared data set (:mod:`chestattn_jax.data.records`): sources with the
+chosen classes, uncertainty policy and split.
 
 A source reads the one build of the data set whose index its rows and labels come
-from (:func:`chestattn_jax.data.prepare.build_id`). ``prepare --overwrite`` may
+from (:func:`chestattn_jax.data.records.build_id`). ``prepare --overwrite`` may
 replace the data set while a run reads it: a process that has opened a local source
 holds every shard file open and reads that build to the end (the replaced files live
 on until closed); one that opens it afterwards (a grain worker started later, a
@@ -18,7 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from chestattn_jax import files
-from chestattn_jax.data import prepare as prep
+from chestattn_jax.data import records
 from chestattn_jax.data.chexpert import UNCERTAIN_AS, uncertainty_policies
 from chestattn_jax.data.raw import DataFormatError
 from chestattn_jax.data.splits import make_splits
@@ -79,7 +80,7 @@ class PreparedSource:
 
     ``source[i]`` is ``{"image": (S, S, 1) uint8, "labels": (k,), "mask": (k,)}``,
     labels and mask for ``classes`` after the uncertainty policy. Picklable, so
-    grain worker processes can open it. ``build`` (:func:`prep.build_id`) is the build
+    grain worker processes can open it. ``build`` (:func:`records.build_id`) is the build
     that ``indices`` and ``labels`` come from: records are opened only from that build
     (else :class:`DatasetReplacedError`), and, in a local folder, every shard at once,
     so that a rebuild after the open does not change what this process reads.
@@ -152,38 +153,38 @@ class PreparedSource:
 
     def _open_records(self, skip_all_but_image: bool):
         """The TFDS data source of split ``full`` of build ``self._build``."""
-        version = prep.version_dir(**self._builder_kwargs)
+        version = records.version_dir(**self._builder_kwargs)
         self._check_build(version)
         try:
-            builder = prep.open_builder(**self._builder_kwargs)
+            builder = records.open_builder(**self._builder_kwargs)
             skip = tfds.decode.SkipDecoding()
             decoders = (
                 {f: skip for f in builder.info.features if f != "image"}
                 if skip_all_but_image
                 else None
             )
-            records = builder.as_data_source(prep.SPLIT, decoders=decoders)
+            opened = builder.as_data_source(records.SPLIT, decoders=decoders)
             if files.is_local(version):
                 # array_record opens a shard at its first read: one opened later could be
                 # a shard of another build, written under the same name. Open all now.
                 start = 0
-                for length in builder.info.splits[prep.SPLIT].shard_lengths:
+                for length in builder.info.splits[records.SPLIT].shard_lengths:
                     if length:
-                        records[start]
+                        opened[start]
                     start += length
         except Exception as e:
             # A folder moved aside or rebuilt under the open: say so, not TFDS's error.
-            now = prep.build_id(version)
+            now = records.build_id(version)
             if self._build is not None and now != self._build:
                 raise _replaced(version, now) from e
             raise
         # Both checks saw this build: the shards opened in between are its own.
         self._check_build(version)
-        return records
+        return opened
 
     def _check_build(self, version: str) -> None:
         if self._build is not None:
-            now = prep.build_id(version)
+            now = records.build_id(version)
             if now != self._build:
                 raise _replaced(version, now)
 
@@ -200,7 +201,7 @@ class PreparedSource:
 
 def _load_index(dataset: str, data_dir: str, image_size: int):
     """``(build, classes, index)``: the index of the build the folder holds now."""
-    build = prep.build_id(prep.version_dir(dataset, data_dir, image_size))
+    build = records.build_id(records.version_dir(dataset, data_dir, image_size))
     # Keyed by the build, so that one rebuilt in place (--overwrite) is read anew.
     return (build, *_cached_index(dataset, data_dir, image_size, build))
 
@@ -224,12 +225,12 @@ def _not_prepared(dataset: str, data_dir: str, image_size: int, version_dir: str
 
 @functools.lru_cache(maxsize=4)
 def _cached_index(dataset: str, data_dir: str, image_size: int, build):
-    builder = prep.open_builder(dataset, data_dir, image_size)
+    builder = records.open_builder(dataset, data_dir, image_size)
     version = os.fspath(builder.data_dir)
     if not builder.is_prepared():
         raise _not_prepared(dataset, data_dir, image_size, version)
-    index = prep.load_index(builder)
-    now = prep.build_id(version)
+    index = records.load_index(builder)
+    now = records.build_id(version)
     if now != build:  # rebuilt while read: not to be cached as ``build``'s
         raise _replaced(version, now)
     return builder.CLASSES, index
@@ -240,40 +241,27 @@ def provenance(dataset: str, data_dir: str, image_size: int) -> dict:
 
     Reads its ``chestattn_prepare.json`` (no image, no record): see
     :func:`chestattn_jax.data.input_pipeline.dataset_fingerprint` for the keys.
-    A data set prepared before the record existed gets ``fingerprint='unknown'``.
 
     Raises:
       FileNotFoundError: nothing is prepared there.
+      DataFormatError: its record is damaged or has no fingerprint.
     """
     _require_data_dir(dataset, data_dir)
-    builder = prep.open_builder(dataset, data_dir, image_size)
+    builder = records.open_builder(dataset, data_dir, image_size)
     version_dir = os.fspath(builder.data_dir)
     if not builder.is_prepared():
         raise _not_prepared(dataset, data_dir, image_size, version_dir)
-    try:
-        report = prep.read_report(version_dir)
-        note = (
-            "prepared before chestattn_jax recorded what a data set is prepared from; "
-            "prepare it again with --overwrite to record it"
+    report = records.read_report(version_dir)
+    if "fingerprint" not in report:
+        raise DataFormatError(
+            f"{os.path.join(version_dir, records.REPORT_FILE)} has no field fingerprint: this "
+            "data set was not prepared by this version of chestattn_jax. Prepare it again "
+            "with --overwrite."
         )
-    except DataFormatError as e:
-        report, note = {}, str(e)
-    out = {
+    return {
         "name": dataset,
         "image_size": int(image_size),
-        "num_records": int(builder.info.splits[prep.SPLIT].num_examples),
-    }
-    if "fingerprint" not in report:
-        return {
-            **out,
-            "fingerprint": "unknown",
-            "raw_dir": None,
-            "options": None,
-            "num_skipped": None,
-            "note": note,
-        }
-    return {
-        **out,
+        "num_records": int(builder.info.splits[records.SPLIT].num_examples),
         "fingerprint": report["fingerprint"],
         "raw_dir": report.get("raw_dir"),
         "options": report.get("options"),
