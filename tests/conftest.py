@@ -1,10 +1,21 @@
-"""Shared test helpers: tiny configs and the path of the real-data folder."""
+"""Shared test helpers: the one tiny configuration (in the test process and on the
+command line alike), the fixture that runs the commands, the runs a session shares, and
+the helpers of the resume, distributed and bucket tests.
+
+Every process a test starts compiles with the same XLA flags and shares this session's
+persistent compilation cache, so a step compiled once (in the test process or in a
+command) is read from the cache by every later process that builds it again.
+"""
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import pathlib
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -12,6 +23,14 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # Tests run on the CPU; keep XLA from grabbing every core's worth of threads per test process.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# XLA's LLVM optimisations off, in this process and in every process a test starts (they
+# inherit the environment): the tiny models compile in about half the time. The flags are
+# part of the compilation cache's key, so one setting everywhere is also what lets the
+# commands the tests run reuse the steps compiled here, and the other way round.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
 
 def load_config(name: str, arg: str | None = None):
@@ -34,8 +53,17 @@ def proc_stat(pid) -> list[str] | None:
         return None
 
 
+# ------------------------------------------------------------- the one tiny configuration
+
+
 def tiny_config(variant: str = "class", **train_overrides):
-    """configs/synthetic.py shrunk to a one-block, 8-filter ResNet at 32 px and 5 classes."""
+    """configs/synthetic.py shrunk to a one-block, 8-filter ResNet at 32 px and 5 classes.
+
+    The one tiny configuration of the suite: tests change what they test (steps, the
+    loss's class weights, the data set) and keep its shapes (image size, classes, batch
+    sizes), so that the steps compiled for one test are the next test's cache hits.
+    Commands run it through :func:`tiny_flags`.
+    """
     config = load_config("synthetic", variant)
     config.data.image_size = 32
     # The five most frequent phantom findings: every one has positives in 256 images.
@@ -57,36 +85,18 @@ def tiny_config(variant: str = "class", **train_overrides):
     return config
 
 
-@pytest.fixture(scope="session", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """Shares compiled executables between tests that build the same step again."""
-    import jax
+def tiny_nih_config(data_dir, variant: str = "class", **train_overrides):
+    """:func:`tiny_config` on a prepared NIH-layout data set at ``data_dir`` (phantoms
+    exported in NIH's layout, or a fixture): the same model and batches, NIH's 14 classes."""
+    from chestattn_jax import config as config_lib
+    from chestattn_jax.data.classes import NIH_CLASSES
 
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    yield
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """One finished 8-step run of the tiny class-based model (checkpoints at steps 4 and 8,
-    evaluated), for tests that copy a workdir and then misuse or damage the copy."""
-    from chestattn_jax import train
-
-    config = tiny_config("class", num_steps=8, eval_every_steps=4)
-    config.loss.class_weights = "none"
-    workdir = tmp_path_factory.mktemp("tiny_run") / "w"
-    train.train_and_evaluate(config, str(workdir))
-    return config, workdir
-
-
-def copy_workdir(src, dst):
-    """A copy of a workdir, as a user would make with ``cp -r``."""
-    import shutil
-
-    shutil.copytree(src, dst)
-    return dst
+    config = tiny_config(variant, **train_overrides)
+    config.data.name, config.data.data_dir = "nih", str(data_dir)
+    config.data.classes = NIH_CLASSES
+    config.data.synthetic = config_lib.get_base_config().data.synthetic  # read by nothing
+    config.loss.class_weights = "none"  # a small export: some classes lack positives
+    return config
 
 
 def config_overrides(config, base) -> list[str]:
@@ -113,6 +123,16 @@ def config_overrides(config, base) -> list[str]:
     return [f"--config.{k}={text(v)}" for k, v in wanted.items() if v != given[k]]
 
 
+def tiny_flags(config) -> list[str]:
+    """``config`` (a :func:`tiny_config`, changed as a test likes) as the command line's
+    ``--config=configs/synthetic.py:VARIANT --config.A.B=V ...``."""
+    variant = config.model.variant
+    return [
+        f"--config=configs/synthetic.py:{variant}",
+        *config_overrides(config, load_config("synthetic", variant)),
+    ]
+
+
 def set_fields(config, changes: dict):
     """Sets dotted fields of ``config`` in place (``{"data.std": 0.3}``); returns it."""
     for dotted, value in changes.items():
@@ -122,3 +142,285 @@ def set_fields(config, changes: dict):
             node = node[p]
         node[last] = value
     return config
+
+
+# ------------------------------------------------------------ compiling once per session
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """Shares compiled executables between tests that build the same step again, in this
+    process and (through the environment they inherit) in every process a test starts."""
+    import jax
+
+    cache = str(tmp_path_factory.mktemp("jax_cache"))
+    settings = {
+        "jax_compilation_cache_dir": cache,
+        "jax_persistent_cache_min_compile_time_secs": 0.0,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
+    saved = {k: os.environ.get(k.upper()) for k in settings}
+    for name, value in settings.items():
+        jax.config.update(name, value)
+        os.environ[name.upper()] = str(value)
+    yield cache
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name.upper(), None)
+        else:
+            os.environ[name.upper()] = value
+
+
+def subprocess_env(env_extra=None) -> dict:
+    """The environment of a process a test starts: this one's (the CPU, the XLA flags,
+    the session's compilation cache), without a signal hook unless ``env_extra`` sets one."""
+    from chestattn_jax.train import SIGNAL_AT_STEP_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != SIGNAL_AT_STEP_ENV}
+    env.update(env_extra or {})
+    return env
+
+
+class CommandLine:
+    """Runs the package's commands as a user does: ``python -m MODULE ARGS`` from the
+    repository, in :func:`subprocess_env`. ``cli(*args)`` runs ``chestattn_jax.main``
+    and returns the finished process (text output captured); ``module=`` names another
+    command (``chestattn_jax.data.export``, ``chestattn_jax.compare``, ...)."""
+
+    def argv(self, args, module="chestattn_jax.main"):
+        return [sys.executable, "-m", module, *map(str, args)]
+
+    def __call__(self, *args, module="chestattn_jax.main", env=None, timeout=600, **kwargs):
+        kwargs.setdefault("cwd", REPO)
+        return subprocess.run(
+            self.argv(args, module),
+            env=subprocess_env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **kwargs,
+        )
+
+    def start(self, *args, module="chestattn_jax.main", env=None, **kwargs):
+        """The command as a running ``Popen`` (``kwargs`` as Popen's: pipes, session...)."""
+        kwargs.setdefault("cwd", REPO)
+        return subprocess.Popen(self.argv(args, module), env=subprocess_env(env), **kwargs)
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """The fixture of every test that runs a command: see :class:`CommandLine`."""
+    return CommandLine()
+
+
+def fatal_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("FATAL")]
+
+
+def the_one_fatal_line(proc) -> str:
+    """A command that failed with exactly one FATAL line and none of the echoes of it
+    that Orbax's threads, TensorStore's late callbacks and asyncio's unretrieved tasks
+    used to print, with tracebacks."""
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    for echo in ("Event loop is closed", "Traceback", "never retrieved", "ImportError"):
+        assert echo not in proc.stderr, proc.stderr[-3000:]
+    (fatal,) = fatal_lines(proc.stderr)
+    return fatal
+
+
+# ------------------------------------------------------------------ runs a session shares
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One finished 8-step run of the tiny class-based model (checkpoints at steps 4 and 8,
+    evaluated), for tests that copy a workdir and then misuse or damage the copy."""
+    from chestattn_jax import train
+
+    config = tiny_config("class", num_steps=8, eval_every_steps=4)
+    config.loss.class_weights = "none"
+    workdir = tmp_path_factory.mktemp("tiny_run") / "w"
+    train.train_and_evaluate(config, str(workdir))
+    return config, workdir
+
+
+def copy_workdir(src, dst):
+    """A copy of a workdir, as a user would make with ``cp -r``."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+# ----------------------------------------- training in processes of their own (resume, ...)
+
+
+def resume_config():
+    """tiny_config with validation every 6 steps, augmentation on and early stopping.
+
+    Its validation loss is lowest at step 6, so with patience 2 it stops at step 18
+    of 24: a resumed run that lost the early-stopping count would run on to 24.
+    """
+    config = tiny_config("class", eval_every_steps=6, num_steps=24, patience=2)
+    # As test_sharding: 2 processes match 1 within 1e-4 (test_distributed shares this config).
+    config.train.learning_rate = 1e-3
+    config.data.augment.enabled = True  # the augmentation's random draws must resume too
+    return config
+
+
+def distributed_config():
+    """resume_config for 12 steps: the uninterrupted run of :func:`resume_config` is the
+    1-process reference of test_distributed (its checkpoint of step 12)."""
+    config = resume_config()
+    config.train.num_steps = 12
+    return config
+
+
+# ``train.train(resume_config(), WORKDIR)`` with JSON overrides of config.train and
+# config.data: a run in a process of its own, as a restart is.
+TRAIN_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, "tests")
+    from conftest import resume_config
+    from chestattn_jax import train
+    config = resume_config()
+    config.train.update(json.loads(sys.argv[2]))
+    config.data.update(json.loads(sys.argv[3]))
+    train.train(config, sys.argv[1])
+    """
+)
+
+
+def start_training(workdir, signal_at=None, data=None, **train_overrides):
+    """``train.train(resume_config(), workdir)`` in a new process, with ``data`` and
+    ``train_overrides`` set in ``config.data`` and ``config.train``; with ``signal_at``
+    ("STEP:SIGNAL") it sends itself that signal after that step."""
+    import json
+
+    from chestattn_jax.train import SIGNAL_AT_STEP_ENV
+
+    env = subprocess_env({SIGNAL_AT_STEP_ENV: signal_at} if signal_at else None)
+    overrides = (json.dumps(train_overrides), json.dumps(data or {}))
+    return subprocess.Popen(
+        [sys.executable, "-c", TRAIN_SCRIPT, str(workdir), *overrides],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(proc, timeout=300):
+    """``(returncode, output)`` of a process of :func:`start_training`."""
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def run_training(workdir, signal_at=None, data=None, **train_overrides):
+    return finish(start_training(workdir, signal_at, data, **train_overrides))
+
+
+class _Reference:
+    """The uninterrupted run of resume_config in a process of its own, started at most
+    once per session (by the first test that needs it, so that it runs beside that test's
+    own processes): test_resume and test_distributed both compare with it."""
+
+    def __init__(self, tmp_path_factory):
+        self._factory = tmp_path_factory
+        self._proc = self._result = self.workdir = None
+
+    def start(self):
+        if self._proc is None:
+            self.workdir = self._factory.mktemp("reference") / "w"
+            self._proc = proc = start_training(self.workdir)
+            atexit.register(lambda: proc.poll() is None and proc.kill())  # a test failed first
+        return self.workdir
+
+    def done(self):
+        """The reference's workdir, once it has finished."""
+        self.start()
+        if self._result is None:
+            self._result = finish(self._proc)
+        code, out = self._result
+        assert code == 0, out[-3000:]
+        return self.workdir
+
+
+@pytest.fixture(scope="session")
+def resume_reference(tmp_path_factory):
+    return _Reference(tmp_path_factory)
+
+
+# Wall-clock figures of one progress report: the only values two runs may not share.
+TIMING_KEYS = ("train/steps_per_sec", "train/images_per_sec", "train/data_wait")
+
+
+def final_state(workdir, step=None):
+    """``(step, arrays)`` of checkpoint ``step`` (default: the latest), read by Orbax as
+    numpy arrays (without a template, so also when several processes saved it)."""
+    import jax
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    if step is None:
+        with ocp.CheckpointManager(
+            os.path.join(workdir, "checkpoints"),
+            options=ocp.CheckpointManagerOptions(read_only=True),
+        ) as manager:
+            step = manager.latest_step()
+    path = os.path.join(workdir, "checkpoints", str(step), "state")
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        tree = checkpointer.metadata(path).item_metadata.tree
+        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return step, checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+
+
+def assert_bitwise_equal(a, b):
+    import jax
+    import numpy as np
+
+    leaves_a, tree_a = jax.tree.flatten(a)
+    leaves_b, tree_b = jax.tree.flatten(b)
+    assert tree_a == tree_b
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert x.tobytes() == y.tobytes()
+
+
+def metric_rows(workdir):
+    """The rows of ``metrics.jsonl`` without their wall-clock figures."""
+    from chestattn_jax.metric_writers import read_jsonl
+
+    rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+# ------------------------------------------------------------------------------ phantoms
+
+
+def only(name: str):
+    """The label vector of a phantom whose only finding is ``name``."""
+    import numpy as np
+
+    from chestattn_jax.data.synthetic import PHANTOM_CLASSES
+
+    labels = np.zeros(len(PHANTOM_CLASSES), np.int32)
+    labels[PHANTOM_CLASSES.index(name)] = 1
+    return labels
+
+
+def dilate(mask, r: int):
+    """Dilation by a (2r + 1)-pixel square."""
+    import numpy as np
+
+    out = mask.copy()
+    for axis in (0, 1):
+        grown = out.copy()
+        for shift in range(1, r + 1):
+            grown |= np.roll(out, shift, axis) | np.roll(out, -shift, axis)
+        out = grown
+    return out

@@ -176,6 +176,7 @@ def test_grayscale_stem_sums_rgb_filters(tiny_file):
     assert report.stem == "summed RGB -> 1"
 
 
+@pytest.mark.slow
 def test_grayscale_model_equals_rgb_model_on_repeated_image(tiny_file):
     sd, _ = tiny_file
     x = jax.random.normal(jax.random.key(1), (2, SIZE, SIZE, 1))
@@ -411,6 +412,7 @@ def state_file(fresh_state, tmp_path_factory):
     return sd, path
 
 
+@pytest.mark.slow
 def test_load_pretrained_train_state(state_file, fresh_state):
     sd, path = state_file
     config, fresh = fresh_state
@@ -439,12 +441,14 @@ def test_load_pretrained_train_state(state_file, fresh_state):
     np.testing.assert_allclose(moved, -config.train.learning_rate, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_load_pretrained_only_into_a_fresh_state(state_file, fresh_state):
     fresh = fresh_state[1]
     with pytest.raises(ValueError, match="step 0"):
         load_pretrained(fresh.replace(step=fresh.step + 1), state_file[1])
 
 
+@pytest.mark.slow
 def test_pretrained_is_off_by_default(fresh_state):
     fresh = fresh_state[1]
     assert get_base_config().model.pretrained == ""
@@ -453,6 +457,7 @@ def test_pretrained_is_off_by_default(fresh_state):
         maybe_load_pretrained(fresh, "missing.safetensors")
 
 
+@pytest.mark.slow
 def test_training_starts_from_the_pretrained_backbone(state_file, tmp_path):
     """config.model.pretrained reaches train.py: at learning rate 0 the checkpointed
     backbone is the converted file's."""

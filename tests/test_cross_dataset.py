@@ -6,11 +6,10 @@ import os
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import tiny_config, tiny_nih_config
 from sklearn.metrics import roc_auc_score
 
 import chestattn_jax
-from chestattn_jax import config as config_lib
 from chestattn_jax import validation
 from chestattn_jax.data import prepare as prep
 from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_CLASSES
@@ -99,17 +98,13 @@ def trained_on_nih(tmp_path_factory):
     prep.prepare("nih", str(root / "nih_raw"), str(root / "nih"), SIZE)
     export_chexpert(str(root / "chexpert_raw"), 240, seed=7, config=PHANTOMS)
     prep.prepare("chexpert", str(root / "chexpert_raw"), str(root / "chexpert"), SIZE)
-    config = tiny_config("class", batch_size=8, num_steps=6, eval_every_steps=6)
-    config.data.name, config.data.data_dir = "nih", str(root / "nih")
-    config.data.classes = NIH_CLASSES
-    config.data.synthetic = config_lib.get_base_config().data.synthetic  # read by nothing
-    config.loss.class_weights = "none"  # a small export: some classes lack positives
-    config.eval.batch_size = 16
+    config = tiny_nih_config(root / "nih", num_steps=6, eval_every_steps=6)
     workdir = str(root / "w")
     train.train_and_evaluate(config, workdir)
     return config, workdir, str(root / "chexpert")
 
 
+@pytest.mark.slow
 def test_scores_on_the_other_data_set_equal_a_direct_computation(trained_on_nih):
     from chestattn_jax import evaluation
 
@@ -156,6 +151,7 @@ def test_scores_on_the_other_data_set_equal_a_direct_computation(trained_on_nih)
         assert len(json.load(f)["auc"]) == len(NIH_CLASSES)
 
 
+@pytest.mark.slow
 def test_another_class_map_gets_its_own_folder(trained_on_nih):
     from chestattn_jax import evaluation
 
@@ -174,6 +170,7 @@ def test_another_class_map_gets_its_own_folder(trained_on_nih):
     assert "roc_curves.png" not in files  # only the evaluators asked for
 
 
+@pytest.mark.slow
 def test_an_unprepared_evaluated_data_set_is_named_before_anything_is_written(
     trained_on_nih, tmp_path
 ):
@@ -188,6 +185,7 @@ def test_an_unprepared_evaluated_data_set_is_named_before_anything_is_written(
     assert sorted(os.listdir(workdir)) == before
 
 
+@pytest.mark.slow
 def test_the_evaluated_data_sets_label_policy_is_its_own(trained_on_nih):
     """NIH has no uncertain labels; CheXpert's are masked out under 'ignore'. Settings of
     the evaluated data set are not training settings: no refusal."""
@@ -216,6 +214,7 @@ def test_the_evaluated_data_sets_label_policy_is_its_own(trained_on_nih):
     assert sum(labelled["ignore"]) < sum(labelled["zeros"]), "the export has uncertain labels"
 
 
+@pytest.mark.slow
 def test_the_trained_data_set_through_eval_dataset_keeps_the_training_split(trained_on_nih):
     """Issue 21 case 5: eval.dataset naming the data set trained on, with another split
     seed, scored training patients as "test" and recorded no change. It is the trained

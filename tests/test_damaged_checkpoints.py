@@ -4,13 +4,11 @@ diagnosis, and one FATAL line naming the file and the cause."""
 import logging
 import os
 import resource
-import subprocess
 import sys
 import types
 
 import pytest
-from conftest import REPO, config_overrides, copy_workdir, load_config
-from test_main import TINY_FLAGS
+from conftest import copy_workdir, the_one_fatal_line, tiny_config, tiny_flags
 
 from chestattn_jax import checkpointing, evaluation, train
 from chestattn_jax.checkpointing import Checkpointer, CheckpointError
@@ -31,6 +29,7 @@ def listing(directory):
     )
 
 
+@pytest.mark.slow
 def test_evaluation_passes_over_a_damaged_best_checkpoint(tiny_run, tmp_path, caplog):
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
@@ -50,6 +49,7 @@ def test_evaluation_passes_over_a_damaged_best_checkpoint(tiny_run, tmp_path, ca
     assert listing(workdir / "checkpoints") == before  # evaluation moves nothing
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_is_damage_not_a_config_change(tiny_run, tmp_path):
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
@@ -73,44 +73,17 @@ def test_no_readable_checkpoint_is_damage_not_a_config_change(tiny_run, tmp_path
         assert (workdir / "config.json").read_bytes() == config_json
 
 
-def fatal_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("FATAL")]
-
-
-def run_cli(*args, preexec_fn=None):
-    return subprocess.run(
-        [sys.executable, "-m", "chestattn_jax.main", "--config=configs/synthetic.py", *args],
-        cwd=REPO,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        preexec_fn=preexec_fn,
-    )
-
-
-def test_command_line_names_the_damaged_file_once(tiny_run, tmp_path):
+@pytest.mark.slow
+def test_command_line_names_the_damaged_file_once(tiny_run, tmp_path, cli):
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
     for step in Checkpointer(workdir, read_only=True).all_steps():
         damage(workdir, step)
     # Exactly the config the workdir was trained with: what fails is the damage alone.
-    flags = config_overrides(config, load_config("synthetic"))
-    proc = run_cli(f"--workdir={workdir}", *flags, "--mode=evaluate")
+    proc = cli(f"--workdir={workdir}", *tiny_flags(config), "--mode=evaluate")
     fatal = the_one_fatal_line(proc)
     assert f"No checkpoint in {workdir}/checkpoints can be read" in fatal
     assert "OUT_OF_RANGE: Error reading" in fatal
-
-
-def the_one_fatal_line(proc) -> str:
-    """A command that failed with exactly one FATAL line and none of the echoes of it
-    that Orbax's threads, TensorStore's late callbacks and asyncio's unretrieved tasks
-    used to print, with tracebacks."""
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    for echo in ("Event loop is closed", "Traceback", "never retrieved", "ImportError"):
-        assert echo not in proc.stderr, proc.stderr[-3000:]
-    (fatal,) = fatal_lines(proc.stderr)
-    return fatal
 
 
 def _limit_file_size():
@@ -119,6 +92,7 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
 
 
+@pytest.mark.slow
 def test_checkpoint_bookkeeping_without_its_fields_is_refused_naming_them(tiny_run, tmp_path):
     """A step whose meta lacks the best score and the ranking metric, or whose metrics lack
     the score, is refused naming the file and the fields: no default ranks it."""
@@ -145,9 +119,13 @@ def test_checkpoint_bookkeeping_without_its_fields_is_refused_naming_them(tiny_r
     assert checkpointer.preference_order("latest") == [8, 4]
 
 
-def test_a_failed_save_is_one_fatal_line_and_loses_nothing(tmp_path):
+@pytest.mark.slow
+def test_a_failed_save_is_one_fatal_line_and_loses_nothing(tmp_path, cli):
     workdir = tmp_path / "w"
-    proc = run_cli(f"--workdir={workdir}", *TINY_FLAGS, preexec_fn=_limit_file_size)
+    # tiny_run's model and steps (compiled already), to its first checkpoint, at step 4.
+    config = tiny_config("class", num_steps=4, eval_every_steps=4)
+    config.loss.class_weights = "none"
+    proc = cli(f"--workdir={workdir}", *tiny_flags(config), preexec_fn=_limit_file_size)
     fatal = the_one_fatal_line(proc)
     assert f"Could not write checkpoint step 4 in {workdir}/checkpoints" in fatal, fatal
     assert "File too large" in fatal, fatal  # seen once missing: print the whole line

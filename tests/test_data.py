@@ -73,6 +73,7 @@ def test_augmentation_is_small_seeded_and_never_flips_by_default():
         Augment(interpolation="cubic")
 
 
+@pytest.mark.slow
 def test_a_worker_ends_when_its_training_process_is_killed(tmp_path):
     """What grain's workers run first (exit_with_parent): a worker of a process killed
     with SIGKILL ends within seconds, instead of running on, orphaned."""

@@ -15,14 +15,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
-from conftest import REPO
-from test_resume import (
-    final_state,
-    reference_done,
-    resume_config,
-    start_reference,
-    subprocess_env,
-)
+from conftest import REPO, final_state, subprocess_env
 
 from chestattn_jax import distributed, train
 from chestattn_jax.checkpointing import UNREADABLE_DIR, Checkpointer
@@ -31,22 +24,13 @@ from chestattn_jax.data.input_pipeline import train_dataset
 from chestattn_jax.data.synthetic import PhantomChestXray, PhantomConfig
 from chestattn_jax.metric_writers import read_jsonl
 
-
-def distributed_config():
-    """test_resume's config for 12 steps: test_resume's uninterrupted run is the
-    1-process reference (its checkpoint of step 12)."""
-    config = resume_config()
-    config.train.num_steps = 12
-    return config
-
-
 # What chestattn_jax.main does with --coordinator_address, --num_processes and
 # --process_id, then the training half of --mode=train (no test-set evaluation).
 SCRIPT = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, "tests")
-    from test_distributed import distributed_config
+    from conftest import distributed_config
     from absl import logging
     from chestattn_jax import distributed, train
     logging.use_absl_handler()  # timestamped lines, as under absl.app
@@ -108,7 +92,7 @@ def max_abs_difference(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory):
+def two_process_run(tmp_path_factory, resume_reference):
     """A 2-process run preempted (SIGTERM on process 1 only) and resumed to step 12:
     ``(workdir, logs, stage 1's [(code, output)], stage 2's [(code, output)])``."""
     root = tmp_path_factory.mktemp("two_processes")
@@ -116,7 +100,7 @@ def two_process_run(tmp_path_factory):
     logs.mkdir()
     # Process 1 alone gets the SIGTERM; both must save the same step and exit 143.
     procs = launch(two, 2, logs, {train.SIGNAL_AT_STEP_ENV: "3:SIGTERM:1"})
-    start_reference(tmp_path_factory)  # 1 process, meanwhile
+    resume_reference.start()  # 1 process, meanwhile
     preempted = wait_all(procs)
     steps = Checkpointer(two, read_only=True).all_steps()
     # Each process's data iterator file of the preempted step (gone once the run resumes
@@ -126,8 +110,9 @@ def two_process_run(tmp_path_factory):
     return two, logs, (preempted, steps, data_files), finished
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_and_resume_after_preemption(
-    two_process_run, tmp_path_factory
+    two_process_run, resume_reference
 ):
     two, _, (first, steps, data_files), finished = two_process_run
     (code_a, out_a), (code_b, out_b) = first
@@ -145,7 +130,7 @@ def test_two_processes_train_like_one_and_resume_after_preemption(
     for code, out in finished:
         assert code == 0, out[-3000:]
 
-    one = reference_done(tmp_path_factory)
+    one = resume_reference.done()
     step2, state2 = final_state(two)
     _, state1 = final_state(one, step=12)
     assert step2 == 12
@@ -169,6 +154,7 @@ def test_two_processes_train_like_one_and_resume_after_preemption(
     assert json.loads((two / "config.json").read_text())["train"]["num_steps"] == 12
 
 
+@pytest.mark.slow
 def test_one_process_failing_to_read_a_checkpoint_does_not_strand_the_other(
     two_process_run, tmp_path
 ):

@@ -3,12 +3,10 @@ validation, and Tables 1-2 pooled over folds, checked against direct computation
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, config_overrides, load_config, tiny_config
+from conftest import load_config, tiny_config, tiny_flags
 from sklearn.metrics import roc_auc_score
 
 from chestattn_jax import experiment, validation
@@ -96,6 +94,7 @@ def finished(tmp_path_factory):
     return config, root
 
 
+@pytest.mark.slow
 def test_every_cell_ran_and_a_second_run_skips_them(finished, monkeypatch):
     from chestattn_jax import train
 
@@ -109,6 +108,7 @@ def test_every_cell_ran_and_a_second_run_skips_them(finished, monkeypatch):
     assert len(calls) == 1 and calls[0][1].endswith("fold1-image-seed0")
 
 
+@pytest.mark.slow
 def test_report_pools_the_folds_and_matches_direct_computations(finished):
     config, root = finished
     out = experiment.report(config, root, num_draws=DRAWS, seed=3)
@@ -197,40 +197,33 @@ def test_report_pools_the_folds_and_matches_direct_computations(finished):
     assert table.count("\n| ") == 2 * (len(classes) + 1 + 1)  # AUC and localisation tables
 
 
+@pytest.mark.slow
 def test_report_refuses_unfinished_cells(finished, tmp_path):
     config, _ = finished
     with pytest.raises(ValueError, match=r"4 cells of .* are not finished: fold0-image-seed0"):
         experiment.report(config, str(tmp_path / "empty"))
 
 
-def run_experiment(root, config, *flags):
+def run_experiment(cli, root, config, *flags):
     """``python -m chestattn_jax.experiment`` on ``root`` with ``config`` as overrides."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chestattn_jax.experiment",
-            "--config=configs/synthetic.py:class",
-            f"--workdir={root}",
-            *flags,
-            *config_overrides(config, load_config("synthetic", "class")),
-        ],
-        cwd=REPO,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-        capture_output=True,
-        text=True,
+    return cli(
+        f"--workdir={root}",
+        *flags,
+        *tiny_flags(config),
+        module="chestattn_jax.experiment",
         timeout=300,
     )
 
 
-def test_the_command_line_lists_the_cells(finished):
+@pytest.mark.slow
+def test_the_command_line_lists_the_cells(finished, cli):
     config, root = finished
-    proc = run_experiment(root, config, "--list")
+    proc = run_experiment(cli, root, config, "--list")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 4 and all("done" in line for line in lines)
     assert lines[1].split()[:2] == ["1", "fold0-class-lam0.1-seed0"]
-    bad = run_experiment(root, config, "--cell=99")
+    bad = run_experiment(cli, root, config, "--cell=99")
     assert bad.returncode != 0 and "FATAL: --cell='99' is not a cell" in bad.stderr
 
 
@@ -418,6 +411,7 @@ def test_started_cells_resume_and_a_finished_cell_without_its_config_is_refused(
         experiment.run(config, root)
 
 
+@pytest.mark.slow
 def test_reevaluate_evaluates_again_only_cells_whose_evaluation_settings_changed(
     finished, tmp_path
 ):
@@ -465,10 +459,11 @@ def test_cell_names_are_unique_and_name_lambda_exactly():
     assert len({c.name for c in experiment.cells(config)}) == len(experiment.cells(config))
 
 
-def test_the_command_line_lists_one_cell(finished):
+@pytest.mark.slow
+def test_the_command_line_lists_one_cell(finished, cli):
     """--cell with --list was ignored: every cell was listed."""
     config, root = finished
-    proc = run_experiment(root, config, "--list", "--cell=fold0-class-lam0.1-seed0")
+    proc = run_experiment(cli, root, config, "--list", "--cell=fold0-class-lam0.1-seed0")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].split()[:3] == ["1", "fold0-class-lam0.1-seed0", "done"]

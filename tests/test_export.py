@@ -1,12 +1,9 @@
 """Phantoms exported in the raw layouts parse with the real readers into the same truth."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
 
 from chestattn_jax.data import chexpert, export, nih
 from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_CLASSES
@@ -92,24 +89,19 @@ def tree(root) -> dict:
     }
 
 
-def run_export(*flags):
-    return subprocess.run(
-        [sys.executable, "-m", "chestattn_jax.data.export", "--image_size=32", *flags],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def run_export(cli, *flags):
+    return cli("--image_size=32", *flags, module="chestattn_jax.data.export", timeout=120)
 
 
-def test_a_non_empty_out_dir_is_refused_and_overwrite_leaves_exactly_the_new_export(tmp_path):
+@pytest.mark.slow
+def test_a_non_empty_out_dir_is_refused_and_overwrite_leaves_exactly_the_new_export(tmp_path, cli):
     out = str(tmp_path / "raw")
     small = PhantomConfig(image_size=32)
     export_nih(out, 20, config=small)
     before = tree(out)
 
     # Into an earlier export, of either layout: refused, one FATAL line, nothing written.
-    refused = run_export("--layout=nih", f"--out_dir={out}", "--num_images=10")
+    refused = run_export(cli, "--layout=nih", f"--out_dir={out}", "--num_images=10")
     fatal = [line for line in refused.stderr.splitlines() if line.startswith("FATAL:")]
     assert refused.returncode != 0 and len(fatal) == 1, refused.stderr
     assert f"--out_dir={out} is not empty" in fatal[0] and "--overwrite" in fatal[0]
@@ -128,7 +120,7 @@ def test_a_non_empty_out_dir_is_refused_and_overwrite_leaves_exactly_the_new_exp
 
     # An export killed half-way is replaced too (it listed its files before writing them).
     os.remove(os.path.join(out, export_files("chexpert", 12)[3]))
-    done = run_export("--layout=nih", f"--out_dir={out}", "--num_images=6", "--overwrite")
+    done = run_export(cli, "--layout=nih", f"--out_dir={out}", "--num_images=6", "--overwrite")
     assert done.returncode == 0, done.stderr
     assert sorted(tree(out)) == sorted(export_files("nih", 6))
 

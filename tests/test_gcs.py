@@ -23,22 +23,28 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import REPO, config_overrides, load_config, tiny_config
-from test_resume import assert_bitwise_equal, final_state, metric_rows, subprocess_env
+from conftest import (
+    REPO,
+    assert_bitwise_equal,
+    final_state,
+    metric_rows,
+    tiny_flags,
+    tiny_nih_config,
+)
 
-from chestattn_jax import config as config_lib
 from chestattn_jax import train
 from chestattn_jax.data import prepare as prep
-from chestattn_jax.data.classes import NIH_CLASSES
 from chestattn_jax.data.export import export_nih
 from chestattn_jax.data.synthetic import PhantomConfig
+
+# Every test here starts a command in a process of its own (most of them train).
+pytestmark = pytest.mark.slow
 
 BUCKET = "chestattn-test"
 INSTALL = "pip install -e '.[dev,gcs-test]'"
@@ -134,46 +140,24 @@ def download(bucket, prefix, local_dir):
     return sorted(names)
 
 
-def run_config():
-    """The tiny class-based model on the NIH-layout phantom export, with a grain worker
-    process reading the records (as a TPU run does), validated every 4 steps."""
-    config = tiny_config("class", batch_size=8, num_steps=12, eval_every_steps=4)
-    config.train.log_every_steps = 2
-    config.data.name = "nih"
-    config.data.classes = NIH_CLASSES
-    config.data.synthetic = config_lib.get_base_config().data.synthetic  # read by nothing
-    config.data.num_workers = 1
-    config.loss.class_weights = "none"  # a small export: some classes lack positives
-    config.eval.batch_size = 16
-    return config
-
-
 def command(mode, workdir, data_dir, *extra):
-    """``python -m chestattn_jax.main`` running ``run_config()`` on these paths."""
-    config = run_config()
-    config.data.data_dir = data_dir
-    flags = config_overrides(config, load_config("synthetic", "class"))
-    return [
-        sys.executable,
-        *("-m", "chestattn_jax.main", "--config=configs/synthetic.py:class"),
-        f"--workdir={workdir}",
-        f"--mode={mode}",
-        *flags,
-        *extra,
-    ]
+    """The arguments of ``python -m chestattn_jax.main`` running the tiny class-based model
+    on the NIH-layout phantom export at ``data_dir``, with a grain worker process reading
+    the records (as a TPU run does), validated every 4 steps."""
+    config = tiny_nih_config(data_dir, num_steps=12, eval_every_steps=4, log_every_steps=2)
+    config.data.num_workers = 1
+    return [f"--workdir={workdir}", f"--mode={mode}", *tiny_flags(config), *extra]
 
 
-def run(args, env, signal_at=None):
+def run(cli, args, env, signal_at=None, module="chestattn_jax.main"):
     env = dict(env)
     if signal_at:
         env[train.SIGNAL_AT_STEP_ENV] = signal_at
-    proc = subprocess.run(
-        args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
+    proc = cli(*args, module=module, env=env, timeout=300)
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def test_prepare_and_export_refuse_a_bucket_before_writing(tmp_path):
+def test_prepare_and_export_refuse_a_bucket_before_writing(tmp_path, cli):
     """array_record cannot write shards to a bucket: the command says so at once, with
     the way round it, instead of failing at its first shard."""
     with pytest.raises(ValueError, match=r"--data_dir=gs://b/prepared: prepare writes to a lo"):
@@ -181,12 +165,11 @@ def test_prepare_and_export_refuse_a_bucket_before_writing(tmp_path):
     with pytest.raises(ValueError, match=r"gcloud storage rsync --recursive gs://b/raw LOCAL"):
         prep.prepare("nih", "gs://b/raw", str(tmp_path / "prepared"), 32)
     assert list(tmp_path.iterdir()) == []
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     for flags, message in [
         (["--out_dir=gs://b/raw"], "the export writes to a local folder only"),
         ([f"--out_dir={tmp_path / 'raw'}", "--num_images=0"], "export at least one image"),
     ]:
-        code, out = run([sys.executable, "-m", "chestattn_jax.data.export", *flags], env)
+        code, out = run(cli, flags, {}, module="chestattn_jax.data.export")
         assert code == 1 and message in out, out
     assert list(tmp_path.iterdir()) == [] and not (REPO / "gs:").exists()
 
@@ -202,7 +185,7 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def runs(server, tmp_path_factory):
+def runs(server, tmp_path_factory, cli):
     """The same run twice: on local paths, uninterrupted; and on gs:// (data and workdir
     in the bucket), killed after step 7, resumed and evaluated again. Both used for
     predictions; the two compared, with the table written to the bucket."""
@@ -216,7 +199,7 @@ def runs(server, tmp_path_factory):
     for name in images:
         bucket.blob(f"xrays/{name}").upload_from_filename(root / "raw" / "images" / name)
 
-    env = subprocess_env(emulator_env(server.url))
+    env = emulator_env(server.url)
     local, remote, data = (
         str(root / "local"),
         f"gs://{BUCKET}/runs/class",
@@ -228,19 +211,20 @@ def runs(server, tmp_path_factory):
     out = {}
 
     def local_run():
-        out["local"] = run(command("train", local, str(root / "prepared")), env)
+        out["local"] = run(cli, command("train", local, str(root / "prepared")), env)
         out["local_predict"] = run(
-            command("predict", local, str(root / "prepared"), f"--images={local_images}"), env
+            cli, command("predict", local, str(root / "prepared"), f"--images={local_images}"), env
         )
 
     with ThreadPoolExecutor(1) as pool:  # the local run shares the 2 CPUs with the other
         done = pool.submit(local_run)
-        out["killed"] = run(command("train", remote, data), env, signal_at="7:SIGKILL")
+        out["killed"] = run(cli, command("train", remote, data), env, signal_at="7:SIGKILL")
         out["killed_objects"] = [b.name for b in bucket.list_blobs(prefix="runs/class/")]
         out["killed_rows"] = bucket.blob("runs/class/metrics.jsonl").download_as_text()
-        out["resumed"] = run(command("train", remote, data), env)
-        out["again"] = run(command("evaluate", remote, data, again), env)
+        out["resumed"] = run(cli, command("train", remote, data), env)
+        out["again"] = run(cli, command("evaluate", remote, data, again), env)
         out["predict"] = run(
+            cli,
             command(
                 "predict",
                 remote,
@@ -252,12 +236,7 @@ def runs(server, tmp_path_factory):
         )
         done.result()
     out["compare"] = run(
-        [
-            sys.executable,
-            *("-m", "chestattn_jax.compare", remote, local),
-            f"--out=gs://{BUCKET}/comparison",
-        ],
-        env,
+        cli, [remote, local, f"--out=gs://{BUCKET}/comparison"], env, module="chestattn_jax.compare"
     )
     copy = root / "bucket"
     out["objects"] = download(bucket, "runs/class", copy / "run")

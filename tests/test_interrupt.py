@@ -9,8 +9,16 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO, config_overrides, load_config, proc_stat
-from test_resume import finish, resume_config, start, subprocess_env
+import pytest
+from conftest import (
+    REPO,
+    finish,
+    proc_stat,
+    resume_config,
+    start_training,
+    subprocess_env,
+    tiny_flags,
+)
 
 from chestattn_jax import train
 from chestattn_jax.checkpointing import UNREADABLE_DIR, Checkpointer
@@ -51,25 +59,20 @@ def _wait_until_stopped(proc, timeout=240):
     raise AssertionError("the run did not reach step 3")
 
 
-def test_ctrl_c_saves_the_step_exits_130_and_the_same_command_resumes(tmp_path):
+@pytest.mark.slow
+def test_ctrl_c_saves_the_step_exits_130_and_the_same_command_resumes(tmp_path, cli):
     workdir = tmp_path / "w"
     config = resume_config()
     config.data.num_workers = 1  # a grain worker process, which the SIGINT reaches too
-    command = [
-        sys.executable,
-        *("-m", "chestattn_jax.main", "--config=configs/synthetic.py:class"),
-        f"--workdir={workdir}",
-        *config_overrides(config, load_config("synthetic", "class")),
-    ]
     stderr = tmp_path / "stderr.txt"
     with open(stderr, "w") as err:
-        proc = subprocess.Popen(
-            command,
-            cwd=REPO,
+        proc = cli.start(
+            f"--workdir={workdir}",
+            *tiny_flags(config),
             # After step 3 (neither logged nor validated) the run stops itself (SIGSTOP),
             # so that the Ctrl-C below lands at a known step; the kernel delivers it to
             # the stopped process on SIGCONT, as it would have at once.
-            env=subprocess_env({train.SIGNAL_AT_STEP_ENV: "3:SIGSTOP"}),
+            env={train.SIGNAL_AT_STEP_ENV: "3:SIGSTOP"},
             stdout=subprocess.DEVNULL,
             stderr=err,
             start_new_session=True,  # its own process group, as a terminal's foreground job
@@ -96,7 +99,7 @@ def test_ctrl_c_saves_the_step_exits_130_and_the_same_command_resumes(tmp_path):
     # The rerun, train.train of the same config to step 4, resumes from the one checkpoint:
     # it restores (a fresh start would not note the settings it resumed with) and sets
     # nothing aside. Step 4 logs the mean loss of steps 1..4: 1..3 came from checkpoint 3.
-    code, out = finish(start(workdir, data={"num_workers": 1}, num_steps=4))
+    code, out = finish(start_training(workdir, data={"num_workers": 1}, num_steps=4))
     assert code == 0, out[-3000:]
     assert "Resumed with other settings than before: train.num_steps: 24 -> 4" in out, out
     assert not (workdir / UNREADABLE_DIR).exists()
@@ -104,6 +107,7 @@ def test_ctrl_c_saves_the_step_exits_130_and_the_same_command_resumes(tmp_path):
     assert [r["step"] for r in read_jsonl(workdir / "metrics.jsonl")] == [4, 4]
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once():
     """The first SIGINT is noted (and acted on after the step); a second one, while the
     checkpoint is written, ends the process as SIGINT does by default."""

@@ -154,6 +154,7 @@ def test_the_prior_wins_where_every_finding_lies_in_one_place():
     assert uniform.pointing_game()["mean_hit_rate"] < 0.2
 
 
+@pytest.mark.slow
 def test_evaluation_reports_the_baselines_beside_the_model(tiny_run):
     import json
 
@@ -170,6 +171,7 @@ def test_evaluation_reports_the_baselines_beside_the_model(tiny_run):
     assert "prior hit rate" in table and "uniform hit rate" in table
 
 
+@pytest.mark.slow
 def test_evaluation_passes_over_the_split_once(tiny_run, tmp_path, monkeypatch):
     """Logits, loss and maps come from one pass; the results are those of the run's
     own evaluation."""

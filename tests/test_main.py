@@ -2,63 +2,29 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
-from conftest import REPO
+from conftest import tiny_config, tiny_flags
 
-TINY_FLAGS = [
-    "--config.data.image_size=32",
-    "--config.data.synthetic.train_size=64",
-    "--config.data.synthetic.validation_size=16",
-    "--config.data.synthetic.test_size=24",
-    "--config.model.num_filters=8",
-    "--config.loss.class_weights=none",  # 64 images: rare phantom classes have no positives
-    "--config.train.batch_size=8",
-    "--config.train.num_steps=4",
-    "--config.train.warmup_steps=0",
-    "--config.train.log_every_steps=2",
-    "--config.train.eval_every_steps=4",
-    "--config.eval.batch_size=16",
-]
+# Every test here starts the command line in a process of its own.
+pytestmark = pytest.mark.slow
 
 
-def run_main(*args, cache_dir=None):
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    if cache_dir:
-        env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "chestattn_jax.main", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-def test_train_then_evaluate_from_the_command_line(tmp_path):
+def test_train_then_evaluate_from_the_command_line(tmp_path, cli):
     workdir = tmp_path / "w"
-    proc = run_main(
-        "--config=configs/synthetic.py:image",
-        f"--workdir={workdir}",
-        *TINY_FLAGS,
-        cache_dir=tmp_path / "cache",
-    )
+    # The tiny image-based model for 4 steps, logged every 2 and validated at the end (the
+    # steps test_experiment's image cells compile: the session's cache holds them).
+    config = tiny_config("image", num_steps=4, log_every_steps=2, eval_every_steps=4)
+    config.loss.class_weights = "none"
+    flags = tiny_flags(config)
+    proc = cli(f"--workdir={workdir}", *flags)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "steps/s" in proc.stderr and "images/s" in proc.stderr and "ETA" in proc.stderr
     with open(workdir / "eval" / "metrics.json") as f:
         trained = json.load(f)
     assert trained["variant"] == "image" and trained["step"] == 4
     os.remove(workdir / "eval" / "metrics.json")
-    proc = run_main(
-        "--config=configs/synthetic.py:image",
-        f"--workdir={workdir}",
-        *TINY_FLAGS,
-        "--mode=evaluate",
-        cache_dir=tmp_path / "cache",
-    )
+    proc = cli(f"--workdir={workdir}", *flags, "--mode=evaluate")
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Evaluation opens the checkpoints read-only on purpose: Orbax's warning says nothing.
     assert "read only" not in proc.stderr, proc.stderr[-3000:]
@@ -143,20 +109,20 @@ SYN = "--config=configs/synthetic.py"
         ),
     ],
 )
-def test_bad_input_gets_a_clear_error(tmp_path, args, message):
+def test_bad_input_gets_a_clear_error(tmp_path, cli, args, message):
     """A user's mistake ends in one FATAL message, with a non-zero exit status, no
     traceback, and no workdir written."""
     workdir = tmp_path / "w"
-    proc = run_main(*[f"--workdir={workdir}" if a == "WORKDIR" else a for a in args])
+    proc = cli(*[f"--workdir={workdir}" if a == "WORKDIR" else a for a in args])
     assert proc.returncode != 0
     assert message.replace("WORKDIR", str(workdir)) in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert not workdir.exists()
 
 
-def test_workdir_that_is_a_file_from_the_command_line(tmp_path):
+def test_workdir_that_is_a_file_from_the_command_line(tmp_path, cli):
     path = tmp_path / "file"
     path.write_text("")
-    proc = run_main("--config=configs/synthetic.py", f"--workdir={path}", "--mode=evaluate")
+    proc = cli("--config=configs/synthetic.py", f"--workdir={path}", "--mode=evaluate")
     assert proc.returncode != 0
     assert f"--workdir {str(path)!r} exists and is not a directory" in proc.stderr

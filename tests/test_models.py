@@ -35,6 +35,7 @@ def variants(images):
     return out
 
 
+@pytest.mark.slow
 def test_output_shapes(variants):
     # A one-block ResNet with 8 filters: stages have 32, 64, 128, 256 channels at
     # strides 4, 8, 16, 32.
@@ -57,6 +58,7 @@ def test_output_shapes(variants):
     assert class_aux["class_log_attention"].shape == (2, K, 4, 4)
 
 
+@pytest.mark.slow
 def test_softmax_maps_are_distributions(variants):
     for variant in ("image", "class"):
         for name, maps in variants[variant][2][1]["attention"].items():
@@ -65,6 +67,7 @@ def test_softmax_maps_are_distributions(variants):
             assert np.all(np.asarray(maps) >= 0)
 
 
+@pytest.mark.slow
 def test_class_log_attention_matches_class_maps(variants):
     aux = variants["class"][2][1]
     log_w = np.asarray(aux["class_log_attention"]).reshape(2, K, -1)
@@ -73,6 +76,7 @@ def test_class_log_attention_matches_class_maps(variants):
     np.testing.assert_allclose(p.reshape(2, K, 4, 4), aux["attention"]["gate3"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_sigmoid_maps_are_gates(images):
     model = ChestAttentionNet(num_classes=K, variant="class", normalisation="sigmoid", **TINY)
     variables, apply = _init_apply(model, images)
@@ -81,6 +85,7 @@ def test_sigmoid_maps_are_gates(images):
         assert np.all((np.asarray(maps) > 0) & (np.asarray(maps) < 1))
 
 
+@pytest.mark.slow
 def test_class_heads_are_vmapped(variants):
     heads = variants["class"][0]["params"]["class_heads"]["branch"]
     assert heads["gate"]["B"]["kernel"].shape == (K, 1, 1, 128, 16)
@@ -105,6 +110,7 @@ def test_parameter_ratio_on_resnet50(k):
     assert klass - image == (k - 1) * (1024 * 16 + 16)
 
 
+@pytest.mark.slow
 def test_pc_maps_do_not_depend_on_g():
     rng = np.random.default_rng(0)
     local = jnp.asarray(rng.normal(size=(2, 6, 6, 12)), jnp.float32)
@@ -122,6 +128,7 @@ def test_pc_maps_do_not_depend_on_g():
             assert not np.allclose(m1, m2, atol=1e-4), compatibility
 
 
+@pytest.mark.slow
 def test_pc_maps_ignore_stage4_in_full_model(variants, images):
     """Changing stage 4 changes g but, under pc + softmax, no attention map."""
     variables, apply, (_, aux) = variants["class"]
@@ -138,6 +145,7 @@ def test_pc_maps_ignore_stage4_in_full_model(variants, images):
         )
 
 
+@pytest.mark.slow
 def test_pc_softmax_sends_no_gradient_to_stage4_or_p(variants, images):
     """Under pc + softmax, A . g' is the same at every position and the softmax cancels it:
     g cannot change any output, so its gradient is exactly 0."""
@@ -157,6 +165,7 @@ def test_pc_softmax_sends_no_gradient_to_stage4_or_p(variants, images):
             assert np.any(np.asarray(g)), name
 
 
+@pytest.mark.slow
 def test_class_independence(variants, images):
     variables, apply, (logits, _) = variants["class"]
     j = 2
@@ -188,6 +197,7 @@ def test_bad_model_names(field, value, message):
         create_model(config)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params_and_outputs(images):
     model = ChestAttentionNet(num_classes=K, variant="class", dtype=jnp.bfloat16, **TINY)
     variables, apply = _init_apply(model, images)

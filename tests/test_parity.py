@@ -80,9 +80,11 @@ def assert_parity(ours, ref, label):
         np.testing.assert_allclose(ours[name], ref[name], rtol=RTOL, atol=RTOL * scale)
 
 
+@pytest.mark.slow
 def test_rgb_224_matches_torchvision(torch_resnet50):
     assert_parity(*run_both(torch_resnet50, (2, 224, 224, 3)), "rgb 2x224x224")
 
 
+@pytest.mark.slow
 def test_grayscale_odd_size_matches_torchvision_on_repeated_image(torch_resnet50):
     assert_parity(*run_both(torch_resnet50, (1, 193, 225, 1)), "gray 1x193x225")

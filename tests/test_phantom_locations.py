@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from test_synthetic import dilate, only
+from conftest import dilate, only
 
 from chestattn_jax.data import synthetic as phantom
 from chestattn_jax.data.synthetic import (

@@ -3,13 +3,11 @@
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, tiny_config
+from conftest import REPO, tiny_config, tiny_flags
 from PIL import Image
 from raw_fixtures import write_dicom
 
@@ -177,6 +175,7 @@ def workdir(tmp_path_factory):
     return make_workdir(tmp_path_factory.mktemp("ckpt"))
 
 
+@pytest.mark.slow
 def test_predict_scores_good_files_and_reports_bad_ones(workdir, images, tmp_path):
     config, wd, state = workdir
     good, bad = images
@@ -208,6 +207,7 @@ def test_predict_scores_good_files_and_reports_bad_ones(workdir, images, tmp_pat
     assert len({p["overlay"] for p in result["predictions"]}) == len(good)
 
 
+@pytest.mark.slow
 def test_predict_scores_a_repeated_file_once(workdir, images, tmp_path, caplog):
     """A path given twice (or spelled another way) is one image: one prediction, its own
     overlay name, honest counts, and a warning naming it."""
@@ -230,6 +230,7 @@ def test_predict_scores_a_repeated_file_once(workdir, images, tmp_path, caplog):
     assert "Scored 5 of 5 images (1 given more than once, scored once)" in caplog.text
 
 
+@pytest.mark.slow
 def test_predict_reports_images_too_narrow_to_letterbox(workdir, images, tmp_path):
     """A 1000 x 1 and a 3000 x 2 PNG cannot be letterboxed: both are listed with the reason
     and every good file is still scored."""
@@ -260,6 +261,7 @@ def test_predict_reports_images_too_narrow_to_letterbox(workdir, images, tmp_pat
         ("class", ("Atelectasis", "Effusion", "Mass"), "config.data.classes"),
     ],
 )
+@pytest.mark.slow
 def test_predict_refuses_a_checkpoint_of_another_model(
     workdir, images, tmp_path, variant, classes, message
 ):
@@ -271,6 +273,7 @@ def test_predict_refuses_a_checkpoint_of_another_model(
         predict_lib.predict(other, wd, images[0][:1], str(tmp_path))
 
 
+@pytest.mark.slow
 def test_wrong_checkpoint_is_named_even_without_config_json(tmp_path, images):
     _, wd, _ = make_workdir(tmp_path / "w", with_config_json=False)
     other = tiny_config("class")
@@ -280,6 +283,7 @@ def test_wrong_checkpoint_is_named_even_without_config_json(tmp_path, images):
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real is not present")
+@pytest.mark.slow
 def test_predict_on_the_real_radiographs(workdir, tmp_path):
     config, wd, _ = workdir
     files = [
@@ -295,18 +299,15 @@ def test_predict_on_the_real_radiographs(workdir, tmp_path):
         assert all(0.0 < v < 1.0 for v in p["probabilities"].values())
 
 
-def test_predict_command_line(workdir, images, tmp_path):
+@pytest.mark.slow
+def test_predict_command_line(workdir, images, tmp_path, cli):
     """The CLI writes every good prediction, then exits non-zero naming the bad files."""
-    _, wd, _ = workdir
+    config, wd, _ = workdir
     good, bad = images
     out = tmp_path / "cli"
     comma = str(tmp_path / "x,1.png")
     Image.open(good[0]).save(comma)
-    args = [
-        sys.executable,
-        "-m",
-        "chestattn_jax.main",
-        f"--config={REPO / 'configs' / 'synthetic.py'}",
+    proc = cli(
         f"--workdir={wd}",
         "--mode=predict",
         # A repeated path counts once; --images may be given again (the lists are joined:
@@ -314,12 +315,9 @@ def test_predict_command_line(workdir, images, tmp_path):
         f"--images={good[0]},{bad[1]}",
         f'--images={good[0]},"{comma}"',
         f"--output_dir={out}",
-        "--config.data.image_size=32",
-        "--config.model.num_filters=8",
-        "--config.data.classes=('Atelectasis','Effusion','Infiltration','Mass','Nodule')",
-    ]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+        *tiny_flags(config),  # the workdir's config: its model, the tests' batches
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "1 of 3 images failed" in proc.stderr and "broken.png" in proc.stderr
     result = json.loads((out / "predictions.json").read_text())
@@ -330,6 +328,7 @@ def test_predict_command_line(workdir, images, tmp_path):
 # ------------------------------------------------------------------ Python API
 
 
+@pytest.mark.slow
 def test_load_and_predict_match_the_command(workdir, images, tmp_path):
     """chestattn_jax.load(workdir).predict gives what --mode=predict writes, on the same
     files, and takes arrays too."""
@@ -356,6 +355,7 @@ def test_load_and_predict_match_the_command(workdir, images, tmp_path):
     assert model.predict(np.stack([gray, gray]))["probabilities"].shape == (2, 5)
 
 
+@pytest.mark.slow
 def test_load_refuses_what_it_cannot_score(workdir, images, tmp_path):
     import chestattn_jax
 
@@ -377,6 +377,7 @@ def test_load_refuses_what_it_cannot_score(workdir, images, tmp_path):
 # ------------------------------------------- issue 21: nothing silently wrong in predict
 
 
+@pytest.mark.slow
 def test_an_input_in_the_output_folder_is_never_written_over(workdir, images, tmp_path):
     """Case 1: --images=DIR/a.png --output_dir=DIR wrote a.png's overlay over a.png.
     Case 2: d1/x.png, d2/x.dcm, x_2.jpg gave two overlays the name x_2.png."""
@@ -421,6 +422,7 @@ def test_an_input_in_the_output_folder_is_never_written_over(workdir, images, tm
     assert results.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_fifo_among_the_images_is_refused_not_read(workdir, images, tmp_path):
     """Case 15: a FIFO named x.png blocked predict forever. (On code that opens it, a
     writer opens and closes the pipe every second after 15 s, so that each blocked open
@@ -463,6 +465,7 @@ def chestattn_jax_load(wd):
     "field, value, trained",
     [("data.image_size", 64, 32), ("data.mean", 0.3, 0.5), ("data.std", 0.5, 0.25)],
 )
+@pytest.mark.slow
 def test_predict_refuses_other_model_input_settings(
     workdir, images, tmp_path, field, value, trained
 ):
@@ -495,6 +498,7 @@ def test_predict_refuses_other_model_input_settings(
     assert changed["predictions"][0]["probabilities"] != earlier["predictions"][0]["probabilities"]
 
 
+@pytest.mark.slow
 def test_a_refused_run_of_another_variant_names_the_earlier_results(workdir, images, tmp_path):
     """Case 16: a refused --mode=predict (another variant's config) left the previous
     run's predictions.json as if it were this run's result, without a word."""
@@ -513,6 +517,7 @@ def test_a_refused_run_of_another_variant_names_the_earlier_results(workdir, ima
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow
 def test_a_lateral_dicom_is_scored_with_a_warning(workdir, tmp_path):
     """Case 19: a lateral view (DICOM View Position LL / LATERAL) was scored without a word;
     the models are trained on frontal views."""
@@ -533,6 +538,7 @@ def test_a_lateral_dicom_is_scored_with_a_warning(workdir, tmp_path):
     assert chestattn_jax.load(wd).predict(paths)["warnings"] == warned
 
 
+@pytest.mark.slow
 def test_array_layouts_are_unambiguous(workdir, tmp_path):
     """Case 3: an (H, W, 3) RGB array was read as H images of W x 3 pixels. Case 20: an
     int64 or bool array was told that "a 16-bit image needs a window"."""
@@ -571,6 +577,7 @@ def test_array_layouts_are_unambiguous(workdir, tmp_path):
         model.predict(np.zeros((2, 3, 4, 5, 6), np.uint8))
 
 
+@pytest.mark.slow
 def test_load_names_a_missing_folder_and_an_experiment_root(workdir, tmp_path):
     """Case 18: load(MISSING) reported a missing config.json. Case 17: load(ROOT) and
     --mode=evaluate on an experiment's root said "pass the config" / "train one first"

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import tiny_config
+from conftest import tiny_config, tiny_nih_config
 from raw_fixtures import write_chexpert_fixture, write_nih_fixture
 
 from chestattn_jax.data import prepare as prep
@@ -112,6 +112,7 @@ def test_splits_are_patient_disjoint_and_complete(nih):
             assert set(index["source_split"][rows["test"]]) == {"test"}
 
 
+@pytest.mark.slow
 def test_same_seed_same_batches_and_workers_agree(nih):
     _, data_dir, _ = nih
     source = create_source(nih_config(data_dir), "train")
@@ -227,18 +228,15 @@ def test_unknown_class_names_the_class(nih):
         create_source(config, "train")
 
 
+@pytest.mark.slow
 def test_nih_config_trains_and_evaluates_from_prepared_data(nih, tmp_path):
     from chestattn_jax import train
 
     _, data_dir, _ = nih
     # The official split: the box list, as in the real data, is on official test images.
-    config = nih_config(data_dir, split="official")
-    config.loss.class_weights = "none"  # a few dozen images: some classes lack positives
-    config.train.batch_size = 8
-    config.train.num_steps = 4
-    config.train.log_every_steps = 2
-    config.train.eval_every_steps = 4
-    config.eval.batch_size = 8
+    # The tiny model and batches of the other runs on NIH-layout data (their compiled steps).
+    config = tiny_nih_config(data_dir, num_steps=4, log_every_steps=2, eval_every_steps=4)
+    config.data.split = "official"
     metrics = train.train_and_evaluate(config, str(tmp_path / "w"))
     assert metrics["num_examples"] == len(create_source(config, "test"))
     assert set(metrics["auc"]) == set(NIH_CLASSES)

@@ -6,13 +6,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import REPO, proc_stat, tiny_config
+from conftest import proc_stat, tiny_config
 from raw_fixtures import write_nih_fixture
 
 from chestattn_jax.data import nih, records
@@ -257,17 +256,14 @@ def test_prepared_fingerprint_of_nothing_prepared(tmp_path):
         dataset_fingerprint(nih_config(str(tmp_path)))
 
 
-def run_prepare(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "chestattn_jax.data.prepare", "--num_workers=0", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+PREPARE = "chestattn_jax.data.prepare"
 
 
-def test_cli_says_what_it_did_and_exits_non_zero_when_it_cannot(raw, tmp_path):
+@pytest.mark.slow
+def test_cli_says_what_it_did_and_exits_non_zero_when_it_cannot(raw, tmp_path, cli):
+    def run_prepare(*args):
+        return cli("--num_workers=0", *args, module=PREPARE, timeout=120)
+
     a, b = raw
     data_dir = str(tmp_path / "P")
     version = prep.prepare("nih", a["root"], data_dir, SIZE)
@@ -288,7 +284,8 @@ def test_cli_says_what_it_did_and_exits_non_zero_when_it_cannot(raw, tmp_path):
         assert os.path.exists(os.path.join(version, name))
 
 
-def test_a_worker_that_dies_stops_prepare_with_one_message(tmp_path):
+@pytest.mark.slow
+def test_a_worker_that_dies_stops_prepare_with_one_message(tmp_path, cli):
     """A decoding worker killed from outside (as the out-of-memory killer does) stops
     prepare with a FATAL line and nothing written, where it used to wait forever."""
     truth = write_nih_fixture(tmp_path / "raw", num_images=32)
@@ -298,10 +295,10 @@ def test_a_worker_that_dies_stops_prepare_with_one_message(tmp_path):
     blocked.unlink()
     os.mkfifo(blocked)
     data_dir = tmp_path / "P"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chestattn_jax.data.prepare", "--num_workers=1", "--dataset=nih",
-         f"--raw_dir={tmp_path / 'raw'}", f"--data_dir={data_dir}", f"--image_size={SIZE}"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = cli.start(
+        "--num_workers=1", "--dataset=nih", f"--raw_dir={tmp_path / 'raw'}",
+        f"--data_dir={data_dir}", f"--image_size={SIZE}",
+        module=PREPARE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         worker = _wait_for_worker(proc.pid)

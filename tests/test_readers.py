@@ -541,6 +541,7 @@ def _real(name: str) -> pathlib.Path:
     return path
 
 
+@pytest.mark.slow
 def test_real_nih_metadata_and_boxes():
     entries = nih.read_data_entry(_real("Data_Entry_2017_v2020.csv.gz"))
     assert len(entries) == 112_120
@@ -561,6 +562,7 @@ def test_real_nih_metadata_and_boxes():
     assert (boxes >= 0).all() and (boxes[:, :2] + boxes[:, 2:] <= 1024).all()
 
 
+@pytest.mark.slow
 def test_real_chexpert_train_csv(tmp_path):
     path = _real("chexpert_train.csv.gz")
     everything = chexpert.read_csv(path, frontal_only=False, image_root=tmp_path)

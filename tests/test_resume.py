@@ -1,154 +1,29 @@
 """Exact resume: runs killed with SIGKILL, preempted with SIGTERM or left with a damaged
 checkpoint end bitwise equal to an uninterrupted run; a non-finite loss stops training."""
 
-import atexit
 import json
 import os
 import shutil
 import signal
 import struct
-import subprocess
-import sys
-import textwrap
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO, tiny_config
+from conftest import (
+    assert_bitwise_equal,
+    final_state,
+    metric_rows,
+    resume_config,
+)
+from conftest import run_training as run
 
 from chestattn_jax import train
 from chestattn_jax.checkpointing import UNREADABLE_DIR, Checkpointer, CheckpointMismatch
 from chestattn_jax.metric_writers import read_jsonl
 
-# Wall-clock figures of one progress report: the only values two runs may not share.
-TIMING_KEYS = ("train/steps_per_sec", "train/images_per_sec", "train/data_wait")
-
-
-def resume_config():
-    """tiny_config with validation every 6 steps, augmentation on and early stopping.
-
-    Its validation loss is lowest at step 6, so with patience 2 it stops at step 18
-    of 24: a resumed run that lost the early-stopping count would run on to 24.
-    """
-    config = tiny_config("class", eval_every_steps=6, num_steps=24, patience=2)
-    # As test_sharding: 2 processes match 1 within 1e-4 (test_distributed shares this config).
-    config.train.learning_rate = 1e-3
-    config.data.augment.enabled = True  # the augmentation's random draws must resume too
-    return config
-
-
-# Every run here, and in test_distributed, is a process of its own, as a restart is.
-# XLA's LLVM optimisations are off in all of them: they compile in about half the
-# time, and the runs compared with each other all use the same flags.
-FAST_COMPILE = "--xla_backend_optimization_level=0"
-
-SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    sys.path.insert(0, "tests")
-    from test_resume import resume_config
-    from chestattn_jax import train
-    config = resume_config()
-    config.train.update(json.loads(sys.argv[2]))
-    config.data.update(json.loads(sys.argv[3]))
-    train.train(config, sys.argv[1])
-    """
-)
-
-
-def subprocess_env(env_extra=None) -> dict:
-    """The environment of a test run: CPU, FAST_COMPILE, this session's compilation cache."""
-    env = {k: v for k, v in os.environ.items() if k != train.SIGNAL_AT_STEP_ENV}
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=FAST_COMPILE, **(env_extra or {}))
-    cache = jax.config.jax_compilation_cache_dir  # conftest's, for the whole session
-    if cache:
-        env.update(
-            JAX_COMPILATION_CACHE_DIR=cache,
-            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-        )
-    return env
-
-
-def start(workdir, signal_at=None, data=None, **train_overrides):
-    """``train.train(resume_config(), workdir)`` in a new process, with ``data`` and
-    ``train_overrides`` set in ``config.data`` and ``config.train``; with ``signal_at``
-    ("STEP:SIGNAL") it sends itself that signal after that step."""
-    env = subprocess_env({train.SIGNAL_AT_STEP_ENV: signal_at} if signal_at else None)
-    overrides = (json.dumps(train_overrides), json.dumps(data or {}))
-    return subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, str(workdir), *overrides],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def finish(proc, timeout=300):
-    out, _ = proc.communicate(timeout=timeout)
-    return proc.returncode, out
-
-
-def run(workdir, signal_at=None, data=None, **train_overrides):
-    return finish(start(workdir, signal_at, data, **train_overrides))
-
-
-def final_state(workdir, step=None):
-    """``(step, arrays)`` of checkpoint ``step`` (default: the latest), read by Orbax as
-    numpy arrays (without a template, so also when several processes saved it)."""
-    if step is None:
-        with ocp.CheckpointManager(
-            os.path.join(workdir, "checkpoints"),
-            options=ocp.CheckpointManagerOptions(read_only=True),
-        ) as manager:
-            step = manager.latest_step()
-    path = os.path.join(workdir, "checkpoints", str(step), "state")
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        tree = checkpointer.metadata(path).item_metadata.tree
-        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        return step, checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
-
-
-_REFERENCE = {}
-
-
-def start_reference(tmp_path_factory):
-    """The uninterrupted run of resume_config, started once per session: this module
-    and test_distributed both compare with it. Returns its workdir."""
-    if "proc" not in _REFERENCE:
-        workdir = tmp_path_factory.mktemp("reference") / "w"
-        proc = start(workdir)
-        atexit.register(lambda: proc.poll() is None and proc.kill())  # a test failed first
-        _REFERENCE.update(workdir=workdir, proc=proc)
-    return _REFERENCE["workdir"]
-
-
-def reference_done(tmp_path_factory):
-    """The reference's workdir, once it has finished."""
-    workdir = start_reference(tmp_path_factory)
-    if "result" not in _REFERENCE:
-        _REFERENCE["result"] = finish(_REFERENCE["proc"])
-    code, out = _REFERENCE["result"]
-    assert code == 0, out[-3000:]
-    return workdir
-
-
-def assert_bitwise_equal(a, b):
-    leaves_a, tree_a = jax.tree.flatten(a)
-    leaves_b, tree_b = jax.tree.flatten(b)
-    assert tree_a == tree_b
-    for x, y in zip(leaves_a, leaves_b, strict=True):
-        x, y = np.asarray(x), np.asarray(y)
-        assert x.dtype == y.dtype and x.shape == y.shape
-        assert x.tobytes() == y.tobytes()
-
-
-def metric_rows(workdir):
-    rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+# Every run here, and in test_distributed, is a process of its own, as a restart is
+# (conftest.start_training), with the session's XLA flags and compilation cache.
 
 
 def tensorboard_starts(workdir):
@@ -178,13 +53,13 @@ def damage(workdir, step):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, resume_reference):
     """An uninterrupted run, and one preempted, killed and left with a damaged latest
     checkpoint on the way to the end: each stage a process of its own."""
     root = tmp_path_factory.mktemp("resume")
     resumed = root / "resumed"
     stages = {}
-    start_reference(tmp_path_factory)  # if not yet running, it shares the 2 CPUs with stage 1
+    resume_reference.start()  # if not yet running, it shares the 2 CPUs with stage 1
     # SIGTERM after step 9, neither a log nor a validation step: the checkpoint also
     # carries step 9's loss, which step 12 logs with those of 10..12.
     stages["sigterm"] = run(resumed, signal_at="9:SIGTERM")
@@ -200,9 +75,10 @@ def runs(tmp_path_factory):
     # Checkpoint 12 damaged: the last stage sets it aside and resumes at 9 again.
     stages["damaged"] = damage(resumed, 12)
     stages["last"] = run(resumed)
-    yield reference_done(tmp_path_factory), resumed, root, stages
+    yield resume_reference.done(), resumed, root, stages
 
 
+@pytest.mark.slow
 def test_preempted_killed_and_damaged_run_ends_bitwise_equal(runs):
     reference, resumed, root, stages = runs
     code, out = stages["sigterm"]
@@ -240,6 +116,7 @@ def test_preempted_killed_and_damaged_run_ends_bitwise_equal(runs):
     assert not all(np.array_equal(a, b) for a, b in zip(early, late, strict=True))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(runs, tmp_path):
     workdir = tmp_path / "w"
     shutil.copytree(runs[2] / "at_step_9", workdir)

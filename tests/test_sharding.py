@@ -8,7 +8,7 @@ import textwrap
 
 import jax
 import pytest
-from conftest import REPO
+from conftest import REPO, subprocess_env
 
 from chestattn_jax import sharding as shd
 
@@ -69,10 +69,10 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_eight_device_step_matches_one_device():
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
+    env = subprocess_env({"XLA_FLAGS": flags.strip()})
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT],
         cwd=REPO,

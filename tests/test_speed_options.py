@@ -108,6 +108,7 @@ def skip_pair(request, data):
     return request.param, inits, out, models
 
 
+@pytest.mark.slow
 def test_skip_is_exact(skip_pair):
     variant, _, out, _ = skip_pair
     full, skipped = out[False], out[True]
@@ -129,6 +130,7 @@ def test_skip_is_exact(skip_pair):
     assert full["has_global"] and not skipped["has_global"]
 
 
+@pytest.mark.slow
 def test_skip_keeps_the_variable_layout(skip_pair):
     _, inits, out, _ = skip_pair
     # init builds stage 4 and every P_s under both settings.
@@ -148,6 +150,7 @@ def test_skip_keeps_the_variable_layout(skip_pair):
         assert same == ("layer4" in jax.tree_util.keystr(path)), jax.tree_util.keystr(path)
 
 
+@pytest.mark.slow
 def test_skip_removes_stage4_work(skip_pair, data):
     _, inits, _, models = skip_pair
     counts = {
@@ -188,6 +191,7 @@ def bf16_models(data):
     return f32, bf16, variables
 
 
+@pytest.mark.slow
 def test_bfloat16_params_float32_outputs_close(bf16_models, data):
     f32, bf16, variables = bf16_models
     assert {x.dtype for x in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
@@ -204,6 +208,7 @@ def test_bfloat16_params_float32_outputs_close(bf16_models, data):
         np.testing.assert_allclose(aux16["attention"][name], aux32["attention"][name], atol=0.01)
 
 
+@pytest.mark.slow
 def test_bfloat16_convolutions_run_in_bfloat16(bf16_models, data):
     """Every convolution of the backbone and the gates takes bfloat16 operands."""
     _, bf16, variables = bf16_models
@@ -216,6 +221,7 @@ def test_bfloat16_convolutions_run_in_bfloat16(bf16_models, data):
     assert all(d == {jnp.dtype(jnp.bfloat16)} for d in dtypes), dtypes
 
 
+@pytest.mark.slow
 def test_bfloat16_train_step_learns_and_donates():
     config = _config("class", dtype="bfloat16")
     mesh = shd.make_mesh(jax.devices()[:1])

@@ -4,6 +4,7 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import dilate, only
 from PIL import Image
 
 from chestattn_jax.data import synthetic as phantom
@@ -30,23 +31,6 @@ LUNG_FINDINGS = (
     "Pneumonia",
     "Pneumothorax",
 )
-
-
-def only(name: str) -> np.ndarray:
-    labels = np.zeros(len(PHANTOM_CLASSES), np.int32)
-    labels[CLASS[name]] = 1
-    return labels
-
-
-def dilate(mask: np.ndarray, r: int) -> np.ndarray:
-    """Dilation by a (2r + 1)-pixel square."""
-    out = mask.copy()
-    for axis in (0, 1):
-        grown = out.copy()
-        for shift in range(1, r + 1):
-            grown |= np.roll(out, shift, axis) | np.roll(out, -shift, axis)
-        out = grown
-    return out
 
 
 def lung_rows(lungs: np.ndarray) -> tuple[int, int]:

@@ -4,8 +4,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -33,6 +31,7 @@ def trained(tmp_path_factory):
     return config, workdir, metrics
 
 
+@pytest.mark.slow
 def test_loss_falls(trained):
     _, workdir, _ = trained
     rows = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "train/loss" in r]
@@ -48,6 +47,7 @@ def test_loss_falls(trained):
     assert all(r["val/loss"] < r["val/bce"] for r in val)
 
 
+@pytest.mark.slow
 def test_the_best_checkpoint_follows_the_early_stopping_metric(tmp_path):
     """With mean_auc, the best step is the validation with the highest mean AUC, whatever
     the loss says; evaluation restores it; resuming under another metric is refused."""
@@ -68,6 +68,7 @@ def test_the_best_checkpoint_follows_the_early_stopping_metric(tmp_path):
         train.train_and_evaluate(config, workdir)
 
 
+@pytest.mark.slow
 def test_outputs_on_disk(trained):
     _, workdir, metrics = trained
     assert any(
@@ -83,6 +84,7 @@ def test_outputs_on_disk(trained):
     assert 0.0 <= on_disk["mean_auc"] <= 1.0
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_metrics_exactly(trained):
     config, workdir, metrics = trained
     again = evaluation.evaluate(config, workdir)
@@ -92,6 +94,7 @@ def test_evaluate_reproduces_metrics_exactly(trained):
     assert evaluation.evaluate(latest, workdir)["step"] == 24
 
 
+@pytest.mark.slow
 def test_resume_continues_from_latest_checkpoint(trained, tmp_path):
     config, workdir, _ = trained
     resumed = str(tmp_path / "resumed")
@@ -155,6 +158,7 @@ def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
     ckpt.close()
 
 
+@pytest.mark.slow
 def test_metrics_carry_bootstrap_intervals(trained):
     config, _, metrics = trained
     boot = metrics["bootstrap"]
@@ -165,6 +169,7 @@ def test_metrics_carry_bootstrap_intervals(trained):
         assert c["ci"][0] <= c["auc"] <= c["ci"][1]
 
 
+@pytest.mark.slow
 def test_compare_writes_the_paper_table(trained, tmp_path):
     from chestattn_jax.compare import compare
 
@@ -232,7 +237,8 @@ def _without_log_lines(text: str) -> list[str]:
     ],
     ids=["train", "evaluate", "data_dir"],
 )
-def test_gcs_path_without_the_gcs_extra_is_one_fatal_line(tmp_path, args):
+@pytest.mark.slow
+def test_gcs_path_without_the_gcs_extra_is_one_fatal_line(tmp_path, cli, args):
     """Without gcsfs (the gcs extra), a gs:// workdir or data_dir ends the command with one
     FATAL line naming the path and the extra to install, and writes nothing."""
     # gcsfs is installed here: a package of that name that fails to import, first on the
@@ -245,17 +251,10 @@ def test_gcs_path_without_the_gcs_extra_is_one_fatal_line(tmp_path, args):
     run_dir = tmp_path / "cwd"  # a gs:// path mistaken for a local one would land here
     run_dir.mkdir()
     path = os.pathsep.join(p for p in (str(hidden.parent), os.environ.get("PYTHONPATH")) if p)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chestattn_jax.main",
-            *(a.format(tmp=tmp_path, repo=REPO) for a in args),
-        ],
+    result = cli(
+        *(a.format(tmp=tmp_path, repo=REPO) for a in args),
         cwd=run_dir,
-        env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": f"{path}{os.pathsep}{REPO}"},
-        capture_output=True,
-        text=True,
+        env={"PYTHONPATH": f"{path}{os.pathsep}{REPO}"},
         timeout=120,
     )
     assert result.returncode == 1, result.stderr[-3000:]

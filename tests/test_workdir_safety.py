@@ -29,6 +29,7 @@ def like(config, **changes):
     return set_fields(config.copy_and_resolve_references(), changes)
 
 
+@pytest.mark.slow
 def test_refused_training_writes_nothing(tiny_run, tmp_path):
     """A run refused because the checkpoints are of another model leaves config.json (and
     everything else) as it was, so that evaluate with the right config still works."""
@@ -58,6 +59,7 @@ def test_refused_training_writes_nothing(tiny_run, tmp_path):
         ("data.synthetic.test_size", 100, 72),
     ],
 )
+@pytest.mark.slow
 def test_evaluation_under_other_data_settings_is_refused(
     tiny_run, tmp_path, field, value, trained_with
 ):
@@ -74,6 +76,7 @@ def test_evaluation_under_other_data_settings_is_refused(
     assert snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_a_config_json_without_a_field_is_refused_naming_it(tiny_run, tmp_path):
     """A config.json that lacks fields this version always writes is refused, naming the
     file and the fields, by load and by evaluation's checks: no default stands in."""
@@ -99,6 +102,7 @@ def test_a_config_json_without_a_field_is_refused_naming_it(tiny_run, tmp_path):
     assert snapshot(workdir) == {**before, "config.json": path.read_bytes()}
 
 
+@pytest.mark.slow
 def test_the_data_set_is_compared_by_fingerprint_not_by_where_it_lies(tiny_run, tmp_path):
     """Where the data set lies (raw_dir) is never compared; a fingerprint that differs with
     no field to explain it is named as such."""
@@ -112,6 +116,7 @@ def test_the_data_set_is_compared_by_fingerprint_not_by_where_it_lies(tiny_run, 
     assert changes == {"dataset fingerprint": (recorded["fingerprint"], other["fingerprint"])}
 
 
+@pytest.mark.slow
 def test_allowed_change_is_recorded_in_a_folder_of_its_own(tiny_run, tmp_path):
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
@@ -129,6 +134,7 @@ def test_allowed_change_is_recorded_in_a_folder_of_its_own(tiny_run, tmp_path):
     assert "64 px" in (workdir / folders[0] / "per_class.md").read_text()
 
 
+@pytest.mark.slow
 def test_other_split_and_checkpoint_do_not_overwrite_the_test_results(tiny_run, tmp_path):
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
@@ -145,6 +151,7 @@ def test_other_split_and_checkpoint_do_not_overwrite_the_test_results(tiny_run, 
     assert test_results["settings"]["eval.checkpoint"] == "best"
 
 
+@pytest.mark.slow
 def test_an_evaluation_with_other_settings_is_not_overwritten(tiny_run, tmp_path):
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
@@ -178,6 +185,7 @@ def test_an_evaluation_with_other_settings_is_not_overwritten(tiny_run, tmp_path
     assert json.loads(path.read_text()) == metrics
 
 
+@pytest.mark.slow
 def test_an_evaluation_with_fewer_evaluators_leaves_no_file_of_the_earlier_one(tiny_run, tmp_path):
     """Issue 21 case 6: an evaluation with fewer evaluators left the earlier one's figures
     and attention_examples.npz (which compare reads) beside its new metrics.json. The
@@ -209,6 +217,7 @@ HOLD_LOCK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_second_training_run_is_refused_and_named(tiny_run, tmp_path):
     config, trained = tiny_run
     workdir = copy_workdir(trained, tmp_path / "w")
