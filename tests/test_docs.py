@@ -10,12 +10,9 @@ commands the pages show (export and prepare, on a few phantoms) run as shown.
 from __future__ import annotations
 
 import importlib
-import os
 import pathlib
 import re
 import shlex
-import subprocess
-import sys
 import unicodedata
 
 import ml_collections
@@ -236,7 +233,8 @@ def flag(argv: list[str], name: str) -> str | None:
     return values[-1] if values else None
 
 
-def test_the_export_and_prepare_commands_shown_run_on_a_few_phantoms(tmp_path):
+@pytest.mark.slow
+def test_the_export_and_prepare_commands_shown_run_on_a_few_phantoms(tmp_path, cli):
     """Each export and prepare command of the pages, run as shown with its folders moved under
     tmp_path and a dozen phantoms: a prepare whose raw folder no export of the pages writes
     (the downloaded data sets) reads an export of that layout."""
@@ -253,14 +251,7 @@ def test_the_export_and_prepare_commands_shown_run_on_a_few_phantoms(tmp_path):
     def run(module, argv):
         for name in ("out_dir", "raw_dir", "data_dir"):  # nothing is written outside tmp_path
             assert flag(argv, name) is None or flag(argv, name).startswith(str(tmp_path)), argv
-        proc = subprocess.run(
-            [sys.executable, "-m", module, *argv],
-            cwd=REPO,
-            env=dict(os.environ, JAX_PLATFORMS="cpu"),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        proc = cli(*argv, module=module, timeout=300)
         assert proc.returncode == 0, f"python -m {module} {shlex.join(argv)}:\n{proc.stderr}"
         return proc
 
