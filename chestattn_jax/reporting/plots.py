@@ -18,7 +18,6 @@ import numpy as np
 from etils import epath
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from sklearn.metrics import roc_curve
 
 from chestattn_jax.localization_metrics import upsample_map
 from chestattn_jax.workdir import write_bytes
@@ -64,6 +63,10 @@ def _image_panel(ax, image, title: str = "", heatmap=None, alpha: float = 0.45):
 
 def roc_curves(labels, probs, mask, class_names, path: str, aucs: dict | None = None) -> str:
     """One ROC panel per class (unmasked examples only) in a grid; returns ``path``."""
+    # scikit-learn (with SciPy) takes about 1 s to import: only where ROC curves are drawn,
+    # not in every command that imports this module.
+    from sklearn.metrics import roc_curve
+
     labels, probs, mask = np.asarray(labels), np.asarray(probs), np.asarray(mask)
     rows, cols = _grid(len(class_names))
     fig, axes = _new_figure(rows, cols, panel=2.4)
