@@ -153,7 +153,14 @@ def compilation_cache(tmp_path_factory):
     process and (through the environment they inherit) in every process a test starts."""
     import jax
 
-    cache = str(tmp_path_factory.mktemp("jax_cache"))
+    # Under pytest-xdist every worker has its own temporary folder: the cache goes beside
+    # them, one for the whole run.
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    cache = root / "jax_cache"
+    cache.mkdir(exist_ok=True)
+    cache = str(cache)
     settings = {
         "jax_compilation_cache_dir": cache,
         "jax_persistent_cache_min_compile_time_secs": 0.0,
