@@ -34,7 +34,7 @@ def main(n: int = 25_596, k: int = 14, draws: int = 1000, sklearn_draws: int = 2
     classes = [f"c{j}" for j in range(k)]
 
     start = time.perf_counter()
-    out = bootstrap_auc(labels, probs, np.ones_like(labels), classes, patients, draws)
+    out = bootstrap_auc(labels, probs, np.ones_like(labels), classes, patients, num_draws=draws)
     ours = time.perf_counter() - start
 
     weights = patient_draw_weights(patients, sklearn_draws, seed=0)
@@ -55,15 +55,15 @@ def main(n: int = 25_596, k: int = 14, draws: int = 1000, sklearn_draws: int = 2
     print(f"mean AUC {out['mean_auc']:.4f}, 95% CI {out['mean_ci']}")
 
     models = {m: np.clip(probs + 0.05 * m * labels, 0, 1) for m in range(3)}
-    args = (np.ones_like(labels), classes, patients, draws)
+    args = (np.ones_like(labels), classes, patients)
     start = time.perf_counter()
     for m in models:
-        bootstrap_auc(labels, models[m], *args)
+        bootstrap_auc(labels, models[m], *args, num_draws=draws)
     for m in (1, 2):
-        paired_auc_difference(labels, models[m], models[0], *args)
+        paired_auc_difference(labels, models[m], models[0], *args, num_draws=draws)
     separate = time.perf_counter() - start
     start = time.perf_counter()
-    bootstrap_models(labels, models, *args, pairs=[(1, 0), (2, 0)])
+    bootstrap_models(labels, models, *args, num_draws=draws, pairs=[(1, 0), (2, 0)])
     shared = time.perf_counter() - start
     print("| compare of 3 models: 3 bootstrap_auc + 2 paired_auc_difference calls |", end="")
     print(f" {separate:.2f} | {separate / shared:.1f} |")

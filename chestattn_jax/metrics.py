@@ -128,23 +128,15 @@ def _setup(labels, mask, patient_ids, num_draws, seed):
     return labels, mask, patient_draw_weights(ids, num_draws, seed)
 
 
-def bootstrap_auc(
-    labels,
-    probs,
-    mask,
-    class_names,
-    patient_ids=None,
-    num_draws: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> dict:
+def bootstrap_auc(labels, probs, mask, class_names, patient_ids=None, **bootstrap) -> dict:
     """Per-class and mean AUC with percentile bootstrap intervals over patients.
 
     Args:
       labels, probs, mask: ``(N, k)``; masked-out labels (0) are left out of that class.
       class_names: ``k`` names.
       patient_ids: ``(N,)``; without them every example is its own patient.
-      num_draws, seed, level: the bootstrap.
+      **bootstrap: ``num_draws`` (1000), ``seed`` (0), ``level`` (0.95), as
+        :func:`bootstrap_models` takes them.
 
     Returns a dict with, per class, ``auc`` (on the data as given), ``ci``
     ``[low, high]`` and ``undefined_draws`` (draws where the class had a single label
@@ -152,9 +144,8 @@ def bootstrap_auc(
     for the mean over classes (``mean_auc``, ``mean_ci``; a draw's mean is over the
     classes defined in that draw).
     """
-    labels, mask, draws = _setup(labels, mask, patient_ids, num_draws, seed)
-    scored = _aucs(labels, np.asarray(probs), mask, draws)
-    return _auc_summary(scored, class_names, num_draws, level)
+    aucs, _ = bootstrap_models(labels, {0: probs}, mask, class_names, patient_ids, **bootstrap)
+    return aucs[0]
 
 
 def _auc_summary(scored, class_names, num_draws: int, level: float) -> dict:
@@ -180,27 +171,22 @@ def _auc_summary(scored, class_names, num_draws: int, level: float) -> dict:
 
 
 def paired_auc_difference(
-    labels,
-    probs_a,
-    probs_b,
-    mask,
-    class_names,
-    patient_ids=None,
-    num_draws: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
+    labels, probs_a, probs_b, mask, class_names, patient_ids=None, **bootstrap
 ) -> dict:
     """AUC(a) - AUC(b) per class and for the mean, with a paired patient bootstrap.
 
     Both models are scored on the same draws of the same test split, so the
     interval reflects the difference between the models, not the test-set noise
     each carries alone. ``p_not_better`` is the fraction of draws with a
-    difference <= 0 (a one-sided bootstrap p-value for "a beats b").
+    difference <= 0 (a one-sided bootstrap p-value for "a beats b"). ``**bootstrap``:
+    as :func:`bootstrap_auc`'s.
     """
-    labels, mask, draws = _setup(labels, mask, patient_ids, num_draws, seed)
-    scored_a = _aucs(labels, np.asarray(probs_a), mask, draws)
-    scored_b = _aucs(labels, np.asarray(probs_b), mask, draws)
-    return _pair_summary(scored_a, scored_b, class_names, num_draws, level)
+    models = {"a": probs_a, "b": probs_b}
+    pairs = [("a", "b")]
+    _, differences = bootstrap_models(
+        labels, models, mask, class_names, patient_ids, pairs=pairs, **bootstrap
+    )
+    return differences[("a", "b")]
 
 
 def bootstrap_models(

@@ -118,7 +118,8 @@ def test_one_table_writer_for_markdown_and_csv():
 
 def test_bootstrap_models_equals_the_separate_calls():
     """One set of draws for every model and pair gives exactly what bootstrap_auc and
-    paired_auc_difference give one at a time."""
+    paired_auc_difference give one at a time: a model's result does not depend on the
+    other models scored with it."""
     rng = np.random.default_rng(3)
     n, k = 120, 3
     labels = (rng.random((n, k)) < 0.3).astype(np.int32)
@@ -126,10 +127,10 @@ def test_bootstrap_models_equals_the_separate_calls():
     models = {m: rng.random((n, k)) + 0.5 * labels * m for m in range(3)}
     patients = rng.integers(0, 40, n)
     names = ["a", "b", "c"]
-    args = (names, patients, 50, 7)
-    aucs, diffs = bootstrap_models(labels, models, mask, *args, pairs=[(1, 0), (2, 1)])
+    args, draws = (names, patients), dict(num_draws=50, seed=7)
+    aucs, diffs = bootstrap_models(labels, models, mask, *args, **draws, pairs=[(1, 0), (2, 1)])
     for m, probs in models.items():
-        assert aucs[m] == bootstrap_auc(labels, probs, mask, *args)
+        assert aucs[m] == bootstrap_auc(labels, probs, mask, *args, **draws)
     for a, b in [(1, 0), (2, 1)]:
-        expected = paired_auc_difference(labels, models[a], models[b], mask, *args)
+        expected = paired_auc_difference(labels, models[a], models[b], mask, *args, **draws)
         assert diffs[(a, b)] == expected

@@ -21,13 +21,13 @@ _RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.B
 class Augment:
     """A grain ``random_map`` transform on ``{"image": (H, W, 1) uint8, ...}``."""
 
-    rotation_deg: float = 7.0
-    scale: float = 0.07
-    shift: float = 0.05
-    contrast: float = 0.15
-    brightness: float = 0.08
-    gamma: float = 0.15
-    hflip: bool = False
+    rotation_deg: float = 7.0  # largest rotation, degrees either way
+    scale: float = 0.07  # log-scale range: a zoom of exp(±scale)
+    shift: float = 0.05  # largest translation, a fraction of the image side
+    contrast: float = 0.15  # log-contrast range
+    brightness: float = 0.08  # largest offset, a fraction of the intensity range
+    gamma: float = 0.15  # log-gamma range
+    hflip: bool = False  # a flip moves the heart to the other side: off by default
     # nearest (torchvision RandomAffine's default) costs ~0.1 ms at 224 px, bilinear ~0.7 ms:
     # the difference between meeting the input-pipeline goal and not.
     interpolation: str = "nearest"

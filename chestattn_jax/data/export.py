@@ -262,27 +262,27 @@ def claim_out_dir(
     )
 
 
+def _start(layout: str, out_dir: str, planned, num_images: int, seed: int, overwrite: bool):
+    """Claims ``out_dir`` for an export of ``layout`` that writes ``planned`` files: it must
+    be empty or absent, or, with ``overwrite``, hold an earlier export only
+    (:func:`claim_out_dir`, which raises ``FileExistsError`` otherwise)."""
+    about = {"layout": layout, "num_images": num_images, "seed": seed}
+    claim_out_dir(out_dir, planned, overwrite=overwrite, about=about)
+
+
 def export_nih(
     out_dir: str,
     num_images: int,
     *,
+    test_fraction: float = 0.2,  # of the patients, listed in test_list.txt
     seed: int = 0,
     config: PhantomConfig | None = None,
-    test_fraction: float = 0.2,
     overwrite: bool = False,
 ) -> dict:
-    """Writes ``num_images`` phantoms in the NIH layout; returns counts and paths.
-
-    ``out_dir`` must be empty or absent, or, with ``overwrite``, hold an earlier
-    export only (:func:`claim_out_dir`, which raises ``FileExistsError`` otherwise).
-    """
+    """Writes ``num_images`` phantoms in the NIH layout into ``out_dir`` (empty, absent, or
+    with ``overwrite`` an earlier export: :func:`claim_out_dir`); returns counts and paths."""
     config = config or PhantomConfig()
-    claim_out_dir(
-        out_dir,
-        nih_files(num_images),
-        overwrite=overwrite,
-        about={"layout": "nih", "num_images": num_images, "seed": seed},
-    )
+    _start("nih", out_dir, nih_files(num_images), num_images, seed, overwrite)
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     rows, boxes, train_val, test = [], [], [], []
     num_patients = -(-num_images // IMAGES_PER_PATIENT)
@@ -358,24 +358,18 @@ def export_chexpert(
     out_dir: str,
     num_images: int,
     *,
+    valid_fraction: float = 0.1,  # of the patients, in valid.csv
+    uncertain_fraction: float = 0.1,  # of the positive training labels, written -1.0
     seed: int = 0,
     config: PhantomConfig | None = None,
-    valid_fraction: float = 0.1,
-    uncertain_fraction: float = 0.1,
     overwrite: bool = False,
 ) -> dict:
-    """Writes ``num_images`` phantoms in the CheXpert-v1.0-small layout.
-
-    ``out_dir`` must be empty or absent, or, with ``overwrite``, hold an earlier
-    export only (:func:`claim_out_dir`, which raises ``FileExistsError`` otherwise).
-    """
+    """Writes ``num_images`` phantoms in the CheXpert-v1.0-small layout into ``out_dir``
+    (empty, absent, or with ``overwrite`` an earlier export: :func:`claim_out_dir`);
+    returns counts and paths."""
     config = config or PhantomConfig()
-    claim_out_dir(
-        out_dir,
-        chexpert_files(num_images, valid_fraction=valid_fraction),
-        overwrite=overwrite,
-        about={"layout": "chexpert", "num_images": num_images, "seed": seed},
-    )
+    planned = chexpert_files(num_images, valid_fraction=valid_fraction)
+    _start("chexpert", out_dir, planned, num_images, seed, overwrite)
     base = os.path.join(out_dir, CHEXPERT_DIR)
     num_patients, num_valid = _chexpert_split(num_images, valid_fraction)
     tables = {"train": [], "valid": []}

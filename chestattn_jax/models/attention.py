@@ -149,11 +149,12 @@ class ClassAttentionHeads(nn.Module):
     Returns logits ``(B, k)``, maps ``(B, k, H, W)`` and log-weights ``(B, k, H, W)``.
     """
 
-    num_classes: int
-    attention_dim: int = 16
-    compatibility: str = "pc"
-    normalisation: str = "softmax"
-    dtype: Any = jnp.float32
+    num_classes: int  # k: one ClassBranch each
+    # Passed to every ClassBranch's gate (AttentionGate's fields).
+    attention_dim: int = 16  # D
+    compatibility: str = "pc"  # pc (paper) | additive | dp
+    normalisation: str = "softmax"  # softmax (paper) | sigmoid
+    dtype: Any = jnp.float32  # compute dtype of B's convolution
 
     @nn.compact
     def __call__(self, local, global_proj, shared_pooled):
