@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 
 import ml_collections
 
+from chestattn_jax.config_fields import from_json, to_json
+
 SEED_LIMIT = 2**32
 
 
@@ -41,14 +43,9 @@ def is_real(v) -> bool:
 
 
 def plain(v):
-    """A config value as plain Python: ConfigDicts as dicts, lists as tuples."""
-    if hasattr(v, "to_dict"):
-        v = v.to_dict()
-    if isinstance(v, Mapping):
-        return {k: plain(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return tuple(plain(x) for x in v)
-    return v
+    """A config value as plain Python, as a config file writes it: ConfigDicts as dicts,
+    lists as tuples (the JSON round trip of :mod:`chestattn_jax.config_fields`)."""
+    return from_json(to_json(v))
 
 
 def show(v) -> str:
