@@ -50,6 +50,7 @@ from absl import logging
 from etils import epath
 from flax import serialization
 
+from chestattn_jax.config_fields import not_this_version
 from chestattn_jax.train_state import TrainState
 from chestattn_jax.workdir import CHECKPOINT_DIR, workdir_path, writes_files
 
@@ -413,10 +414,7 @@ def _score(metrics: dict, where="A checkpoint's metrics (STEP/metrics/metrics)")
     """What ranks a step: its validation score, lower is better (``metrics`` read from
     ``where``, which a ``ValueError`` names if it has none)."""
     if "score" not in metrics:
-        raise ValueError(
-            f"{where} has no field score: it was not written by this version of "
-            "chestattn_jax. Train again in a new --workdir."
-        )
+        raise ValueError(not_this_version(where, ["score"]))
     return metrics["score"]
 
 

@@ -101,11 +101,17 @@ def from_json(value):
     return value
 
 
-# What a workdir file that lacks a field this version always writes gets told.
-NOT_THIS_VERSION = (
-    "it was not written by this version of chestattn_jax (or was edited). Train again in "
-    "a new --workdir."
-)
+def not_this_version(
+    where, missing, advice: str = "Train again in a new --workdir.", what: str = "field"
+) -> str:
+    """What a file that lacks ``missing`` (fields, or arrays) that this version always
+    writes is told: named with the file, and what to do (``advice``)."""
+    return (
+        f"{where} has no {what} {', '.join(missing)}: it was not written by this version of "
+        f"chestattn_jax (or was edited). {advice}"
+    )
+
+
 _MISSING = object()
 
 
@@ -159,7 +165,7 @@ def differences(before, after, fields=None, *, source=None) -> dict[str, tuple]:
         was, now = field(before, name, _MISSING), field(after, name)
         if was is _MISSING:
             if source is not None:
-                raise ValueError(f"{source} has no field {name}: {NOT_THIS_VERSION}")
+                raise ValueError(not_this_version(source, [name]))
             was = None
         if was != now:
             out[name] = (was, now)

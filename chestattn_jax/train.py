@@ -387,10 +387,7 @@ def _same_stopping_metric(meta: dict, metric: str, where) -> dict:
     two scales. A ``meta`` without the fields this version writes is refused, naming them."""
     missing = [k for k in ("best_score", "early_stopping_metric") if k not in meta]
     if missing:
-        raise ValueError(
-            f"{where} has no field {', '.join(missing)}: it was not written by this version "
-            "of chestattn_jax. Train again in a new --workdir."
-        )
+        raise ValueError(fields.not_this_version(where, missing))
     was = meta["early_stopping_metric"]
     if was != metric:
         raise ValueError(

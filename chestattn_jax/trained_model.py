@@ -176,7 +176,7 @@ def workdir_config(workdir: str) -> ml_collections.ConfigDict:
         )
     missing = fields.missing_fields(saved, get_base_config())
     if missing:
-        raise ValueError(f"{path} has no field {', '.join(missing)}: {fields.NOT_THIS_VERSION}")
+        raise ValueError(fields.not_this_version(path, missing))
     return ml_collections.ConfigDict(fields.from_json(saved))
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from chestattn_jax import files
 from chestattn_jax import sharding as shd
+from chestattn_jax.config_fields import not_this_version
 from chestattn_jax.data.input_pipeline import eval_batches
 
 
@@ -69,10 +70,8 @@ class Record:
         arrays = files.read_npz(path)
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in arrays]
         if missing:
-            raise ValueError(
-                f"{path} has no array {', '.join(missing)}: it was not written by this "
-                "version of chestattn_jax. Evaluate the workdir again (--mode=evaluate)."
-            )
+            advice = "Evaluate the workdir again (--mode=evaluate)."
+            raise ValueError(not_this_version(path, missing, advice, what="array"))
         return cls(
             probs=arrays["probs"],
             labels=arrays["labels"],

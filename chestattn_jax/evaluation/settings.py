@@ -180,10 +180,11 @@ def plan_evaluation(config, workdir: str, *, replace_other_settings: bool = Fals
     if previous is not None:
         before = previous.get("settings")
         if not isinstance(before, dict):
+            advice = (
+                "Name another folder with --config.eval.output_name=NAME, or move that one away."
+            )
             raise ValueError(
-                f"{out_dir / 'metrics.json'} has no field settings: it was not written by "
-                "this version of chestattn_jax. Name another folder with "
-                "--config.eval.output_name=NAME, or move that one away."
+                fields.not_this_version(out_dir / "metrics.json", ["settings"], advice)
             )
         if before != settings:
             differ = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}

@@ -69,11 +69,8 @@ def cell_changes(config, root, cell: Cell, fingerprint: str | None = None) -> di
     now = cell_config(config, cell)
     missing = fields.missing_fields(saved, get_base_config())  # what every config.json holds
     if missing:
-        raise ValueError(
-            f"{w / workdir_lib.CONFIG_FILE} has no field {', '.join(missing)}: it was not "
-            "written by this version of chestattn_jax. Move that cell's folder away to "
-            "train it again."
-        )
+        advice = "Move that cell's folder away to train it again."
+        raise ValueError(fields.not_this_version(w / workdir_lib.CONFIG_FILE, missing, advice))
     counted = sorted(f for f in {*fields.leaves(saved), *fields.leaves(now)} if _counts(f, cell))
     changes = fields.differences(saved, now, counted)
     # What the evaluation recorded ({field: value}), where config.json agrees.
