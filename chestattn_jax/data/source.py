@@ -132,6 +132,14 @@ class DataSource:
             return ()
         return tuple(f"{self.settings}.{k}" for k in field(config, self.settings))
 
+    def fingerprint_fields(self, config) -> tuple[str, ...]:
+        """The config fields a changed fingerprint is explained by, where one of them
+        changed too: a data set made in memory hashes its image size and its own settings;
+        () for a prepared one, whose fingerprint hashes raw inputs that no field names."""
+        if self.prepared is not None:
+            return ()
+        return ("data.image_size", *self.setting_fields(config))
+
 
 def prepared_source(
     name: str,

@@ -75,9 +75,8 @@ def trained_setting_changes(
     if was and now and was != now:
         # A phantom fingerprint hashes these fields (and the classes): named above if
         # they differ. A prepared data set's hashes its raw inputs, which no field names.
-        source = sources.get(config.data.name)
-        inputs = ("data.image_size", *source.setting_fields(config))
-        if source.prepared or not fields.differences(saved, config, inputs, source=path):
+        inputs = sources.get(config.data.name).fingerprint_fields(config)
+        if not fields.differences(saved, config, inputs, source=path):
             changes[FINGERPRINT] = (was, now)
     return changes
 

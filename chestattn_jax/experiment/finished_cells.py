@@ -79,14 +79,10 @@ def cell_changes(config, root, cell: Cell, fingerprint: str | None = None) -> di
         if name in counted and name not in changes and was != fields.field(now, name):
             changes[name] = (was, fields.field(now, name))
     was = (workdir_lib.read_json(w / workdir_lib.DATASET_FILE) or {}).get("fingerprint")
-    # A phantom fingerprint hashes the data.synthetic fields, image size and classes: named
-    # by those fields where they differ.
-    source = sources.get(config.data.name)
-    inputs = ("data.image_size", *source.setting_fields(config))
-    explained = any(f in inputs for f in changes)
-    if fingerprint and was and was != fingerprint:
-        if source.prepared or not explained:
-            changes[FINGERPRINT] = (was, fingerprint)
+    # A phantom fingerprint is named by the fields it hashes where they differ.
+    inputs = sources.get(config.data.name).fingerprint_fields(config)
+    if fingerprint and was and was != fingerprint and not any(f in inputs for f in changes):
+        changes[FINGERPRINT] = (was, fingerprint)
     return changes
 
 
