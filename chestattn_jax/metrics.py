@@ -32,6 +32,27 @@ def patient_draw_weights(patient_ids, num_draws: int, seed: int = 0) -> np.ndarr
     return counts.reshape(num_draws, num_patients).astype(np.float32)[:, patient]
 
 
+def fold_draw_weights(patient_ids_by_fold, num_draws: int, seed: int = 0) -> list[np.ndarray]:
+    """Fold-stratified patient draws: one ``(num_draws, N_f)`` array per fold, as
+    :func:`patient_draw_weights` gives, each fold resampling its own patients (as many as
+    it has) with its own stream of ``seed``. Draw ``d`` of every fold belongs together:
+    the report scores draw ``d`` of each fold with that fold's model and averages."""
+    streams = np.random.SeedSequence(seed).spawn(len(patient_ids_by_fold))
+    return [
+        patient_draw_weights(ids, num_draws, np.random.default_rng(s).integers(2**32))
+        for ids, s in zip(patient_ids_by_fold, streams, strict=True)
+    ]
+
+
+def seed_draws(num_seeds: int, num_draws: int, seed: int = 0) -> np.ndarray:
+    """``(num_draws, num_seeds)`` indices of training seeds drawn with replacement, as many
+    as there are, per draw: the outer level of a two-level bootstrap (seeds, then patients),
+    so that an interval also covers what changes with the training seed. Its stream is
+    ``seed``'s, apart from the patients' (:func:`fold_draw_weights`)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
+    return rng.integers(0, num_seeds, size=(num_draws, num_seeds))
+
+
 def weighted_auc(scores, labels, weights) -> np.ndarray:
     """AUC of ``(N,)`` scores and 0/1 labels under each row of ``(D, N)`` weights.
 
