@@ -157,6 +157,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     # mean_auc (highest validation mean AUC; the paper's metric) | bce (lowest validation
     # classification loss). Our choice: the paper says only that λ was tuned on validation.
     config.experiment.lambda_criterion = "mean_auc"
+    # What stops each cell and picks its best checkpoint (the cells'
+    # train.early_stopping_metric, which an experiment leaves at its default): bce |
+    # mean_auc | loss. Our choice: bce, Eq. 5 without -λH, so that the cells of different λ
+    # stop on the same quantity; with several λ, 'loss' (whose -λH differs per λ) is refused
+    # unless experiment.allow_loss_stopping.
+    config.experiment.early_stopping_metric = "bce"
+    config.experiment.allow_loss_stopping = False
     return config
 
 

@@ -22,7 +22,6 @@ DRAWS = 50
 def grid_config():
     config = tiny_config("class", num_steps=4, eval_every_steps=4)
     config.loss.class_weights = "none"
-    config.train.early_stopping_metric = "bce"
     config.experiment.folds = 2
     config.experiment.variants = ("image", "class")
     config.experiment.entropy_weights = (0.1,)  # choosing among λ: a test of its own below
@@ -59,6 +58,7 @@ def test_cells_name_the_grid():
         ("experiment.entropy_weights", (0.1, -1.0), "each at least 0"),
         ("experiment.seeds", (0, 0), "distinct integers"),
         ("experiment.lambda_criterion", "loss", "expected one of mean_auc, bce"),
+        ("experiment.early_stopping_metric", "auc", "expected one of loss, bce, mean_auc"),
     ],
 )
 def test_experiment_fields_are_checked(field, value, message):
@@ -71,6 +71,36 @@ def test_experiment_fields_are_checked(field, value, message):
     assert validation.problems(config, "train", num_devices=1) == []
     with pytest.raises(validation.ConfigError, match=rf"config\.{field}="):
         experiment.check(config)
+
+
+def test_cells_stop_on_a_criterion_free_of_the_entropy_term():
+    """Every cell stops, and picks its best checkpoint, on experiment.early_stopping_metric
+    (bce by default); with several λ, 'loss' (Eq. 5 with -λH, a different criterion in
+    every λ cell) is refused unless allowed, and train.early_stopping_metric is the
+    experiment's to set."""
+
+    def problems(config):
+        return validation.problems(config, "train", num_devices=1, checks=(grid.check_config,))
+
+    config = grid_config()
+    assert config.train.early_stopping_metric == "loss"  # a single run's default
+    cell = experiment.cells(config)[0]
+    assert experiment.cell_config(config, cell).train.early_stopping_metric == "bce"
+    config.experiment.early_stopping_metric = "mean_auc"
+    assert experiment.cell_config(config, cell).train.early_stopping_metric == "mean_auc"
+    config.experiment.early_stopping_metric = "loss"
+    assert problems(config) == []  # one λ: every cell stops on the same Eq. 5
+    config.experiment.entropy_weights = (0.1, 1.0)
+    (found,) = problems(config)
+    assert found.startswith("config.experiment.early_stopping_metric='loss': Eq. 5's loss")
+    assert "allow_loss_stopping=True" in found
+    config.experiment.allow_loss_stopping = True
+    assert problems(config) == []
+    config.experiment.early_stopping_metric = "bce"
+    config.train.early_stopping_metric = "mean_auc"
+    (found,) = problems(config)
+    assert found.startswith("config.train.early_stopping_metric='mean_auc': an experiment's")
+    assert "config.experiment.early_stopping_metric" in found
 
 
 def test_a_prepared_data_set_needs_two_folds_reported_with_every_other_problem():
@@ -392,6 +422,13 @@ def test_a_cell_of_another_data_set_or_without_a_config_field_is_named(tmp_path)
     assert str(raised.value).startswith(
         f"{w / 'config.json'} has no field data.synthetic.location_variability: it was not "
     )
+    # The grid's own section reaches a cell only through the fields cell_config sets: a
+    # cell written before a field of it existed stands.
+    saved = json.loads((w / "config.json").read_text())
+    saved["data"]["synthetic"]["location_variability"] = config.data.synthetic.location_variability
+    del saved["experiment"]["allow_loss_stopping"]
+    (w / "config.json").write_text(json.dumps(saved))
+    assert experiment.changed_cells(config, root, fingerprints=False) == {}
 
 
 def test_started_cells_resume_and_a_finished_cell_without_its_config_is_refused(

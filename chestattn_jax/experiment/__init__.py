@@ -34,7 +34,10 @@ once. The phantoms have no patients to partition; fold f draws its own phantoms
 λ (the class model's ``loss.entropy_weight``) is chosen per fold (and seed) on the
 validation split: each λ cell's validation score at its best checkpoint
 (``config.experiment.lambda_criterion``: the mean AUC, highest wins, or the classification
-loss ``val/bce``, lowest wins; ties go to the smaller λ).
+loss ``val/bce``, lowest wins; ties go to the smaller λ). Every cell stops, and picks its
+best checkpoint, on ``config.experiment.early_stopping_metric``: ``bce`` by default, Eq. 5
+without -λH, so that the cells of every λ stop on the same quantity; ``loss`` is refused with
+several λ unless ``config.experiment.allow_loss_stopping``.
 """
 
 # By job: grid.py (the cells, their configs, the experiment's rules), finished_cells.py (a

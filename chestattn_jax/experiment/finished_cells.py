@@ -67,7 +67,11 @@ def cell_changes(config, root, cell: Cell, fingerprint: str | None = None) -> di
     if saved is None:
         return {NO_CONFIG: (None, None)}
     now = cell_config(config, cell)
-    missing = fields.missing_fields(saved, get_base_config())  # what every config.json holds
+    # What every config.json holds; the grid's own section reaches a cell only through the
+    # fields cell_config sets, so a cell of an earlier version lacking one of it stands.
+    missing = [
+        f for f in fields.missing_fields(saved, get_base_config()) if not f.startswith(GRID_SECTION)
+    ]
     if missing:
         advice = "Move that cell's folder away to train it again."
         raise ValueError(fields.not_this_version(w / workdir_lib.CONFIG_FILE, missing, advice))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from absl import logging
 from etils import epath
 
 from chestattn_jax import validation
@@ -15,6 +14,7 @@ from chestattn_jax.config import VARIANTS
 from chestattn_jax.config_checks import SEED_LIMIT
 from chestattn_jax.data import sources
 from chestattn_jax.reporting.text_tables import exact_number
+from chestattn_jax.train import EARLY_STOPPING_METRICS
 
 LAMBDA_CRITERIA = ("mean_auc", "bce")
 
@@ -65,11 +65,13 @@ def find_cell(config, which: str) -> Cell:
 
 
 def cell_config(config, cell: Cell):
-    """``config`` with the fold, variant, λ and seed of ``cell``."""
+    """``config`` with the fold, variant, λ and seed of ``cell``, stopping on
+    ``config.experiment.early_stopping_metric``."""
     c = config.copy_and_resolve_references()
     with c.unlocked():
         c.model.variant = cell.variant
         c.seed = cell.seed
+        c.train.early_stopping_metric = config.experiment.early_stopping_metric
         if cell.entropy_weight is not None:
             c.loss.entropy_weight = float(cell.entropy_weight)
         sources.get(c.data.name).select_fold(c.data, cell.fold, int(config.experiment.folds))
@@ -125,6 +127,7 @@ def check_config(p, mode: str) -> None:
     ):
         p.add("experiment.seeds", "must be a tuple of distinct integers from 0 to 2**32 - 1.")
     p.choice("experiment.lambda_criterion", LAMBDA_CRITERIA)
+    _check_stopping(p)
     name = p.value("data.name")
     if folds is not None and folds < 2 and name in sources.names() and sources.get(name).prepared:
         p.add(
@@ -142,15 +145,34 @@ def check_config(p, mode: str) -> None:
             )
 
 
+def _check_stopping(p) -> None:
+    """The cells' stopping criterion: ``experiment.early_stopping_metric``, free of -λH
+    (Eq. 5's entropy term, different in every λ cell) unless allowed."""
+    metric = p.choice("experiment.early_stopping_metric", EARLY_STOPPING_METRICS)
+    p.ignored(
+        "train.early_stopping_metric",
+        "an experiment's cells stop on config.experiment.early_stopping_metric (bce by "
+        "default); set that instead",
+    )
+    allowed = p.value("experiment.allow_loss_stopping")
+    if not isinstance(allowed, bool):
+        p.add("experiment.allow_loss_stopping", "must be True or False.")
+        return
+    weights = p.value("experiment.entropy_weights")
+    several = isinstance(weights, list | tuple) and len(weights) > 1
+    if metric == "loss" and several and not allowed:
+        p.add(
+            "experiment.early_stopping_metric",
+            "Eq. 5's loss includes -λH, so each λ cell would stop, and pick its best "
+            "checkpoint, on its own criterion. Use bce (the default) or mean_auc, or set "
+            "config.experiment.allow_loss_stopping=True to stop on the loss anyway.",
+        )
+
+
 def check(config, num_devices: int | None = None) -> None:
     """Refuses an experiment whose config (:func:`check_config` and every rule of a
     training run) or any of whose cells' configs a run could not use, listing every
     problem at once."""
     validation.validate(config, "train", num_devices=num_devices, checks=(check_config,))
-    if config.train.early_stopping_metric == "loss" and len(config.experiment.entropy_weights) > 1:
-        logging.warning(
-            "config.train.early_stopping_metric='loss' stops each λ cell on its own Eq. 5, "
-            "which includes -λH; 'bce' stops every cell on the same classification loss."
-        )
     for cell in cells(config):
         validation.validate(cell_config(config, cell), "train", num_devices=num_devices)
