@@ -60,24 +60,31 @@ def weighted_auc(scores, labels, weights) -> np.ndarray:
     Only the negatives are prefix-summed per draw; each positive then reads the
     negative weight strictly below its score and below-or-tied with it.
     """
-    scores = np.asarray(scores)
-    labels = np.asarray(labels).astype(bool)
     weights = np.atleast_2d(np.asarray(weights))
     if not np.issubdtype(weights.dtype, np.floating):
         weights = weights.astype(np.float64)
+    return _auc_of_columns(scores, labels, np.ascontiguousarray(weights.T))
+
+
+def _auc_of_columns(scores, labels, by_example) -> np.ndarray:
+    """:func:`weighted_auc` with the weights given as ``(N, D)`` float, one row per example:
+    taking the negatives in score order then copies whole rows, several times faster than
+    picking columns, and a caller scoring many score vectors transposes once."""
+    scores = np.asarray(scores)
+    labels = np.asarray(labels).astype(bool)
     neg_scores = scores[~labels]
     order = np.argsort(neg_scores, kind="stable")
     neg_sorted = neg_scores[order]
     # (D, N_neg + 1) cumulative negative weight, with a leading zero column. Integer
     # multiplicities stay exact in float32 far beyond any data set's size.
-    cum = np.zeros((weights.shape[0], order.size + 1), weights.dtype)
-    np.cumsum(weights[:, np.flatnonzero(~labels)[order]], axis=1, out=cum[:, 1:])
+    cum = np.zeros((by_example.shape[1], order.size + 1), by_example.dtype)
+    np.cumsum(by_example[np.flatnonzero(~labels)[order]].T, axis=1, out=cum[:, 1:])
     pos_scores = scores[labels]
     below = np.searchsorted(neg_sorted, pos_scores, side="left")
     below_or_tied = np.searchsorted(neg_sorted, pos_scores, side="right")
     # Ties count one half: (C[below] + C[below_or_tied]) / 2 per positive.
     credit = cum[:, below].astype(np.float64) + cum[:, below_or_tied]
-    w_pos = weights[:, labels].astype(np.float64)
+    w_pos = by_example[labels].T.astype(np.float64)
     total_pos, total_neg = w_pos.sum(1), cum[:, -1].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = 0.5 * np.einsum("dn,dn->d", w_pos, credit) / (total_pos * total_neg)
