@@ -9,7 +9,8 @@ over the groups g of tied scores (P_g, N_g: drawn positive and negative weight
 with that score; N_<g: negative weight below it), which is exactly what
 ``sklearn.metrics.roc_auc_score`` gives on the resampled examples (ties count
 one half). Sorting happens once per class; each draw is then a prefix sum over
-the negatives and a weighted sum over the positives, all draws at once.
+the negatives (summed between consecutive positive scores) and a weighted sum over
+the positives, all draws at once.
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ def weighted_auc(scores, labels, weights) -> np.ndarray:
     """AUC of ``(N,)`` scores and 0/1 labels under each row of ``(D, N)`` weights.
 
     Returns ``(D,)`` float64; NaN where a draw has no positive or no negative weight.
-    Only the negatives are prefix-summed per draw; each positive then reads the
-    negative weight strictly below its score and below-or-tied with it.
+    Each positive reads the negative weight strictly below its score and below-or-tied
+    with it: prefix sums, per draw, of the negatives' weight between consecutive positive
+    scores.
     """
     weights = np.atleast_2d(np.asarray(weights))
     if not np.issubdtype(weights.dtype, np.floating):
@@ -75,15 +77,23 @@ def _auc_of_columns(scores, labels, by_example) -> np.ndarray:
     neg_scores = scores[~labels]
     order = np.argsort(neg_scores, kind="stable")
     neg_sorted = neg_scores[order]
-    # (D, N_neg + 1) cumulative negative weight, with a leading zero column. Integer
-    # multiplicities stay exact in float32 far beyond any data set's size.
-    cum = np.zeros((by_example.shape[1], order.size + 1), by_example.dtype)
-    np.cumsum(by_example[np.flatnonzero(~labels)[order]].T, axis=1, out=cum[:, 1:])
     pos_scores = scores[labels]
     below = np.searchsorted(neg_sorted, pos_scores, side="left")
     below_or_tied = np.searchsorted(neg_sorted, pos_scores, side="right")
+    # The cumulative negative weight C[i] of the i lowest negatives is read only at these
+    # cuts (and at all of them, for the total): sum the negatives between cuts, then
+    # prefix-sum the segments, far fewer than the negatives for a rare class. Integer
+    # multiplicities stay exact in float32 far beyond any data set's size.
+    cuts = np.unique(np.concatenate([below, below_or_tied, [order.size]]))
+    cuts = cuts[cuts > 0]  # C[0] = 0
+    cum = np.zeros((by_example.shape[1], cuts.size + 1), by_example.dtype)  # (D, 1 + cuts)
+    if cuts.size:
+        starts = np.concatenate([[0], cuts[:-1]])
+        segments = np.add.reduceat(by_example[np.flatnonzero(~labels)[order]], starts, axis=0)
+        np.cumsum(segments.T, axis=1, out=cum[:, 1:])
     # Ties count one half: (C[below] + C[below_or_tied]) / 2 per positive.
-    credit = cum[:, below].astype(np.float64) + cum[:, below_or_tied]
+    credit = cum[:, np.searchsorted(cuts, below, side="right")].astype(np.float64)
+    credit += cum[:, np.searchsorted(cuts, below_or_tied, side="right")]
     w_pos = by_example[labels].T.astype(np.float64)
     total_pos, total_neg = w_pos.sum(1), cum[:, -1].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
