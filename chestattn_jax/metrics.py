@@ -9,10 +9,13 @@ over the groups g of tied scores (P_g, N_g: drawn positive and negative weight
 with that score; N_<g: negative weight below it), which is exactly what
 ``sklearn.metrics.roc_auc_score`` gives on the resampled examples (ties count
 one half). Sorting happens once per class; each draw is then a prefix sum over
-the negatives and a weighted sum over the positives, all draws at once.
+the negatives (summed between consecutive positive scores) and a weighted sum over
+the positives, all draws at once.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -57,27 +60,43 @@ def weighted_auc(scores, labels, weights) -> np.ndarray:
     """AUC of ``(N,)`` scores and 0/1 labels under each row of ``(D, N)`` weights.
 
     Returns ``(D,)`` float64; NaN where a draw has no positive or no negative weight.
-    Only the negatives are prefix-summed per draw; each positive then reads the
-    negative weight strictly below its score and below-or-tied with it.
+    Each positive reads the negative weight strictly below its score and below-or-tied
+    with it: prefix sums, per draw, of the negatives' weight between consecutive positive
+    scores.
     """
-    scores = np.asarray(scores)
-    labels = np.asarray(labels).astype(bool)
     weights = np.atleast_2d(np.asarray(weights))
     if not np.issubdtype(weights.dtype, np.floating):
         weights = weights.astype(np.float64)
+    return _auc_of_columns(scores, labels, np.ascontiguousarray(weights.T))
+
+
+def _auc_of_columns(scores, labels, by_example) -> np.ndarray:
+    """:func:`weighted_auc` with the weights given as ``(N, D)`` float, one row per example:
+    taking the negatives in score order then copies whole rows, several times faster than
+    picking columns, and a caller scoring many score vectors transposes once."""
+    scores = np.asarray(scores)
+    labels = np.asarray(labels).astype(bool)
     neg_scores = scores[~labels]
     order = np.argsort(neg_scores, kind="stable")
     neg_sorted = neg_scores[order]
-    # (D, N_neg + 1) cumulative negative weight, with a leading zero column. Integer
-    # multiplicities stay exact in float32 far beyond any data set's size.
-    cum = np.zeros((weights.shape[0], order.size + 1), weights.dtype)
-    np.cumsum(weights[:, np.flatnonzero(~labels)[order]], axis=1, out=cum[:, 1:])
     pos_scores = scores[labels]
     below = np.searchsorted(neg_sorted, pos_scores, side="left")
     below_or_tied = np.searchsorted(neg_sorted, pos_scores, side="right")
+    # The cumulative negative weight C[i] of the i lowest negatives is read only at these
+    # cuts (and at all of them, for the total): sum the negatives between cuts, then
+    # prefix-sum the segments, far fewer than the negatives for a rare class. Integer
+    # multiplicities stay exact in float32 far beyond any data set's size.
+    cuts = np.unique(np.concatenate([below, below_or_tied, [order.size]]))
+    cuts = cuts[cuts > 0]  # C[0] = 0
+    cum = np.zeros((by_example.shape[1], cuts.size + 1), by_example.dtype)  # (D, 1 + cuts)
+    if cuts.size:
+        starts = np.concatenate([[0], cuts[:-1]])
+        segments = np.add.reduceat(by_example[np.flatnonzero(~labels)[order]], starts, axis=0)
+        np.cumsum(segments.T, axis=1, out=cum[:, 1:])
     # Ties count one half: (C[below] + C[below_or_tied]) / 2 per positive.
-    credit = cum[:, below].astype(np.float64) + cum[:, below_or_tied]
-    w_pos = weights[:, labels].astype(np.float64)
+    credit = cum[:, np.searchsorted(cuts, below, side="right")].astype(np.float64)
+    credit += cum[:, np.searchsorted(cuts, below_or_tied, side="right")]
+    w_pos = by_example[labels].T.astype(np.float64)
     total_pos, total_neg = w_pos.sum(1), cum[:, -1].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = 0.5 * np.einsum("dn,dn->d", w_pos, credit) / (total_pos * total_neg)
@@ -259,3 +278,237 @@ def _difference_summary(point, draws, alpha) -> dict:
         "ci": ci,
         "p_not_better": float(np.mean(defined <= 0)),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class DrawAUCs:
+    """One model's AUCs in a fold-stratified, two-level bootstrap (:func:`stratified_draw_aucs`).
+
+    ``fold_point`` ``(S, F, k)``: each training seed's AUC on each fold's test set as given;
+    ``fold_draws`` ``(D, S, F, k)``: the same under each draw's patient weights. ``point``
+    ``(k,)``: the mean over seeds of the mean over folds of ``fold_point``; ``draws``
+    ``(D, k)``: per draw, the mean over that draw's picked seeds (with one seed, that seed)
+    of the mean over folds of ``fold_draws``. A fold where a class has a single label
+    value (as given, or in a draw) is left out of that class's mean over folds; NaN where
+    no fold is left."""
+
+    point: np.ndarray
+    draws: np.ndarray
+    fold_point: np.ndarray
+    fold_draws: np.ndarray
+
+
+def _fold_mean(values) -> np.ndarray:
+    """``(..., F, k)`` -> ``(..., k)``: per class, the mean over the folds where it is defined."""
+    return _class_mean(np.moveaxis(values, -2, -1))
+
+
+def _check_folds(folds, num_classes: int) -> None:
+    for f, fold in enumerate(folds):
+        labels, mask = np.shape(fold["labels"]), np.shape(fold["mask"])
+        if len(labels) != 2 or labels[1] != num_classes:
+            raise ValueError(f"fold {f}: labels have shape {labels}, not (N, {num_classes}).")
+        if mask != labels:
+            raise ValueError(f"fold {f}: mask has shape {mask}, labels {labels}.")
+        if np.shape(fold["patient_ids"]) != labels[:1]:
+            raise ValueError(
+                f"fold {f}: patient_ids have shape {np.shape(fold['patient_ids'])}, "
+                f"not ({labels[0]},) as its labels."
+            )
+
+
+def _check_models(models: dict, folds) -> int:
+    """The number of training seeds every model has; ValueError naming the model, seed and
+    fold whose predictions do not fit."""
+    if not models:
+        raise ValueError("models is empty: nothing to score.")
+    first = next(iter(models))
+    num_seeds = len(models[first])
+    for name, by_seed in models.items():
+        if len(by_seed) != num_seeds or not by_seed:
+            raise ValueError(
+                f"model {name!r} has {len(by_seed)} training seeds, model {first!r} has "
+                f"{num_seeds}: every model needs the same (at least one)."
+            )
+        for s, by_fold in enumerate(by_seed):
+            if len(by_fold) != len(folds):
+                raise ValueError(
+                    f"model {name!r}, seed {s}: predictions for {len(by_fold)} folds, "
+                    f"not {len(folds)}."
+                )
+            for f, (probs, fold) in enumerate(zip(by_fold, folds, strict=True)):
+                if np.shape(probs) != np.shape(fold["labels"]):
+                    raise ValueError(
+                        f"model {name!r}, seed {s}, fold {f}: probs have shape "
+                        f"{np.shape(probs)}, the fold's labels {np.shape(fold['labels'])}."
+                    )
+    return num_seeds
+
+
+def stratified_draw_aucs(
+    folds, models: dict, *, num_draws: int = 1000, seed: int = 0
+) -> dict[object, DrawAUCs]:
+    """:class:`DrawAUCs` of every model (``{name: [seed: [fold: (N_f, k) probs]]}``) on
+    ``folds`` (``[{"labels", "mask", "patient_ids"}]``, as :func:`stratified_bootstrap`).
+
+    Draw ``d`` resamples the patients within each fold (:func:`fold_draw_weights` of
+    ``seed``) and, with two or more training seeds, picks as many seeds with replacement
+    (:func:`seed_draws` of ``seed``); every model gets the same draws, so differences are
+    paired. Each (model, seed, fold, class) is scored on all draws once."""
+    if not folds:
+        raise ValueError("folds is empty: nothing to score.")
+    num_classes = np.shape(folds[0]["labels"])[-1]
+    _check_folds(folds, num_classes)
+    num_seeds = _check_models(models, folds)
+    weights = fold_draw_weights([f["patient_ids"] for f in folds], num_draws, seed)
+    picks = seed_draws(num_seeds, num_draws, seed) if num_seeds > 1 else None
+    # Every model's and seed's predictions of a fold stacked, (M * S, N_f, k): each (fold,
+    # class) selects its examples and transposes its weights once for all of them.
+    point, draws = [], []
+    for f, fold in enumerate(folds):
+        probs = np.stack([by_fold[f] for by_seed in models.values() for by_fold in by_seed])
+        point.append(_stacked_point(fold, probs))
+        draws.append(_stacked_draws(fold, probs, weights[f]))
+    point, draws = np.stack(point, -2), np.stack(draws, -2)  # (M * S, F, k), (D, M * S, F, k)
+    out = {}
+    for m, name in enumerate(models):
+        fold_point = point[m * num_seeds : (m + 1) * num_seeds]
+        fold_draws = draws[:, m * num_seeds : (m + 1) * num_seeds]
+        per_seed = _fold_mean(fold_draws)  # (D, S, k)
+        if picks is not None:
+            per_seed = np.take_along_axis(per_seed, picks[:, :, None], axis=1)
+        out[name] = DrawAUCs(
+            point=_class_mean(_fold_mean(fold_point).T),
+            draws=_class_mean(np.moveaxis(per_seed, 1, -1)),
+            fold_point=fold_point,
+            fold_draws=fold_draws,
+        )
+    return out
+
+
+def _stacked_point(fold, probs) -> np.ndarray:
+    """``(P, k)`` point AUCs of ``(P, N_f, k)`` stacked predictions on ``fold``."""
+    return np.stack([point_auc(fold["labels"], p, fold["mask"]) for p in probs])
+
+
+def _stacked_draws(fold, probs, weights) -> np.ndarray:
+    """``(D, P, k)`` AUCs of ``(P, N_f, k)`` stacked predictions on ``fold`` under each row
+    of ``(D, N_f)`` weights."""
+    labels, mask = np.asarray(fold["labels"]), np.asarray(fold["mask"])
+    by_example = np.ascontiguousarray(weights.T)
+    out = np.empty((weights.shape[0], len(probs), labels.shape[1]))
+    for j in range(labels.shape[1]):
+        keep = mask[:, j] > 0
+        rows = by_example[keep]
+        for i, p in enumerate(probs):
+            out[:, i, j] = _auc_of_columns(p[keep, j], labels[keep, j], rows)
+    return out
+
+
+def stratified_bootstrap(
+    folds,
+    models: dict,
+    class_names,
+    *,
+    pairs=(),
+    num_draws: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[dict, dict]:
+    """The mean over folds of each fold model's test AUC, with a fold-stratified, paired
+    patient bootstrap and, with two or more training seeds, the seeds resampled too.
+
+    Args:
+      folds: one ``{"labels", "mask", "patient_ids"}`` per fold: ``(N_f, k)`` 0/1 labels,
+        ``(N_f, k)`` mask (0: the label is left out of that class), ``(N_f,)`` patients.
+      models: ``{name: [seed: [fold: (N_f, k) probs]]}``; every model has the same S
+        training seeds, each scored on the same test examples of each fold.
+      class_names: ``k`` names.
+      pairs: ``(a, b)`` model names whose difference AUC(a) - AUC(b) to summarise.
+      num_draws, seed, level: the bootstrap's draws, their seed and the intervals' level.
+
+    A class's AUC is the mean over seeds of the mean over folds of that seed's fold AUCs
+    (a fold where the class has a single label value is left out of its mean); the mean
+    AUC is the mean over the defined classes. Draw ``d`` (:func:`stratified_draw_aucs`)
+    resamples the patients within each fold and picks S seeds with replacement (with
+    S >= 2), the same for every model, and gives the same mean over its picked seeds.
+
+    Returns ``(aucs, differences)``. ``aucs[name]``: :func:`bootstrap_auc`'s dict, with
+    per class also ``per_fold`` (the fold's AUC averaged over seeds, or None) and
+    ``per_seed`` (the seed's mean over folds, or None), and ``per_seed_mean`` (each seed's
+    mean over classes), ``num_folds``, ``num_seeds`` and ``covers`` (what the intervals
+    resample, in words). ``differences[(a, b)]``: :func:`paired_auc_difference`'s dict,
+    with per class and for the mean also ``folds_positive`` (folds whose difference,
+    averaged over seeds, is > 0; for the mean, a fold's mean over the classes defined in
+    it), ``folds_defined`` and ``per_seed`` (each seed's difference), and ``covers``.
+    """
+    for a, b in pairs:
+        if a not in models or b not in models:
+            raise ValueError(f"pairs: ({a!r}, {b!r}) names a model not in models.")
+    num_classes = np.shape(folds[0]["labels"])[-1] if folds else len(class_names)
+    if len(class_names) != num_classes:
+        raise ValueError(f"class_names: {len(class_names)} names for {num_classes} classes.")
+    scored = stratified_draw_aucs(folds, models, num_draws=num_draws, seed=seed)
+    num_seeds = len(next(iter(models.values())))
+    covers = _covers(level, len(folds), num_seeds, num_draws)
+    aucs = {
+        name: {
+            **_stratified_auc_summary(s, class_names, num_draws, level),
+            "num_folds": len(folds),
+            "num_seeds": num_seeds,
+            "covers": covers,
+        }
+        for name, s in scored.items()
+    }
+    differences = {
+        (a, b): {
+            **_stratified_pair_summary(scored[a], scored[b], class_names, num_draws, level),
+            "covers": f"{covers}, the same for both models",
+        }
+        for a, b in pairs
+    }
+    return aucs, differences
+
+
+def _covers(level: float, num_folds: int, num_seeds: int, num_draws: int) -> str:
+    folds = f"{num_folds} fold{'s' if num_folds != 1 else ''}"
+    seeds = (
+        f" and {num_seeds} training seeds resampled with replacement"
+        if num_seeds > 1
+        else " (one training seed: no seed variation)"
+    )
+    return (
+        f"{100 * level:g} % intervals: test patients resampled within each of {folds}"
+        f"{seeds}; {num_draws} draws"
+    )
+
+
+def _floats(values) -> list:
+    return [None if np.isnan(v) else float(v) for v in values]
+
+
+def _stratified_auc_summary(scored: DrawAUCs, class_names, num_draws: int, level: float):
+    out = _auc_summary((scored.point, scored.draws), class_names, num_draws, level)
+    per_fold = _class_mean(np.moveaxis(scored.fold_point, 0, -1))  # (F, k), over seeds
+    per_seed = _fold_mean(scored.fold_point)  # (S, k)
+    for j, name in enumerate(class_names):
+        out["classes"][name]["per_fold"] = _floats(per_fold[:, j])
+        out["classes"][name]["per_seed"] = _floats(per_seed[:, j])
+    out["per_seed_mean"] = _floats(_class_mean(per_seed))
+    return out
+
+
+def _stratified_pair_summary(a: DrawAUCs, b: DrawAUCs, class_names, num_draws, level):
+    out = _pair_summary((a.point, a.draws), (b.point, b.draws), class_names, num_draws, level)
+    by_fold = _class_mean(np.moveaxis(a.fold_point - b.fold_point, 0, -1))  # (F, k)
+    by_seed = _fold_mean(a.fold_point) - _fold_mean(b.fold_point)  # (S, k)
+    for j, name in enumerate(class_names):
+        out["classes"][name].update(_fold_signs(by_fold[:, j]), per_seed=_floats(by_seed[:, j]))
+    out["mean"].update(_fold_signs(_class_mean(by_fold)), per_seed=_floats(_class_mean(by_seed)))
+    return out
+
+
+def _fold_signs(by_fold) -> dict:
+    """How many folds' differences are positive, of how many defined."""
+    defined = by_fold[~np.isnan(by_fold)]
+    return {"folds_positive": int(np.sum(defined > 0)), "folds_defined": int(defined.size)}
