@@ -11,9 +11,12 @@ class with a non-empty mask is a *finding*, and every score is kept per finding.
     ``(S, S)`` image (:func:`upsample_map`; half-pixel centres and clamped edges, as
     cheXlocalize's ``F.interpolate(..., mode="bilinear", align_corners=False)``), and
     the finding is a hit when the map's maximum pixel lies inside the truth. Where
-    several pixels share the maximum (a plateau), the hit is the share of them that do:
-    the expected hit of one drawn at random, which for a unique maximum is cheXlocalize's
-    ``argmax``, and for a flat map the truth's share of the image.
+    several pixels share the maximum, the hit is the share of them that do: the expected
+    hit of one drawn at random, which for a unique maximum is cheXlocalize's ``argmax``,
+    and for a flat map the truth's share of the image. Such plateaus are common: the
+    clamped edge makes one whenever the maximum cell lies on the map's border (the
+    pixels between its centre and the border share its value), and ``np.argmax`` would
+    then take the plateau's first pixel in raster order, favouring the top and left.
   * cell (``cell_hit``, kept as ``pointing_game`` for scripts written for earlier
     releases): a map of ``(h, w)`` cells covers the image; its maximum cell counts as
     a hit when any truth pixel lies inside it. Lenient: on a 6 x 6 map at 96 px a
@@ -357,8 +360,9 @@ def save_findings(path, tables: dict) -> None:
         path,
         example_index=first.example_index,
         class_index=first.class_index,
-        example_ids=np.asarray(first.example_ids, dtype=str),
-        patient_ids=np.asarray(first.patient_ids, dtype=str),
+        # From lists: the narrowest string type (a Record's ids may be 21 characters wide).
+        example_ids=np.asarray(np.asarray(first.example_ids).tolist(), dtype=str),
+        patient_ids=np.asarray(np.asarray(first.patient_ids).tolist(), dtype=str),
         class_names=np.asarray(first.class_names, dtype=str),
         map_threshold=np.float64(first.map_threshold),
         sources=np.asarray(list(tables), dtype=str),

@@ -578,11 +578,17 @@ class _TruthSource:
 def test_the_evaluator_scores_writes_and_bootstraps_the_findings(tmp_path):
     """The localization evaluator on a fake split (no model): the metrics it adds, the
     per-class prior's origins and the findings file, numpy only."""
+    import csv
+    import io
     from types import SimpleNamespace
 
     from chestattn_jax.evaluation.evaluators.localization import Evaluator
     from chestattn_jax.localization_metrics import LEAVE_ONE_OUT, TRAINING_SPLIT, load_findings
-    from chestattn_jax.reporting.result_tables import per_class_markdown, per_class_rows
+    from chestattn_jax.reporting.result_tables import (
+        per_class_csv,
+        per_class_markdown,
+        per_class_rows,
+    )
 
     rng = np.random.default_rng(6)
     n, k, size, cells = 20, 2, 16, 4
@@ -655,3 +661,7 @@ def test_the_evaluator_scores_writes_and_bootstraps_the_findings(tmp_path):
     assert [rows[0]["hit_rate_low"], rows[0]["hit_rate_high"]] == ci
     table = per_class_markdown(metrics, rows)
     assert "| leave-one-out |" in table and "| training |" in table
+    # per_class.csv: the mean row's cells under their own columns.
+    mean = list(csv.DictReader(io.StringIO(per_class_csv(rows))))[-1]
+    assert mean["class"] == "mean" and mean["positives"] == ""
+    assert float(mean["hit_rate"]) == loc["pointing_game_pixel"]["mean_hit_rate"]

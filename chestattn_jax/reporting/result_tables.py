@@ -189,8 +189,10 @@ def _localization_cells(loc: dict, c: str) -> dict:
 
 
 def per_class_csv(rows: list[dict]) -> str:
-    """``per_class.csv``: the rows of :func:`per_class_rows`, every number in full."""
-    return csv_text(list(rows[0]), [list(r.values()) for r in rows])
+    """``per_class.csv``: the rows of :func:`per_class_rows`, every number in full (the
+    mean row's cells under the same columns, empty where it has none: counts, origin)."""
+    header = list(rows[0])
+    return csv_text(header, [[r.get(k) for k in header] for r in rows])
 
 
 def _rate_cell(row: dict, key: str) -> str:
@@ -270,7 +272,7 @@ def _localization_note(loc: dict) -> str:
     return (
         "hit rate: the pointing game as cheXlocalize plays it, the maximum pixel of the map "
         "resized bilinearly to the image inside the finding; "
-        f"{intervals}, the mean over classes with findings. prior hit rate: the same for each "
+        f"{intervals}; mean: over the classes with findings. prior hit rate: the same for each "
         "class's average truth mask as a fixed map, built from the training split where it "
         "has truth for the class, else from the evaluated split leaving the scored image out "
         f"(prior from; {origins}). uniform hit rate: of a map that favours no pixel (the "
