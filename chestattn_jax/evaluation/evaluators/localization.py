@@ -1,52 +1,65 @@
 """Localisation of the gate-3 maps where the evaluated split has truth (phantom masks,
-NIH's boxes): the pointing game and IoU / IoBB per class, and the same scores for two
-baselines, always beside the model's:
+NIH's boxes): both pointing games (the pixel one, cheXlocalize's, is the headline; the
+cell one is kept for earlier releases' readers), IoU / IoBB per class, and the same
+scores for two baselines, always beside the model's:
 
-- the class prior: each class's average truth mask over the training split, as a fixed
-  map (:class:`chestattn_jax.localization_metrics.ClassPrior`). NIH's boxes lie in its test
-  list only; the prior is then built from the evaluated split, and each image is scored
-  with a prior that leaves its own masks out;
-- a uniform map, which favours no cell (a cell drawn at random).
+- the class prior: each class's average truth mask as a fixed map, built per class
+  (:func:`chestattn_jax.localization_metrics.build_class_prior`): from the training split
+  for every class with truth there; for a class without (NIH's boxes all lie in its
+  official test list), from the evaluated split, each image scored with a prior that
+  leaves its own masks out. ``built_from_class`` records which, per class;
+- a uniform map, which favours no cell and no pixel (one drawn at random).
 
-Adds ``localization`` to ``metrics`` (and ``pointing_game`` at the top level, where
-scripts written for earlier releases read it). Keeps per finding three numbers, never
-a map.
+Adds ``localization`` to ``metrics``: ``pointing_game`` (cell), ``pointing_game_pixel``,
+``overlap``, ``headline`` (the key of the headline game), ``baselines`` and, with
+``config.eval.bootstrap_draws``, ``bootstrap``: patient-bootstrap intervals of the hit
+rates and IoU / IoBB accuracies (:func:`~chestattn_jax.localization_metrics.bootstrap_findings`)
+and the model's paired differences against both baselines. ``pointing_game`` is also
+kept at the top level, where scripts written for earlier releases read it. Writes the
+scores per finding of the model and both baselines to ``localization.npz``
+(:func:`~chestattn_jax.localization_metrics.load_findings` reads it back), never a map.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from chestattn_jax.evaluation import evaluators
-from chestattn_jax.localization_metrics import ClassPrior, LocalizationScores
+from chestattn_jax.localization_metrics import (
+    RATE_COLUMNS,
+    LocalizationScores,
+    bootstrap_findings,
+    build_class_prior,
+    save_findings,
+)
 
 # Training images the class prior is built from, at most (evenly spaced over the split).
 PRIOR_MAX_IMAGES = 2000
-TRAINING_SPLIT = "training split"
+FINDINGS_FILE = "localization.npz"
+HEADLINE = "pointing_game_pixel"
+SOURCES = ("model", "class_prior", "uniform")
+PAIRS = (("model", "class_prior"), ("model", "uniform"))
 
 
 def class_prior(train_source, source, truth_rows, num_classes: int):
-    """The class-prior baseline (:class:`ClassPrior`) and a description of its origin.
-
-    Built from the training split's truth when it has some for every class; otherwise
-    from the evaluated split's own truth (scored leave-one-out)."""
-    prior = ClassPrior(num_classes)
+    """The class-prior baseline
+    (:class:`~chestattn_jax.localization_metrics.SplitPrior`): from the training split's
+    truth (at most ``PRIOR_MAX_IMAGES`` images) for every class with some, from the
+    evaluated split's ``truth_rows`` (left one out) for the others."""
     rows = np.asarray(getattr(train_source, "truth_indices", lambda: [])(), np.int64)
     if len(rows) > PRIOR_MAX_IMAGES:
         rows = rows[np.linspace(0, len(rows) - 1, PRIOR_MAX_IMAGES).astype(np.int64)]
-    for i in rows:
-        truth = train_source.truth(int(i))
-        prior.add(truth["masks"], truth["labels"])
-    if len(rows) and prior.counts.all():
-        return prior, {"built_from": TRAINING_SPLIT, "images": len(rows)}
-    prior = ClassPrior(num_classes)
-    for i in sorted(truth_rows):
-        truth = source.truth(int(i))
-        prior.add(truth["masks"], truth["labels"])
-    return prior, {"built_from": "evaluated split, leave-one-out", "images": len(truth_rows)}
+    training = (train_source.truth(int(i)) for i in rows)
+    return build_class_prior(
+        training, lambda: (source.truth(int(i)) for i in sorted(truth_rows)), num_classes
+    )
 
 
 class Evaluator(evaluators.Evaluator):
+    outputs = (FINDINGS_FILE,)
+
     @staticmethod
     def check_config(p, mode: str) -> None:
         p.fraction("eval.map_threshold", "maps are divided by their maximum, then thresholded")
@@ -60,13 +73,8 @@ class Evaluator(evaluators.Evaluator):
         if not self.needs_maps:
             return
         threshold = ctx.config.eval.map_threshold
-        self.scores = {
-            name: LocalizationScores(ctx.classes, threshold)
-            for name in ("model", "class_prior", "uniform")
-        }
-        self.prior, self.prior_info = class_prior(
-            ctx.train_source, ctx.source, self.truth_rows, len(ctx.classes)
-        )
+        self.scores = {name: LocalizationScores(ctx.classes, threshold) for name in SOURCES}
+        self.prior = class_prior(ctx.train_source, ctx.source, self.truth_rows, len(ctx.classes))
 
     def add(self, maps, rows) -> None:
         for r in np.flatnonzero(rows["valid"]):
@@ -78,22 +86,53 @@ class Evaluator(evaluators.Evaluator):
         truth = self.ctx.source.truth(i)
         masks, present = truth["masks"], truth["labels"]
         shape = m.shape[-2:]
-        if self.prior_info["built_from"] == TRAINING_SPLIT:
-            prior_maps = self.prior.maps(shape)
-        else:  # leave this image out
-            prior_maps = self.prior.maps(shape, leave_out=masks, leave_out_labels=present)
-        self.scores["model"].add(m, masks, present)
-        self.scores["class_prior"].add(prior_maps, masks, present)
-        self.scores["uniform"].add_uniform(shape, masks, present)
+        self.scores["model"].add(m, masks, present, example=i)
+        prior = self.prior.maps(shape, masks, present)  # without this image's own masks
+        self.scores["class_prior"].add(prior, masks, present, example=i)
+        self.scores["uniform"].add_uniform(shape, masks, present, example=i)
 
     def finish(self, record, metrics) -> None:
         if not self.needs_maps:
             return
         scores = {
-            name: {"pointing_game": s.pointing_game(), "overlap": s.overlap()}
+            name: {
+                "pointing_game": s.pointing_game(),
+                "pointing_game_pixel": s.pointing_game(pixel=True),
+                "overlap": s.overlap(),
+            }
             for name, s in self.scores.items()
         }
         model = scores.pop("model")
-        scores["class_prior"] = {**self.prior_info, **scores["class_prior"]}
-        metrics["localization"] = {**model, "baselines": scores}
+        scores["class_prior"] = {**self.prior.info(self.ctx.classes), **scores["class_prior"]}
+        loc = {**model, "headline": HEADLINE, "baselines": scores}
+        # A Record's row i is the split's example i: its ids are the findings'.
+        tables = {
+            name: s.table(record.example_ids, record.patient_ids) for name, s in self.scores.items()
+        }
+        if self.ctx.config.eval.bootstrap_draws:
+            loc["bootstrap"] = self._bootstrap(record, tables)
+        metrics["localization"] = loc
         metrics["pointing_game"] = model["pointing_game"]
+        if self.ctx.writes:
+            save_findings(os.path.join(self.ctx.out_dir, FINDINGS_FILE), tables)
+
+    def _bootstrap(self, record, tables) -> dict:
+        """Intervals of one fold and one training seed: ``rates[source][column]`` and
+        ``differences["model - <baseline>"][column]``."""
+        config = self.ctx.config.eval
+        rates, differences = bootstrap_findings(
+            [record.patient_ids],
+            {name: [[t]] for name, t in tables.items()},
+            list(self.ctx.classes),
+            columns=RATE_COLUMNS,
+            pairs=PAIRS,
+            num_draws=config.bootstrap_draws,
+            seed=config.bootstrap_seed,
+        )
+        return {
+            "num_draws": config.bootstrap_draws,
+            "seed": config.bootstrap_seed,
+            "columns": list(RATE_COLUMNS),
+            "rates": rates,
+            "differences": {f"{a} - {b}": d for (a, b), d in differences.items()},
+        }
