@@ -12,8 +12,9 @@ from sklearn.metrics import roc_auc_score
 from chestattn_jax import experiment, validation
 from chestattn_jax.config import get_base_config
 from chestattn_jax.evaluation.inference_pass import Record
+from chestattn_jax.evaluation.pipeline import EVALUATION_VERSION
+from chestattn_jax.experiment import cell_results, grid
 from chestattn_jax.experiment import cli as experiment_cli
-from chestattn_jax.experiment import grid, pooled_report
 from chestattn_jax.metrics import patient_draw_weights
 
 DRAWS = 50
@@ -116,10 +117,17 @@ def test_a_prepared_data_set_needs_two_folds_reported_with_every_other_problem()
     assert any(f.startswith("config.eval.split='validation': an experiment cell") for f in found)
 
 
+def trained_config():
+    """:func:`grid_config` with two λ: the report chooses between real λ cells."""
+    config = grid_config()
+    config.experiment.entropy_weights = (0.1, 1.0)
+    return config
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("experiment") / "root")
-    config = grid_config()
+    config = trained_config()
     experiment.run(config, root)
     return config, root
 
@@ -129,7 +137,7 @@ def test_every_cell_ran_and_a_second_run_skips_them(finished, monkeypatch):
     from chestattn_jax import train
 
     config, root = finished
-    assert [experiment.status(root, c) for c in experiment.cells(config)] == ["done"] * 4
+    assert [experiment.status(root, c) for c in experiment.cells(config)] == ["done"] * 6
     calls = []
     monkeypatch.setattr(train, "train_and_evaluate", lambda *a: calls.append(a))
     experiment.run(config, root)
@@ -138,16 +146,26 @@ def test_every_cell_ran_and_a_second_run_skips_them(finished, monkeypatch):
     assert len(calls) == 1 and calls[0][1].endswith("fold1-image-seed0")
 
 
+def sklearn_auc(record, j, weights=None):
+    keep = record.mask[:, j] > 0
+    w = None if weights is None else weights[keep]
+    return roc_auc_score(record.labels[keep, j], record.probs[keep, j], sample_weight=w)
+
+
 @pytest.mark.slow
-def test_report_pools_the_folds_and_matches_direct_computations(finished):
+def test_report_of_trained_cells_matches_direct_computations(finished):
+    """On trained cells: λ chosen per fold among the two real λ cells by their logged
+    validation scores; the headline, the mean of the folds' AUCs; the pooled figure and its
+    interval; the hit rates from the cells' findings."""
+    from chestattn_jax.localization_metrics import load_findings
+
     config, root = finished
     out = experiment.report(config, root, num_draws=DRAWS, seed=3)
     r = out["seeds"]["0"]
-    records = {}
+    records, findings = {}, {}
     for fold in (0, 1):
-        # λ: the highest validation mean AUC at each λ cell's evaluated step.
         scores = {}
-        for lam in (0.1,):
+        for lam in (0.1, 1.0):
             w = os.path.join(root, f"fold{fold}-class-lam{lam:g}-seed0")
             with open(os.path.join(w, "eval", "metrics.json")) as f:
                 step = json.load(f)["step"]
@@ -156,81 +174,72 @@ def test_report_pools_the_folds_and_matches_direct_computations(finished):
             scores[lam] = next(
                 x["val/mean_auc"] for x in rows if x.get("step") == step and "val/mean_auc" in x
             )
-        assert r["lambda"][fold]["lambda"] == max(sorted(scores), key=lambda k: scores[k])
-        lam = r["lambda"][fold]["lambda"]
+        lam = r["lambda"][str(fold)]["lambda"]
+        assert lam == max(sorted(scores), key=lambda k: scores[k])
+        assert r["lambda"][str(fold)]["validation"] == {f"{k:g}": v for k, v in scores.items()}
         for v, name in (("image", "image"), ("class", f"class-lam{lam:g}")):
-            path = os.path.join(root, f"fold{fold}-{name}-seed0", "eval", "predictions.npz")
-            records.setdefault(v, []).append(Record.load(path))
+            eval_dir = os.path.join(root, f"fold{fold}-{name}-seed0", "eval")
+            records.setdefault(v, []).append(Record.load(os.path.join(eval_dir, "predictions.npz")))
+            loaded = load_findings(os.path.join(eval_dir, "localization.npz"))
+            findings.setdefault(v, []).append(loaded["model"])
     classes = list(records["image"][0].classes)
+    for v in ("image", "class"):
+        for j, c in enumerate(classes):
+            folds = [sklearn_auc(x, j) for x in records[v]]
+            headline = r["fold_mean"]["aucs"][v]["classes"][c]
+            assert headline["auc"] == pytest.approx(np.mean(folds), abs=1e-12)
+            assert headline["ci"][0] <= headline["auc"] <= headline["ci"][1] or np.isnan(
+                np.mean(folds)
+            )
+            assert [f["auc"][c] for f in r["per_fold"][v]] == pytest.approx(folds, abs=1e-12)
+    # The pooled out-of-fold AUC, a second figure: one ROC, with its patient bootstrap.
     labels = np.concatenate([x.labels for x in records["image"]])
     mask = np.concatenate([x.mask for x in records["image"]])
     patients = np.concatenate(
         [[f"{f}/{p}" for p in x.patient_ids] for f, x in enumerate(records["image"])]
     )
-    assert r["num_examples"] == len(labels) == 2 * 72
+    assert r["pooled"]["num_examples"] == len(labels) == 2 * 72
     weights = patient_draw_weights(patients, DRAWS, 3)
-    for v in ("image", "class"):
-        probs = np.concatenate([x.probs for x in records[v]])
-        for j, c in enumerate(classes):
-            keep = mask[:, j] > 0
-            y, p = labels[keep, j], probs[keep, j]
-            pooled = r["pooled"][v]["classes"][c]
-            assert pooled["auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9)
-            # The pooled bootstrap, directly: sklearn on each draw's patient weights.
-            draws = [
-                roc_auc_score(y, p, sample_weight=w[keep])
-                for w in weights
-                if len(set(y[w[keep] > 0])) == 2
-            ]
-            low, high = np.quantile(draws, [0.025, 0.975])
-            assert pooled["ci"] == pytest.approx([low, high], abs=1e-9)
-            # Mean ± sd over folds: each fold's own AUC.
-            per_fold = [f["auc"][c] for f in r["per_fold"][v]]
-            for x, a in zip(records[v], per_fold, strict=True):
-                k = x.mask[:, j] > 0
-                assert a == pytest.approx(roc_auc_score(x.labels[k, j], x.probs[k, j]), abs=1e-9)
-    d = r["differences"]["class - image"]["classes"]
-    for c in classes:
-        ups = [
-            a["auc"][c] > b["auc"][c]
-            for a, b in zip(r["per_fold"]["class"], r["per_fold"]["image"], strict=True)
+    probs = np.concatenate([x.probs for x in records["class"]])
+    for j, c in enumerate(classes[:2]):
+        keep = mask[:, j] > 0
+        y, p = labels[keep, j], probs[keep, j]
+        pooled = r["pooled"]["aucs"]["class"]["classes"][c]
+        assert pooled["auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9)
+        draws = [
+            roc_auc_score(y, p, sample_weight=w[keep])
+            for w in weights
+            if len(set(y[w[keep] > 0])) == 2
+        ]
+        assert pooled["ci"] == pytest.approx(np.quantile(draws, [0.025, 0.975]), abs=1e-9)
+    d = r["fold_mean"]["differences"]["class - image"]["classes"]
+    for j, c in enumerate(classes):
+        ups = [  # a tie (equal AUCs, up to sklearn's rounding) is not positive
+            sklearn_auc(a, j) - sklearn_auc(b, j) > 1e-12
+            for a, b in zip(records["class"], records["image"], strict=True)
         ]
         assert d[c]["folds_positive"] == sum(ups) and d[c]["folds_defined"] == 2
-        assert d[c]["difference"] == pytest.approx(
-            r["pooled"]["class"]["classes"][c]["auc"] - r["pooled"]["image"]["classes"][c]["auc"]
-        )
-    # Localisation, mean over folds, beside the same folds' baselines.
+    # Localisation: every finding of both folds pooled, each model beside the class prior.
     loc = r["localization"]
-    assert set(loc) == {"image", "class", "class_prior", "uniform"}
-    for v, name in (
-        ("image", lambda f: "image"),
-        ("class", lambda f: f"class-lam{r['lambda'][f]['lambda']:g}"),
-    ):
-        per_fold = []
-        for fold in (0, 1):
-            with open(
-                os.path.join(root, f"fold{fold}-{name(fold)}-seed0", "eval", "metrics.json")
-            ) as f:
-                per_fold.append(json.load(f)["localization"])
-        assert loc[v]["mean"] == pytest.approx(
-            np.mean([x["pointing_game"]["mean_hit_rate"] for x in per_fold])
-        )
-        prior = np.mean(
-            [x["baselines"]["class_prior"]["pointing_game"]["mean_hit_rate"] for x in per_fold]
-        )
-        assert loc["class_prior"]["mean"] == pytest.approx(prior)
+    assert set(loc["rates"]) == {"image", "class", "class_prior", "uniform"}
+    for v in ("image", "class"):
+        for j, c in enumerate(classes):
+            hits = np.concatenate([t.values["pixel_hit"][t.class_index == j] for t in findings[v]])
+            rate = loc["rates"][v]["pixel_hit"]["classes"][c]
+            assert rate["count"] == len(hits)
+            assert rate["rate"] == (pytest.approx(hits.mean()) if len(hits) else None)
     report_dir = os.path.join(root, "report")
     assert {"table.md", "table.csv", "report.json", "forest.png"} <= set(os.listdir(report_dir))
     table = open(os.path.join(report_dir, "table.md")).read()
-    assert "class - image [95% CI]" in table and "fold 0: λ = " in table
-    assert "| class | image | class | class prior | uniform |" in table
-    assert table.count("\n| ") == 2 * (len(classes) + 1 + 1)  # AUC and localisation tables
+    assert table.startswith("## Mean of the per-fold test AUCs, 2 folds, training seed 0")
+    assert "class - image" in table and "fold 0: λ = " in table
+    assert "Pooled out-of-fold test AUC, seed 0" in table
 
 
 @pytest.mark.slow
 def test_report_refuses_unfinished_cells(finished, tmp_path):
     config, _ = finished
-    with pytest.raises(ValueError, match=r"4 cells of .* are not finished: fold0-image-seed0"):
+    with pytest.raises(ValueError, match=r"6 cells of .* are not finished: fold0-image-seed0"):
         experiment.report(config, str(tmp_path / "empty"))
 
 
@@ -251,7 +260,7 @@ def test_the_command_line_lists_the_cells(finished, cli):
     proc = run_experiment(cli, root, config, "--list")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 4 and all("done" in line for line in lines)
+    assert len(lines) == 6 and all("done" in line for line in lines)
     assert lines[1].split()[:2] == ["1", "fold0-class-lam0.1-seed0"]
     bad = run_experiment(cli, root, config, "--cell=99")
     assert bad.returncode != 0 and "FATAL: --cell='99' is not a cell" in bad.stderr
@@ -264,7 +273,7 @@ def test_lambda_choice_never_takes_an_undefined_score(criterion, expected, monke
     config.experiment.lambda_criterion = criterion
     scores = {0.0: float("nan"), 0.1: 0.7, 1.0: 0.8}
     monkeypatch.setattr(
-        pooled_report, "_validation_score", lambda root, cell, c: scores[cell.entropy_weight]
+        cell_results, "_validation_score", lambda root, cell, c: scores[cell.entropy_weight]
     )
     lam, seen = experiment.choose_lambda(config, "/nowhere", 0, 0)
     assert lam == expected and seen == scores
@@ -280,8 +289,8 @@ def test_an_undefined_validation_auc_reads_as_nan(tmp_path):
     (w / "eval" / "metrics.json").write_text(json.dumps({"step": 4}))
     rows = [{"step": 4, "val/mean_auc": None, "val/bce": 0.5}, {"step": 8, "val/bce": 0.4}]
     (w / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert np.isnan(pooled_report._validation_score(tmp_path, cell, "mean_auc"))
-    assert pooled_report._validation_score(tmp_path, cell, "bce") == 0.5
+    assert np.isnan(cell_results._validation_score(tmp_path, cell, "mean_auc"))
+    assert cell_results._validation_score(tmp_path, cell, "bce") == 0.5
 
 
 def test_an_evaluation_the_report_cannot_read_is_refused():
@@ -305,7 +314,8 @@ def finished_by_hand(root, config, cells=None):
         w = experiment.cell_workdir(root, cell)
         (w / "eval").mkdir(parents=True)
         (w / "config.json").write_text(experiment.cell_config(config, cell).to_json_best_effort())
-        (w / "eval" / "metrics.json").write_text(json.dumps({"step": 4}))
+        evaluated = {"step": 4, "version": EVALUATION_VERSION}
+        (w / "eval" / "metrics.json").write_text(json.dumps(evaluated))
 
 
 @pytest.fixture
@@ -448,6 +458,27 @@ def test_started_cells_resume_and_a_finished_cell_without_its_config_is_refused(
         experiment.run(config, root)
 
 
+def test_a_cell_evaluated_by_an_earlier_release_is_evaluated_again(tmp_path, no_training):
+    """An evaluation written before what evaluation computes changed (no ``version``, or
+    an older one) is not reported beside newer ones: it is named, and --reevaluate
+    evaluates it again; its training stands."""
+    config = grid_config()
+    root = str(tmp_path / "root")
+    grid = experiment.cells(config)
+    finished_by_hand(root, config)
+    metrics = experiment.cell_workdir(root, grid[2]) / "eval" / "metrics.json"
+    metrics.write_text(json.dumps({"step": 4}))
+    assert experiment.changed_cells(config, root) == {
+        grid[2]: {"evaluation version": (1, EVALUATION_VERSION)}
+    }
+    with pytest.raises(ValueError, match="were evaluated by an earlier release: --reevaluate"):
+        experiment.run(config, root)
+    with pytest.raises(ValueError, match=rf"{grid[2].name} \(evaluation version: 1 -> "):
+        experiment.report(config, root)
+    experiment.run(config, root, reevaluate=True)
+    assert no_training == [os.fspath(experiment.cell_workdir(root, grid[2]))]
+
+
 @pytest.mark.slow
 def test_reevaluate_evaluates_again_only_cells_whose_evaluation_settings_changed(
     finished, tmp_path
@@ -463,7 +494,7 @@ def test_reevaluate_evaluates_again_only_cells_whose_evaluation_settings_changed
     w = experiment.cell_workdir(root, grid[0])
     steps = sorted(os.listdir(w / "checkpoints"))
     rows = (w / "metrics.jsonl").read_text()
-    changed = grid_config()
+    changed = trained_config()
     changed.eval.map_threshold = 0.3
     with pytest.raises(ValueError, match=r"eval\.map_threshold: 0\.5 -> 0\.3.*--reevaluate"):
         experiment.run(changed, root, grid[0].name)

@@ -248,11 +248,22 @@ def test_nih_config_trains_and_evaluates_from_prepared_data(nih, tmp_path):
     expected = np.sum([(t["masks"].any((1, 2)) & (t["labels"] > 0)) for t in boxed], 0)
     counts = metrics["localization"]["overlap"]["count"]
     assert [counts[c] for c in NIH_CLASSES] == expected.tolist()
-    # No boxes in the training split (as in NIH): the class prior is the test boxes'
-    # own average, each image scored without its own boxes.
+    # The class prior, per class: the training split's boxes where it has some for the
+    # class (the fixture boxes the first image of each box class, some of them training
+    # images), else the test boxes' own average, each image scored without its own boxes.
     prior = metrics["localization"]["baselines"]["class_prior"]
-    assert prior["built_from"] == "evaluated split, leave-one-out"
-    assert prior["images"] == len(boxed)
+    train = create_source(config, "train")
+    trained = [train.truth(i) for i in train.truth_indices()]
+    in_training = np.any([t["masks"].any((1, 2)) & (t["labels"] > 0) for t in trained], 0)
+    assert in_training.any() and not in_training.all(), "the fixture boxes both splits"
+    assert prior["built_from_class"] == {
+        c: "training split" if t else "evaluated split, leave-one-out"
+        for c, t in zip(NIH_CLASSES, in_training, strict=True)
+    }
+    assert prior["images_from"] == {
+        "training split": len(trained),
+        "evaluated split, leave-one-out": len(boxed),
+    }
     assert prior["pointing_game"]["count"] == metrics["localization"]["pointing_game"]["count"]
     assert os.path.exists(os.path.join(tmp_path, "w", "eval", "average_masks.png"))
     # The predictions record names each row's image as NIH does.

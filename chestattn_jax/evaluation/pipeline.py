@@ -98,6 +98,7 @@ def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
         "settings": plan["settings"],
         "dataset": plan["fingerprint"],
         "evaluators": list(config.eval.evaluators),
+        "version": EVALUATION_VERSION,
     }
     if columns is not None:
         metrics["cross_dataset"] = {
@@ -133,6 +134,12 @@ def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
 
 
 METRICS_FILE = "metrics.json"
+# What an evaluation computes and writes, by release: raised when an evaluator's numbers or
+# files change, so that a finished experiment cell evaluated by an earlier release is
+# evaluated again (--reevaluate) rather than reported beside newer ones. 1: without the
+# field; 2: localisation per finding (localization_findings.npz), the pixel pointing game,
+# intervals, and the class prior per class.
+EVALUATION_VERSION = 2
 
 
 def _listing(out_dir: str) -> set[str]:

@@ -41,10 +41,12 @@ several λ unless ``config.experiment.allow_loss_stopping``.
 """
 
 # By job: grid.py (the cells, their configs, the experiment's rules), finished_cells.py (a
-# finished cell against the config), runner.py (running the cells), pooled_report.py (the
-# report), cli.py and __main__.py (the command). The docstring above is the command's
-# --help.
+# finished cell against the config), runner.py (running the cells), cell_results.py (what
+# the report reads from the cells, and whether they belong together), summary.py and
+# localization_summary.py (the report), cli.py and __main__.py (the command). The
+# docstring above is the command's --help.
 
+from chestattn_jax.experiment.cell_results import choose_lambda
 from chestattn_jax.experiment.finished_cells import (
     RUN_ONLY_FIELDS,
     cell_changes,
@@ -62,8 +64,8 @@ from chestattn_jax.experiment.grid import (
     lambda_text,
     status,
 )
-from chestattn_jax.experiment.pooled_report import PAIRS, REPORT_DIR, choose_lambda, report
 from chestattn_jax.experiment.runner import run, run_cell
+from chestattn_jax.experiment.summary import PAIRS, REPORT_DIR, report
 
 __all__ = [
     "LAMBDA_CRITERIA",

@@ -25,4 +25,10 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_bool("report", False, "Write ROOT/report/ from the finished cells.")
 flags.DEFINE_integer("num_draws", 1000, "--report: bootstrap draws.")
+flags.DEFINE_bool(
+    "allow_mismatch",
+    False,
+    "--report: write the report although cells differ from the config or from each other "
+    "(another data set, other test images), listing the differences in it.",
+)
 app.run(command, flags_parser=main_cli.parse_flags)

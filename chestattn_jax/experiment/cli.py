@@ -10,8 +10,8 @@ from absl import flags, logging
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.experiment.finished_cells import changed_cells
 from chestattn_jax.experiment.grid import cell_workdir, cells, check_config, find_cell, status
-from chestattn_jax.experiment.pooled_report import REPORT_DIR, report
 from chestattn_jax.experiment.runner import run
+from chestattn_jax.experiment.summary import REPORT_DIR, report
 
 
 def ignored_flags(
@@ -21,6 +21,7 @@ def ignored_flags(
     cell: str | None = None,
     reevaluate: bool = False,
     num_draws: int | None = None,
+    allow_mismatch: bool = False,
 ) -> str | None:
     """What is wrong with a command line whose flags include one the command it gives
     (``--list``, ``--report``, or a run) would ignore; ``None`` if none would be."""
@@ -31,6 +32,7 @@ def ignored_flags(
             ("--cell", report and not listing and cell is not None),
             ("--reevaluate", (listing or report) and reevaluate),
             ("--num_draws", not report and num_draws is not None),
+            ("--allow_mismatch", not report and allow_mismatch),
         )
         if given
     ]
@@ -39,7 +41,8 @@ def ignored_flags(
     command = "--list" if listing else "--report" if report else "a run"
     return (
         f"{', '.join(ignored)} cannot be given with {command}: --list prints the cells (or "
-        "the one of --cell), --report writes the report from every cell (with --num_draws), "
+        "the one of --cell), --report writes the report from every cell (with --num_draws, "
+        "--allow_mismatch), "
         "and a run trains them (all, or the one of --cell; --reevaluate)."
     )
 
@@ -53,7 +56,8 @@ def main(argv):
     if len(argv) > 1 or f.mode != "train":
         raise ValueError(
             "python -m chestattn_jax.experiment takes --config, --workdir (the experiment's "
-            "root), --cell, --list, --report, --num_draws and --reevaluate; no --mode and no "
+            "root), --cell, --list, --report, --num_draws, --allow_mismatch and --reevaluate; no "
+            "--mode and no "
             "other arguments."
         )
     problem = ignored_flags(
@@ -62,6 +66,7 @@ def main(argv):
         cell=f.cell,
         reevaluate=f.reevaluate,
         num_draws=f.num_draws if f["num_draws"].present else None,
+        allow_mismatch=f.allow_mismatch,
     )
     if problem:
         raise ValueError(problem)
@@ -74,7 +79,7 @@ def main(argv):
             print(f"{c.index:4d}  {c.name:32s}  {state:8s}  {cell_workdir(root, c)}")
         return None
     if f.report:
-        result = report(config, root, f.num_draws)
+        result = report(config, root, f.num_draws, allow_mismatch=f.allow_mismatch)
         print((workdir_lib.workdir_path(root) / REPORT_DIR / "table.md").read_text())
         return result
     distributed.initialize(

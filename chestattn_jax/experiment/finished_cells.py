@@ -10,6 +10,7 @@ from chestattn_jax import config_fields as fields
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.config import get_base_config
 from chestattn_jax.data import sources
+from chestattn_jax.evaluation.pipeline import EVALUATION_VERSION
 from chestattn_jax.experiment.grid import Cell, cell_config, cell_workdir, cells, status
 
 # Settings that change how a cell runs, never what it computes: a cell finished under other
@@ -42,6 +43,8 @@ RUN_ONLY_FIELDS = (
 GRID_SECTION = "experiment."
 # The changes' keys beside config fields.
 FINGERPRINT = "dataset fingerprint"
+# An evaluation by a release that computed or wrote other things (EVALUATION_VERSION).
+EVALUATION = "evaluation version"
 NO_CONFIG = workdir_lib.CONFIG_FILE
 
 
@@ -82,6 +85,9 @@ def cell_changes(config, root, cell: Cell, fingerprint: str | None = None) -> di
     for name, was in (evaluated.get("settings") or {}).items():
         if name in counted and name not in changes and was != fields.field(now, name):
             changes[name] = (was, fields.field(now, name))
+    version = evaluated.get("version", 1)
+    if version != EVALUATION_VERSION:
+        changes[EVALUATION] = (version, EVALUATION_VERSION)
     was = (workdir_lib.read_json(w / workdir_lib.DATASET_FILE) or {}).get("fingerprint")
     # A phantom fingerprint is named by the fields it hashes where they differ.
     inputs = sources.get(config.data.name).fingerprint_fields(config)
@@ -123,7 +129,8 @@ def changed_cells(config, root, fingerprints: bool = True) -> dict[Cell, dict]:
     return out
 
 
-def _describe(changes: dict) -> str:
+def describe(changes: dict) -> str:
+    """A cell's :func:`cell_changes` as text: ``field: then -> now; ...``."""
     if NO_CONFIG in changes:
         return f"{NO_CONFIG}: missing, so the settings it trained with are unknown"
     return "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
@@ -131,7 +138,7 @@ def _describe(changes: dict) -> str:
 
 def _reevaluable(changes: dict) -> bool:
     """Whether only evaluation settings changed: training stands, an evaluation is redone."""
-    return all(k.startswith("eval.") for k in changes)
+    return all(k.startswith("eval.") or k == EVALUATION for k in changes)
 
 
 def refuse_changed(changed: dict[Cell, dict], root, reevaluate: bool = False) -> set[Cell]:
@@ -143,7 +150,7 @@ def refuse_changed(changed: dict[Cell, dict], root, reevaluate: bool = False) ->
         return set(changed)
     groups: dict[str, list[str]] = {}
     for c, d in refused.items():
-        groups.setdefault(_describe(d), []).append(c.name)
+        groups.setdefault(describe(d), []).append(c.name)
     text = "; ".join(f"{', '.join(names)} ({d})" for d, names in groups.items())
     message = (
         f"{len(refused)} finished cells of {root} were trained or evaluated under other "
@@ -154,7 +161,7 @@ def refuse_changed(changed: dict[Cell, dict], root, reevaluate: bool = False) ->
     evaluation_only = [c.name for c, d in refused.items() if _reevaluable(d)]
     if evaluation_only:
         message += (
-            f" {', '.join(evaluation_only)} differ only in evaluation settings (eval.*): "
-            "--reevaluate evaluates them again under the new ones."
+            f" {', '.join(evaluation_only)} differ only in evaluation settings (eval.*) or "
+            "were evaluated by an earlier release: --reevaluate evaluates them again."
         )
     raise ValueError(message)

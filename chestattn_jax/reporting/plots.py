@@ -244,7 +244,9 @@ def average_mask_rows(models: dict, class_names, path: str) -> str:
 def forest_plot(differences: dict, class_names, path: str, title: str = "") -> str:
     """Per-class paired AUC differences with their intervals, one panel per comparison
     (``{"class - image": paired_auc_difference(...) result, ...}``), the mean last;
-    a line at 0. Classes without a defined difference are left blank."""
+    a line at 0. Classes without a defined difference are left blank. Where a summary
+    has ``per_seed`` point estimates (several training seeds combined), each is marked
+    with a small cross beside the combined estimate."""
     names = list(differences)
     rows = [*class_names, "mean"]
     fig = Figure(figsize=(3.2 * len(names) + 1.2, 0.28 * len(rows) + 1.0), dpi=DPI)
@@ -260,6 +262,9 @@ def forest_plot(differences: dict, class_names, path: str, title: str = "") -> s
             color = "black" if c == "mean" else ("tab:blue" if s["ci"][0] > 0 else "0.35")
             ax.plot(s["ci"], [yi, yi], color=color, lw=1.2)
             ax.plot([s["difference"]], [yi], "s" if c == "mean" else "o", color=color, ms=4)
+            seeds = [x for x in s.get("per_seed") or () if x is not None]
+            if len(seeds) > 1:
+                ax.plot(seeds, [yi] * len(seeds), "x", color="tab:orange", ms=3.5, mew=0.9)
         ax.axvline(0.0, color="0.6", lw=0.8, ls="--")
         ax.set_title(f"AUC {name}", fontsize=8)
         ax.tick_params(labelsize=7)

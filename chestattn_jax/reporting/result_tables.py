@@ -1,19 +1,17 @@
 """The result tables: the paper's Tables 1-2 as ``compare`` writes them (models side by
-side) and as the experiment report writes them (pooled over folds), and an evaluation's
-per-class table. Each returns its text; the callers write the files.
+side) and an evaluation's per-class table (the experiment report's:
+:mod:`chestattn_jax.reporting.experiment_tables`). Each returns its text; the callers
+write the files.
 """
 
 from __future__ import annotations
 
 from chestattn_jax.localization_metrics import LEAVE_ONE_OUT, OVERLAP_THRESHOLDS, TRAINING_SPLIT
 from chestattn_jax.reporting.text_tables import (
-    MISSING,
     auc_cell,
     csv_text,
     difference_cell,
-    exact_number,
     markdown,
-    mean_sd_cell,
     number,
 )
 
@@ -49,78 +47,6 @@ def comparison_tables(names, classes, aucs, differences, num_draws: int) -> tupl
         f"differences are paired (same draws) against {names[0]}.",
     ]
     return "\n".join(md) + "\n", csv_text(header, rows)
-
-
-def experiment_tables(report: dict, variants, classes, folds) -> tuple[str, str]:
-    """The experiment report's ``table.md`` and ``table.csv``: one table per training seed
-    of ``report`` (what ``report.json`` holds): per class, each variant's pooled AUC and
-    the mean ± sd of its folds', each pair's paired difference and in how many folds it
-    is positive; the λ chosen per fold; the pointing game beside its baselines."""
-    lines, csv_rows = [], []
-    for train_seed, r in report["seeds"].items():
-        diff_names = list(r["differences"])
-        header = [
-            "class",
-            *[f"{v} pooled AUC [95% CI]" for v in variants],
-            *[f"{v} folds mean ± sd" for v in variants],
-            *[f"{n} [95% CI]" for n in diff_names],
-            *[f"{n} > 0 in folds" for n in diff_names],
-        ]
-        rows = []
-        for c in [*classes, "mean"]:
-            mean = c == "mean"
-            pooled = [r["pooled"][v] for v in variants]
-            row = [c]
-            row += [
-                auc_cell(p["mean_auc"], p["mean_ci"])
-                if mean
-                else auc_cell(p["classes"][c]["auc"], p["classes"][c]["ci"])
-                for p in pooled
-            ]
-            row += [
-                mean_sd_cell([f["mean_auc"] if mean else f["auc"][c] for f in r["per_fold"][v]])
-                for v in variants
-            ]
-            diffs = [r["differences"][n] for n in diff_names]
-            row += [difference_cell(d["mean"] if mean else d["classes"][c]) for d in diffs]
-            row += [
-                ""
-                if mean
-                else f"{d['classes'][c]['folds_positive']}/{d['classes'][c]['folds_defined']}"
-                for d in diffs
-            ]
-            rows.append(row)
-        lams = ", ".join(
-            f"fold {f}: λ = {exact_number(v['lambda'])}" for f, v in r["lambda"].items()
-        )
-        lines += [
-            f"### Training seed {train_seed}: {len(folds)} folds, "
-            f"{r['num_examples']} test images pooled",
-            "",
-            markdown(header, rows),
-            "",
-            (f"λ chosen on validation ({report['lambda_criterion']}): {lams}. " if lams else "")
-            + f"Intervals: {report['num_draws']} patient-level bootstrap draws of the pooled "
-            "test images; differences are paired (the same draws for both models).",
-            "",
-        ]
-        loc = r.get("localization")
-        if loc:
-            names = list(loc)
-            loc_rows = [
-                [c, *(number(loc[n][c], 2, MISSING) for n in names)] for c in [*classes, "mean"]
-            ]
-            lines += [
-                "Pointing-game hit rate of the gate-3 maps on the test images with truth, mean "
-                "over folds, beside a fixed map per class (its average truth mask over the "
-                "training split) and a uniform map (a cell drawn at random):",
-                "",
-                markdown(["class", *(n.replace("_", " ") for n in names)], loc_rows),
-                "",
-            ]
-        csv_rows += [[train_seed, *row] for row in rows]
-        csv_header = ["seed", *header]
-    return "\n".join(lines), csv_text(csv_header, csv_rows)
 
 
 def per_class_rows(metrics: dict, classes, evaluated_as=None) -> list[dict]:
