@@ -296,7 +296,12 @@ def test_an_undefined_validation_auc_reads_as_nan(tmp_path):
 def test_an_evaluation_the_report_cannot_read_is_refused():
     """The report reads each cell's eval/ (test split, best checkpoint): another split,
     checkpoint or output folder would leave every cell 'not done' forever."""
-    for field, value in [("split", "validation"), ("checkpoint", "latest"), ("output_name", "x")]:
+    for field, value in [
+        ("split", "validation"),
+        ("checkpoint", "latest"),
+        ("output_name", "x"),
+        ("dataset", "chexpert"),  # another data set's test split: not this fold's patients
+    ]:
         config = grid_config()
         config.eval[field] = value
         with pytest.raises(validation.ConfigError, match=rf"config\.eval\.{field}="):

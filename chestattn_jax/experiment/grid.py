@@ -135,13 +135,19 @@ def check_config(p, mode: str) -> None:
             "a prepared data set is split into folds by patient (data.split=kfold); give at "
             "least 2.",
         )
-    # The report reads each cell's test evaluation at its best checkpoint, from eval/.
-    for field, default in (("split", "test"), ("checkpoint", "best"), ("output_name", "")):
+    # The report reads each cell's test evaluation at its best checkpoint, from eval/, on the
+    # data set it trained on (its folds partition that one's patients).
+    for field, default in (
+        ("split", "test"),
+        ("checkpoint", "best"),
+        ("output_name", ""),
+        ("dataset", ""),
+    ):
         if f"eval.{field}" not in p.reported and p.value(f"eval.{field}") != default:
             p.add(
                 f"eval.{field}",
-                "an experiment cell is tested on the test split at its best checkpoint, in "
-                f"eval/ (leave it at {default!r}).",
+                "an experiment cell is tested on its own data set's test split at its best "
+                f"checkpoint, in eval/ (leave it at {default!r}).",
             )
 
 
