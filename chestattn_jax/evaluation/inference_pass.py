@@ -134,8 +134,8 @@ def run_pass(
       on_batch: with an ``eval_fn`` that returns the gate-3 maps, called after each
         batch as ``on_batch(maps, rows)``: the global batch's maps (cut to
         ``columns``) and its host arrays ``image``, ``labels``, ``valid`` and ``index``
-        (the source index) gathered from every process; padding rows have ``valid``
-        False.
+        (the source index) gathered from every process, and ``probs`` (the record's
+        probabilities of those rows); padding rows have ``valid`` False.
     """
     local_bs = shd.local_batch_size(batch_size, "config.eval.batch_size")
     data_sharding = shd.batch_sharded(mesh)
@@ -151,11 +151,13 @@ def run_pass(
         if on_batch is not None:
             host["image"] = batch["image"]
         rows = _allgather({**host, "index": _source_indices(b, local_bs)})
+        batch_logits = np.asarray(out["logits"])
+        batch_logits = batch_logits if columns is None else batch_logits[:, columns]
         if on_batch is not None:
             maps = np.asarray(jax.device_get(out["maps"]), np.float32)
+            rows["probs"] = _sigmoid(batch_logits)
             on_batch(maps[:, columns] if columns is not None and maps.ndim == 4 else maps, rows)
-        batch_logits = np.asarray(out["logits"])
-        logits.append(batch_logits if columns is None else batch_logits[:, columns])
+        logits.append(batch_logits)
         labels.append(rows["labels"])
         masks.append(rows["mask"])
         valid.append(rows["valid"])
@@ -165,7 +167,7 @@ def run_pass(
     valid = np.concatenate(valid)
     index = np.concatenate(index)[valid]
     order = np.argsort(index, kind="stable")  # source order on any number of processes
-    probs = 1.0 / (1.0 + np.exp(-np.concatenate(logits)[valid].astype(np.float64)))
+    probs = _sigmoid(np.concatenate(logits)[valid])
     n = int(valid.sum())
     return Record(
         probs=probs[order],
@@ -178,6 +180,10 @@ def run_pass(
         loss=loss_sum / n,
         bce=bce_sum / n,
     )
+
+
+def _sigmoid(logits) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits).astype(np.float64)))
 
 
 def _model_inputs(batch, columns, num_outputs) -> dict:

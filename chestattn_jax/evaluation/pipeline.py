@@ -69,25 +69,38 @@ def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
 
     # The one pass over the split: probabilities, the loss and (for the evaluators that
     # ask) the gate-3 maps, streamed batch by batch.
-    start = time.perf_counter()
-    record = run_pass(
-        make_eval_step(config, mesh, weights, with_maps=with_maps),
-        state,
-        source,
-        config.eval.batch_size,
-        mesh,
-        classes=ctx.classes,
-        evaluated_as=ctx.evaluated_as,
-        columns=columns,
-        num_outputs=len(config.data.classes),
-        on_batch=on_batch if with_maps else None,
-    )
-    logging.info(
-        "Evaluation: one pass over the %d images of the %s split in %.1f s.",
-        len(record),
-        config.eval.split,
-        time.perf_counter() - start,
-    )
+    eval_fn = make_eval_step(config, mesh, weights, with_maps=with_maps)
+
+    def one_pass(split, source, on_batch=None):
+        start = time.perf_counter()
+        record = run_pass(
+            eval_fn,
+            state,
+            source,
+            config.eval.batch_size,
+            mesh,
+            classes=ctx.classes,
+            evaluated_as=ctx.evaluated_as,
+            columns=columns,
+            num_outputs=len(config.data.classes),
+            on_batch=on_batch,
+        )
+        logging.info(
+            "Evaluation: one pass over the %d images of the %s split in %.1f s.",
+            len(record),
+            split,
+            time.perf_counter() - start,
+        )
+        return record
+
+    # What is chosen on data (thresholds, recalibration) is chosen on the validation split,
+    # scored first in a pass of its own (the same compiled step; maps are not kept).
+    needs_validation = any(e.needs_validation for e in chosen)
+    if needs_validation and config.eval.split != "validation":
+        ctx.validation = one_pass("validation", create_source(data_config, "validation"))
+    record = one_pass(config.eval.split, source, on_batch if with_maps else None)
+    if needs_validation and ctx.validation is None:
+        ctx.validation = record  # evaluating the validation split itself
     metrics = {
         "loss": record.loss,
         "bce": record.bce,
@@ -100,6 +113,8 @@ def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
         "evaluators": list(config.eval.evaluators),
         "version": EVALUATION_VERSION,
     }
+    if ctx.validation is not None:
+        metrics["validation_examples"] = len(ctx.validation)
     if columns is not None:
         metrics["cross_dataset"] = {
             "dataset": config.eval.dataset,

@@ -47,6 +47,9 @@ class Context:
     open_train_source: object  # () -> the training split's source
     classes: tuple[str, ...]
     evaluated_as: tuple[str, ...]
+    # The evaluated data set's validation split, scored by the same model in a pass of its
+    # own, where a chosen evaluator ``needs_validation`` (set before ``finish``).
+    validation: Record | None = None
 
     @functools.cached_property
     def train_source(self):
@@ -63,6 +66,9 @@ class Evaluator:
     see the gate-3 maps as the pass runs."""
 
     needs_maps = False
+    # Whether finish() reads ctx.validation: what is chosen on data (thresholds,
+    # recalibration) is chosen on the validation split, never on the split it is tested on.
+    needs_validation = False
     # Evaluators whose metrics this one reads in finish(): run first when also chosen.
     after: tuple[str, ...] = ()
     # The files finish() may write into ctx.out_dir: an evaluation without this evaluator
@@ -83,8 +89,9 @@ class Evaluator:
 
     def add(self, maps, rows) -> None:
         """One global batch: ``maps`` ``(B, k, h, w)`` (class-based) or ``(B, h, w)``
-        (image-based), and host arrays ``image``, ``labels``, ``valid`` (False on
-        padding rows) and ``index`` (the row's source index)."""
+        (image-based), and host arrays ``image``, ``labels``, ``probs`` (the model's
+        probabilities of the record's columns), ``valid`` (False on padding rows) and
+        ``index`` (the row's source index)."""
 
     def finish(self, record: Record, metrics: dict) -> None:
         raise NotImplementedError
