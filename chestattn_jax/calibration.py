@@ -400,7 +400,8 @@ def _increasing_root(fn, lo: float, hi: float, x0: float) -> float:
         new = x - step
         if not lo < new < hi:
             new = 0.5 * (lo + hi)
-        if abs(new - x) <= 1e-14 * abs(x) or hi - lo <= 1e-14 * abs(x):
+        tolerance = 1e-14 * max(abs(x), 1.0)
+        if abs(new - x) <= tolerance or hi - lo <= tolerance:
             return new
         x = new
     return x

@@ -297,3 +297,6 @@ def test_bad_input_names_the_field():
         calibration_summary(labels, probs, np.ones_like(labels), ["a"], num_draws=2)
     with pytest.raises(ValueError, match="mask"):
         calibration_summary(labels, probs, np.ones(3), ["a", "b", "c"], num_draws=2)
+    params = fit_recalibration(probs, labels, np.ones_like(labels), ["a", "b", "c"])
+    with pytest.raises(ValueError, match="class_names"):
+        apply_recalibration(probs[:, :2], params)
