@@ -85,6 +85,9 @@ def test_youden_equals_a_scan_over_every_candidate():
         assert all(v < best - 1e-12 for t, v in scan.items() if t > chosen["threshold"])
         sens, spec = rates(p, y, chosen["threshold"])
         assert (chosen["sensitivity"], chosen["specificity"]) == pytest.approx((sens, spec))
+    # J = 0.5 at 0.4 and at 0.2: the higher is taken.
+    tied = choose_threshold(np.array([0.1, 0.2, 0.3, 0.4]), np.array([0, 1, 0, 1]), "youden")
+    assert tied["threshold"] == 0.4
 
 
 @pytest.mark.parametrize("target", [0.9, 0.75, 0.5])
@@ -219,8 +222,9 @@ def test_sensitivity_at_specificity_equals_a_scan_of_each_resampled_roc():
             for i, s in enumerate(specificities):
                 expected = brute_sensitivity_at(p[idx], y[idx], s)
                 assert out[d, i] == pytest.approx(expected, abs=1e-12), (j, d, s)
-    # Exact ties with the target: 20 negatives, specificity 0.95 allows one false positive.
-    p = np.r_[np.linspace(0.1, 0.9, 20), [0.5, 0.95, 0.97]]
+    # Exact ties with the target: 20 negatives, specificity 0.95 allows one false positive
+    # (the top negative, 0.9), which lets 0.88 in.
+    p = np.r_[np.linspace(0.1, 0.9, 20), [0.5, 0.88, 0.97]]
     y = np.r_[np.zeros(20, int), [1, 1, 1]]
     ones = np.ones((1, len(p)))
     assert sensitivity_at_specificity(p, y, ones, [0.95])[0, 0] == pytest.approx(2 / 3)
