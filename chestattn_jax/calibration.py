@@ -238,6 +238,8 @@ def calibration_draws(labels, probs, mask, weights, *, num_bins=15, binning="equ
     examples, a column of ``(p - y)^2`` and one of the mask.
     """
     n, k = probs.shape
+    if len(weights) == 0:  # no draws: no intervals
+        return np.zeros((0, k)), np.zeros((0, k))
     columns = np.zeros((n, k, num_bins + 2))
     for j in range(k):
         keep = mask[:, j]

@@ -135,7 +135,26 @@ def get_base_config() -> ml_collections.ConfigDict:
     # (chestattn_jax/evaluation/evaluators): auc (with bootstrap intervals), localization
     # (where the data has truth, beside a class-prior and a uniform baseline), figures
     # (ROC curves, Fig. 2, Fig. 3) and tables (per_class.csv / .md; needs auc).
-    config.eval.evaluators = ("auc", "localization", "figures", "tables")
+    # Operating points (evaluator operating_points): per class, a threshold chosen on the
+    # validation split by each rule, youden | sensitivity>=S | specificity>=S, and the test
+    # split's sensitivity, specificity, PPV, NPV and F1 there. The first rule's thresholds are
+    # written to thresholds.json, where --mode=predict reads them. Our choice of defaults.
+    config.eval.operating_points = ("youden", "sensitivity>=0.9", "specificity>=0.9")
+    # Calibration (evaluator calibration): ECE over this many bins, equal_mass | equal_width,
+    # and a recalibration fitted per class on the validation split: platt (a*logit + b; the
+    # default, because the paper's class weights shift each class's logit by log c_i, an
+    # offset that only Platt's b removes) | temperature (logit / T).
+    config.eval.calibration_bins = 15
+    config.eval.calibration_binning = "equal_mass"
+    config.eval.recalibration = "platt"
+    config.eval.evaluators = (
+        "auc",
+        "calibration",
+        "operating_points",
+        "localization",
+        "figures",
+        "tables",
+    )
     # Cross-dataset evaluation (chestattn_jax/evaluation/class_map.py): score the model on
     # another prepared data set (nih | chexpert; "" the one it was trained on), found
     # under eval.data_dir, through eval.class_map: "exact" pairs the classes with the same

@@ -54,6 +54,10 @@ EVAL_FIELDS = (
     "eval.bootstrap_draws",
     "eval.bootstrap_seed",
     "eval.map_threshold",
+    "eval.operating_points",
+    "eval.calibration_bins",
+    "eval.calibration_binning",
+    "eval.recalibration",
     "model.dtype",
 )
 # What a cross-dataset evaluation adds to the recorded settings.

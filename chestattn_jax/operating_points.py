@@ -162,7 +162,7 @@ def operating_point_metrics(labels, probs, mask, thresholds, weights) -> dict:
         axis=-1,
     ).astype(np.float32)
     sums = np.asarray(weights, np.float32) @ columns.reshape(len(probs), -1)
-    sums = sums.reshape(len(sums), -1, 4).astype(np.float64)
+    sums = sums.reshape(len(sums), len(columns[0]), 4).astype(np.float64)
     tp, fp, positives, negatives = np.moveaxis(sums, -1, 0)
     fn, tn = positives - tp, negatives - fp
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -189,8 +189,9 @@ def test_evaluation_reports_the_baselines_beside_the_model(tiny_run):
 
 @pytest.mark.slow
 def test_evaluation_passes_over_the_split_once(tiny_run, tmp_path, monkeypatch):
-    """Logits, loss and maps come from one pass; the results are those of the run's
-    own evaluation."""
+    """Logits, loss and maps come from one pass over the evaluated split (and one over
+    validation, where thresholds and recalibration are fitted); the results are those of
+    the run's own evaluation."""
     import json
 
     from conftest import copy_workdir
@@ -211,13 +212,87 @@ def test_evaluation_passes_over_the_split_once(tiny_run, tmp_path, monkeypatch):
     config = config.copy_and_resolve_references()
     config.eval.output_name = "again"
     again = evaluation.evaluate(config, str(workdir))
-    assert len(passes) == 1 and passes[0] == again["num_examples"]
+    # One pass per split: validation (thresholds, recalibration), then the evaluated one.
+    assert passes == [again["validation_examples"], again["num_examples"]]
     with open(workdir / "eval" / "metrics.json") as f:
         before = json.load(f)
     assert again["auc"].keys() == before["auc"].keys()
     for c, v in before["auc"].items():
         assert (v is None and again["auc"][c] is None) or abs(again["auc"][c] - v) < 1e-6
     assert again["localization"]["pointing_game"] == before["localization"]["pointing_game"]
+
+
+@pytest.mark.slow
+def test_evaluation_reports_calibration_and_operating_points(tiny_run):
+    """The default evaluation (the run this file's end-to-end tests share) chooses
+    thresholds and fits a recalibration on the validation split, reports both on the test
+    split, and writes them to thresholds.json; the recalibration changes no AUC."""
+    import json
+
+    from PIL import Image
+    from sklearn.metrics import roc_auc_score
+
+    from chestattn_jax.calibration import apply_recalibration
+    from chestattn_jax.evaluation.inference_pass import Record
+
+    config, workdir = tiny_run
+    metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
+    assert metrics["validation_examples"] == config.data.synthetic.validation_size
+    cal = metrics["calibration"]
+    assert cal["recalibration"]["method"] == "platt"
+    record = Record.load(workdir / "eval" / "predictions.npz")
+    after = apply_recalibration(record.probs, cal["recalibration"])
+    for j, c in enumerate(record.classes):
+        keep = record.mask[:, j] > 0
+        y = record.labels[keep, j]
+        if len(set(y)) == 2:
+            assert roc_auc_score(y, after[keep, j]) == pytest.approx(
+                roc_auc_score(y, record.probs[keep, j]), abs=1e-12
+            )
+            assert cal["before"]["classes"][c]["ece"]["value"] >= 0
+    assert set(cal["reliability"]) <= set(record.classes)
+    with Image.open(workdir / "eval" / "reliability.png") as im:
+        assert im.size[0] > 300
+    ops = metrics["operating_points"]
+    assert set(ops["rules"]) == set(config.eval.operating_points)
+    saved = json.loads((workdir / "eval" / "thresholds.json").read_text())
+    assert saved["rule"] == "youden" and saved["recalibration"] == cal["recalibration"]
+    youden = ops["rules"]["youden"]
+    for c in record.classes:
+        t = youden["validation"][c]["threshold"]
+        assert saved["thresholds"][c] == t
+        # No threshold without a reason, never a silent 0.5.
+        assert (t is None) == (youden["validation"][c]["reason"] is not None)
+        assert (t is None) == (c in saved["reasons"])
+        if t is not None:
+            j = record.classes.index(c)
+            keep = record.mask[:, j] > 0
+            called = record.probs[keep, j] >= t
+            positives = record.labels[keep, j] == 1
+            sensitivity = youden["test"]["classes"][c]["sensitivity"]["value"]
+            if positives.any():
+                assert sensitivity == pytest.approx(called[positives].mean())
+
+
+def test_bad_operating_point_rules_are_refused_naming_the_field():
+    from conftest import tiny_config
+
+    from chestattn_jax import validation
+
+    for rules, message in [
+        (("youden", "sensitivity>=1.5"), "sensitivity>=1.5"),
+        (("accuracy",), "accuracy"),
+        ((), "non-empty"),
+    ]:
+        config = tiny_config()
+        config.eval.operating_points = rules
+        found = validation.problems(config, "train", num_devices=1)
+        assert len(found) == 1 and found[0].startswith("config.eval.operating_points=")
+        assert message in found[0]
+    config = tiny_config()
+    config.eval.recalibration = "isotonic"
+    (found,) = validation.problems(config, "train", num_devices=1)
+    assert found.startswith("config.eval.recalibration='isotonic': expected one of")
 
 
 def test_cells_hit_is_cell_hits_of_every_cell():

@@ -41,6 +41,8 @@ RUN_ONLY_FIELDS = (
 # cell_config sets from it (fold, variant, λ, seed), compared as such. More seeds or λ
 # values add cells; the λ criterion is the report's, read when it runs.
 GRID_SECTION = "experiment."
+# Evaluation settings: a change to them alone is evaluated again (--reevaluate).
+EVAL_SECTION = "eval."
 # The changes' keys beside config fields.
 FINGERPRINT = "dataset fingerprint"
 # An evaluation by a release that computed or wrote other things (EVALUATION_VERSION).
@@ -64,7 +66,9 @@ def cell_changes(config, root, cell: Cell, fingerprint: str | None = None) -> di
     (``eval/metrics.json``); with ``fingerprint`` (the config's data set's) also the data
     set's, under :data:`FINGERPRINT`. No ``config.json`` at all:
     ``{"config.json": (None, None)}``; one without a field of the config: a ``ValueError``
-    naming them."""
+    naming them, except for evaluation settings newer than the cell's training, compared as
+    its evaluation recorded them (``None`` where it did not: evaluated before they
+    existed)."""
     w = cell_workdir(root, cell)
     saved = workdir_lib.read_json(w / workdir_lib.CONFIG_FILE)
     if saved is None:
@@ -75,16 +79,28 @@ def cell_changes(config, root, cell: Cell, fingerprint: str | None = None) -> di
     missing = [
         f for f in fields.missing_fields(saved, get_base_config()) if not f.startswith(GRID_SECTION)
     ]
+    # An evaluation setting that came after the cell's training: its evaluation's record of
+    # it counts instead, and without one the cell is evaluated again (--reevaluate).
+    later = [f for f in missing if f.startswith(EVAL_SECTION)]
+    missing = [f for f in missing if f not in later]
     if missing:
         advice = "Move that cell's folder away to train it again."
         raise ValueError(fields.not_this_version(w / workdir_lib.CONFIG_FILE, missing, advice))
-    counted = sorted(f for f in {*fields.leaves(saved), *fields.leaves(now)} if _counts(f, cell))
+    counted = sorted(
+        f
+        for f in {*fields.leaves(saved), *fields.leaves(now)}
+        if _counts(f, cell) and f not in later
+    )
     changes = fields.differences(saved, now, counted)
     # What the evaluation recorded ({field: value}), where config.json agrees.
     evaluated = workdir_lib.read_json(w / workdir_lib.EVAL_DIR / "metrics.json") or {}
-    for name, was in (evaluated.get("settings") or {}).items():
+    recorded = evaluated.get("settings") or {}
+    for name, was in recorded.items():
         if name in counted and name not in changes and was != fields.field(now, name):
             changes[name] = (was, fields.field(now, name))
+    for name in later:
+        if recorded.get(name) != fields.field(now, name):
+            changes[name] = (recorded.get(name), fields.field(now, name))
     version = evaluated.get("version", 1)
     if version != EVALUATION_VERSION:
         changes[EVALUATION] = (version, EVALUATION_VERSION)
@@ -138,7 +154,7 @@ def describe(changes: dict) -> str:
 
 def _reevaluable(changes: dict) -> bool:
     """Whether only evaluation settings changed: training stands, an evaluation is redone."""
-    return all(k.startswith("eval.") or k == EVALUATION for k in changes)
+    return all(k.startswith(EVAL_SECTION) or k == EVALUATION for k in changes)
 
 
 def refuse_changed(changed: dict[Cell, dict], root, reevaluate: bool = False) -> set[Cell]:

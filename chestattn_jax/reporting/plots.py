@@ -275,3 +275,42 @@ def forest_plot(differences: dict, class_names, path: str, title: str = "") -> s
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def reliability_diagrams(curves: dict, path: str) -> str:
+    """A reliability diagram per class (``{class: {"before": curve, "after": curve}}``, each
+    :func:`chestattn_jax.calibration.reliability_curve`'s): the fraction of positives
+    against the mean probability of each bin, before and after recalibration, beside the
+    diagonal of perfect calibration; marker area by bin count."""
+    names = list(curves)
+    rows, cols = _grid(len(names), max_cols=5)
+    fig, axes = _new_figure(rows, cols)
+    axes = axes.ravel()
+    styles = {"before": ("tab:red", "o"), "after": ("tab:blue", "s")}
+    for ax, name in zip(axes, names, strict=False):
+        ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+        for when, (color, marker) in styles.items():
+            c = curves[name].get(when)
+            if not c:
+                continue
+            pts = [
+                (m, f, n)
+                for m, f, n in zip(c["mean_prob"], c["frac_pos"], c["count"], strict=True)
+                if m is not None and f is not None
+            ]
+            if not pts:
+                continue
+            m, f, n = (np.asarray(v, float) for v in zip(*pts, strict=True))
+            ax.plot(m, f, color=color, lw=0.9, label=when)
+            ax.scatter(m, f, s=6 + 30 * n / n.max(), color=color, marker=marker)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.set_xlabel("mean probability", fontsize=6)
+        ax.set_ylabel("fraction positive", fontsize=6)
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=6, loc="upper left")
+    fig.tight_layout()
+    return _save(fig, path)
