@@ -147,6 +147,18 @@ def test_eval_is_exact(nih):
     )
 
 
+def test_sources_hand_on_the_patient_attributes_of_the_index(nih):
+    _, data_dir, _ = nih
+    index = records.load_index(records.open_builder("nih", data_dir, SIZE))
+    for split in ("train", "test"):
+        source = create_source(nih_config(data_dir), split)
+        attributes = source.attributes()
+        assert sorted(attributes) == ["age", "sex", "view"]
+        for name, values in attributes.items():
+            np.testing.assert_array_equal(values, index[name][source._indices])
+    assert set(index["view"]) == {"PA", "AP"}  # the fixture films every third image AP
+
+
 def test_chexpert_uncertainty_policies_and_official_split(chexpert):
     truth, data_dir = chexpert
     config = nih_config(data_dir)

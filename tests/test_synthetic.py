@@ -14,6 +14,7 @@ from chestattn_jax.data.synthetic import (
     PhantomChestXray,
     PhantomConfig,
     render,
+    sample_attributes,
     sample_labels,
 )
 
@@ -235,3 +236,97 @@ def test_tiny_images_still_mark_every_present_finding():
         out = phantom._render(0, index, config, np.ones(len(PHANTOM_CLASSES), np.int32))
         assert out["masks"].any((1, 2)).all()
         assert not np.isnan(out["boxes"]).any()
+
+
+# ------------------------------------------------------------------ patient attributes
+
+
+def test_attributes_are_pure_plausible_and_leave_the_labels_alone():
+    assert sample_attributes(3, 11) == sample_attributes(3, 11)
+    rows = [sample_attributes(0, i) for i in range(3000)]
+    sex = np.asarray([r["sex"] for r in rows])
+    age = np.asarray([r["age"] for r in rows])
+    view = np.asarray([r["view"] for r in rows])
+    assert set(sex) == {"M", "F"} and 0.45 < np.mean(sex == "M") < 0.55
+    assert age.dtype.kind == "i" and age.min() >= 18 and age.max() <= 95
+    assert 40 < np.median(age) < 60
+    assert set(view) == {"PA", "AP"} and 0.2 < np.mean(view == "AP") < 0.45
+    # Drawn from a stream of their own: the labels are those sample_labels gives.
+    out = render(0, 5, SMALL)
+    assert out["attributes"] == rows[5]
+    np.testing.assert_array_equal(out["labels"], sample_labels(0, 5))
+    # The source lists the attributes of its own examples (a split's own indices).
+    src = PhantomChestXray(size=6, split="test", seed=2, config=SMALL)
+    attributes = src.attributes()
+    assert attributes["age"].dtype == np.int32
+    for i in range(6):
+        expected = sample_attributes(2, 2 * 2**40 + i, SMALL)
+        assert {k: v[i].item() for k, v in attributes.items()} == expected
+
+
+def test_attributes_carry_the_documented_effects():
+    labels = np.array([sample_labels(0, i) for i in range(4000)])
+    rows = [sample_attributes(0, i) for i in range(4000)]
+    age = np.asarray([r["age"] for r in rows])
+    ap = np.asarray([r["view"] == "AP" for r in rows])
+    male = np.asarray([r["sex"] == "M" for r in rows])
+
+    def rate(name, where):
+        return labels[where, CLASS[name]].mean()
+
+    # The old and the sick are filmed AP: AP films carry more cardiomegaly and effusion.
+    for name in phantom._AP_FINDINGS:
+        assert rate(name, ap) > 1.5 * rate(name, ~ap), name
+    assert np.median(age[ap]) > np.median(age[~ap])
+    # Age-related findings grow more prevalent with age; the others hardly.
+    for name in phantom._AGE_RELATED:
+        assert rate(name, age >= 60) > 2 * rate(name, age < 40), name
+    assert rate("Infiltration", age >= 60) < 2 * rate("Infiltration", age < 40)
+    # Sex has no effect.
+    abnormal = labels.any(1)
+    assert abs(abnormal[male].mean() - abnormal[~male].mean()) < 0.05
+
+
+def test_ap_films_magnify_the_heart_and_leave_pa_films_alone():
+    views = {sample_attributes(4, i)["view"]: i for i in range(40)}
+    plain = PhantomConfig(image_size=128, noise=0.0)
+    magnified = PhantomConfig(image_size=128, noise=0.0, ap_heart_magnification=0.15)
+    pa, ap = views["PA"], views["AP"]
+    a, b = render(4, pa, plain), render(4, pa, magnified)
+    for key in ("image", "labels", "masks", "boxes", "body", "lungs", "heart"):
+        np.testing.assert_array_equal(a[key], b[key])
+    cardiomegaly = only("Cardiomegaly")
+    for labels in (np.zeros(len(PHANTOM_CLASSES), np.int32), cardiomegaly):
+        a = phantom._render(4, ap, plain, labels)
+        b = phantom._render(4, ap, magnified, labels)
+        assert 1.08 < width(b["heart"]) / width(a["heart"]) < 1.22
+        assert not np.array_equal(a["image"], b["image"])
+    # Adding the finding still changes only its own region on a magnified AP film.
+    base = phantom._render(4, ap, magnified, np.zeros(len(PHANTOM_CLASSES)))
+    out = phantom._render(4, ap, magnified, cardiomegaly)
+    changed = base["image"] != out["image"]
+    assert changed.any() and not (changed & ~dilate(out["masks"][CLASS["Cardiomegaly"]], 4)).any()
+    for bad in (-0.1, 0.6, float("nan")):
+        with pytest.raises(ValueError, match="ap_heart_magnification"):
+            PhantomConfig(ap_heart_magnification=bad)
+
+
+def test_the_magnification_setting_reaches_the_phantoms_once_the_config_has_it():
+    from conftest import tiny_config
+
+    from chestattn_jax import config_checks
+    from chestattn_jax.data.input_pipeline import create_source
+
+    config = tiny_config("class")
+    if "ap_heart_magnification" not in config.data.synthetic:  # until the config has it
+        assert create_source(config, "test").config.ap_heart_magnification == 0.0
+        with config.unlocked():
+            config.data.synthetic.ap_heart_magnification = 0.1
+    config.data.synthetic.ap_heart_magnification = 0.1
+    assert create_source(config, "test").config.ap_heart_magnification == 0.1
+    for value, problems in ((0.1, 0), (0.7, 1), (-0.1, 1)):
+        config.data.synthetic.ap_heart_magnification = value
+        p = config_checks.Problems(config, config)
+        phantom.check_config(p, "train")
+        found = [f for f in p.found if "ap_heart_magnification" in f]
+        assert len(found) == problems, found

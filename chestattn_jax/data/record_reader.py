@@ -24,6 +24,9 @@ from chestattn_jax.data.chexpert import UNCERTAIN_AS, uncertainty_policies
 from chestattn_jax.data.raw import DataFormatError
 from chestattn_jax.data.splits import make_splits
 
+# The per-image patient attributes of the index that a source hands on (``attributes()``).
+ATTRIBUTES = ("sex", "age", "view")
+
 
 class DatasetReplacedError(OSError):
     """The prepared data set that a source was opened on was prepared again (or is being
@@ -79,7 +82,8 @@ class PreparedSource:
     """A grain random-access source over some records of a prepared data set.
 
     ``source[i]`` is ``{"image": (S, S, 1) uint8, "labels": (k,), "mask": (k,)}``,
-    labels and mask for ``classes`` after the uncertainty policy. Picklable, so
+    labels and mask for ``classes`` after the uncertainty policy; ``attributes()`` gives
+    each example's ``sex``, ``age`` and ``view`` as the index holds them. Picklable, so
     grain worker processes can open it. ``build`` (:func:`records.build_id`) is the build
     that ``indices`` and ``labels`` come from: records are opened only from that build
     (else :class:`DatasetReplacedError`), and, in a local folder, every shard at once,
@@ -98,6 +102,7 @@ class PreparedSource:
         columns=None,
         example_ids=None,
         build: str | None = None,
+        attributes: dict | None = None,
     ):
         self._builder_kwargs = builder_kwargs
         self._build = build
@@ -105,6 +110,8 @@ class PreparedSource:
         self.patient_ids = None if patient_ids is None else np.asarray(patient_ids)
         # (N,) the raw data set's name of each example (NIH's Image Index, CheXpert's Path).
         self.example_ids = None if example_ids is None else np.asarray(example_ids)
+        # {"sex", "age", "view"}: (N,) arrays, for subgroup scores.
+        self._attributes = {k: np.asarray(v) for k, v in (attributes or {}).items()}
         self._indices = np.asarray(indices, np.int64)
         self._labels = np.asarray(labels, np.int32)
         self._mask = np.asarray(mask, np.int32)
@@ -121,6 +128,11 @@ class PreparedSource:
     def __getstate__(self):
         # reopened lazily in each worker
         return {**self.__dict__, "_records": None, "_full_records": None}
+
+    def attributes(self) -> dict[str, np.ndarray]:
+        """``{"sex": (N,) str ('M', 'F', '' unknown), "age": (N,) int (-1 unknown),
+        "view": (N,) str}`` of every example, from the index (no record is read)."""
+        return dict(self._attributes)
 
     def truth_indices(self) -> np.ndarray:
         """The examples with at least one box (NIH's box list), for localisation scores."""
@@ -320,6 +332,7 @@ def open_split(config, split: str) -> PreparedSource:
         num_boxes=index["num_boxes"][rows][chosen],
         columns=cols,
         build=build,
+        attributes={k: index[k][rows][chosen] for k in ATTRIBUTES},
     )
     # Opened now, in this process, so that it reads the build of its index to the end.
     source._open()

@@ -26,6 +26,27 @@ and noise, and each finding draw from their own child ``SeedSequence`` streams,
 so adding a finding changes only that finding's pixels, and the labels of a whole
 split cost no rendering.
 
+Each example also has the patient attributes a prepared NIH or CheXpert record
+carries (:func:`sample_attributes`): ``sex`` (``M`` / ``F``, half each, with no
+effect: a subgroup whose AUC should match the rest's), ``age`` (whole years, 18 to
+95) and ``view`` (``PA`` / ``AP``). They are drawn from a stream of their own *given*
+the example's labels, so that no label (and, by default, no pixel) of earlier
+releases changes, and the joint distribution carries these effects:
+
+- age: each present finding of ``_AGE_RELATED`` (cardiomegaly, edema, effusion,
+  emphysema, fibrosis, hernia, mass, nodule, pleural thickening) moves the patient's
+  age up by ``_AGE_SHIFT`` years, so those findings grow more prevalent with age
+  (about twice as prevalent among the over-60s as over the whole split);
+- view: the old and the sick are filmed AP (portable): the odds of an AP film grow
+  with age and are ``_AP_ODDS`` times higher with any finding of ``_AP_FINDINGS``
+  (cardiomegaly, edema, effusion, consolidation, pneumonia, atelectasis,
+  pneumothorax), so AP films carry those findings two to four times as often as PA
+  films (about a third of the films are AP);
+- with ``PhantomConfig.ap_heart_magnification`` > 0 (default 0), the heart of an AP
+  film is projected that fraction wider (on an AP film the heart lies far from the
+  detector), the enlarged heart of cardiomegaly too: a normal AP heart can pass a
+  cardiothoracic ratio of 0.5, as on real AP films. Only AP images change.
+
 Command line: ``python -m chestattn_jax.data.synthetic --gallery out.png`` writes
 one example per class with its truth outline.
 """
@@ -113,6 +134,9 @@ class PhantomConfig:
           Consolidation and Infiltration (any zone of either lung), Nodule and Mass
           (anywhere in the visible lung fields), Pneumothorax (either apex, tracking
           down the lateral wall: upright air rises), Cardiomegaly (the heart).
+      ap_heart_magnification: how much wider the heart (normal or enlarged) of an AP
+        film is projected than on a PA film (0.1: 10 % wider); 0, the default, renders
+        the images of earlier releases. PA images never change.
     """
 
     image_size: int = 224
@@ -121,6 +145,7 @@ class PhantomConfig:
     noise: float = 1.0
     prevalence_scale: float = 1.0
     location_variability: float = 0.0
+    ap_heart_magnification: float = 0.0
 
     def __post_init__(self):
         if self.image_size < 16:
@@ -133,6 +158,11 @@ class PhantomConfig:
             raise ValueError(
                 f"location_variability must be between 0 and 1 inclusive, "
                 f"got {self.location_variability}."
+            )
+        if not 0.0 <= self.ap_heart_magnification <= 0.5:  # NaN fails too
+            raise ValueError(
+                f"ap_heart_magnification must be between 0 and 0.5 inclusive, "
+                f"got {self.ap_heart_magnification}."
             )
 
 
@@ -176,6 +206,8 @@ _LABEL_ORDER = (
 _STREAM_LABELS, _STREAM_ANATOMY, _STREAM_EXPOSURE, _STREAM_FINDING = 0, 1, 2, 3
 # Which findings take their wide placement (``location_variability``): after the findings'.
 _STREAM_LOCATION = _STREAM_FINDING + len(PHANTOM_CLASSES)
+# The patient's sex, age and view (``sample_attributes``).
+_STREAM_ATTRIBUTES = _STREAM_LOCATION + 1
 
 
 def _stream(seed: int, index: int, key: int) -> np.random.Generator:
@@ -213,6 +245,49 @@ def sample_labels(seed: int, index: int, config: PhantomConfig = PhantomConfig()
             parents = _PARENTS.get(c, ((), 1.0))[0]
             present[c] = bool(u < (boosted if any(present[p] for p in parents) else base)[c])
     return np.asarray([present[c] for c in PHANTOM_CLASSES], np.int32)
+
+
+# Attributes, drawn given the labels (see the module docstring).
+_AGE_RELATED = (
+    "Cardiomegaly",
+    "Edema",
+    "Effusion",
+    "Emphysema",
+    "Fibrosis",
+    "Hernia",
+    "Mass",
+    "Nodule",
+    "Pleural_Thickening",
+)
+# Age ~ Normal(_AGE_MEAN + _AGE_SHIFT * min(age-related findings, 3), _AGE_STD), in
+# whole years clipped to _AGE_RANGE: equal spreads, so P(finding | age) rises with age.
+_AGE_MEAN, _AGE_SHIFT, _AGE_STD, _AGE_RANGE = 45.0, 9.0, 15.0, (18, 95)
+_AP_FINDINGS = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Effusion",
+    "Pneumonia",
+    "Pneumothorax",
+)
+# log-odds of an AP film: _AP_LOGIT + _AP_PER_YEAR * (age - 50) + log(_AP_ODDS) if sick.
+_AP_LOGIT, _AP_PER_YEAR, _AP_ODDS = -1.3, 0.03, 4.0
+
+
+def sample_attributes(seed: int, index: int, config: PhantomConfig = PhantomConfig()) -> dict:
+    """``{"sex": "M" | "F", "age": int years, "view": "PA" | "AP"}`` of example
+    ``(seed, index)``, without rendering: drawn from the attributes' own stream given the
+    example's labels (:func:`sample_labels`), with the effects the module docstring lists."""
+    present = dict(zip(PHANTOM_CLASSES, sample_labels(seed, index, config), strict=True))
+    rng = _stream(seed, index, _STREAM_ATTRIBUTES)
+    u_sex, u_view, z_age = rng.random(), rng.random(), rng.standard_normal()
+    related = min(sum(int(present[c]) for c in _AGE_RELATED), 3)
+    age = int(np.clip(round(_AGE_MEAN + _AGE_SHIFT * related + _AGE_STD * z_age), *_AGE_RANGE))
+    sick = any(present[c] for c in _AP_FINDINGS)
+    logit = _AP_LOGIT + _AP_PER_YEAR * (age - 50) + (math.log(_AP_ODDS) if sick else 0.0)
+    view = "AP" if u_view < 1.0 / (1.0 + math.exp(-logit)) else "PA"
+    return {"sex": "M" if u_sex < 0.5 else "F", "age": age, "view": view}
 
 
 # ------------------------------------------------------------------ grids and fields
@@ -379,10 +454,12 @@ class _Anatomy:
     ``(S, S)`` attributes are float32 fields or bool masks; ``X, Y, d, left`` are
     those of ``_Frame``. Sides: 0 is the patient's right (image left), 1 the left.
     Margins are approximate distances (image-side units) inside a boundary.
+    ``magnification`` widens the heart (an AP film's); 1 draws the same anatomy.
     """
 
-    def __init__(self, rng: np.random.Generator, size: int):
+    def __init__(self, rng: np.random.Generator, size: int, magnification: float = 1.0):
         self.size = size
+        self.magnification = magnification
         u = rng.uniform
         # Pose: shift, scale, rotation (the forward map from anatomy to the image).
         self.pose = (u(-0.03, 0.03), u(-0.03, 0.03), u(0.92, 1.06), u(-0.06, 0.06))
@@ -430,7 +507,8 @@ class _Anatomy:
 
         # Heart: a tilted ellipse sized by the cardiothoracic ratio (CTR), sitting
         # on the diaphragm, about a third of its width right of the midline.
-        self.ctr = float(np.clip(rng.normal(0.445, 0.03), 0.37, 0.499))
+        # An AP film projects the same heart wider: no extra draw, the rest is unchanged.
+        self.ctr = float(np.clip(rng.normal(0.445, 0.03), 0.37, 0.499)) * magnification
         self.heart_tilt = u(0.5, 0.8)
         self.heart_aspect = u(0.68, 0.78)
         self.heart_right = u(0.28, 0.36)
@@ -754,7 +832,8 @@ def _cardiomegaly(an, rng, size):
     """The heart enlarged to a cardiothoracic ratio above 0.5; the mask is the heart."""
     normal = an.heart_ellipse(1.0)
     # The union with the normal heart: the enlarged one need not contain it near the top.
-    heart_e = np.minimum(an.heart_ellipse(_cardiomegaly_ctr(rng) / an.ctr), normal)
+    enlarged = _cardiomegaly_ctr(rng) * an.magnification  # magnified as the normal heart
+    heart_e = np.minimum(an.heart_ellipse(enlarged / an.ctr), normal)
     return an.heart_att(heart_e) - an.heart_att(normal), an.heart_region(heart_e)
 
 
@@ -1099,12 +1178,17 @@ def _wide_placements(seed: int, index: int, variability: float) -> np.ndarray:
 
 def _render(seed: int, index: int, config: PhantomConfig, labels=None) -> dict:
     """``render`` with an optional ``(14,)`` labels override (anatomy and each finding
-    keep their own streams, so the override changes only the findings' pixels)."""
+    keep their own streams, and the attributes are the example's own, drawn given its
+    sampled labels, so the override changes only the findings' pixels)."""
     if labels is None:
         labels = sample_labels(seed, index, config)
     labels = np.asarray(labels, np.int32)
     size = config.image_size
-    an = _Anatomy(_stream(seed, index, _STREAM_ANATOMY), size)
+    attributes = sample_attributes(seed, index, config)
+    magnification = 1.0
+    if attributes["view"] == "AP" and config.ap_heart_magnification > 0:
+        magnification += config.ap_heart_magnification
+    an = _Anatomy(_stream(seed, index, _STREAM_ANATOMY), size, magnification)
     attenuation = an.attenuation
     masks = np.zeros((len(PHANTOM_CLASSES), size, size), bool)
     heart = an.heart_mask
@@ -1131,6 +1215,7 @@ def _render(seed: int, index: int, config: PhantomConfig, labels=None) -> dict:
         "body": an.body,
         "lungs": an.lungs,
         "heart": heart,
+        "attributes": attributes,
     }
 
 
@@ -1142,8 +1227,9 @@ def render(seed: int, index: int, config: PhantomConfig = PhantomConfig()) -> di
       "masks": (14, S, S) bool truth masks (empty for absent classes),
       "boxes": (14, 4) float32 [x, y, w, h] mask bounding boxes in pixels (NaN rows
       for absent classes), "body": (S, S) bool, "lungs": (S, S) bool normal lung
-      fields (outside the heart), "heart": (S, S) bool cardiac silhouette}``.
-      Classes are in ``PHANTOM_CLASSES`` (NIH) order.
+      fields (outside the heart), "heart": (S, S) bool cardiac silhouette,
+      "attributes": sample_attributes(...)}``. Classes are in ``PHANTOM_CLASSES`` (NIH)
+      order.
     """
     return _render(seed, index, config)
 
@@ -1163,7 +1249,8 @@ class PhantomChestXray:
       classes: the classes (and their order) of ``labels`` and of the truth masks.
 
     ``source[i]`` is ``{"image": (S, S, 1) uint8, "labels": (k,) int32,
-    "mask": (k,) int32, "index": int32}``.
+    "mask": (k,) int32, "index": int32}``; ``attributes()`` gives every example's sex,
+    age and view.
     """
 
     size: int
@@ -1204,6 +1291,18 @@ class PhantomChestXray:
     def positive_counts(self) -> np.ndarray:
         """``(k,)`` positives per class over the whole split."""
         return np.sum([self.labels(i) for i in range(self.size)], axis=0)
+
+    def attributes(self) -> dict[str, np.ndarray]:
+        """``{"sex": (N,) str, "age": (N,) int32, "view": (N,) str}`` of every example
+        (:func:`sample_attributes`), without rendering."""
+        rows = [
+            sample_attributes(self.seed, self._example(i), self.config) for i in range(self.size)
+        ]
+        return {
+            "sex": np.asarray([r["sex"] for r in rows], str),
+            "age": np.asarray([r["age"] for r in rows], np.int32),
+            "view": np.asarray([r["view"] for r in rows], str),
+        }
 
     def truth_indices(self) -> np.ndarray:
         """The examples with at least one finding (the only ones localisation can score)."""
@@ -1291,6 +1390,14 @@ def check_config(p, mode: str) -> None:
     v = p.real("data.synthetic.location_variability")
     if v is not None and not 0 <= v <= 1:
         p.add("data.synthetic.location_variability", "must be between 0 and 1 (inclusive).")
+    if "ap_heart_magnification" in p.value("data.synthetic"):
+        m = p.real("data.synthetic.ap_heart_magnification")
+        if m is not None and not 0 <= m <= 0.5:
+            p.add(
+                "data.synthetic.ap_heart_magnification",
+                "must be between 0 and 0.5 (inclusive): how much wider an AP film shows the "
+                "heart (0: as a PA film)",
+            )
 
 
 def check_chosen(p, source, evaluated) -> None:
@@ -1324,6 +1431,8 @@ def open_split(config, split: str) -> PhantomChestXray:
             noise=syn.noise,
             prevalence_scale=syn.prevalence_scale,
             location_variability=syn.location_variability,
+            # Until the config has the field: the images of earlier releases.
+            ap_heart_magnification=float(syn.get("ap_heart_magnification", 0.0)),
         ),
         classes=tuple(d.classes),
     )

@@ -26,6 +26,9 @@ from chestattn_jax import sharding as shd
 from chestattn_jax.config_fields import not_this_version
 from chestattn_jax.data.input_pipeline import eval_batches
 
+# predictions.npz holds attribute NAME as the array ``attribute_NAME``.
+ATTRIBUTE_PREFIX = "attribute_"
+
 
 @dataclasses.dataclass
 class Record:
@@ -34,6 +37,9 @@ class Record:
     ``classes`` names each column as the model knows it; ``evaluated_as`` as the
     evaluated data set does (the same names, except in a cross-dataset evaluation,
     where the class map pairs them: :mod:`chestattn_jax.evaluation.class_map`).
+    ``attributes``: the source's per-example patient attributes (``{"sex": (N,) str,
+    "age": (N,) int, "view": (N,) str}``, :class:`chestattn_jax.data.source.DataSource`),
+    empty where the source has none or the record was saved by an earlier release.
     """
 
     probs: np.ndarray  # (N, k) float64
@@ -45,6 +51,7 @@ class Record:
     evaluated_as: tuple[str, ...]
     loss: float = float("nan")  # mean Eq. 5 loss per example
     bce: float = float("nan")  # its classification part (the loss without -λH)
+    attributes: dict = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -62,13 +69,16 @@ class Record:
             evaluated_as=np.asarray(self.evaluated_as),
             loss=np.float64(self.loss),
             bce=np.float64(self.bce),
+            **{ATTRIBUTE_PREFIX + k: np.asarray(v) for k, v in self.attributes.items()},
         )
 
     @classmethod
     def load(cls, path) -> Record:
-        """The record at ``path``; a ``ValueError`` names the arrays it lacks."""
+        """The record at ``path``; a ``ValueError`` names the arrays it lacks. A record
+        saved without attributes (by an earlier release) loads with none."""
         arrays = files.read_npz(path)
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in arrays]
+        fields = [f.name for f in dataclasses.fields(cls) if f.name != "attributes"]
+        missing = [name for name in fields if name not in arrays]
         if missing:
             advice = "Evaluate the workdir again (--mode=evaluate)."
             raise ValueError(not_this_version(path, missing, advice, what="array"))
@@ -82,6 +92,11 @@ class Record:
             evaluated_as=tuple(str(c) for c in arrays["evaluated_as"]),
             loss=float(arrays["loss"]),
             bce=float(arrays["bce"]),
+            attributes={
+                k.removeprefix(ATTRIBUTE_PREFIX): v
+                for k, v in arrays.items()
+                if k.startswith(ATTRIBUTE_PREFIX)
+            },
         )
 
 
@@ -105,6 +120,19 @@ def _ids(source, name: str, n: int) -> np.ndarray:
     (phantoms: one image per patient, generated from its index)."""
     ids = getattr(source, name, None)
     return np.asarray(np.arange(n) if ids is None else ids).astype(str)
+
+
+def _attributes(source, n: int) -> dict:
+    """The source's ``attributes()`` (``{name: (n,) array}``), or none."""
+    get = getattr(source, "attributes", None)
+    attributes = {} if get is None else {k: np.asarray(v) for k, v in get().items()}
+    for name, values in attributes.items():
+        if values.shape != (n,):
+            raise ValueError(
+                f"{source!r}: attribute {name!r} has shape {values.shape}, not ({n},) as the "
+                "split has examples."
+            )
+    return attributes
 
 
 def run_pass(
@@ -179,6 +207,7 @@ def run_pass(
         evaluated_as=tuple(evaluated_as or classes),
         loss=loss_sum / n,
         bce=bce_sum / n,
+        attributes=_attributes(source, n),
     )
 
 
