@@ -147,10 +147,17 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.eval.calibration_bins = 15
     config.eval.calibration_binning = "equal_mass"
     config.eval.recalibration = "platt"
+    # Subgroups (evaluator subgroups): AUC within sex, age bands and view, beside the rest of
+    # the split. Age band edges in years (<40, 40-59, 60-79, >=80; () for none), and the
+    # fewest positives (and negatives) a class needs in a subgroup and in its rest to be
+    # scored. Our choice of defaults.
+    config.eval.subgroup_age_bands = (40, 60, 80)
+    config.eval.subgroup_min_positives = 10
     config.eval.evaluators = (
         "auc",
         "calibration",
         "operating_points",
+        "subgroups",
         "localization",
         "figures",
         "tables",

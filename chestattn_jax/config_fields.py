@@ -58,6 +58,8 @@ EVAL_FIELDS = (
     "eval.calibration_bins",
     "eval.calibration_binning",
     "eval.recalibration",
+    "eval.subgroup_age_bands",
+    "eval.subgroup_min_positives",
     "model.dtype",
 )
 # What a cross-dataset evaluation adds to the recorded settings.

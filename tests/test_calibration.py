@@ -300,3 +300,17 @@ def test_bad_input_names_the_field():
     params = fit_recalibration(probs, labels, np.ones_like(labels), ["a", "b", "c"])
     with pytest.raises(ValueError, match="class_names"):
         apply_recalibration(probs[:, :2], params)
+
+
+def test_without_draws_the_values_come_without_intervals():
+    """eval.bootstrap_draws=0 asks for no intervals: the values are still computed."""
+    rng = np.random.default_rng(0)
+    labels = (rng.random((60, 2)) < 0.4).astype(int)
+    probs = rng.random((60, 2))
+    mask = np.ones_like(labels)
+    out = calibration_summary(labels, probs, mask, ["a", "b"], num_draws=0)
+    with_draws = calibration_summary(labels, probs, mask, ["a", "b"], num_draws=5)
+    for c in ("a", "b"):
+        assert out["classes"][c]["ece"]["ci"] is None
+        assert out["classes"][c]["ece"]["value"] == with_draws["classes"][c]["ece"]["value"]
+    assert out["mean_brier"]["ci"] is None and out["mean_brier"]["value"] is not None

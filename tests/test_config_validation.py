@@ -253,7 +253,15 @@ def test_validate_knows_every_choice_the_code_checks_where_it_is_used():
     # Every evaluator module can be named, alone or all together.
     from chestattn_jax.evaluation.evaluators import available
 
-    assert set(available()) == {"auc", "localization", "figures", "subgroups", "tables"}
+    assert set(available()) == {
+        "auc",
+        "calibration",
+        "operating_points",
+        "subgroups",
+        "localization",
+        "figures",
+        "tables",
+    }
     for names in [(n,) for n in available() if n != "tables"] + [available()]:
         names = tuple(sorted(names, key=lambda n: n == "tables"))
         config = configured(**{"eval.evaluators": names})

@@ -244,3 +244,17 @@ def test_roc_points_summary():
     json.dumps(out)
     with pytest.raises(ValueError, match="specificities"):
         roc_points(labels, probs, np.ones_like(labels), list("abc"), (1.0,), num_draws=2)
+
+
+def test_without_draws_the_values_come_without_intervals():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((60, 2)) < 0.4).astype(int)
+    probs = rng.random((60, 2))
+    mask = np.ones_like(labels)
+    out = operating_point_summary(
+        labels, probs, mask, ["a", "b"], {"a": 0.5, "b": None}, num_draws=0
+    )
+    assert out["classes"]["a"]["sensitivity"]["ci"] is None
+    called = probs[:, 0] >= 0.5
+    expected = called[labels[:, 0] == 1].mean()
+    assert out["classes"]["a"]["sensitivity"]["value"] == pytest.approx(expected)
