@@ -170,8 +170,10 @@ def _describe(metrics: dict) -> str:
     cross = metrics.get("cross_dataset")
     if cross:
         dataset = cross.get("dataset", dataset)
+    variant = metrics.get("variant", "?")
+    model = f"{variant}-based attention" if variant in ("class", "image") else variant
     return (
-        f"{metrics.get('variant', '?')} model, step {metrics.get('step', '?')}, "
+        f"{model} model, step {metrics.get('step', '?')}, "
         f"{metrics.get('split', '?')} split of {dataset or '?'} "
         f"({metrics.get('num_examples', '?')} images)"
     )
@@ -343,18 +345,16 @@ def _json(value) -> str:
 # --------------------------------------------------------------------------- checklist
 
 
-def _section_state(metrics: dict, key: str) -> tuple[bool, str]:
+def _section_state(metrics: dict, key: str, brief: bool = False) -> tuple[bool, str]:
     """Whether section ``key`` has content, and why not."""
+    ran = "" if brief else f" (evaluators: {_ran(metrics)})"
     if key == "discrimination":
         if metrics.get("auc"):
             return True, ""
-        return False, f"no AUCs: the auc evaluator did not run (evaluators: {_ran(metrics)})."
+        return False, f"no AUCs: the auc evaluator did not run{ran}."
     section = metrics.get(key)
     if not isinstance(section, dict):
-        return False, (
-            f"this evaluation's metrics hold no {key!r}: no evaluator computed it "
-            f"(evaluators: {_ran(metrics)})."
-        )
+        return False, f"this evaluation's metrics hold no {key!r}: no evaluator computed it{ran}."
     if section.get("unavailable"):
         return False, str(section["unavailable"])
     return True, ""
@@ -370,7 +370,7 @@ def _checklist(metrics: dict) -> str:
             and key in (metrics[s].get("checklist") or {})
             and _section_state(metrics, s)[0]
         ]
-        present, why = _section_state(metrics, default)
+        present, why = _section_state(metrics, default, brief=True)
         answers = claims or ([default] if present and not claim else [])
         if answers:
             links = ", ".join(f'<a href="#{s}">{_e(_title(s))}</a>' for s in answers)
@@ -387,8 +387,8 @@ def _checklist(metrics: dict) -> str:
                     f"answers it by naming {key!r} in its checklist)."
                 )
             status = (
-                f'<span class="no">not available</span> '
-                f'<span class="muted">({_e(_title(default))}): {_e(why)}</span>'
+                f'<span class="no">not available</span> <span class="muted">'
+                f'(<a href="#{default}">{_e(_title(default))}</a>): {_e(why)}</span>'
             )
         rows.append([_text(f"{guideline} {item}"), _text(asks), (status, None)])
     return (
@@ -527,7 +527,9 @@ def _localization(metrics: dict, images: dict) -> str:
         a, b = (_point_rate(sources[s], column, c) for s in name.split(" - "))
         return _signed(None if a is None or b is None else a - b, digits)
 
-    names = [_SOURCES[s] for s in sources] + [f"model − {_SOURCES[d[8:]]}" for d in diffs]
+    short = {"class_prior": "prior", "uniform": "uniform"}
+    names = [_SOURCES[s] for s in sources] + [f"model − {short[d[8:]]}" for d in diffs]
+    ci = " [95% CI]" if boot else ""
     summary_rows = [
         [
             _text(_COLUMN_NAMES.get(col, col)),
@@ -577,24 +579,24 @@ def _localization(metrics: dict, images: dict) -> str:
             f"{_e(origins or 'no images')}) and a map that favours no pixel (uniform). "
             f"{_e(intervals)}</p>",
             _table(
-                ["class", "findings", *[f"{n} [95% CI]" for n in names], "prior from"],
+                ["class", "findings", *names, "prior from"],
                 headline_rows,
                 foot=headline_foot,
                 numeric=[False] + [True] * (len(names) + 1) + [False],
-                caption="Pixel hit rate per class, model beside its baselines",
+                caption=f"Pixel hit rate per class, the model beside its baselines{ci}",
             ),
             _table(
-                ["score", *[f"{n} [95% CI]" for n in names]],
+                ["score", *names],
                 summary_rows,
                 numeric=[False] + [True] * len(names),
-                caption="Every score, mean over classes",
+                caption=f"Every score, mean over classes{ci}",
             ),
             _table(
                 ["class", *[_COLUMN_NAMES.get(col, col) for col in other]],
                 other_rows,
                 foot=other_foot,
                 numeric=[False] + [True] * len(other),
-                caption="The model's other scores per class [95% CI]",
+                caption=f"The model's other scores per class{ci}",
             ),
             '<p class="note">cell hit rate: a hit when the maximum cell of the coarse map holds '
             "any truth pixel. iou@t / iobb@t: the share of findings whose map, thresholded at "
@@ -936,8 +938,11 @@ figcaption{font-size:.85rem;color:var(--muted)}
 .filters{display:flex;gap:1.2rem;align-items:center;margin:.4rem 0 .8rem;font-size:.92rem}
 .filters select{margin-left:.35rem;font:inherit;padding:.1rem .3rem}
 #filter-count{color:var(--muted)}
-.gallery{display:flex;flex-direction:column;gap:.8rem}
-.example{border:1px solid var(--line);border-radius:6px;padding:.5rem .7rem .7rem}
+.gallery{display:flex;flex-wrap:wrap;gap:.8rem}
+.example{flex:1 1 100%;border:1px solid var(--line);border-radius:6px;padding:.5rem .7rem .7rem}
+.gallery.one-class .example{flex:0 1 auto}
+.gallery.one-class .tiles{display:flex}
+.gallery.one-class .tile{width:118px}
 .example h3{margin:.1rem 0 .5rem;font-size:.95rem}
 .tiles{display:grid;grid-template-columns:repeat(auto-fill,minmax(118px,1fr));gap:.6rem}
 .tile{margin:0}
@@ -1005,6 +1010,7 @@ _JS = """
   var byClass = document.getElementById("filter-class");
   var byOutcome = document.getElementById("filter-outcome");
   var count = document.getElementById("filter-count");
+  var gallery = document.querySelector(".gallery");
   function apply() {
     var shown = 0, total = 0;
     Array.prototype.forEach.call(document.querySelectorAll(".example"), function (ex) {
@@ -1018,6 +1024,7 @@ _JS = """
       });
       ex.hidden = !any;
     });
+    gallery.classList.toggle("one-class", byClass.value !== "");
     count.textContent = shown + " of " + total + " maps shown";
   }
   byClass.addEventListener("change", apply);
