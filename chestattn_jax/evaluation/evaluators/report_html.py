@@ -31,7 +31,6 @@ REPORT_FILE = "report.html"
 class Evaluator(evaluators.Evaluator):
     # Last: the page shows what every other chosen evaluator added.
     after = tuple(n for n in evaluators.available() if n != __name__.rsplit(".", 1)[-1])
-    requires = (("auc", "report_html's per-class table shows the AUCs"),)
     outputs = (REPORT_FILE,)
 
     def finish(self, record, metrics) -> None:
