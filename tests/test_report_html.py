@@ -164,6 +164,64 @@ def test_outcomes_match_a_brute_force_count():
     assert html_report.outcome(1, 0.9, 0.5, scored=False) == "unscored"
 
 
+def _decode(uri: str) -> np.ndarray:
+    import base64
+    import io
+
+    from PIL import Image
+
+    assert uri.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+
+
+def test_gallery_layers_of_an_image_based_model():
+    size, classes = 16, ["Effusion", "Mass"]
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (2, size, size)).astype(np.uint8)
+    maps = rng.random((2, 4, 4)).astype(np.float32)  # one map per image
+    labels = np.asarray([[1, 0], [0, 1]])
+    mask = np.asarray([[1, 1], [1, 0]])
+    probs = np.asarray([[0.7, 0.6], [0.2, 0.9]])
+    truth = np.zeros((2, size, size), bool)
+    truth[0, 3:9, 4:12] = True
+    examples = html_report.gallery_examples(
+        classes,
+        [5, 9],
+        images,
+        maps,
+        labels,
+        mask,
+        probs,
+        {"Effusion": 0.5, "Mass": 0.65},
+        [truth, None],
+    )
+    assert [ex["title"] for ex in examples] == ["test #5", "test #9"]
+    assert [ex["findings"] for ex in examples] == [["Effusion"], []]  # Mass of #9 is unknown
+    assert [[t["outcome"] for t in ex["tiles"]] for ex in examples] == [
+        ["TP", "TN"],
+        ["TN", "unscored"],
+    ]
+    assert np.array_equal(_decode(examples[0]["image"]), images[0])
+    # The image's one map is every class's; drawn with the jet colours over 4 x 4 cells.
+    first = examples[0]["tiles"]
+    assert first[0]["map"] == first[1]["map"]
+    layer = _decode(first[0]["map"])
+    assert layer.shape[-1] == 4 and layer.shape[0] % 4 == 0 and (layer[..., 3] > 0).all()
+    # The truth outline: the mask's pixels with a 4-neighbour outside it, and nothing else.
+    edge = np.zeros((size, size), bool)
+    for y in range(size):
+        for x in range(size):
+            if truth[0, y, x]:
+                around = [(y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)]
+                edge[y, x] = any(
+                    not (0 <= a < size and 0 <= b < size and truth[0, a, b]) for a, b in around
+                )
+    assert np.array_equal(_decode(first[0]["truth"])[..., 3] > 0, edge)
+    assert first[1]["truth"] is None and examples[1]["outline"] is None
+    page = html_report.render(_minimal_metrics(classes), gallery={"note": "", "examples": examples})
+    assert page.count('class="tile ') == 2 * 3  # the image and one tile per class, per example
+
+
 def test_report_runs_after_every_other_evaluator_and_stands_alone():
     from conftest import tiny_config
 
