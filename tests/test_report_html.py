@@ -148,6 +148,11 @@ def test_generic_sections_render_their_tables_and_answer_the_checklist():
     assert status["Clinical utility"].startswith("not available")
     got, how = html_report.thresholds(metrics, ["Effusion", "Mass"])
     assert got == {"Effusion": 0.3, "Mass": html_report.DEFAULT_THRESHOLD} and "Youden" in how
+    assert "for Mass, which have none" in how
+    # A class whose operating point could not be chosen (None) is read at the default.
+    metrics["operating_points"]["thresholds"] = {"Effusion": None, "Mass": 0.7}
+    got, _ = html_report.thresholds(metrics, ["Effusion", "Mass"])
+    assert got == {"Effusion": html_report.DEFAULT_THRESHOLD, "Mass": 0.7}
 
 
 def test_outcomes_match_a_brute_force_count():

@@ -631,15 +631,18 @@ def _point_rate(scores: dict, column: str, c: str | None):
 
 def thresholds(metrics: dict, classes) -> tuple[dict, str]:
     """Each class's probability threshold for the gallery's outcomes, and how it was
-    chosen: the operating points' ``thresholds`` where they give one, else
+    chosen: the operating points' ``thresholds`` where they give one (a number), else
     :data:`DEFAULT_THRESHOLD`."""
     section = metrics.get("operating_points")
     given = (section.get("thresholds") or {}) if isinstance(section, dict) else {}
-    out = {c: float(given.get(c, DEFAULT_THRESHOLD)) for c in classes}
-    if given:
-        rule = section.get("threshold_rule") or "the operating points section's"
-        return out, f"at the operating points' thresholds ({rule})"
-    return out, f"at probability {DEFAULT_THRESHOLD} (this evaluation has no operating points)"
+    chosen = {c: float(given[c]) for c in classes if isinstance(given.get(c), int | float)}
+    out = {c: chosen.get(c, DEFAULT_THRESHOLD) for c in classes}
+    if not chosen:
+        return out, f"at probability {DEFAULT_THRESHOLD} (no operating point was chosen)"
+    rule = section.get("threshold_rule") or "the operating points section's rule"
+    rest = [c for c in classes if c not in chosen]
+    also = f"; {DEFAULT_THRESHOLD} for {', '.join(rest)}, which have none" if rest else ""
+    return out, f"at the operating points' thresholds ({rule}){also}"
 
 
 def outcome(label, prob: float, threshold: float, scored: bool = True) -> str:
@@ -874,7 +877,7 @@ def _generic(metrics: dict, key: str, images: dict) -> str:
     if key == "operating_points" and section.get("thresholds"):
         rule = section.get("threshold_rule")
         out.append(
-            f'<p class="note">The gallery reads its outcomes at these thresholds'
+            f'<p class="note">The gallery reads its outcomes at the thresholds chosen here'
             f"{' (' + _e(rule) + ')' if rule else ''}.</p>"
         )
     return "".join(out) or _not_available(f"metrics[{key!r}] holds no summary, table or figure.")
