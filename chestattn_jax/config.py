@@ -161,6 +161,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         "localization",
         "figures",
         "tables",
+        "report_html",
     )
     # Cross-dataset evaluation (chestattn_jax/evaluation/class_map.py): score the model on
     # another prepared data set (nih | chexpert; "" the one it was trained on), found

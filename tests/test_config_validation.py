@@ -261,6 +261,7 @@ def test_validate_knows_every_choice_the_code_checks_where_it_is_used():
         "localization",
         "figures",
         "tables",
+        "report_html",
     }
     for names in [(n,) for n in available() if n != "tables"] + [available()]:
         names = tuple(sorted(names, key=lambda n: n == "tables"))

@@ -345,6 +345,13 @@ def _json(value) -> str:
 # --------------------------------------------------------------------------- checklist
 
 
+def section(metrics: dict, key: str):
+    """What ``metrics`` holds for section ``key`` in the contract above: an evaluator that
+    keeps its own numbers under ``key`` puts its page's view of them under ``"page"``."""
+    value = metrics.get(key)
+    return value.get("page", value) if isinstance(value, dict) else value
+
+
 def _section_state(metrics: dict, key: str, brief: bool = False) -> tuple[bool, str]:
     """Whether section ``key`` has content, and why not."""
     ran = "" if brief else f" (evaluators: {_ran(metrics)})"
@@ -352,11 +359,11 @@ def _section_state(metrics: dict, key: str, brief: bool = False) -> tuple[bool, 
         if metrics.get("auc"):
             return True, ""
         return False, f"no AUCs: the auc evaluator did not run{ran}."
-    section = metrics.get(key)
-    if not isinstance(section, dict):
+    section_ = section(metrics, key)
+    if not isinstance(section_, dict):
         return False, f"this evaluation's metrics hold no {key!r}: no evaluator computed it{ran}."
-    if section.get("unavailable"):
-        return False, str(section["unavailable"])
+    if section_.get("unavailable"):
+        return False, str(section_["unavailable"])
     return True, ""
 
 
@@ -367,7 +374,7 @@ def _checklist(metrics: dict) -> str:
             s
             for s in SECTIONS
             if isinstance(metrics.get(s), dict)
-            and key in (metrics[s].get("checklist") or {})
+            and key in (section(metrics, s).get("checklist") or {})
             and _section_state(metrics, s)[0]
         ]
         present, why = _section_state(metrics, default, brief=True)
@@ -375,9 +382,9 @@ def _checklist(metrics: dict) -> str:
         if answers:
             links = ", ".join(f'<a href="#{s}">{_e(_title(s))}</a>' for s in answers)
             notes = "; ".join(
-                str(metrics[s]["checklist"][key])
+                str(section(metrics, s)["checklist"][key])
                 for s in answers
-                if s in SECTIONS and key in (metrics[s].get("checklist") or {})
+                if s in SECTIONS and key in (section(metrics, s).get("checklist") or {})
             ) or _default_note(metrics, key)
             status = f'<span class="ok">answered</span> in {links}: {_e(notes)}'
         else:
@@ -633,13 +640,13 @@ def thresholds(metrics: dict, classes) -> tuple[dict, str]:
     """Each class's probability threshold for the gallery's outcomes, and how it was
     chosen: the operating points' ``thresholds`` where they give one (a number), else
     :data:`DEFAULT_THRESHOLD`."""
-    section = metrics.get("operating_points")
-    given = (section.get("thresholds") or {}) if isinstance(section, dict) else {}
+    ops = section(metrics, "operating_points")
+    given = (ops.get("thresholds") or {}) if isinstance(ops, dict) else {}
     chosen = {c: float(given[c]) for c in classes if isinstance(given.get(c), int | float)}
     out = {c: chosen.get(c, DEFAULT_THRESHOLD) for c in classes}
     if not chosen:
         return out, f"at probability {DEFAULT_THRESHOLD} (no operating point was chosen)"
-    rule = section.get("threshold_rule") or "the operating points section's rule"
+    rule = ops.get("threshold_rule") or "the operating points section's rule"
     rest = [c for c in classes if c not in chosen]
     also = f"; {DEFAULT_THRESHOLD} for {', '.join(rest)}, which have none" if rest else ""
     return out, f"at the operating points' thresholds ({rule}){also}"
@@ -856,11 +863,11 @@ def _generic(metrics: dict, key: str, images: dict) -> str:
     present, why = _section_state(metrics, key)
     if not present:
         return _not_available(why)
-    section = metrics[key]
+    section_ = section(metrics, key)
     out = []
-    if section.get("summary"):
-        out.append(f"<p>{_e(section['summary'])}</p>")
-    for t in section.get("tables") or []:
+    if section_.get("summary"):
+        out.append(f"<p>{_e(section_['summary'])}</p>")
+    for t in section_.get("tables") or []:
         headers = [str(h) for h in t.get("headers") or []]
         rows = [[_cell(v) for v in row] for row in t.get("rows") or []]
         width = max([len(headers), *map(len, rows)])
@@ -870,12 +877,12 @@ def _generic(metrics: dict, key: str, images: dict) -> str:
         out.append(_table(headers, rows, caption=t.get("title", "")))
         if t.get("note"):
             out.append(f'<p class="note">{_e(t["note"])}</p>')
-    for f in section.get("figures") or []:
+    for f in section_.get("figures") or []:
         out.append(
             _figure(images, f.get("file", ""), f.get("caption", ""), f"{f.get('file')} is missing.")
         )
-    if key == "operating_points" and section.get("thresholds"):
-        rule = section.get("threshold_rule")
+    if key == "operating_points" and section_.get("thresholds"):
+        rule = section_.get("threshold_rule")
         out.append(
             f'<p class="note">The gallery reads its outcomes at the thresholds chosen here'
             f"{' (' + _e(rule) + ')' if rule else ''}.</p>"

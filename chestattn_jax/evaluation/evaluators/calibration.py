@@ -25,6 +25,7 @@ from chestattn_jax.calibration import (
     reliability_curve,
 )
 from chestattn_jax.evaluation import evaluators
+from chestattn_jax.reporting import section_pages
 
 FIGURE = "reliability.png"
 
@@ -70,6 +71,8 @@ class Evaluator(evaluators.Evaluator):
             "fitted_on": f"validation split, {len(val)} images",
             "reliability": curves,
         }
+        page = section_pages.calibration_page(metrics["calibration"], metrics.get("split", ""))
+        metrics["calibration"]["page"] = page
         if self.ctx.writes and curves:
             from chestattn_jax.reporting import plots
 

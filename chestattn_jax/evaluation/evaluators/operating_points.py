@@ -23,6 +23,7 @@ from chestattn_jax.operating_points import (
     parse_rule,
     roc_points,
 )
+from chestattn_jax.reporting import section_pages
 
 THRESHOLDS_FILE = "thresholds.json"
 SPECIFICITIES = (0.9, 0.95)
@@ -85,6 +86,8 @@ class Evaluator(evaluators.Evaluator):
                 **draws,
             ),
         }
+        page = section_pages.operating_points_page(metrics["operating_points"])
+        metrics["operating_points"]["page"] = page
         first = config.operating_points[0]
         chosen = rules[first]["validation"]
         saved = {

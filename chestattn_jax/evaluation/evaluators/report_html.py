@@ -94,7 +94,7 @@ def _section_figures(metrics: dict) -> list[str]:
     """The files the other sections' ``figures`` name (names in this folder only)."""
     names = []
     for key in html_report.SECTIONS:
-        section = metrics.get(key)
+        section = html_report.section(metrics, key)
         for f in (section.get("figures") or []) if isinstance(section, dict) else []:
             name = str(f.get("file", ""))
             if name and os.path.basename(name) == name:

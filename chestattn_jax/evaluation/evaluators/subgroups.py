@@ -14,6 +14,7 @@ default :data:`~chestattn_jax.subgroups.AGE_BANDS`), ``config.eval.subgroup_min_
 from __future__ import annotations
 
 from chestattn_jax.evaluation import evaluators
+from chestattn_jax.reporting import section_pages
 from chestattn_jax.subgroups import AGE_BANDS, MIN_POSITIVES, age_bands_problem, subgroup_auc
 
 
@@ -52,3 +53,4 @@ class Evaluator(evaluators.Evaluator):
             num_draws=config.bootstrap_draws,
             seed=config.bootstrap_seed,
         )
+        metrics["subgroups"]["page"] = section_pages.subgroups_page(metrics["subgroups"])
