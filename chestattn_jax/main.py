@@ -72,6 +72,12 @@ REPEATABLE_FLAGS = ("images",)
 flags.DEFINE_string(
     "output_dir", None, "--mode=predict: where predictions.json and overlays go (WORKDIR/predict)."
 )
+flags.DEFINE_string(
+    "thresholds",
+    None,
+    "--mode=predict: a thresholds.json (as --mode=evaluate writes it) to call positives at; "
+    "by default WORKDIR/eval/thresholds.json where it is of the restored checkpoint.",
+)
 flags.DEFINE_bool(
     "distributed",
     False,
@@ -141,7 +147,9 @@ def main(argv):
     elif FLAGS.mode == "evaluate":
         evaluation.evaluate(config, FLAGS.workdir)
     else:
-        result = predict_images.predict(config, FLAGS.workdir, FLAGS.images, FLAGS.output_dir)
+        result = predict_images.predict(
+            config, FLAGS.workdir, FLAGS.images, FLAGS.output_dir, FLAGS.thresholds
+        )
         if result["errors"]:
             failed = ", ".join(e["path"] for e in result["errors"])
             total = len(result["predictions"]) + len(result["errors"])
@@ -170,8 +178,10 @@ def flag_problems(argv) -> list[str]:
         out = FLAGS.output_dir
         if out is not None and (not out or (os.path.exists(out) and not os.path.isdir(out))):
             found.append(f"--output_dir={out!r} is not a directory, nor a name for a new one.")
+        if FLAGS.thresholds is not None and not FLAGS.thresholds:
+            found.append("--thresholds is empty; give a thresholds.json, or leave it out.")
     else:
-        for name in ("images", "output_dir"):
+        for name in ("images", "output_dir", "thresholds"):
             if FLAGS[name].present:
                 found.append(f"--{name} is read by --mode=predict only; this is --mode={mode}.")
     workdir = FLAGS.workdir

@@ -1,7 +1,7 @@
 """``--mode=predict``: per-class probabilities and attention overlays for image files.
 
   python -m chestattn_jax.main --config=configs/nih.py --workdir=W \
-      --mode=predict --images=a.png,b.jpg,c.dcm [--output_dir=OUT]
+      --mode=predict --images=a.png,b.jpg,c.dcm [--output_dir=OUT] [--thresholds=T]
 
 Restores the checkpoint of ``config.eval.checkpoint`` (``best`` by default) of
 ``W``, reads every file as the prepare step does (PNG and JPEG of any bit depth
@@ -9,8 +9,16 @@ and mode, DICOM through pydicom; see ``chestattn_jax.data.images``), letterboxes
 it to ``config.data.image_size`` and writes to ``OUT`` (``W/predict`` by default):
 
 - ``predictions.json``: the checkpoint, the classes, and per image its
-  probabilities, overlay file and ``warnings`` (a DICOM whose View Position is not
-  frontal: the models are trained on frontal views); images that could not be read
+  probabilities, ``calls`` (``{class: true / false / null}``: probability >= the class's
+  threshold; null where the class has none, and ``calls: null`` without thresholds),
+  ``recalibrated_probabilities`` (null unless the thresholds file carries a
+  recalibration), overlay file and ``warnings`` (a DICOM whose View Position is not
+  frontal: the models are trained on frontal views); at the top, ``thresholds`` (their
+  ``values``, ``rule``, ``reasons``, ``source``, ``chosen_on``, ``step``,
+  ``recalibration``) or ``null`` and ``thresholds_why`` saying why there are none
+  (:func:`chestattn_jax.trained_model.model_thresholds`: ``T``, refused unless it fits
+  the model's classes and checkpoint step, or ``W/eval/thresholds.json`` where it was
+  written at the restored checkpoint's step); images that could not be read
   or letterboxed (a FIFO or device file is refused before it is opened) are listed
   under ``errors`` with the reason, and the others are still scored; a file given
   more than once (however spelled) is scored once and listed under ``repeated``;
@@ -25,7 +33,8 @@ it to ``config.data.image_size`` and writes to ``OUT`` (``W/predict`` by default
 are known to be valid. A checkpoint trained with another variant, class list or
 backbone than the config describes, or a config whose model-input settings
 (``data.image_size``, ``data.mean``, ``data.std``) differ from training's, is
-refused with a message naming the difference, before anything is written.
+refused with a message naming the difference, before anything is written; so is a
+thresholds file that is not valid (naming the field), or that does not fit the model.
 """
 
 from __future__ import annotations
@@ -161,13 +170,17 @@ def _clear_earlier_run(out: epath.Path, paths) -> None:
     (out / PREDICTIONS_FILE).unlink(missing_ok=True)
 
 
-def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
-    """Scores ``paths`` with the checkpoint of ``workdir``; returns what
-    ``predictions.json`` holds (see the module docstring).
+def predict(
+    config, workdir: str, paths, output_dir: str | None = None, thresholds: str | None = None
+) -> dict:
+    """Scores ``paths`` with the checkpoint of ``workdir``, and calls each class at the
+    thresholds of the file ``thresholds`` (else the workdir's evaluation's, where they
+    fit); returns what ``predictions.json`` holds (see the module docstring).
 
-    Nothing is written until the checkpoint, the config and the output folder are known
-    to fit; a refusal says whether the folder holds an earlier run's results (left as
-    they were). An input is never written over: overlays take other names."""
+    Nothing is written until the checkpoint, the config, the thresholds and the output
+    folder are known to fit; a refusal says whether the folder holds an earlier run's
+    results (left as they were). An input is never written over: overlays take other
+    names."""
     if jax.process_count() > 1:
         raise RuntimeError("--mode=predict runs in one process; start it without a coordinator.")
     paths, repeated = distinct_paths(paths)
@@ -176,7 +189,7 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
     out_dir = output_dir or os.path.join(workdir, workdir_lib.PREDICT_DIR)
     try:
         _check_output_dir(out_dir, paths)
-        model = trained_model.restore(config, workdir, config.eval.checkpoint)
+        model = trained_model.restore(config, workdir, config.eval.checkpoint, thresholds)
     except (ValueError, OSError, CheckpointError) as e:
         raise _with_message(e, _earlier_result(out_dir)) from None
     step, classes, size = model.step, model.classes, model.image_size
@@ -191,6 +204,7 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
     predictions = {}
     if ok:
         probs, maps = model.predict_letterboxed(np.stack([images[p] for p in ok]))
+        calls, recalibrated = model.calls(probs), model.recalibrated(probs)
         for r, path in enumerate(ok):
             overlay = os.path.join(out_dir, names[path])
             plots.image_overlays(
@@ -204,6 +218,10 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
             predictions[path] = {
                 "path": path,
                 "probabilities": dict(zip(classes, probs[r].tolist(), strict=True)),
+                "calls": None if calls is None else calls[r],
+                "recalibrated_probabilities": None
+                if recalibrated is None
+                else dict(zip(classes, recalibrated[r].tolist(), strict=True)),
                 "overlay": overlay,
                 "warnings": warnings[path],
             }
@@ -213,11 +231,24 @@ def predict(config, workdir: str, paths, output_dir: str | None = None) -> dict:
         "variant": config.model.variant,
         "image_size": size,
         "classes": classes,
+        "thresholds": model.thresholds,
+        "thresholds_why": model.thresholds_why,
         "predictions": [predictions[p] for p in paths if p in predictions],
         "errors": errors,
         "repeated": repeated,
     }
     files.write_text(out / PREDICTIONS_FILE, json.dumps(result, indent=2))
+    if model.thresholds is None:
+        logging.warning("No calls, only probabilities: %s", model.thresholds_why)
+    else:
+        t = model.thresholds
+        logging.info(
+            "Calls at the %s thresholds of %s (chosen on the %s, step %s)",
+            t["rule"],
+            t["source"],
+            t["chosen_on"],
+            t["step"],
+        )
     warned = sum(bool(p["warnings"]) for p in predictions.values())
     logging.info(
         "Scored %d of %d images%s%s -> %s",

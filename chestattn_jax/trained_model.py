@@ -7,15 +7,26 @@ and a notebook share, and the library's public Python API.
   out["probabilities"]   # (N, k), in model.classes order
   out["maps"]            # (N, k, h, w) class-based, (N, h, w) image-based, None for resnet
   out["images"]          # (N, S, S) uint8: what the model saw, letterboxed as in training
+  out["calls"]           # [{class: True / False / None}, ...] or None: see below
 
 Files are read as the prepare step reads them (PNG and JPEG of any bit depth and mode,
 DICOM through pydicom) and every image is letterboxed to the training image size and
 normalised as in training, so ``predict`` gives what ``--mode=predict`` writes.
+
+Calls. Per class, an image is called positive when its (raw) probability is at least the
+class's threshold, chosen on the validation split by ``--mode=evaluate`` (the
+``operating_points`` evaluator writes ``WORKDIR/eval/thresholds.json``). That file is used
+only where it was written at the restored checkpoint's step for the model's classes;
+otherwise there are no calls, and ``thresholds_why`` says why. A thresholds file may also
+be given (``load(w, thresholds=PATH)``, ``--thresholds=PATH``): it must fit the model's
+classes and checkpoint step, or it is refused. A class without a threshold (with the
+reason the file gives) is called ``None``: nothing falls back to 0.5.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import stat
 
@@ -29,6 +40,8 @@ from chestattn_jax import config_fields as fields
 from chestattn_jax import files
 from chestattn_jax import sharding as shd
 from chestattn_jax import workdir as workdir_lib
+from chestattn_jax.calibration import METHODS as RECALIBRATION_METHODS
+from chestattn_jax.calibration import apply_recalibration
 from chestattn_jax.checkpointing import Checkpointer, CheckpointMismatch
 from chestattn_jax.config import get_base_config
 from chestattn_jax.data.images import (
@@ -182,14 +195,32 @@ def workdir_config(workdir: str) -> ml_collections.ConfigDict:
 
 class Model:
     """A restored model: ``predict`` on files or arrays; ``classes``, ``variant``,
-    ``image_size``, ``step`` (of the checkpoint) and ``config`` describe it."""
+    ``image_size``, ``step`` (of the checkpoint) and ``config`` describe it.
+    ``thresholds`` are those its calls are made at (:func:`read_thresholds`'s record), or
+    ``None``, and then ``thresholds_why`` says why there are none."""
 
-    def __init__(self, config, state, step: int, mesh):
+    def __init__(
+        self, config, state, step: int, mesh, thresholds=None, thresholds_why: str | None = None
+    ):
         self.config, self.state, self.step, self.mesh = config, state, int(step), mesh
         self.classes = list(config.data.classes)
         self.variant = config.model.variant
         self.image_size = int(config.data.image_size)
+        self.thresholds, self.thresholds_why = thresholds, thresholds_why
         self._fn = inference_fn(config, mesh)
+
+    def calls(self, probs) -> list[dict] | None:
+        """Per row of ``(N, k)`` probabilities, :func:`calls` at ``self.thresholds``;
+        ``None`` without thresholds."""
+        if self.thresholds is None:
+            return None
+        return calls(probs, self.classes, self.thresholds["values"])
+
+    def recalibrated(self, probs) -> np.ndarray | None:
+        """``(N, k)`` probabilities through the recalibration that came with
+        ``self.thresholds`` (fitted on the same validation split); ``None`` without one."""
+        params = (self.thresholds or {}).get("recalibration")
+        return None if params is None else apply_recalibration(probs, params)
 
     def predict(self, images, batch_size: int | None = None) -> dict:
         """Probabilities and gate-3 maps of ``images``, each letterboxed to ``image_size``
@@ -208,9 +239,17 @@ class Model:
         are stored).
 
         Returns ``{"probabilities": (N, k) float64, "maps": (N, k, h, w) | (N, h, w) |
-        None, "images": (N, S, S) uint8, "classes": [...], "warnings": [[str], ...]}``:
+        None, "images": (N, S, S) uint8, "classes": [...], "warnings": [[str], ...],
+        "calls": [{class: bool | None}, ...] | None, "recalibrated_probabilities": (N, k)
+        float64 | None, "thresholds": dict | None, "thresholds_why": str | None}``:
         ``warnings[i]`` says what may make image i's scores unreliable (a DICOM's lateral
-        view: the models are trained on frontal views). A file that cannot be read raises
+        view: the models are trained on frontal views). ``calls[i][c]`` is whether
+        ``probabilities[i, c] >= `` the class's threshold, ``None`` where the class has
+        none; ``calls`` is ``None`` without thresholds (``thresholds_why`` says why).
+        ``thresholds`` is :attr:`thresholds` (values, rule, source, where chosen);
+        ``recalibrated_probabilities`` the probabilities through the recalibration fitted
+        with them, where the thresholds file has one (the calls are made on the raw
+        ``probabilities``). A file that cannot be read raises
         :class:`~chestattn_jax.data.raw.DataFormatError` (or ``OSError``) naming it.
         """
         items = _image_items(images)
@@ -225,6 +264,10 @@ class Model:
             "images": boxed,
             "classes": self.classes,
             "warnings": warnings,
+            "calls": self.calls(probs),
+            "recalibrated_probabilities": self.recalibrated(probs),
+            "thresholds": self.thresholds,
+            "thresholds_why": self.thresholds_why,
         }
 
     def predict_letterboxed(self, images, batch_size: int | None = None):
@@ -363,13 +406,17 @@ def view_warnings(path) -> list[str]:
     return []
 
 
-def restore(config, workdir: str, which: str = "best") -> Model:
+def restore(config, workdir: str, which: str = "best", thresholds=None) -> Model:
     """The :class:`Model` of checkpoint ``which`` (``best`` or ``latest``) of ``workdir``
     under ``config``, whose model-input settings (``MODEL_INPUT_FIELDS``) must be
-    training's unless ``config.allow_setting_changes``."""
+    training's unless ``config.allow_setting_changes``; with the thresholds of
+    :func:`model_thresholds` (of the file ``thresholds``, or the workdir's evaluation),
+    whose file is read and checked before the checkpoint is."""
     check_input_fields(workdir, config)
+    found = _thresholds_file(workdir, list(config.data.classes), thresholds)
     state, step, mesh = restore_for_inference(config, workdir, which)
-    return Model(config, state, step, mesh)
+    chosen, why = _at_step(*found, int(step), which)
+    return Model(config, state, step, mesh, chosen, why)
 
 
 def check_input_fields(workdir: str, config, what: str = "Predicting") -> None:
@@ -397,12 +444,225 @@ def check_input_fields(workdir: str, config, what: str = "Predicting") -> None:
     logging.warning("%s under other model-input settings than training (allowed): %s", what, text)
 
 
-def load(workdir: str, config=None, checkpoint: str = "best") -> Model:
+def load(workdir: str, config=None, checkpoint: str = "best", thresholds=None) -> Model:
     """The trained model of ``workdir``: its ``best`` (lowest validation loss) or
     ``latest`` checkpoint, with the config it was trained with unless ``config`` is
     given. A folder that does not exist, or an experiment's root (whose cells are the
-    runs), raises ``FileNotFoundError`` saying so."""
+    runs), raises ``FileNotFoundError`` saying so.
+
+    Its calls are made at the thresholds of the file ``thresholds`` (a path; refused with
+    a ``ValueError`` naming the field unless it fits the model's classes and checkpoint
+    step), or else of ``WORKDIR/eval/thresholds.json`` where that was written at this
+    checkpoint (see :func:`model_thresholds`)."""
     problem = not_a_run(workdir, "load({run!r})")
     if problem:
         raise FileNotFoundError(problem)
-    return restore(config if config is not None else workdir_config(workdir), workdir, checkpoint)
+    config = config if config is not None else workdir_config(workdir)
+    return restore(config, workdir, checkpoint, thresholds)
+
+
+# ------------------------------------------------------------------ thresholds and calls
+
+# What the operating_points evaluator writes into an evaluation folder (WORKDIR/eval for
+# the test split at the best checkpoint): per class the threshold chosen on the validation
+# split, and the recalibration fitted there.
+THRESHOLDS_FILE = "thresholds.json"
+_REQUIRED = ("rule", "classes", "thresholds", "chosen_on", "step")
+
+
+def workdir_thresholds(workdir) -> str:
+    """The path of the thresholds file of ``workdir``'s evaluation (``WORKDIR/eval``)."""
+    path = workdir_lib.workdir_path(workdir) / workdir_lib.EVAL_DIR / THRESHOLDS_FILE
+    return os.fspath(path)
+
+
+def read_thresholds(path) -> dict:
+    """The thresholds file at ``path`` (what ``--mode=evaluate`` writes, or a file in its
+    format), checked field by field. Returns ``{"source": path, "rule", "classes",
+    "values": {class: float | None}, "reasons": {class: str}, "chosen_on", "step": int |
+    None, "recalibration": dict | None}`` (``values`` is the file's ``thresholds``;
+    ``reasons`` and ``recalibration`` may be absent from the file). A missing file raises
+    ``FileNotFoundError``; one that is not JSON, lacks a field or holds a wrong value, a
+    ``ValueError`` naming the file and the field."""
+    path = os.fspath(path)
+    path = path if "://" in path else os.path.abspath(path)
+    try:
+        saved = files.read_json(path)
+    except ValueError as e:  # read_json's own message advises moving the file away
+        raise ValueError(f"thresholds file {path} is not valid JSON ({e.__cause__}).") from None
+    if saved is None:
+        raise FileNotFoundError(f"thresholds file {path} does not exist.")
+    if not isinstance(saved, dict):
+        raise ValueError(f"thresholds file {path} holds a {type(saved).__name__}, not an object.")
+
+    def bad(field: str, text: str) -> ValueError:
+        return ValueError(f"thresholds file {path}: field {field!r} {text}")
+
+    missing = [f for f in _REQUIRED if f not in saved]
+    if missing:
+        raise bad(
+            missing[0],
+            "is missing. A thresholds file holds " + ", ".join(_REQUIRED) + " (step: the "
+            "checkpoint they were chosen at, or null), as --mode=evaluate writes it.",
+        )
+    classes = saved["classes"]
+    if (
+        not isinstance(classes, list)
+        or not classes
+        or not all(isinstance(c, str) for c in classes)
+        or len(set(classes)) < len(classes)
+    ):
+        raise bad("classes", f"must be a non-empty list of distinct class names; got {classes!r}.")
+    values = saved["thresholds"]
+    if not isinstance(values, dict):
+        raise bad("thresholds", f"must map each class to its threshold or null; got {values!r}.")
+    for c in classes:
+        if c not in values:
+            raise bad(f"thresholds.{c}", "is missing (null for a class without a threshold).")
+        if values[c] is not None and not (_number(values[c]) and 0.0 <= values[c] <= 1.0):
+            raise bad(
+                f"thresholds.{c}", f"must be a probability in [0, 1] or null; got {values[c]!r}."
+            )
+    for c in values:
+        if c not in classes:
+            raise bad(f"thresholds.{c}", f"names a class that is not in 'classes' ({classes}).")
+    for field in ("rule", "chosen_on"):
+        if not isinstance(saved[field], str) or not saved[field]:
+            raise bad(field, f"must be a non-empty string; got {saved[field]!r}.")
+    step = saved["step"]
+    if step is not None and not (
+        isinstance(step, int) and not isinstance(step, bool) and step >= 0
+    ):
+        raise bad("step", f"must be a checkpoint step (an integer >= 0) or null; got {step!r}.")
+    reasons = saved.get("reasons", {})
+    if not isinstance(reasons, dict):
+        raise bad("reasons", f"must map classes to why they have no threshold; got {reasons!r}.")
+    for c, why in reasons.items():
+        if c not in classes or not isinstance(why, str):
+            raise bad(f"reasons.{c}", f"must be a class of 'classes' with a text; got {why!r}.")
+    recalibration = saved.get("recalibration")
+    if recalibration is not None:
+        _check_recalibration(recalibration, classes, bad)
+    return {
+        "source": path,
+        "rule": saved["rule"],
+        "classes": classes,
+        "values": {c: None if values[c] is None else float(values[c]) for c in classes},
+        "reasons": reasons,
+        "chosen_on": saved["chosen_on"],
+        "step": step,
+        "recalibration": recalibration,
+    }
+
+
+def _number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_recalibration(params, classes, bad) -> None:
+    """Raises ``bad(field, text)`` unless ``params`` is what
+    :func:`chestattn_jax.calibration.fit_recalibration` returns for ``classes``."""
+    if not isinstance(params, dict):
+        raise bad("recalibration", f"must be an object or null; got {params!r}.")
+    method = params.get("method")
+    if method not in RECALIBRATION_METHODS:
+        raise bad(
+            "recalibration.method", f"must be one of {RECALIBRATION_METHODS}; got {method!r}."
+        )
+    if params.get("class_names") != classes:
+        raise bad("recalibration.class_names", f"must be the file's classes, {classes}.")
+    per_class = params.get("classes")
+    names = ("temperature",) if method == "temperature" else ("a", "b")
+    for c in classes:
+        one = per_class.get(c) if isinstance(per_class, dict) else None
+        for name in names:
+            value = one.get(name) if isinstance(one, dict) else None
+            if not _number(value) or (name != "b" and value <= 0):
+                raise bad(
+                    f"recalibration.classes.{c}.{name}",
+                    f"must be a {'positive' if name != 'b' else 'finite'} number; got {value!r}.",
+                )
+
+
+def _thresholds_file(workdir, classes, path=None) -> tuple[dict | None, str | None, bool]:
+    """The thresholds file the calls of ``workdir``'s model are made at, read and checked
+    before any checkpoint is: ``(record, why, given)`` where ``record`` is
+    :func:`read_thresholds`'s (``None``, and ``why`` says why, where there is none fitting
+    ``classes``) and ``given`` whether ``path`` named it. A given file for other classes is
+    refused (``ValueError``); the workdir's own is passed over, with the reason."""
+    if path is not None:
+        found = read_thresholds(path)
+        if found["classes"] != classes:
+            raise ValueError(
+                f"thresholds file {found['source']}: field 'classes' is {found['classes']}, "
+                f"but the model's classes are {classes}: these are another model's thresholds."
+            )
+        return found, None, True
+    own = workdir_thresholds(workdir)
+    try:
+        found = read_thresholds(own)
+    except FileNotFoundError:
+        return (
+            None,
+            (
+                f"no thresholds: {own} does not exist (--mode=evaluate writes it, with the "
+                "thresholds chosen on the validation split); evaluate the workdir, or give a "
+                "thresholds file (--thresholds=PATH, load(..., thresholds=PATH))."
+            ),
+            False,
+        )
+    except ValueError as e:
+        raise ValueError(f"{e} Evaluate again to write it anew, or move it away.") from None
+    if found["classes"] != classes:
+        return (
+            None,
+            (
+                f"no thresholds: {own} is for the classes {found['classes']}, the model's are "
+                f"{classes}; evaluate again."
+            ),
+            False,
+        )
+    return found, None, False
+
+
+def _at_step(found, why, given: bool, step: int, which: str) -> tuple[dict | None, str | None]:
+    """``(found, why)`` of :func:`_thresholds_file` once the restored checkpoint's ``step``
+    is known: thresholds chosen at another step are none (with why) where they are the
+    workdir's own, and refused where they were given. A given file whose ``step`` is null
+    (thresholds not chosen at a checkpoint) is taken as it is."""
+    if found is None or found["step"] == step:
+        return found, why
+    if given and found["step"] is None:
+        return found, why
+    if given:
+        raise ValueError(
+            f"thresholds file {found['source']}: field 'step' is {found['step']}, but the "
+            f"restored checkpoint ({which}) is step {step}: these thresholds were chosen for "
+            "another checkpoint. Give those of an evaluation at this checkpoint."
+        )
+    return None, (
+        f"no thresholds: {found['source']} is from step {found['step']}, the restored "
+        f"checkpoint ({which}) is step {step}; evaluate again, or give the thresholds.json "
+        f"of an evaluation at step {step} (--thresholds=PATH, load(..., thresholds=PATH))."
+    )
+
+
+def model_thresholds(workdir, classes, step: int, path=None, which: str = "best"):
+    """The thresholds the calls of ``workdir``'s model (``classes``, checkpoint ``step``)
+    are made at: ``(record, why)``, ``record`` from :func:`read_thresholds` or ``None``
+    and then ``why`` the reason. From the file ``path`` if given (refused with a
+    ``ValueError`` unless it fits ``classes`` and ``step``, or has a null step); else from
+    ``WORKDIR/eval/thresholds.json`` where it was written at ``step`` for ``classes``."""
+    return _at_step(*_thresholds_file(workdir, list(classes), path), int(step), which)
+
+
+def calls(probs, classes, values: dict) -> list[dict]:
+    """Per row of ``(N, k)`` ``probs`` (columns in ``classes`` order): ``{class: True
+    where the probability is at least the class's threshold in ``values``, False below it,
+    None where the class has none}``."""
+    t = np.array([np.nan if values[c] is None else values[c] for c in classes], np.float64)
+    positive = np.asarray(probs, np.float64) >= t[None, :]  # False against NaN
+    has = ~np.isnan(t)
+    return [
+        {c: bool(row[j]) if has[j] else None for j, c in enumerate(classes)} for row in positive
+    ]

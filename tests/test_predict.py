@@ -7,7 +7,7 @@ import pathlib
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, tiny_config, tiny_flags
+from conftest import REPO, copy_workdir, tiny_config, tiny_flags
 from PIL import Image
 from raw_fixtures import write_dicom
 
@@ -307,6 +307,8 @@ def test_predict_command_line(workdir, images, tmp_path, cli):
     out = tmp_path / "cli"
     comma = str(tmp_path / "x,1.png")
     Image.open(good[0]).save(comma)
+    evaluated_thresholds(tmp_path / "t", CLASSES, 0, *youden_split([0.3, 0.6, 0.4, 0.5, None]))
+    thresholds = json.loads((tmp_path / "t" / "thresholds.json").read_text())["thresholds"]
     proc = cli(
         f"--workdir={wd}",
         "--mode=predict",
@@ -315,6 +317,7 @@ def test_predict_command_line(workdir, images, tmp_path, cli):
         f"--images={good[0]},{bad[1]}",
         f'--images={good[0]},"{comma}"',
         f"--output_dir={out}",
+        f"--thresholds={tmp_path / 't' / 'thresholds.json'}",
         *tiny_flags(config),  # the workdir's config: its model, the tests' batches
         timeout=300,
     )
@@ -323,6 +326,12 @@ def test_predict_command_line(workdir, images, tmp_path, cli):
     result = json.loads((out / "predictions.json").read_text())
     assert [p["path"] for p in result["predictions"]] == [good[0], comma]
     assert result["repeated"] == [{"path": good[0], "times": 2}]
+    assert result["thresholds"]["values"] == thresholds
+    for p in result["predictions"]:
+        called = {
+            c: None if t is None else p["probabilities"][c] >= t for c, t in thresholds.items()
+        }
+        assert p["calls"] == called
 
 
 # ------------------------------------------------------------------ Python API
@@ -603,3 +612,264 @@ def test_load_names_a_missing_folder_and_an_experiment_root(workdir, tmp_path):
         evaluation.evaluate(config, str(root))
     assert sorted(os.listdir(root)) == sorted([*cells, "report"])  # nothing written
     assert chestattn_jax.load(str(root / cells[0])).step == 0
+
+
+# ------------------------------------- calls at the thresholds chosen on the validation split
+
+
+def youden_split(cuts, n=20):
+    """Validation probabilities and labels, ``(2n + 2, k)``, whose Youden threshold for
+    class j is ``cuts[j]`` (``None``: no positives, hence no threshold): ``n`` positives at
+    and above the cut, ``n`` negatives below it, and one of each on the wrong side, so
+    that a recalibration can be fitted (the labels are not separated)."""
+    probs, labels = [], []
+    for cut in cuts:
+        if cut is None:
+            probs.append(np.linspace(0.05, 0.95, 2 * n + 2))
+            labels.append(np.zeros(2 * n + 2))
+            continue
+        pos = cut + (1 - cut) * np.arange(n) / n
+        neg = cut * np.arange(1, n + 1) / (n + 1)
+        probs.append(np.r_[pos, cut / 2, neg, cut + (1 - cut) * 0.525])
+        labels.append(np.r_[np.ones(n + 1), np.zeros(n + 1)])
+    return np.stack(probs, 1), np.stack(labels, 1)
+
+
+def evaluated_thresholds(out_dir, classes, step, val_probs, val_labels) -> dict:
+    """``OUT/thresholds.json`` as ``--mode=evaluate`` writes it: the operating_points
+    evaluator, after the calibration evaluator's recalibration, on ``(val_probs,
+    val_labels)`` as the validation split of an evaluation at ``step``. Returns it."""
+    from chestattn_jax.calibration import fit_recalibration
+    from chestattn_jax.evaluation.evaluators import Context, operating_points
+    from chestattn_jax.evaluation.inference_pass import Record
+
+    classes = tuple(classes)
+    config = tiny_config()
+    config.eval.bootstrap_draws = 10
+    mask = np.ones_like(val_labels)
+    ids = np.array([f"p{i}" for i in range(len(val_labels))])
+    record = Record(val_probs, val_labels, mask, ids, ids, classes, classes)
+    ctx = Context(config, str(out_dir), None, None, classes, classes, validation=record)
+    metrics = {
+        "step": step,
+        "calibration": {"recalibration": fit_recalibration(val_probs, val_labels, mask, classes)},
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    operating_points.Evaluator(ctx).finish(record, metrics)
+    return json.loads((pathlib.Path(out_dir) / "thresholds.json").read_text())
+
+
+CLASSES = list(tiny_config().data.classes)
+
+
+def test_calls_are_probability_at_least_threshold():
+    from chestattn_jax.trained_model import calls
+
+    rng = np.random.default_rng(7)
+    probs = rng.random((30, len(CLASSES)))
+    values = dict(zip(CLASSES, [0.2, None, 0.5, 0.9, None], strict=True))
+    probs[3, 0] = 0.2  # exactly at the threshold: positive
+    got = calls(probs, CLASSES, values)
+    for i in range(len(probs)):
+        for j, c in enumerate(CLASSES):
+            expected = None if values[c] is None else bool(probs[i, j] >= values[c])
+            assert got[i][c] is expected, (i, c)
+    assert got[3]["Atelectasis"] is True
+    assert {got[i]["Mass"] for i in range(len(probs))} == {True, False}
+
+
+def test_thresholds_files_are_checked_field_by_field(tmp_path):
+    """A thresholds file as evaluation writes it reads back as it is; a damaged one is
+    refused with a message naming the file and the field."""
+    from chestattn_jax.trained_model import read_thresholds
+
+    saved = evaluated_thresholds(tmp_path, CLASSES, 4, *youden_split([0.3, 0.6, 0.4, 0.5, None]))
+    assert saved["thresholds"]["Effusion"] == 0.6 and saved["thresholds"]["Nodule"] is None
+    good = tmp_path / "thresholds.json"
+    read = read_thresholds(good)
+    assert read["values"] == saved["thresholds"] and read["step"] == 4
+    assert read["reasons"] == {"Nodule": "no validation positives"}
+    assert read["recalibration"] == saved["recalibration"] and read["rule"] == "youden"
+    assert read["source"] == str(good)
+
+    def changed(**fields):
+        return {**saved, **fields}
+
+    recal = saved["recalibration"]
+    cases = [
+        ({k: v for k, v in saved.items() if k != "step"}, "'step' is missing"),
+        (changed(classes="Atelectasis"), "'classes' must be a non-empty list"),
+        (changed(classes=[*CLASSES[:-1], CLASSES[0]]), "'classes' must be .* distinct"),
+        (changed(thresholds=[0.5] * 5), "'thresholds' must map each class"),
+        (changed(thresholds={**saved["thresholds"], "Mass": 1.5}), "'thresholds.Mass' must be"),
+        (changed(thresholds={**saved["thresholds"], "Mass": "0.4"}), "'thresholds.Mass' must"),
+        (
+            changed(thresholds={c: 0.5 for c in CLASSES[:-1]}),
+            r"'thresholds.Nodule' is missing \(null for a class without a threshold\)",
+        ),
+        (changed(thresholds={**saved["thresholds"], "Hernia": 0.5}), "'thresholds.Hernia' names"),
+        (changed(step="4"), "'step' must be a checkpoint step"),
+        (changed(step=True), "'step' must be a checkpoint step"),
+        (changed(rule=""), "'rule' must be a non-empty string"),
+        (changed(reasons=["x"]), "'reasons' must map"),
+        (changed(recalibration={**recal, "method": "isotonic"}), "'recalibration.method'"),
+        (
+            changed(recalibration={**recal, "class_names": CLASSES[::-1]}),
+            "'recalibration.class_names'",
+        ),
+        (
+            changed(
+                recalibration={
+                    **recal,
+                    "classes": {**recal["classes"], "Mass": {**recal["classes"]["Mass"], "a": -1}},
+                }
+            ),
+            "'recalibration.classes.Mass.a' must be a positive number",
+        ),
+    ]
+    bad = tmp_path / "bad.json"
+    for content, message in cases:
+        bad.write_text(json.dumps(content))
+        with pytest.raises(ValueError, match=rf"thresholds file {bad}: field {message}"):
+            read_thresholds(bad)
+    bad.write_text('{"rule": "youden",')
+    with pytest.raises(ValueError, match=rf"thresholds file {bad} is not valid JSON"):
+        read_thresholds(bad)
+    with pytest.raises(FileNotFoundError, match=r"thresholds file .*missing\.json does not exist"):
+        read_thresholds(tmp_path / "missing.json")
+
+
+def test_which_thresholds_a_model_is_called_at(tmp_path):
+    """WORKDIR/eval/thresholds.json counts only at its own checkpoint step and classes
+    (else no calls, and why); a file given instead must fit, or it is refused."""
+    from chestattn_jax.trained_model import model_thresholds
+
+    wd = tmp_path / "w"
+    split = youden_split([0.3, 0.6, 0.4, 0.5, None])
+    found, why = model_thresholds(wd, CLASSES, 4)
+    own = wd / "eval" / "thresholds.json"
+    assert found is None and why.startswith(f"no thresholds: {own} does not exist")
+    evaluated_thresholds(wd / "eval", CLASSES, 4, *split)
+    found, why = model_thresholds(wd, CLASSES, 4)
+    assert why is None and found["source"] == str(own) and found["values"]["Effusion"] == 0.6
+    assert model_thresholds(wd, CLASSES, 8, which="latest") == (
+        None,
+        f"no thresholds: {own} is from step 4, the restored checkpoint (latest) is step 8; "
+        "evaluate again, or give the thresholds.json of an evaluation at step 8 "
+        "(--thresholds=PATH, load(..., thresholds=PATH)).",
+    )
+    other = ["Atelectasis", "Effusion", "Mass"]
+    found, why = model_thresholds(wd, other, 4)
+    assert found is None and f"{own} is for the classes {CLASSES}, the model's are" in why
+    # A given file: used whatever the workdir holds, if it fits; refused if not.
+    given = tmp_path / "given" / "thresholds.json"
+    evaluated_thresholds(given.parent, CLASSES, 8, *youden_split([0.1, 0.2, 0.3, 0.4, 0.5]))
+    found, why = model_thresholds(wd, CLASSES, 8, given)
+    assert why is None and found["source"] == str(given) and found["values"]["Nodule"] == 0.5
+    with pytest.raises(ValueError, match=r"field 'step' is 8, but the restored checkpoint"):
+        model_thresholds(wd, CLASSES, 4, given)
+    with pytest.raises(ValueError, match=r"field 'classes' is .*another model's thresholds"):
+        model_thresholds(wd, other, 8, given)
+    # Thresholds set by hand, at no checkpoint (step null), are taken as they are.
+    by_hand = tmp_path / "by_hand.json"
+    by_hand.write_text(json.dumps({**json.loads(given.read_text()), "step": None}))
+    assert model_thresholds(wd, CLASSES, 4, by_hand)[0]["step"] is None
+    # The workdir's own file, damaged: refused, naming it and the field.
+    own.write_text(json.dumps({**json.loads(own.read_text()), "thresholds": {}}))
+    with pytest.raises(ValueError, match=rf"{own}: field 'thresholds.Atelectasis' is missing"):
+        model_thresholds(wd, CLASSES, 4)
+
+
+def test_a_malformed_thresholds_file_is_refused_before_anything_is_written(images, tmp_path):
+    """--thresholds=BAD is refused naming the field before the checkpoint is read or the
+    output folder touched: an earlier run's results there are left as they were."""
+    good, _ = images
+    config = tiny_config()
+    wd, out = tmp_path / "w", tmp_path / "out"
+    wd.mkdir()
+    out.mkdir()
+    (out / "predictions.json").write_text("{}")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"rule": "youden", "classes": CLASSES, "thresholds": {}}))
+    message = (
+        rf"thresholds file {bad}: field 'chosen_on' is missing.*Nothing was written: "
+        rf"{out}/predictions\.json is an earlier run's result"
+    )
+    with pytest.raises(ValueError, match=message):
+        predict_lib.predict(config, str(wd), good, str(out), thresholds=str(bad))
+    assert os.listdir(out) == ["predictions.json"]
+    assert (out / "predictions.json").read_text() == "{}"
+    assert os.listdir(wd) == []
+
+
+@pytest.mark.slow
+def test_predict_calls_at_the_evaluation_thresholds(workdir, images, tmp_path):
+    """predictions.json and load().predict call each class at the thresholds of the
+    workdir's evaluation (prob >= threshold; null without one), give the recalibrated
+    probabilities beside the raw ones, and say why when there are no calls."""
+    from chestattn_jax import trained_model
+
+    config, wd, _ = workdir
+    good, _ = images
+    w = copy_workdir(wd, tmp_path / "w")
+    model = trained_model.load(str(w))
+    assert (
+        model.thresholds is None and "eval/thresholds.json does not exist" in model.thresholds_why
+    )
+    plain = model.predict(good)
+    assert plain["calls"] is None and plain["recalibrated_probabilities"] is None
+    assert plain["thresholds"] is None and plain["thresholds_why"] == model.thresholds_why
+    # Thresholds between the images' lowest and highest probability (the last class has
+    # none), chosen on a validation split by the evaluator.
+    probs = plain["probabilities"]
+    cuts = [*((probs.min(0) + probs.max(0)) / 2)[:-1].tolist(), None]
+    saved = evaluated_thresholds(w / "eval", CLASSES, 0, *youden_split(cuts))
+    assert saved["thresholds"] == dict(zip(CLASSES, cuts, strict=True))
+
+    out = tmp_path / "out"
+    result = predict_lib.predict(config, str(w), good, str(out))
+    assert json.loads((out / "predictions.json").read_text()) == json.loads(json.dumps(result))
+    t = result["thresholds"]
+    assert result["thresholds_why"] is None and t["source"] == str(w / "eval" / "thresholds.json")
+    assert t["values"] == saved["thresholds"] and t["rule"] == "youden" and t["step"] == 0
+    assert (
+        t["chosen_on"] == saved["chosen_on"]
+        and t["reasons"]["Nodule"] == saved["reasons"]["Nodule"]
+    )
+    seen = set()
+    for p in result["predictions"]:
+        for c in CLASSES:
+            threshold = saved["thresholds"][c]
+            expected = None if threshold is None else p["probabilities"][c] >= threshold
+            assert p["calls"][c] is expected, (p["path"], c)
+            seen.add(expected)
+    assert seen == {True, False, None}
+    # The recalibration fitted beside the thresholds, sigmoid(a logit(p) + b) per class.
+    params = saved["recalibration"]["classes"]
+    assert any(params[c]["fitted"] for c in CLASSES)
+    for p in result["predictions"]:
+        for c in CLASSES:
+            z = np.log(p["probabilities"][c] / (1 - p["probabilities"][c]))
+            expected = 1 / (1 + np.exp(-(params[c]["a"] * z + params[c]["b"])))
+            np.testing.assert_allclose(p["recalibrated_probabilities"][c], expected, rtol=1e-9)
+    # load().predict gives the same calls, at the same thresholds.
+    out_load = trained_model.load(str(w)).predict(good)
+    assert out_load["calls"] == [p["calls"] for p in result["predictions"]]
+    assert out_load["thresholds"] == t
+    np.testing.assert_allclose(
+        out_load["recalibrated_probabilities"],
+        [[p["recalibrated_probabilities"][c] for c in CLASSES] for p in result["predictions"]],
+        rtol=1e-9,
+    )
+
+    # Thresholds of another checkpoint (step 8): no calls, and why, in predictions.json.
+    evaluated_thresholds(w / "eval", CLASSES, 8, *youden_split(cuts))
+    stale = predict_lib.predict(config, str(w), good, str(out))
+    assert stale["thresholds"] is None
+    assert stale["thresholds_why"] == (
+        f"no thresholds: {w}/eval/thresholds.json is from step 8, the restored checkpoint "
+        "(best) is step 0; evaluate again, or give the thresholds.json of an evaluation at "
+        "step 0 (--thresholds=PATH, load(..., thresholds=PATH))."
+    )
+    assert all(p["calls"] is None for p in stale["predictions"])
+    assert all(p["recalibrated_probabilities"] is None for p in stale["predictions"])
