@@ -466,7 +466,7 @@ def load(workdir: str, config=None, checkpoint: str = "best", thresholds=None) -
 # What the operating_points evaluator writes into an evaluation folder (WORKDIR/eval for
 # the test split at the best checkpoint): per class the threshold chosen on the validation
 # split, and the recalibration fitted there.
-THRESHOLDS_FILE = "thresholds.json"
+THRESHOLDS_FILE = workdir_lib.THRESHOLDS_FILE
 _REQUIRED = ("rule", "classes", "thresholds", "chosen_on", "step")
 
 

@@ -44,6 +44,9 @@ PREDICT_DIR = "predict"
 # In an evaluation folder: the predictions record that compare reads, and the maps of
 # the figure images.
 PREDICTIONS_FILE = "predictions.npz"
+# The thresholds (and recalibration) an evaluation chose on the validation split, which
+# prediction calls positives with (the operating_points evaluator writes it).
+THRESHOLDS_FILE = "thresholds.json"
 ATTENTION_EXAMPLES_FILE = "attention_examples.npz"
 # What the workdir itself keeps: an evaluation folder (config.eval.output_name) must not
 # take one of these names.

@@ -25,7 +25,7 @@ from chestattn_jax.operating_points import (
 )
 from chestattn_jax.reporting import section_pages
 
-THRESHOLDS_FILE = "thresholds.json"
+THRESHOLDS_FILE = workdir_lib.THRESHOLDS_FILE
 SPECIFICITIES = (0.9, 0.95)
 
 
