@@ -89,8 +89,17 @@ def _brute_force(record, j: int, threshold: float, kind: str, n: int) -> tuple[l
     return [i for _, i in sorted(found)[:n]], len(found)
 
 
+def _record_figures(monkeypatch) -> list:
+    """Replaces the figure with a list of the rows it would draw (matplotlib is slow)."""
+    from chestattn_jax.reporting import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "failure_review", lambda rows, n, path: drawn.append(rows))
+    return drawn
+
+
 @pytest.mark.parametrize("maps_kind", ["class", "image", None])
-def test_streamed_failures_are_the_brute_force_ones(tmp_path, maps_kind):
+def test_streamed_failures_are_the_brute_force_ones(tmp_path, maps_kind, monkeypatch):
     rng = np.random.default_rng(1)
     test, validation = _record(rng, 150), _record(rng, 60, no_positives=("Nodule",))
     n, size = 3, 8
@@ -106,6 +115,7 @@ def test_streamed_failures_are_the_brute_force_ones(tmp_path, maps_kind):
     }[maps_kind]
     ctx = _context(tmp_path, validation, num=n, variant="resnet" if maps_kind is None else "class")
     [evaluator] = evaluators.create(["failures"], ctx)
+    drawn = _record_figures(monkeypatch) if maps_kind != "class" else None
     assert evaluator.needs_rows and evaluator.needs_validation
     assert evaluator.needs_maps == (maps_kind is not None)
     _stream(evaluator, test, images, maps)
@@ -146,7 +156,20 @@ def test_streamed_failures_are_the_brute_force_ones(tmp_path, maps_kind):
                     assert m is None
                 else:
                     assert np.all(m == 10 * i + (j if maps_kind == "class" else 0))
-    assert (tmp_path / "failures.png").exists()
+    if drawn is None:
+        assert (tmp_path / "failures.png").exists()
+    else:  # the figure's rows: each class's failures, in order, with their own arrays
+        [rows] = drawn
+        assert [r["name"] for r in rows] == list(CLASSES)
+        for row, entry in zip(rows, result["classes"].values(), strict=True):
+            for kind in KINDS:
+                assert len(row[kind]) == len(entry[kind])
+                for panel, ex in zip(row[kind], entry[kind], strict=True):
+                    assert (
+                        np.all(panel["image"] == ex["index"]) and ex["example_id"] in panel["title"]
+                    )
+                    assert (panel["map"] is None) == (maps_kind is None)
+        assert "reason" in rows[CLASSES.index("Nodule")]
 
 
 def test_failures_at_the_threshold_and_a_class_without_one(tmp_path):
@@ -264,7 +287,7 @@ def test_off_with_zero_and_the_option_checked_once_the_config_has_it(tmp_path):
     assert problem.startswith("config.eval.num_failure_images=-1: must be at least 0")
 
 
-def test_the_pass_hands_rows_without_maps_to_evaluators_that_need_rows(tmp_path):
+def test_the_pass_hands_rows_without_maps_to_evaluators_that_need_rows(tmp_path, monkeypatch):
     """run_pass with a stand-in step that returns no maps (the resnet variant's): on_batch
     gets maps None and rows with the mask; the evaluator keeps the source's own images."""
     from chestattn_jax import sharding as shd
@@ -283,7 +306,7 @@ def test_the_pass_hands_rows_without_maps_to_evaluators_that_need_rows(tmp_path)
     [evaluator] = evaluators.create(
         ["failures"], _context(tmp_path, validation, num=2, variant="resnet")
     )
-    seen = []
+    seen, drawn = [], _record_figures(monkeypatch)
 
     def on_batch(maps, rows):
         seen.append((maps, sorted(rows)))
@@ -294,6 +317,7 @@ def test_the_pass_hands_rows_without_maps_to_evaluators_that_need_rows(tmp_path)
     assert seen[0][1] == ["image", "index", "labels", "mask", "probs", "valid"]
     metrics = {"split": "test"}
     evaluator.finish(record, metrics)
+    assert len(drawn) == 1
     for j, c in enumerate(classes):
         for kind in KINDS:
             entry = metrics["failures"]["classes"][c]
