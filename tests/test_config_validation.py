@@ -260,6 +260,7 @@ def test_validate_knows_every_choice_the_code_checks_where_it_is_used():
         "subgroups",
         "localization",
         "figures",
+        "failures",
         "tables",
         "report_html",
     }

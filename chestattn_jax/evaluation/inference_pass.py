@@ -159,11 +159,11 @@ def run_pass(
         default: all, in order. Labels are widened to the model's ``num_outputs``
         classes for the loss (masked elsewhere), and outputs and maps are cut back
         to ``columns``.
-      on_batch: with an ``eval_fn`` that returns the gate-3 maps, called after each
-        batch as ``on_batch(maps, rows)``: the global batch's maps (cut to
-        ``columns``) and its host arrays ``image``, ``labels``, ``valid`` and ``index``
+      on_batch: called after each batch as ``on_batch(maps, rows)``: the global
+        batch's gate-3 maps (cut to ``columns``; None where ``eval_fn`` returns none)
+        and its host arrays ``image``, ``labels``, ``mask``, ``valid`` and ``index``
         (the source index) gathered from every process, and ``probs`` (the record's
-        probabilities of those rows); padding rows have ``valid`` False.
+        probabilities of those rows); padding rows have ``valid`` False (and mask 0).
     """
     local_bs = shd.local_batch_size(batch_size, "config.eval.batch_size")
     data_sharding = shd.batch_sharded(mesh)
@@ -182,9 +182,8 @@ def run_pass(
         batch_logits = np.asarray(out["logits"])
         batch_logits = batch_logits if columns is None else batch_logits[:, columns]
         if on_batch is not None:
-            maps = np.asarray(jax.device_get(out["maps"]), np.float32)
             rows["probs"] = _sigmoid(batch_logits)
-            on_batch(maps[:, columns] if columns is not None and maps.ndim == 4 else maps, rows)
+            on_batch(_batch_maps(out, columns), rows)
         logits.append(batch_logits)
         labels.append(rows["labels"])
         masks.append(rows["mask"])
@@ -209,6 +208,15 @@ def run_pass(
         bce=bce_sum / n,
         attributes=_attributes(source, n),
     )
+
+
+def _batch_maps(out, columns):
+    """The eval step's maps on the host (class-based ones cut to ``columns``), or None
+    where it returns none (the resnet variant, a step without maps)."""
+    if "maps" not in out:
+        return None
+    maps = np.asarray(jax.device_get(out["maps"]), np.float32)
+    return maps[:, columns] if columns is not None and maps.ndim == 4 else maps
 
 
 def _sigmoid(logits) -> np.ndarray:

@@ -61,10 +61,12 @@ def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
     chosen = evaluators.create(config.eval.evaluators, ctx)
     # Evaluators ask for maps only where the model has them (not the resnet variant).
     with_maps = any(e.needs_maps for e in chosen)
+    # Those that read the batches' rows see them with or without maps (maps None).
+    with_rows = with_maps or any(e.needs_rows for e in chosen)
 
     def on_batch(maps, rows):
         for e in chosen:
-            if e.needs_maps:
+            if e.needs_maps or e.needs_rows:
                 e.add(maps, rows)
 
     # The one pass over the split: probabilities, the loss and (for the evaluators that
@@ -98,7 +100,7 @@ def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
     needs_validation = any(e.needs_validation for e in chosen)
     if needs_validation and config.eval.split != "validation":
         ctx.validation = one_pass("validation", create_source(data_config, "validation"))
-    record = one_pass(config.eval.split, source, on_batch if with_maps else None)
+    record = one_pass(config.eval.split, source, on_batch if with_rows else None)
     if needs_validation and ctx.validation is None:
         ctx.validation = record  # evaluating the validation split itself
     metrics = {

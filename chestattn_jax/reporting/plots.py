@@ -314,3 +314,72 @@ def reliability_diagrams(curves: dict, path: str) -> str:
     axes[0].legend(fontsize=6, loc="upper left")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def failure_review(rows: list[dict], per_kind: int, path: str) -> str:
+    """The failure review: one row per class, ``per_kind`` panels of its false positives
+    then ``per_kind`` of its false negatives, each the image with its map over it (where
+    given) and its title; the row's class and note (threshold, counts) at its left. Each
+    row: ``{"name", "note", "false_positives": [...], "false_negatives": [...]}``, each
+    example ``{"image": (S, S), "map": (h, w) or None, "title": str}`` (each line of the
+    title kept to its last 21 characters); a row with
+    ``"reason"`` (a class without a threshold) shows it instead of examples. Returns
+    ``path``."""
+    per_kind = max(per_kind, 1)
+    fig, axes = _new_figure(max(len(rows), 1), 2 * per_kind, panel=1.7, extra_h=0.4)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for r, row in enumerate(rows):
+        if row.get("reason"):
+            text = "\n".join(textwrap.wrap(f"no threshold: {row['reason']}", 60))
+            # Across the row's empty panels: left out of the layout, which keeps them apart.
+            axes[r, 0].text(
+                0.0,
+                0.5,
+                text,
+                transform=axes[r, 0].transAxes,
+                ha="left",
+                va="center",
+                fontsize=7,
+                color="0.3",
+                in_layout=False,
+            )
+        for k, (kind, what) in enumerate(
+            (("false_positives", "false positive"), ("false_negatives", "false negative"))
+        ):
+            examples = row.get(kind) or []
+            for c, ex in enumerate(examples[:per_kind]):
+                ax = axes[r, k * per_kind + c]
+                _image_panel(ax, ex["image"], "", ex.get("map"))
+                ax.set_title(
+                    "\n".join(_shorten(t, 22) for t in ex["title"].split("\n")), fontsize=6
+                )
+            if not examples and not row.get("reason"):
+                axes[r, k * per_kind].text(
+                    0.5,
+                    0.5,
+                    f"no {what}",
+                    transform=axes[r, k * per_kind].transAxes,
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="0.4",
+                    in_layout=False,
+                )
+        label = "\n".join([row["name"], *textwrap.wrap(row.get("note", ""), 22)])
+        axes[r, 0].text(
+            -0.08, 0.5, label, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=7
+        )
+    fig.suptitle(
+        "Left: false positives, most confident first.  Right: false negatives, most "
+        "confident first.",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _shorten(text: str, width: int) -> str:
+    """``text``, or its last ``width - 1`` characters after an ellipsis (an example id is
+    told apart by its end: NIH's ``..._001.png``, CheXpert's ``.../view1_frontal.jpg``)."""
+    return text if len(text) <= width else "\u2026" + text[-(width - 1) :]

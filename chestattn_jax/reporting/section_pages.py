@@ -235,3 +235,74 @@ def subgroups_page(sub: dict) -> dict:
         "tables": tables,
         "checklist": {"23a": "AUC with intervals by sex, age band and view."},
     }
+
+
+def failures_page(failures: dict, split: str) -> dict:
+    """The failure-review section: per class the threshold and the split's false-positive
+    and false-negative counts (or why the class has no threshold), the listed failures
+    with their probabilities, and ``failures.png``."""
+    n = failures["num_per_class"]
+    if not n:
+        return {"unavailable": "config.eval.num_failure_images = 0: no failure review."}
+    classes = failures["classes"]
+    counts = []
+    listed = []
+    for c, entry in classes.items():
+        found = entry.get("counts") or {}
+        counts.append(
+            [
+                c,
+                entry["threshold"],
+                found.get("false_positives"),
+                found.get("false_negatives"),
+                "" if entry["threshold"] is not None else f"no threshold: {entry['reason']}",
+            ]
+        )
+        for kind, short in (("false_positives", "FP"), ("false_negatives", "FN")):
+            for ex in entry[kind]:
+                listed.append(
+                    [
+                        c,
+                        short,
+                        ex["example_id"],
+                        ex["patient_id"],
+                        ex["prob"],
+                        ", ".join(ex["findings"]) or "none",
+                    ]
+                )
+    maps = {
+        "class": "the class's map over it",
+        "image": "the image's one map over it",
+    }.get(failures.get("maps"), "no map (the model has none)")
+    return {
+        "summary": f"Per class, the {n} most confident false positives (label 0, probability "
+        "at or above the threshold, highest first) and false negatives (label 1, below it, "
+        f"lowest first) on the {split} split, at the thresholds chosen by "
+        f"{failures['rule']} on the {failures['chosen_on']}. A class without a threshold "
+        "says why; none falls back to 0.5.",
+        "tables": [
+            {
+                "title": "Failures per class at the threshold",
+                "headers": ["class", "threshold", "false positives", "false negatives", "note"],
+                "rows": counts,
+            },
+            {
+                "title": "The most confident failures",
+                "headers": ["class", "kind", "example", "patient", "probability", "findings"],
+                "rows": listed,
+                "note": "findings: the example's scored positive labels.",
+            },
+        ],
+        "figures": [
+            {
+                "file": "failures.png",
+                "caption": f"One row per class: its false positives, then its false "
+                f"negatives, each the image with {maps}, titled with its example id and "
+                "probability.",
+            }
+        ],
+        "checklist": {
+            "claim-failures": f"The {n} most confident false positives and false negatives "
+            f"per class at the {failures['rule']} thresholds, with images and probabilities.",
+        },
+    }

@@ -6,7 +6,9 @@ pass twice:
 
 - ``add(maps, rows)``, once per global batch while the model runs, if it set
   ``needs_maps`` (the gate-3 maps are then computed, and streamed: nothing keeps them
-  unless an evaluator does);
+  unless an evaluator does) or ``needs_rows`` (the batch's rows, with the maps where
+  some evaluator asked for them and ``None`` where none did, as for the resnet
+  variant);
 - ``finish(record, metrics)``, once after the pass, with the :class:`Record` of the
   whole split: it adds its numbers to ``metrics`` (written as ``metrics.json``) and
   writes its files into ``ctx.out_dir``, whose names it lists in ``outputs``.
@@ -16,7 +18,8 @@ runs with ``--config.eval.evaluators="('auc','my_metric','tables')"``. An evalua
 reads what the ones before it added to ``metrics`` (``tables`` tabulates them).
 
 An evaluator's options are ``config.eval`` fields (``bootstrap_draws`` for ``auc``,
-``map_threshold`` for ``localization``, ``num_figure_images`` for ``figures``): a new one
+``map_threshold`` for ``localization``, ``num_figure_images`` for ``figures``,
+``num_failure_images`` for ``failures``): a new one
 gets its default in :func:`chestattn_jax.config.get_base_config` and its rule in the
 evaluator's ``check_config``, which validation calls before any run starts.
 """
@@ -63,9 +66,13 @@ class Context:
 
 class Evaluator:
     """The interface. Override ``finish``; set ``needs_maps`` and override ``add`` to
-    see the gate-3 maps as the pass runs."""
+    see the gate-3 maps as the pass runs, or ``needs_rows`` to see each batch's rows
+    (images included) whether or not the model has maps."""
 
     needs_maps = False
+    # Whether add() sees every batch even without maps (then ``maps`` is None, unless
+    # another chosen evaluator needs_maps). Without it or needs_maps, add() is not called.
+    needs_rows = False
     # Whether finish() reads ctx.validation: what is chosen on data (thresholds,
     # recalibration) is chosen on the validation split, never on the split it is tested on.
     needs_validation = False
@@ -88,10 +95,11 @@ class Evaluator:
         self.ctx = ctx
 
     def add(self, maps, rows) -> None:
-        """One global batch: ``maps`` ``(B, k, h, w)`` (class-based) or ``(B, h, w)``
-        (image-based), and host arrays ``image``, ``labels``, ``probs`` (the model's
-        probabilities of the record's columns), ``valid`` (False on padding rows) and
-        ``index`` (the row's source index)."""
+        """One global batch: ``maps`` ``(B, k, h, w)`` (class-based), ``(B, h, w)``
+        (image-based) or None (no chosen evaluator needs_maps), and host arrays
+        ``image``, ``labels``, ``mask``, ``probs`` (the model's probabilities of the
+        record's columns), ``valid`` (False on padding rows) and ``index`` (the row's
+        source index)."""
 
     def finish(self, record: Record, metrics: dict) -> None:
         raise NotImplementedError
