@@ -129,6 +129,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.eval.map_threshold = 0.5
     # Test images (with a finding) drawn in eval/overlays.png and kept for compare's Fig. 2.
     config.eval.num_figure_images = 8
+    # Failure review (evaluator failures): per class, this many most confident false
+    # positives and false negatives at the first operating point (thresholds chosen on
+    # validation), with their images, maps and probabilities, in failures.png and
+    # metrics["failures"]; 0: off. Our choice.
+    config.eval.num_failure_images = 4
     # The evaluation folder in the workdir; "" names it after the split and checkpoint.
     config.eval.output_name = ""
     # What evaluation computes from its one pass over the split, as evaluator plug-ins
@@ -160,6 +165,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         "subgroups",
         "localization",
         "figures",
+        "failures",
         "tables",
         "report_html",
     )

@@ -60,6 +60,7 @@ EVAL_FIELDS = (
     "eval.recalibration",
     "eval.subgroup_age_bands",
     "eval.subgroup_min_positives",
+    "eval.num_failure_images",
     "model.dtype",
 )
 # What a cross-dataset evaluation adds to the recorded settings.
