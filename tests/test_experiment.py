@@ -463,6 +463,35 @@ def test_started_cells_resume_and_a_finished_cell_without_its_config_is_refused(
         experiment.run(config, root)
 
 
+def test_an_evaluation_setting_newer_than_a_cell_is_evaluated_again(tmp_path, no_training):
+    """A cell trained before an evaluation setting existed (its config.json lacks it) is
+    not refused as another version: the setting counts as its evaluation recorded it, and
+    where it recorded none, --reevaluate evaluates the cell again."""
+    config = grid_config()
+    root = str(tmp_path / "root")
+    grid = experiment.cells(config)
+    finished_by_hand(root, config)
+    w = experiment.cell_workdir(root, grid[1])
+    saved = json.loads((w / "config.json").read_text())
+    del saved["eval"]["recalibration"]
+    (w / "config.json").write_text(json.dumps(saved))
+    assert experiment.changed_cells(config, root) == {
+        grid[1]: {"eval.recalibration": (None, "platt")}
+    }
+    with pytest.raises(ValueError, match="--reevaluate evaluates them again"):
+        experiment.run(config, root)
+    experiment.run(config, root, reevaluate=True)
+    assert no_training == [os.fspath(w)]
+    evaluated = {"step": 4, "version": EVALUATION_VERSION}
+    evaluated["settings"] = {"eval.recalibration": "platt"}  # as the new evaluation records it
+    (w / "eval" / "metrics.json").write_text(json.dumps(evaluated))
+    assert experiment.changed_cells(config, root) == {}
+    del saved["data"]["image_size"]  # any other field: another version's cell
+    (w / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="has no field data.image_size"):
+        experiment.changed_cells(config, root)
+
+
 def test_a_cell_evaluated_by_an_earlier_release_is_evaluated_again(tmp_path, no_training):
     """An evaluation written before what evaluation computes changed (no ``version``, or
     an older one) is not reported beside newer ones: it is named, and --reevaluate
