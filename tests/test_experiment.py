@@ -488,7 +488,7 @@ def test_an_evaluation_setting_newer_than_a_cell_is_evaluated_again(tmp_path, no
     assert experiment.changed_cells(config, root) == {}
     del saved["data"]["image_size"]  # any other field: another version's cell
     (w / "config.json").write_text(json.dumps(saved))
-    with pytest.raises(ValueError, match="has no field data.image_size"):
+    with pytest.raises(ValueError, match=r"has no field data\.image_size"):
         experiment.changed_cells(config, root)
 
 
