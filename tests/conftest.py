@@ -147,33 +147,36 @@ def set_fields(config, changes: dict):
 # ------------------------------------------- pytest-xdist: which worker runs which file, when
 
 # Under --dist loadfile each worker runs whole files, and xdist hands them out most tests
-# first: the files of a few long tests (runs in processes of their own) came last, and one
-# of them kept a worker busy for a minute or more after the other had run out of files.
-# These go first, longest first (CPU seconds of each file alone: 150, 70, 45, 30-50 and
-# 20-30), so that the short files even out the end. The order also has each step compiled
-# once: test_experiment compiles the tiny image model's steps before test_main runs them,
+# first: the files of a few long tests (runs in processes of their own) came last, where
+# one of them could keep a worker busy long after the other had run out of files. These go
+# first, longest first (CPU seconds of each alone: 145, 70, 85, 45, then 20-50), so that the
+# short files even out the end. The order also has a step compiled once, before the next
+# file runs it: test_experiment compiles the tiny image model's steps before test_main,
 # test_gcs the NIH-layout steps before test_cross_dataset and test_prepare.
 LONGEST_FIRST = (
     "test_distributed.py",  # with test_resume
     "test_gcs.py",
+    "test_workdir_safety.py",  # with test_damaged_checkpoints and test_localization
     "test_experiment.py",
     "test_main.py",
     "test_train.py",
     "test_predict.py",
-    "test_workdir_safety.py",
     "test_speed_options.py",
-    "test_damaged_checkpoints.py",
     "test_interrupt.py",
     "test_convert.py",
-    "test_localization.py",
     "test_cross_dataset.py",
     "test_prepare.py",
     "test_sharding.py",
     "test_models.py",
+    "test_parity.py",
 )
-# Files one worker runs together, as one: test_resume and test_distributed both compare with
-# the uninterrupted run of resume_config (resume_reference), which a worker runs once.
-SAME_WORKER = {"test_resume.py": "test_distributed.py"}
+# Files that one worker runs, as one, for the session fixtures they share: the
+# uninterrupted run of resume_config (resume_reference), and tiny_run.
+SAME_WORKER = {
+    "test_resume.py": "test_distributed.py",
+    "test_damaged_checkpoints.py": "test_workdir_safety.py",
+    "test_localization.py": "test_workdir_safety.py",
+}
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -230,6 +233,27 @@ def compilation_cache(tmp_path_factory):
             os.environ.pop(name.upper(), None)
         else:
             os.environ[name.upper()] = value
+
+
+@pytest.fixture(scope="session", autouse=True)
+def commands_without_torch(tmp_path_factory):
+    """The processes a test starts do not find torch (the parity extra, which test_parity
+    and test_convert use in the test process): tensorboardX imports it whenever it can,
+    about 2 s of CPU in every process that trains, for nothing the commands use. A package
+    of that name that fails to import, first on their path, is what they see where torch is
+    not installed."""
+    hidden = tmp_path_factory.getbasetemp() / "without_torch"
+    (hidden / "torch").mkdir(parents=True, exist_ok=True)
+    (hidden / "torch" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n"
+    )
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(hidden), saved) if p)
+    yield
+    if saved is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = saved
 
 
 def subprocess_env(env_extra=None) -> dict:
