@@ -29,8 +29,38 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # part of the compilation cache's key, so one setting everywhere is also what lets the
 # commands the tests run reuse the steps compiled here, and the other way round.
 FAST_COMPILE = "--xla_backend_optimization_level=0"
-if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+# XLA:CPU's fusion emitters off too, where this XLA has the flag (a flag it does not know
+# ends every process): its older emitters compile the tiny models' steps in less than half
+# the time again. They may sum in another order in two programs that compute the same
+# values, though: a test that compares two programs bit for bit compiles them with
+# EXACT_COMPILE, XLA's own emitters.
+NO_FUSION_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+
+
+def _test_xla_flags() -> str:
+    """FAST_COMPILE, with NO_FUSION_EMITTERS where XLA takes it: asked once per pytest run
+    (its pytest-xdist workers inherit the answer, as every command a test starts does)."""
+    flags = os.environ.get("CHESTATTN_TEST_XLA_FLAGS")
+    if flags is None:
+        probe = subprocess.run(
+            [sys.executable, "-c", "import jax; jax.devices('cpu')"],
+            env={**os.environ, "XLA_FLAGS": NO_FUSION_EMITTERS, "JAX_PLATFORMS": "cpu"},
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        flags = f"{FAST_COMPILE} {NO_FUSION_EMITTERS}" if probe.returncode == 0 else FAST_COMPILE
+        os.environ["CHESTATTN_TEST_XLA_FLAGS"] = flags
+    return flags
+
+
+TEST_XLA_FLAGS = _test_xla_flags()
+if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+# ``jax.jit(..., compiler_options=EXACT_COMPILE)``: the fusion emitters XLA uses by default.
+EXACT_COMPILE = (
+    {"xla_cpu_use_fusion_emitters": True} if NO_FUSION_EMITTERS in TEST_XLA_FLAGS else None
+)
 
 
 def load_config(name: str, arg: str | None = None):
