@@ -179,10 +179,10 @@ def set_fields(config, changes: dict):
 # Under --dist loadfile each worker runs whole files, and xdist hands them out most tests
 # first: the files of a few long tests (runs in processes of their own) came last, where
 # one of them could keep a worker busy long after the other had run out of files. These go
-# first, longest first (CPU seconds of each alone: 145, 70, 85, 45, then 20-50), so that the
-# short files even out the end. The order also has a step compiled once, before the next
-# file runs it: test_experiment compiles the tiny image model's steps before test_main,
-# test_gcs the NIH-layout steps before test_cross_dataset and test_prepare.
+# first, longest first (CPU seconds of each alone, SAME_WORKER's together: 95, 65, 55, then
+# 15 to 50), so that the short files even out the end. test_experiment goes before
+# test_main, whose command line then reads the tiny image model's steps from the
+# compilation cache, as test_cross_dataset and test_prepare read test_gcs's.
 LONGEST_FIRST = (
     "test_distributed.py",  # with test_resume
     "test_gcs.py",
@@ -192,13 +192,13 @@ LONGEST_FIRST = (
     "test_train.py",
     "test_predict.py",
     "test_speed_options.py",
-    "test_interrupt.py",
     "test_convert.py",
+    "test_interrupt.py",
     "test_cross_dataset.py",
     "test_prepare.py",
-    "test_sharding.py",
     "test_models.py",
     "test_parity.py",
+    "test_sharding.py",
 )
 # Files that one worker runs, as one, for the session fixtures they share: the
 # uninterrupted run of resume_config (resume_reference), and tiny_run.
@@ -288,7 +288,8 @@ def commands_without_torch(tmp_path_factory):
 
 def subprocess_env(env_extra=None) -> dict:
     """The environment of a process a test starts: this one's (the CPU, the XLA flags,
-    the session's compilation cache), without a signal hook unless ``env_extra`` sets one."""
+    the session's compilation cache, no torch), without a signal hook unless ``env_extra``
+    sets one."""
     from chestattn_jax.train import SIGNAL_AT_STEP_ENV
 
     env = {k: v for k, v in os.environ.items() if k != SIGNAL_AT_STEP_ENV}
