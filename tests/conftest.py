@@ -29,8 +29,38 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # part of the compilation cache's key, so one setting everywhere is also what lets the
 # commands the tests run reuse the steps compiled here, and the other way round.
 FAST_COMPILE = "--xla_backend_optimization_level=0"
-if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+# XLA:CPU's fusion emitters off too, where this XLA has the flag (a flag it does not know
+# ends every process): its older emitters compile the tiny models' steps in less than half
+# the time again. They may sum in another order in two programs that compute the same
+# values, though: a test that compares two programs bit for bit compiles them with
+# EXACT_COMPILE, XLA's own emitters.
+NO_FUSION_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+
+
+def _test_xla_flags() -> str:
+    """FAST_COMPILE, with NO_FUSION_EMITTERS where XLA takes it: asked once per pytest run
+    (its pytest-xdist workers inherit the answer, as every command a test starts does)."""
+    flags = os.environ.get("CHESTATTN_TEST_XLA_FLAGS")
+    if flags is None:
+        probe = subprocess.run(
+            [sys.executable, "-c", "import jax; jax.devices('cpu')"],
+            env={**os.environ, "XLA_FLAGS": NO_FUSION_EMITTERS, "JAX_PLATFORMS": "cpu"},
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        flags = f"{FAST_COMPILE} {NO_FUSION_EMITTERS}" if probe.returncode == 0 else FAST_COMPILE
+        os.environ["CHESTATTN_TEST_XLA_FLAGS"] = flags
+    return flags
+
+
+TEST_XLA_FLAGS = _test_xla_flags()
+if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+# ``jax.jit(..., compiler_options=EXACT_COMPILE)``: the fusion emitters XLA uses by default.
+EXACT_COMPILE = (
+    {"xla_cpu_use_fusion_emitters": True} if NO_FUSION_EMITTERS in TEST_XLA_FLAGS else None
+)
 
 
 def load_config(name: str, arg: str | None = None):
@@ -144,6 +174,63 @@ def set_fields(config, changes: dict):
     return config
 
 
+# ------------------------------------------- pytest-xdist: which worker runs which file, when
+
+# Under --dist loadfile each worker runs whole files, and xdist hands them out most tests
+# first: the files of a few long tests (runs in processes of their own) came last, where
+# one of them could keep a worker busy long after the other had run out of files. These go
+# first, longest first (CPU seconds of each alone, SAME_WORKER's together: 95, 65, 55, then
+# 15 to 50), so that the short files even out the end. test_experiment goes before
+# test_main, whose command line then reads the tiny image model's steps from the
+# compilation cache, as test_cross_dataset and test_prepare read test_gcs's.
+LONGEST_FIRST = (
+    "test_distributed.py",  # with test_resume
+    "test_gcs.py",
+    "test_workdir_safety.py",  # with test_damaged_checkpoints and test_localization
+    "test_experiment.py",
+    "test_main.py",
+    "test_train.py",
+    "test_predict.py",
+    "test_speed_options.py",
+    "test_convert.py",
+    "test_interrupt.py",
+    "test_cross_dataset.py",
+    "test_prepare.py",
+    "test_models.py",
+    "test_parity.py",
+    "test_sharding.py",
+)
+# Files that one worker runs, as one, for the session fixtures they share: the
+# uninterrupted run of resume_config (resume_reference), and tiny_run.
+SAME_WORKER = {
+    "test_resume.py": "test_distributed.py",
+    "test_damaged_checkpoints.py": "test_workdir_safety.py",
+    "test_localization.py": "test_workdir_safety.py",
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile with :data:`SAME_WORKER`'s files joined and :data:`LONGEST_FIRST`'s
+    handed out first (the others as xdist orders them: most tests first)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongestFirst(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            folder, _, name = super()._split_scope(nodeid).rpartition("/")
+            return f"{folder}/{SAME_WORKER.get(name, name)}".lstrip("/")
+
+        def _assign_work_unit(self, node):
+            rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+            first = min(self.workqueue, key=lambda s: rank.get(s.rpartition("/")[2], len(rank)))
+            self.workqueue.move_to_end(first, last=False)  # xdist takes the queue's first
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
+
+
 # ------------------------------------------------------------ compiling once per session
 
 
@@ -178,9 +265,31 @@ def compilation_cache(tmp_path_factory):
             os.environ[name.upper()] = value
 
 
+@pytest.fixture(scope="session", autouse=True)
+def commands_without_torch(tmp_path_factory):
+    """The processes a test starts do not find torch (the parity extra, which test_parity
+    and test_convert use in the test process): tensorboardX imports it whenever it can,
+    about 2 s of CPU in every process that trains, for nothing the commands use. A package
+    of that name that fails to import, first on their path, is what they see where torch is
+    not installed."""
+    hidden = tmp_path_factory.getbasetemp() / "without_torch"
+    (hidden / "torch").mkdir(parents=True, exist_ok=True)
+    (hidden / "torch" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n"
+    )
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(hidden), saved) if p)
+    yield
+    if saved is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = saved
+
+
 def subprocess_env(env_extra=None) -> dict:
     """The environment of a process a test starts: this one's (the CPU, the XLA flags,
-    the session's compilation cache), without a signal hook unless ``env_extra`` sets one."""
+    the session's compilation cache, no torch), without a signal hook unless ``env_extra``
+    sets one."""
     from chestattn_jax.train import SIGNAL_AT_STEP_ENV
 
     env = {k: v for k, v in os.environ.items() if k != SIGNAL_AT_STEP_ENV}

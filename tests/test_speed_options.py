@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import EXACT_COMPILE, tiny_config
 
 from chestattn_jax import sharding as shd
 from chestattn_jax.losses import regularized_loss
@@ -101,8 +101,11 @@ def skip_pair(request, data):
     # The skipping model's init, as shapes: it must build the same variables.
     shapes = jax.eval_shape(models[True].init, jax.random.key(0), data["images"])
     inits = {False: variables, True: shapes}
+    # Compared bit for bit: compiled as XLA compiles them by default (conftest.EXACT_COMPILE).
     out = {
-        skip: jax.jit(lambda v, d, m=m: _outputs(m, v, d))(variables, data)
+        skip: jax.jit(lambda v, d, m=m: _outputs(m, v, d), compiler_options=EXACT_COMPILE)(
+            variables, data
+        )
         for skip, m in models.items()
     }
     return request.param, inits, out, models
