@@ -186,7 +186,7 @@ def set_fields(config, changes: dict):
 LONGEST_FIRST = (
     "test_distributed.py",  # with test_resume
     "test_gcs.py",
-    "test_workdir_safety.py",  # with test_damaged_checkpoints and test_localization
+    "test_workdir_safety.py",  # with the other files of tiny_run (SAME_WORKER)
     "test_experiment.py",
     "test_main.py",
     "test_train.py",
@@ -206,6 +206,8 @@ SAME_WORKER = {
     "test_resume.py": "test_distributed.py",
     "test_damaged_checkpoints.py": "test_workdir_safety.py",
     "test_localization.py": "test_workdir_safety.py",
+    "test_report_html.py": "test_workdir_safety.py",
+    "test_failures.py": "test_workdir_safety.py",
 }
 
 
