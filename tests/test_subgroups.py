@@ -273,7 +273,12 @@ def test_the_evaluator_adds_the_subgroups(tmp_path):
         num_draws=40,
         seed=1,
     )
+    page = metrics["subgroups"].pop("page")  # report.html's view of the same numbers
     assert metrics["subgroups"] == expected
+    assert [t["title"] for t in page["tables"]][:2] == [
+        "By sex: mean AUC over classes",
+        "By sex: AUC per class",
+    ]
     assert list(metrics["subgroups"]["attributes"]["age"]) == ["<50", ">=50"]
     assert metrics["subgroups"]["num_draws"] == 40 and list(tmp_path.iterdir()) == []
     # A config without the options: their defaults. A record without attributes: none.
