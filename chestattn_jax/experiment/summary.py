@@ -188,6 +188,7 @@ def report(
             classes,
             os.fspath(out_dir / "forest.png"),
             title=f"paired differences of the mean per-fold AUC, {e.folds} folds, "
-            f"training seed{'s' if len(results) > 1 else ''} {seeds}",
+            f"training seed{'s' if len(results) > 1 else ''} {seeds}"
+            + (" (x: each seed's estimate)" if len(results) > 1 else ""),
         )
     return out
