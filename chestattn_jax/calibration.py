@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chestattn_jax.metrics import _class_mean, _interval, patient_draw_weights
+from chestattn_jax.metrics import _class_mean, _interval, check_table, patient_draw_weights
 
 BINNINGS = ("equal_mass", "equal_width")
 METHODS = ("temperature", "platt")
@@ -107,19 +107,11 @@ def _check_labels(labels, field: str) -> None:
 
 
 def _check_table(labels, probs, mask, class_names):
-    """``(N, k)`` labels, probs and mask as arrays, checked against each other and the
-    ``k`` class names; labels need be 0/1 only where the mask keeps them."""
-    labels, probs, mask = np.asarray(labels), np.asarray(probs, np.float64), np.asarray(mask)
-    if probs.ndim != 2:
-        raise ValueError(f"probs must be (N, k); got shape {probs.shape}.")
-    for field, array in (("labels", labels), ("mask", mask)):
-        if array.shape != probs.shape:
-            raise ValueError(f"{field} has shape {array.shape}, probs {probs.shape}.")
-    if len(class_names) != probs.shape[1]:
-        raise ValueError(f"class_names: {len(class_names)} names for {probs.shape[1]} classes.")
+    """:func:`chestattn_jax.metrics.check_table`, probabilities in [0, 1], labels as
+    float64."""
+    labels, probs, mask = check_table(labels, probs, mask, class_names)
     _check_probs(probs, "probs")
-    _check_labels(labels[mask > 0], "labels")
-    return labels.astype(np.float64), probs, mask > 0
+    return labels.astype(np.float64), probs, mask
 
 
 # ----------------------------------------------------------------- bins

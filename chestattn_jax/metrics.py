@@ -35,6 +35,27 @@ def patient_draw_weights(patient_ids, num_draws: int, seed: int = 0) -> np.ndarr
     return counts.reshape(num_draws, num_patients).astype(np.float32)[:, patient]
 
 
+def check_table(labels, probs, mask, class_names):
+    """``(N, k)`` labels, probs (float64) and mask (bool) as arrays, checked against each
+    other and the ``k`` class names: probs finite, labels 0/1 where the mask keeps them (a
+    ``ValueError`` names what is wrong). What the calibration and operating-point summaries
+    take."""
+    labels, probs, mask = np.asarray(labels), np.asarray(probs, np.float64), np.asarray(mask)
+    if probs.ndim != 2:
+        raise ValueError(f"probs must be (N, k); got shape {probs.shape}.")
+    for field, array in (("labels", labels), ("mask", mask)):
+        if array.shape != probs.shape:
+            raise ValueError(f"{field} has shape {array.shape}, probs {probs.shape}.")
+    if len(class_names) != probs.shape[1]:
+        raise ValueError(f"class_names: {len(class_names)} names for {probs.shape[1]} classes.")
+    if not np.all(np.isfinite(probs)):
+        raise ValueError("probs must be finite.")
+    mask = mask > 0
+    if not np.all(np.isin(labels[mask], (0, 1))):
+        raise ValueError("labels must be 0 or 1 where the mask keeps them.")
+    return labels, probs, mask
+
+
 def fold_draw_weights(patient_ids_by_fold, num_draws: int, seed: int = 0) -> list[np.ndarray]:
     """Fold-stratified patient draws: one ``(num_draws, N_f)`` array per fold, as
     :func:`patient_draw_weights` gives, each fold resampling its own patients (as many as

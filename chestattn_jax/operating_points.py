@@ -28,7 +28,7 @@ import re
 
 import numpy as np
 
-from chestattn_jax.metrics import _interval, patient_draw_weights
+from chestattn_jax.metrics import _interval, check_table, patient_draw_weights
 
 RULES = ("youden", "sensitivity", "specificity")
 METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1")
@@ -402,19 +402,6 @@ def _one_class(probs, labels):
 
 
 def _check_table(labels, probs, mask, class_names):
-    """``(N, k)`` labels (int), probs (float64) and mask (bool), checked against each other
-    and the ``k`` class names; labels need be 0/1 only where the mask keeps them."""
-    labels, probs, mask = np.asarray(labels), np.asarray(probs, np.float64), np.asarray(mask)
-    if probs.ndim != 2:
-        raise ValueError(f"probs must be (N, k); got shape {probs.shape}.")
-    for field, array in (("labels", labels), ("mask", mask)):
-        if array.shape != probs.shape:
-            raise ValueError(f"{field} has shape {array.shape}, probs {probs.shape}.")
-    if len(class_names) != probs.shape[1]:
-        raise ValueError(f"class_names: {len(class_names)} names for {probs.shape[1]} classes.")
-    if not np.all(np.isfinite(probs)):
-        raise ValueError("probs must be finite.")
-    mask = mask > 0
-    if not np.all(np.isin(labels[mask], (0, 1))):
-        raise ValueError("labels must be 0 or 1 where the mask keeps them.")
+    """:func:`chestattn_jax.metrics.check_table`, with labels as int64 (0 where masked)."""
+    labels, probs, mask = check_table(labels, probs, mask, class_names)
     return np.where(mask, labels, 0).astype(np.int64), probs, mask
