@@ -74,6 +74,7 @@ class Extremes:
 
 class Evaluator(evaluators.Evaluator):
     needs_validation = True
+    after = ("operating_points",)  # reads the thresholds it chose
     outputs = (FIGURE,)
 
     @staticmethod
@@ -115,7 +116,12 @@ class Evaluator(evaluators.Evaluator):
         config, classes = self.ctx.config.eval, list(record.classes)
         val = self.ctx.validation
         rule = config.operating_points[0]
-        chosen = choose_thresholds(val.labels, val.probs, val.mask, classes, rule)
+        # The operating points' own choice where that evaluator ran (the thresholds of
+        # thresholds.json); the same function on the same split otherwise.
+        ops = (metrics.get("operating_points") or {}).get("rules", {}).get(rule)
+        chosen = ops["validation"] if ops else None
+        if chosen is None:
+            chosen = choose_thresholds(val.labels, val.probs, val.mask, classes, rule)
         failures = {
             "rule": rule,
             "chosen_on": f"validation split, {len(val)} images",
