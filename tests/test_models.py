@@ -56,6 +56,35 @@ def test_output_shapes(variants):
         "gate3": (2, K, 4, 4),
     }
     assert class_aux["class_log_attention"].shape == (2, K, 4, 4)
+    # The embeddings: each gate's attended feature (channels of stages 1-3).
+    assert variants["resnet"][2][1]["pooled"] == {}
+    assert {k: v.shape for k, v in variants["image"][2][1]["pooled"].items()} == {
+        "gate1": (2, 32),
+        "gate2": (2, 64),
+        "gate3": (2, 128),
+    }
+    assert {k: v.shape for k, v in class_aux["pooled"].items()} == {
+        "gate1": (2, 32),
+        "gate2": (2, 64),
+        "gate3": (2, K, 128),
+    }
+
+
+@pytest.mark.slow
+def test_pooled_features_are_what_the_classifiers_read(variants):
+    # Eq. 4: class j's logit is its classifier on concat(ĝ1, ĝ2, ĝ3_j); the image model's
+    # one classifier reads concat(ĝ1, ĝ2, ĝ3). Recomputed from aux["pooled"] by hand.
+    variables, _, (logits, aux) = variants["image"]
+    p = variables["params"]["classifier"]
+    feats = np.concatenate([aux["pooled"][f"gate{s}"] for s in (1, 2, 3)], -1)
+    np.testing.assert_allclose(feats @ p["kernel"] + p["bias"], logits, rtol=1e-4, atol=1e-5)
+    variables, _, (logits, aux) = variants["class"]
+    p = variables["params"]["class_heads"]["branch"]["classifier"]
+    pooled = aux["pooled"]
+    for j in range(K):
+        feats = np.concatenate([pooled["gate1"], pooled["gate2"], pooled["gate3"][:, j]], -1)
+        expected = feats @ p["kernel"][j][:, 0] + p["bias"][j][0]
+        np.testing.assert_allclose(expected, logits[:, j], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -140,13 +140,14 @@ class ClassBranch(nn.Module):
         )(local, global_proj)
         features = jnp.concatenate([shared_pooled, pooled], axis=-1)
         logit = nn.Dense(1, name="classifier")(features)[:, 0]
-        return logit, maps, log_w
+        return logit, maps, log_w, pooled
 
 
 class ClassAttentionHeads(nn.Module):
     """``num_classes`` independent :class:`ClassBranch` es, vmapped, no Python loop.
 
-    Returns logits ``(B, k)``, maps ``(B, k, H, W)`` and log-weights ``(B, k, H, W)``.
+    Returns logits ``(B, k)``, maps ``(B, k, H, W)``, log-weights ``(B, k, H, W)`` and
+    each class's attended gate-3 feature ĝ3 ``(B, k, C)``.
     """
 
     num_classes: int  # k: one ClassBranch each

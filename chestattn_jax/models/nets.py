@@ -10,6 +10,10 @@ plots read without running the model again:
 - ``aux["class_log_attention"]`` (``class`` only): ``(B, k, H3, W3)`` log-weights
   whose softmax over positions is class j's normalised map (Eq. 5's entropy).
 - ``aux["global"]``: g, ``(B, C4)`` float32; absent when stage 4 is skipped (below).
+- ``aux["pooled"]``: the attended features ĝ that the classifiers read, float32:
+  ``{"gate1": (B, C1), "gate2": (B, C2), "gate3": (B, C3)}`` for ``image``; for ``class``
+  ``gate3`` is ``(B, k, C3)``, class j's own. Empty for ``resnet`` (its classifier reads
+  g). These and g are the embeddings of :meth:`chestattn_jax.trained_model.Model.embed`.
 
 The three gates sit on ``gate_stages`` (default ``(1, 2, 3)``: gates on stages 1-3, as the
 paper's Fig. 1 draws them; the text does not force it). ``(2, 3, 4)`` puts them one stage
@@ -107,7 +111,7 @@ class ChestAttentionNet(nn.Module):
         features = ResNet(self.stage_sizes, self.num_filters, dtype=self.dtype, name="backbone")(
             x, train=train, num_stages=len(self.stage_sizes) - 1 if skip else None
         )
-        aux = {"attention": {}}
+        aux = {"attention": {}, "pooled": {}}
         if not skip:
             g = jnp.mean(features["l4"].astype(jnp.float32), axis=(1, 2))
             aux["global"] = g
@@ -125,6 +129,7 @@ class ChestAttentionNet(nn.Module):
                 features[f"l{self.gate_stages[s - 1]}"], project(s)
             )
             aux["attention"][f"gate{s}"] = maps
+            aux["pooled"][f"gate{s}"] = pooled_s.astype(jnp.float32)
             pooled.append(pooled_s)
 
         if self.variant == "image":
@@ -132,10 +137,11 @@ class ChestAttentionNet(nn.Module):
             return logits, aux
 
         # Class-based: P_3 is shared, everything else of gate 3 is per class.
-        logits, maps, log_w = ClassAttentionHeads(
+        logits, maps, log_w, pooled3 = ClassAttentionHeads(
             self.num_classes, **self._gate_kwargs(), name="class_heads"
         )(features[f"l{self.gate_stages[2]}"], project(3), jnp.concatenate(pooled, -1))
         aux["attention"]["gate3"] = maps
+        aux["pooled"]["gate3"] = pooled3.astype(jnp.float32)
         aux["class_log_attention"] = log_w
         return logits, aux
 
