@@ -100,8 +100,9 @@ FINDINGS: tuple[Finding, ...] = (
     Finding(
         "Hernia",
         {"nih": "Hernia", "padchest": "hiatal hernia"},
-        note="PadChest's hiatal hernia is taken as NIH's Hernia: the hernia a chest "
-        "radiograph shows is, in nearly every case, hiatal.",
+        note="PadChest's hiatal hernia is taken as NIH's Hernia (our choice: the hernia a "
+        "chest radiograph shows is most often hiatal); PadChest's other hernias are not "
+        "in the table.",
     ),
     Finding(
         "Infiltration",
@@ -137,8 +138,8 @@ FINDINGS: tuple[Finding, ...] = (
         | {"rsna_pneumonia": "Lung Opacity", "padchest": "pneumonia"},
         within=("Lung Opacity",),
         note="RSNA's Lung Opacity (its Target 1) is Pneumonia here, not CheXpert's Lung "
-        "Opacity: the challenge's readers marked opacities suggestive of pneumonia, and "
-        "images with other opacities are its No Lung Opacity / Not Normal.",
+        "Opacity: the challenge's Lung Opacity is an opacity suggestive of pneumonia, and "
+        "abnormal images without one are its No Lung Opacity / Not Normal.",
     ),
     Finding(
         "Pneumothorax",
