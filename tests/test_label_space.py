@@ -8,6 +8,7 @@ import itertools
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
 from chestattn_jax.data import label_space
@@ -205,3 +206,94 @@ def test_the_docs_page_shows_the_modules_table_and_choices():
     rows = label_space.markdown_table().splitlines()[2:]
     assert [re.match(r"\| \*\*(.*?)\*\*", r).group(1) for r in rows] == list(label_space.findings())
     assert all(f"(`{d}`)" in label_space.markdown_table() for d in label_space.DATASETS)
+
+
+# --- NIH expert labels ----------------------------------------------------------------
+
+
+def _record(ids, seed=0):
+    from chestattn_jax.evaluation.inference_pass import Record
+
+    rng = np.random.default_rng(seed)
+    n, k = len(ids), len(NIH_CLASSES)
+    return Record(
+        probs=rng.random((n, k)),
+        labels=rng.integers(0, 2, (n, k)),
+        mask=np.ones((n, k), np.int32),
+        patient_ids=np.asarray([i.split("_")[0] for i in ids]),
+        example_ids=np.asarray(ids),
+        classes=NIH_CLASSES,
+        evaluated_as=NIH_CLASSES,
+    )
+
+
+def test_expert_labels_score_the_covered_images_as_sklearn_does(tmp_path):
+    from raw_fixtures import write_nih_expert_labels
+    from sklearn.metrics import roc_auc_score
+
+    from chestattn_jax.evaluation import expert_labels
+
+    split = [f"{p:08d}_{f:03d}.png" for p in range(1, 21) for f in range(2)]  # 40 images
+    listed = split[::3] + split[1::3][:6] + ["00099999_000.png"]  # 20 of them, and one other
+    path = tmp_path / "google2019_nih-chest-xray-labels.csv"
+    truth = write_nih_expert_labels(path, listed, seed=3, blank=9)
+    record = _record(split)
+    out = expert_labels.expert_metrics(record, expert_labels.read_expert_labels(path))
+    covered = [i for i, image in enumerate(split) if image in truth]
+    assert out["images"] == len(covered) == 20 and out["split_images"] == 40
+    assert out["file_images"] == 21
+    assert out["class_map"] == {
+        "Consolidation": "Airspace opacity",
+        "Mass": "Nodule or mass",
+        "Nodule": "Nodule or mass",
+        "Pneumothorax": "Pneumothorax",
+    }
+    sets = [("test", "validation")[listed.index(split[i]) % 2] for i in covered]
+    assert out["by_set_id"] == {s: sets.count(s) for s in set(sets)}
+    for model_class, column in out["class_map"].items():
+        rows = [i for i in covered if truth[split[i]][column] is not None]
+        y = [truth[split[i]][column] for i in rows]
+        p = record.probs[rows, NIH_CLASSES.index(model_class)]
+        assert out["auc"][model_class] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+        assert out["positives"][model_class] == sum(y)
+        assert out["negatives"][model_class] == len(y) - sum(y)
+        assert out["unlabelled"][model_class] == len(covered) - len(rows)
+    assert out["unlabelled"]["Consolidation"] == 1  # the blank Airspace opacity
+    assert "20 of the split's 40 images" in out["note"]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.replace(",Pneumothorax,", ",Pneumothorax2,", 1), r"Pneumothorax"),
+        (lambda t: t.replace(",YES,", ",MAYBE,", 1), r"line 2: 'MAYBE' in column"),
+        (lambda t: t + t.splitlines()[1].replace("YES", "NO") + "\r\n", r"listed on line 2"),
+        (lambda t: t.replace(",test\r\n", "\r\n", 1), r"line 2: 15 fields where the header has 16"),
+    ],
+)
+def test_a_bad_expert_file_is_named_with_its_line(tmp_path, edit, message):
+    from raw_fixtures import write_nih_expert_labels
+
+    from chestattn_jax.data.raw import DataFormatError
+    from chestattn_jax.evaluation import expert_labels
+
+    path = tmp_path / "experts.csv"
+    write_nih_expert_labels(path, [f"{p:08d}_000.png" for p in range(1, 10)])
+    path.write_text(edit(path.read_bytes().decode()), newline="")
+    with pytest.raises(DataFormatError, match=message) as e:
+        expert_labels.read_expert_labels(path)
+    assert str(path) in str(e.value)
+
+
+def test_expert_labels_are_refused_off_nih_and_without_auc():
+    from conftest import tiny_config
+
+    from chestattn_jax import validation
+
+    config = tiny_config("class")  # the phantoms
+    config.eval.nih_expert_labels = "/x/google2019_nih-chest-xray-labels.csv"
+    found = validation.problems(config, "evaluate", num_devices=1)
+    assert len(found) == 1 and "but the evaluated data set is 'synthetic'" in found[0]
+    config.eval.evaluators = ("calibration",)
+    found = validation.problems(config, "evaluate", num_devices=1)
+    assert len(found) == 1 and "is read by the auc evaluator" in found[0]
