@@ -65,7 +65,7 @@ FINDINGS: tuple[Finding, ...] = (
     Finding(
         "Atelectasis",
         _same("Atelectasis", "nih", *_CX, "vindr_cxr") | {"padchest": "atelectasis"},
-        synonyms={"padchest": ("laminar atelectasis",)},
+        synonyms={"padchest": ("laminar atelectasis", "lobar atelectasis")},
         within=("Lung Opacity",),
     ),
     Finding(
@@ -112,6 +112,7 @@ FINDINGS: tuple[Finding, ...] = (
     Finding(
         "Mass",
         {"nih": "Mass", "padchest": "mass"},
+        synonyms={"padchest": ("pulmonary mass",)},
         within=("Nodule/Mass", "Lung Lesion"),
     ),
     Finding(
@@ -201,7 +202,11 @@ FINDINGS: tuple[Finding, ...] = (
         within=("Fracture",),
     ),
     Finding("Other Lesion", {"vindr_cxr": "Other lesion"}),
-    Finding("COPD", {"vindr_cxr": "COPD", "padchest": "COPD signs"}),
+    Finding(
+        "COPD",
+        {"vindr_cxr": "COPD", "padchest": "COPD signs"},
+        synonyms={"padchest": ("copd signs",)},  # as readers that lowercase every label give it
+    ),
     Finding("Lung Tumor", {"vindr_cxr": "Lung tumor"}),
     Finding("Tuberculosis", {"vindr_cxr": "Tuberculosis", "padchest": "tuberculosis"}),
     Finding("Other Diseases", {"vindr_cxr": "Other diseases"}),
