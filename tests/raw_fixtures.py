@@ -373,3 +373,40 @@ def write_dicom(
         item.add_new(0x00283006, "US", [int(x) for x in table])  # LUT Data
         ds.VOILUTSequence = Sequence([item])
     ds.save_as(str(path), enforce_file_format=True)
+
+
+# The NIH expert relabelling as distributed (google2019_nih-chest-xray-labels.csv): the
+# Data_Entry columns, the four expert columns as YES / NO, and the set each image is in.
+NIH_EXPERT_COLUMNS = ("Fracture", "Pneumothorax", "Airspace opacity", "Nodule or mass")
+NIH_EXPERT_HEADER = NIH_HEADER + "," + ",".join(NIH_EXPERT_COLUMNS) + ",Set Id"
+
+
+def write_nih_expert_labels(path, images, seed: int = 0, blank: int = -1) -> dict:
+    """Writes ``google2019_nih-chest-xray-labels.csv`` at ``path`` for the NIH image names
+    ``images``, in its layout (CRLF line ends, as the real file), each image's expert
+    columns drawn YES / NO at random (every column both ways where there are 8 images or
+    more), ``Set Id`` alternating ``test`` and ``validation``. ``blank``: the row whose
+    ``Airspace opacity`` is left blank (-1: none).
+
+    Returns ``{image: {column: 1, 0 or None (blank)}}``, the truth a test scores against.
+    """
+    rng = np.random.default_rng(seed)
+    truth, lines = {}, [NIH_EXPERT_HEADER]
+    for i, image in enumerate(images):
+        values = rng.integers(0, 2, len(NIH_EXPERT_COLUMNS))
+        if i < 2 * len(NIH_EXPERT_COLUMNS):  # each column YES once and NO once at least
+            values[i % len(NIH_EXPERT_COLUMNS)] = i // len(NIH_EXPERT_COLUMNS) == 0
+            values[(i + 1) % len(NIH_EXPERT_COLUMNS)] = i // len(NIH_EXPERT_COLUMNS) == 1
+        cells = ["YES" if v else "NO" for v in values]
+        row = {c: int(v) for c, v in zip(NIH_EXPERT_COLUMNS, values, strict=True)}
+        if i == blank:
+            cells[2], row["Airspace opacity"] = "", None
+        patient = image.split("_")[0]
+        lines.append(
+            f"{image},No Finding,0,{int(patient)},50,M,PA,2500,2048,0.143,0.143,"
+            + ",".join(cells)
+            + ("," + ("test" if i % 2 == 0 else "validation"))
+        )
+        truth[image] = row
+    pathlib.Path(path).write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    return truth
