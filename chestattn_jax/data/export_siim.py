@@ -8,8 +8,9 @@ DICOM per image at ``dicom-images-train/<study UID>/<series UID>/<ImageId>.dcm``
 header gives the patient, sex, age and view. A phantom with a pneumothorax gets its truth
 mask (:func:`chestattn_jax.data.synthetic.render`), mapped onto the 1024-px frame of the
 challenge's code (nearest neighbour) and encoded as its relative, column-major run-length
-code, one row per lung it lies in (so an image with both has two rows, whose union is
-its truth); one without gets ``-1``. The image itself is written at the phantom's size,
+code in two rows, its upper and lower part, whose union is its truth (real files have a
+row per separate region; two rows per positive image exercise the union on each); one
+without gets ``-1``. The image itself is written at the phantom's size,
 as a copy with smaller DICOMs would be. Every other phantom finding is drawn in the
 image and not labelled: the set has the one class.
 """
@@ -58,21 +59,18 @@ def frame_mask(mask: np.ndarray, frame: int = MASK_FRAME) -> np.ndarray:
 
 
 def regions(mask: np.ndarray) -> list[np.ndarray]:
-    """The non-empty parts of ``mask`` in the image's left and right halves: the rows of
-    one image (their union is ``mask``)."""
-    half = mask.shape[1] // 2
-    parts = []
-    for cols in (slice(0, half), slice(half, None)):
-        part = np.zeros_like(mask)
-        part[:, cols] = mask[:, cols]
-        if part.any():
-            parts.append(part)
-    return parts
+    """``mask`` as the rows of one image: its upper and lower halves (split at the middle
+    of the rows it spans; one part if it spans one row), whose union is ``mask``."""
+    rows = np.flatnonzero(mask.any(1))
+    middle = (rows[0] + rows[-1] + 1) // 2
+    upper, lower = mask.copy(), mask.copy()
+    upper[middle:], lower[:middle] = False, False
+    return [part for part in (upper, lower) if part.any()]
 
 
 def write_dicom(path: str, pixels: np.ndarray, uids, *, patient: str, sex: str, age: int, view):
     """A DX DICOM (explicit VR little endian, 8-bit MONOCHROME2) of ``pixels`` with the
-    header fields the reader takes (patient, sex, age as ``NNN`` years, view)."""
+    header fields the reader takes (patient, sex, age as ``NNNY``, view)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
@@ -87,7 +85,7 @@ def write_dicom(path: str, pixels: np.ndarray, uids, *, patient: str, sex: str, 
     ds.SOPInstanceUID = image
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
     ds.Modality = "CR"
-    ds.PatientID, ds.PatientSex, ds.PatientAge = patient, sex, str(age)
+    ds.PatientID, ds.PatientSex, ds.PatientAge = patient, sex, f"{age:03d}Y"
     ds.ViewPosition = view
     ds.set_pixel_data(np.asarray(pixels, np.uint8), "MONOCHROME2", 8)
     ds.save_as(path, enforce_file_format=True)
