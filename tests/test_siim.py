@@ -116,12 +116,16 @@ def test_absent_images_follow_on_bad_image(tmp_path):
 @pytest.fixture(scope="module")
 def siim_export(tmp_path_factory):
     from chestattn_jax.data.export_siim import export_siim
-    from chestattn_jax.data.synthetic import PhantomConfig
+    from chestattn_jax.data.synthetic import PHANTOM_CLASSES, PhantomConfig, render
 
     root = tmp_path_factory.mktemp("siim") / "raw"
     # More pneumothoraces than the phantoms' 6 %, so that every split has some.
     config = PhantomConfig(image_size=64, prevalence_scale=4.0)
-    return export_siim(str(root), 120, seed=1, config=config)
+    out = export_siim(str(root), 120, seed=1, config=config)
+    # The phantoms' own pneumothorax masks, from the renderer.
+    column = PHANTOM_CLASSES.index("Pneumothorax")
+    out["masks"] = {k: render(1, i, config)["masks"][column] for k, i in out["positive"].items()}
+    return out
 
 
 def test_export_reads_back_into_its_own_truth(siim_export):

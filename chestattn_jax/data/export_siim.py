@@ -104,12 +104,12 @@ def export_siim(
     :func:`chestattn_jax.data.export.claim_out_dir`).
 
     Returns ``{"num_images", "num_patients", "num_positive", "num_rows", "root",
-    "masks": {ImageId: (S, S) bool truth of each positive image}}``.
+    "positive": {ImageId: index of the phantom (render(seed, index, config))}}``.
     """
     config = config or PhantomConfig()
     about = {"layout": "siim_pneumothorax", "num_images": num_images, "seed": seed}
     claim_out_dir(out_dir, siim_files(num_images), overwrite=overwrite, about=about)
-    lines, masks = [RLE_HEADER], {}
+    lines, positive = [RLE_HEADER], {}
     for index in range(num_images):
         patient = index // IMAGES_PER_PATIENT
         sex, age, rng = _patient_meta(seed, patient)
@@ -125,17 +125,17 @@ def export_siim(
         if truth is None or not truth.any():
             lines.append(f"{image_id}, -1")
             continue
-        masks[image_id] = truth
+        positive[image_id] = index
         lines += [f"{image_id}, {encode_rle(frame_mask(r))}" for r in regions(truth)]
     with open(os.path.join(out_dir, RLE_FILE), "w", newline="") as f:
         f.write("\n".join(lines) + "\n")
     return {
         "num_images": num_images,
         "num_patients": -(-num_images // IMAGES_PER_PATIENT),
-        "num_positive": len(masks),
+        "num_positive": len(positive),
         "num_rows": len(lines) - 1,
         "root": out_dir,
-        "masks": masks,
+        "positive": positive,
     }
 
 
