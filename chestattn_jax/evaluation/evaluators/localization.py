@@ -143,13 +143,13 @@ class Evaluator(evaluators.Evaluator):
         }
         model = scores.pop("model")
         scores["class_prior"] = {**self.prior.info(self.ctx.classes), **scores["class_prior"]}
-        validation_findings = len(tuned_on["model"].findings()["class"])
+        tuning_findings = len(tuned_on["model"].findings()["class"])
         loc = {
             **model,
             "miou": {
                 "thresholds": list(MIOU_THRESHOLDS),
                 "tuned_on": TUNED_ON_VALIDATION if self.needs_validation_maps else TUNED_ON_ITSELF,
-                "tuning_findings": validation_findings,
+                "tuning_findings": tuning_findings,
             },
             "headline": HEADLINE,
             "baselines": scores,
