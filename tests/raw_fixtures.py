@@ -410,3 +410,42 @@ def write_nih_expert_labels(path, images, seed: int = 0, blank: int = -1) -> dic
         truth[image] = row
     pathlib.Path(path).write_bytes(("\r\n".join(lines) + "\r\n").encode())
     return truth
+
+
+SIIM_RLE_HEADER = "ImageId, EncodedPixels"  # as distributed: the second name after a space
+
+
+def write_siim_fixture(root, rows, images=None, size: int = 16) -> dict:
+    """Writes a SIIM-ACR Pneumothorax folder under ``root``: ``train-rle.csv`` with
+    ``rows`` (``(ImageId, EncodedPixels)``, each value written after a space as in the
+    distributed file) and, for each of ``images`` (default: every ImageId of ``rows``), a
+    ``size``-px DICOM nested ``dicom-images-train/<study>/<series>/<ImageId>.dcm`` whose
+    header gives patient ``P<i // 2>``, sex, age ``0NNY`` and view.
+
+    Returns ``{"paths": {ImageId: path}, "meta": {ImageId: (patient, sex, age, view)}}``.
+    """
+    root = pathlib.Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [SIIM_RLE_HEADER, *(f"{image}, {code}" for image, code in rows)]
+    (root / "train-rle.csv").write_text("\n".join(lines) + "\n")
+    if images is None:
+        images = list(dict.fromkeys(image for image, _ in rows))
+    paths, meta = {}, {}
+    for i, image in enumerate(images):
+        folder = root / "dicom-images-train" / f"1.2.3.{i}" / f"1.2.4.{i}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{image}.dcm"
+        write_dicom(path, np.full((size, size), 20 * i, np.uint8), view_position="PA")
+        import pydicom
+
+        ds = pydicom.dcmread(path)
+        info = (f"P{i // 2}", "F" if i % 2 else "M", 30 + i, "AP" if i % 3 else "PA")
+        ds.PatientID, ds.PatientSex, ds.PatientAge, ds.ViewPosition = (
+            info[0],
+            info[1],
+            f"{info[2]:03d}Y",
+            info[3],
+        )
+        ds.save_as(path, enforce_file_format=True)
+        paths[image], meta[image] = str(path), info
+    return {"paths": paths, "meta": meta}
