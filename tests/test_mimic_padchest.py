@@ -269,10 +269,19 @@ def test_padchest_a_malformed_row_names_file_and_line(tmp_path, edit, message):
     assert str(e.value).startswith(truth["csv"])
 
 
-def test_padchest_an_image_listed_twice_with_other_labels_or_a_missing_csv(tmp_path):
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda r: r.replace("'pleural effusion'", "'pneumothorax'"),
+        # Another view: an error even though the first listing (PA) is kept, the second not.
+        lambda r: r.replace("POSTEROANTERIOR,PA,", "LATERAL,L,"),
+    ],
+)
+def test_padchest_an_image_listed_twice_with_other_fields_or_a_missing_csv(tmp_path, edit):
     truth = write_padchest_fixture(tmp_path)
     lines = open(truth["csv"]).read().splitlines()
-    lines[2] = lines[2].replace("'pleural effusion'", "'pneumothorax'")
+    assert lines[1] == lines[2] != edit(lines[2])
+    lines[2] = edit(lines[2])
     open(truth["csv"], "w").write("\n".join(lines) + "\n")
     with pytest.raises(DataFormatError, match=r"line 3: image 'a_00-001-001\.png' is listed again"):
         padchest.load(truth["root"])

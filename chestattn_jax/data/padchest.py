@@ -229,6 +229,17 @@ def read_csv(
         view = cell["Projection"] or _DICOM_VIEW.get(
             cell["ViewPosition_DICOM"].upper(), cell["ViewPosition_DICOM"]
         )
+        sex = {"M": "M", "F": "F"}.get(cell["PatientSex_DICOM"].upper(), "")
+        # Every field read, whichever images are kept: a second listing must repeat them.
+        fields = (folder, cell["PatientID"], terms, view, sex, birth, date, method)
+        if image in seen:
+            if seen[image][1] != fields:
+                raise DataFormatError(
+                    f"{where}: image {image!r} is listed again, with other fields than on "
+                    f"line {seen[image][0]}."
+                )
+            continue
+        seen[image] = (line, fields)
         if physician_only and method != PHYSICIAN:
             continue
         if views is not None and view not in views:
@@ -251,21 +262,12 @@ def read_csv(
             labels=labels,
             mask=mask,
             view=view,
-            sex={"M": "M", "F": "F"}.get(cell["PatientSex_DICOM"].upper(), ""),
+            sex=sex,
             age=age,
             source_split="",
             boxes=NO_BOXES,
             box_labels=NO_BOX_LABELS,
         )
-        if image in seen:
-            first_line, first = seen[image]
-            if _fields(first) != _fields(example):
-                raise DataFormatError(
-                    f"{where}: image {image!r} is listed again, with other fields than on "
-                    f"line {first_line}."
-                )
-            continue
-        seen[image] = (line, example)
         examples.append(example)
     if unlabelled:
         logging.warning("%s: left out %d images with a blank Labels cell.", path, unlabelled)
@@ -276,10 +278,6 @@ def read_csv(
         wanted = "" if views is None else f" with a Projection in {tuple(views)}"
         raise DataFormatError(f"{path}: no labelled {kept}image{wanted}.")
     return examples
-
-
-def _fields(ex: RawExample) -> tuple:
-    return (ex.image_path, ex.patient_id, ex.labels.tobytes(), ex.view, ex.sex, ex.age)
 
 
 def load(
