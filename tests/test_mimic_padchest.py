@@ -161,6 +161,20 @@ def test_mimic_an_image_the_split_does_not_place_is_an_error(tmp_path):
         mimic_cxr.load(truth["root"])
 
 
+def test_mimic_a_study_of_another_subject_in_the_labeller_table_is_an_error(tmp_path):
+    truth = write_mimic_fixture(tmp_path)
+    _rewrite_gz(
+        truth["tables"]["labels"], _replace_line(5, lambda r: r.replace("10000032", "10000033", 1))
+    )
+    labels = truth["tables"]["labels"]
+    with pytest.raises(
+        DataFormatError,
+        match=rf"study 53189527 is of subject 10000032, but {labels}, line 5 gives subject 1000003",
+    ) as e:
+        mimic_cxr.load(truth["root"])
+    assert str(e.value).startswith(f"{truth['tables']['metadata']}, line ")
+
+
 def test_mimic_prepare_stores_each_image_once_and_follows_on_bad_image(tmp_path):
     truth = write_mimic_fixture(tmp_path / "raw", missing_image=True)
     (missing,) = truth["missing"]
