@@ -349,6 +349,56 @@ def test_an_export_writes_exactly_its_listed_files_and_reads_back(tmp_path, name
     assert len(read(str(tmp_path))) == info["num_images"] == 12
 
 
+# The phantoms' (NIH) findings in PadChest's spelling, written out here by hand.
+PADCHEST_SPELLING = {
+    "Atelectasis": "atelectasis",
+    "Cardiomegaly": "cardiomegaly",
+    "Consolidation": "consolidation",
+    "Edema": "pulmonary edema",
+    "Effusion": "pleural effusion",
+    "Emphysema": "emphysema",
+    "Fibrosis": "pulmonary fibrosis",
+    "Hernia": "hiatal hernia",
+    "Infiltration": "infiltrates",
+    "Mass": "mass",
+    "Nodule": "nodule",
+    "Pleural_Thickening": "pleural thickening",
+    "Pneumonia": "pneumonia",
+    "Pneumothorax": "pneumothorax",
+}
+
+
+def test_the_exports_carry_the_phantoms_findings_and_split(tmp_path):
+    from chestattn_jax.data.classes import NIH_CLASSES
+    from chestattn_jax.data.export import CHEXPERT_FROM_NIH
+    from chestattn_jax.data.synthetic import render
+
+    info = export_mimic_cxr(str(tmp_path / "m"), 30, seed=5, config=PHANTOMS, uncertain_fraction=0)
+    examples = mimic_cxr.load(str(tmp_path / "m"), uncertainty="ignore")
+    for index, e in enumerate(examples):
+        truth = render(5, index, PHANTOMS)["labels"]
+        present = {c for c, y in zip(NIH_CLASSES, truth, strict=True) if y}
+        for j, c in enumerate(mimic_cxr.CLASSES):
+            expected = bool(present & set(CHEXPERT_FROM_NIH.get(c, ())))
+            if c == "No Finding":
+                expected = not any(present & set(v) for v in CHEXPERT_FROM_NIH.values())
+            assert (e.labels[j], e.mask[j]) == (expected, 1), (index, c)
+    by_split = {}
+    for e in examples:
+        by_split.setdefault(e.source_split, set()).add(e.patient_id)
+    assert set(by_split) == {"train", "validate", "test"}
+    assert sum(map(len, by_split.values())) == info["num_patients"]  # patient-disjoint
+    assert sum(e.source_split == "test" for e in examples) == info["num_test"]
+
+    export_padchest(str(tmp_path / "p"), 30, seed=5, config=PHANTOMS)
+    examples = padchest.load(str(tmp_path / "p"))
+    for index, e in enumerate(examples):
+        truth = render(5, index, PHANTOMS)["labels"]
+        present = {c for c, y in zip(NIH_CLASSES, truth, strict=True) if y}
+        names = {PADCHEST_SPELLING[c] for c in present} or {"normal"}
+        assert e.labels.tolist() == _vector(names), index
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, cls", [("mimic_cxr", "Cardiomegaly"), ("padchest", "cardiomegaly")])
 def test_a_phantom_export_prepares_and_trains(tmp_path, name, cls):
