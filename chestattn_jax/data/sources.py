@@ -7,7 +7,14 @@ module and one entry below. Everything that depends on the data set asks :func:`
 
 from __future__ import annotations
 
-from chestattn_jax.data import chexpert, nih, siim_pneumothorax, synthetic
+from chestattn_jax.data import (
+    chexpert,
+    mimic_cxr,
+    nih,
+    padchest,
+    siim_pneumothorax,
+    synthetic,
+)
 from chestattn_jax.data.source import DataSource
 
 # In this order in messages and choices.
@@ -18,6 +25,8 @@ SOURCES: dict[str, DataSource] = {
         nih.SOURCE,
         chexpert.SOURCE,
         siim_pneumothorax.SOURCE,
+        mimic_cxr.SOURCE,
+        padchest.SOURCE,
     )
 }
 
