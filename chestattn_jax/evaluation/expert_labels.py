@@ -27,7 +27,7 @@ from collections import Counter
 import numpy as np
 from absl import logging
 
-from chestattn_jax.data import label_space
+from chestattn_jax.data import label_space, nih
 from chestattn_jax.data.raw import DataFormatError, column_index, csv_rows
 from chestattn_jax.metrics import bootstrap_auc, per_class_auc
 
@@ -145,7 +145,7 @@ def check_config(p, mode: str) -> None:
         )
     elif path:
         dataset = p.value("eval.dataset") or p.value("data.name")
-        if dataset != "nih":
+        if dataset != nih.SOURCE.name:
             p.add(
                 FIELD,
                 f"labels NIH ChestX-ray14 images, but the evaluated data set is {dataset!r}: "
