@@ -27,7 +27,15 @@ def _minimal_metrics(classes=("Effusion", "Mass")) -> dict:
         "step": 7,
         "num_examples": 23,
         "evaluators": ["auc"],
-        "settings": {"data.image_size": 32, "eval.checkpoint": "best"},
+        "settings": {
+            "data.image_size": 32,
+            "eval.checkpoint": "best",
+            # Recorded by every evaluation since the sections' evaluators exist.
+            "eval.calibration_bins": 15,
+            "eval.operating_points": ["youden"],
+            "eval.subgroup_age_bands": [40, 60, 80],
+            "eval.num_failure_images": 4,
+        },
         "dataset": {"name": "synthetic", "fingerprint": "sha256:abc", "image_size": 32},
     }
 
@@ -113,6 +121,13 @@ def test_missing_sections_say_not_available_and_why():
     metrics["subgroups"] = {"unavailable": "the split records no sex or age."}
     sections = _Page(html_report.render(metrics)).sections
     assert "Not available: the split records no sex or age." in sections["subgroups"]
+    # An evaluation made before those evaluators existed (its settings lack theirs) says so.
+    for key, setting in html_report.SECTION_SETTINGS.items():
+        del metrics["settings"][setting]
+        sections = _Page(html_report.render(metrics)).sections
+        if key != "subgroups":
+            assert html_report.BEFORE_EVALUATORS in sections[key]
+    assert html_report.BEFORE_EVALUATORS not in sections["subgroups"]  # it says its own
 
 
 def test_generic_sections_render_their_tables_and_answer_the_checklist():
