@@ -207,6 +207,7 @@ SAME_WORKER = {
     "test_damaged_checkpoints.py": "test_workdir_safety.py",
     "test_localization.py": "test_workdir_safety.py",
     "test_report_html.py": "test_workdir_safety.py",
+    "test_compare_html.py": "test_workdir_safety.py",
     "test_failures.py": "test_workdir_safety.py",
 }
 
@@ -665,3 +666,55 @@ def hand_finished(root, config, seed=0):
     for cell in experiment.cells(config):
         cells[cell] = hand_write_cell(root, config, cell, folds[cell.fold], rng)
     return folds, cells
+
+
+# ------------------------------------------------------------ pages in a headless browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module (its console log kept); the module's tests
+    skip with one line where no browser is installed."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        chromium = None
+    if not (chromium and driver_path):
+        pytest.skip(
+            "no headless browser: apt-get install chromium chromium-driver; pip install selenium"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.add_argument("--window-size=1366,900")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    yield driver
+    driver.quit()
+
+
+def table_rows(driver, section: str, caption_start: str):
+    """The body rows of the table of ``section`` whose caption starts with
+    ``caption_start``, as lists of (text, data-sort), read in the browser (after any
+    sorting)."""
+    return driver.execute_script(
+        """
+        var tables = document.querySelectorAll('#' + arguments[0] + ' table'), t = null;
+        for (var i = 0; i < tables.length; i++)
+          if (tables[i].caption && tables[i].caption.textContent.indexOf(arguments[1]) === 0)
+            t = tables[i];
+        return Array.prototype.map.call(t.tBodies[0].rows, function (r) {
+          return Array.prototype.map.call(r.cells, function (c) {
+            return [c.textContent.trim(), c.getAttribute('data-sort')];
+          });
+        });
+        """,
+        section,
+        caption_start,
+    )

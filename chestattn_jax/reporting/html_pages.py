@@ -285,7 +285,12 @@ def _evaluations(comparison: dict) -> str:
     return (
         "<p>What each compared evaluation holds beyond its predictions (the sections of "
         "its own report.html); an absent one says why.</p>"
-        + table(["model", *titles], rows, numeric=[False] * (len(columns) + 1))
+        + table(
+            ["model", *titles],
+            rows,
+            numeric=[False] * (len(columns) + 1),
+            caption="What each evaluation holds",
+        )
     )
 
 
