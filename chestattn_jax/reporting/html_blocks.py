@@ -198,6 +198,7 @@ p{margin:.4rem 0 .7rem;max-width:75em}
 .facts{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1.2rem;margin:0 0 .8rem}
 .facts dt{color:var(--muted)}
 .facts dd{margin:0;overflow-wrap:anywhere}
+td:first-child{white-space:nowrap}
 details{margin:.4rem 0}
 summary{cursor:pointer;color:var(--accent)}
 .wrap{overflow-x:auto;margin:.5rem 0 .8rem}

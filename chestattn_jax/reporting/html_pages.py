@@ -38,7 +38,13 @@ def absent_parts(metrics: dict | None, files) -> dict:
     parts = [*SECTIONS, *EVALUATION_FILES]
     if metrics is None:
         return dict.fromkeys(parts, f"no metrics.json: the evaluation did not finish; {RERUN}.")
-    out = {key: html_report.section_absent(metrics, key) for key in SECTIONS}
+    before = f"{html_report.BEFORE_EVALUATORS}."
+    out = {
+        key: before
+        if html_report.predates(metrics, key)
+        else html_report.section_absent(metrics, key)
+        for key in SECTIONS
+    }
     files = set(files)
     old = any(html_report.predates(metrics, key) for key in SECTIONS)
     if "thresholds.json" not in files:
@@ -48,7 +54,7 @@ def absent_parts(metrics: dict | None, files) -> dict:
         out["report.html"] = (
             "the file is missing from the folder."
             if "report_html" in ran
-            else f"{html_report.BEFORE_EVALUATORS}."
+            else before
             if old
             else f"the report_html evaluator did not run (evaluators: {', '.join(ran)})."
         )
@@ -132,23 +138,30 @@ def _compared(comparison: dict) -> str:
     )
     if data.get("differs"):
         out += f'<p class="na">{escape(data["differs"])}</p>'
-    rows = []
-    for n in names:
-        e = evaluations[n]
-        rows.append(
-            [
-                text_cell(n),
-                text_cell(e["workdir"]),
-                text_cell(e.get("variant") or ""),
-                num(e.get("step")),
-                text_cell(e.get("dataset_fingerprint") or ""),
-                _report_link(e),
-            ]
-        )
+    # Each model's fingerprint where they differ (else it is the one above).
+    prints = bool(data.get("differs"))
+    rows = [
+        [
+            text_cell(n),
+            text_cell(evaluations[n].get("variant") or ""),
+            num(evaluations[n].get("step")),
+            _report_link(evaluations[n]),
+            text_cell(evaluations[n]["workdir"]),
+            *([text_cell(evaluations[n].get("dataset_fingerprint") or "")] if prints else []),
+        ]
+        for n in names
+    ]
     out += table(
-        ["model", "workdir", "variant", "step", "data set fingerprint", "evaluation page"],
+        [
+            "model",
+            "variant",
+            "step",
+            "evaluation page",
+            "workdir",
+            *(["data set fingerprint"] if prints else []),
+        ],
         rows,
-        numeric=[False, False, False, True, False, False],
+        numeric=[False, False, True, False, False, *([False] if prints else [])],
         caption="Models (the first is the reference of every difference)",
     )
     settings = {n: evaluations[n].get("settings") or {} for n in names}
@@ -186,7 +199,8 @@ def _report_link(evaluation: dict) -> tuple[str, None]:
         return f'<a href="{escape(href)}">report.html</a>', None
     if path:  # in a bucket: the browser cannot open it from here
         return escape(path), None
-    return f'<span class="muted">{escape(evaluation["absent"].get("report.html", ""))}</span>', None
+    why = evaluation["absent"].get("report.html", "")
+    return f'<span class="muted">no report.html: {escape(why)}</span>', None
 
 
 def _models(comparison: dict) -> str:
@@ -218,52 +232,61 @@ def _models(comparison: dict) -> str:
                 "model",
                 "variant",
                 "mean AUC [95% CI]",
-                f"difference against {names[0]} [95% CI]",
-                "share of draws not better",
+                "difference [95% CI]",
+                "draws ≤ 0",
                 "classes better",
                 "classes worse",
             ],
             rows,
             numeric=[False, False, True, True, True, True, True],
-            caption="Mean AUC over classes (click a heading to sort)",
+            caption=f"Mean AUC over classes, differences against {names[0]} (click a heading "
+            "to sort)",
         )
         + f'<p class="note">Intervals: 95 %, from {comparison["num_draws"]} patient-level '
-        "bootstrap draws; differences are paired (the same draws for both models). Classes "
-        "better / worse: those whose difference's interval lies above / below 0.</p>"
+        "bootstrap draws; differences are paired (the same draws for both models). Draws ≤ 0: "
+        "the share of draws whose difference is not above 0. Classes better / worse: those "
+        "whose difference's interval lies above / below 0.</p>"
     )
 
 
 def _per_class(comparison: dict) -> str:
     names, classes = comparison["names"], comparison["classes"]
     later = names[1:]
-    headers = [
-        "class",
-        "positives",
-        "negatives",
-        *(f"{n} AUC" for n in names),
-        *(f"{n} − {names[0]}" for n in later),
-    ]
 
-    def cells(c):
-        pos = None if c is None else comparison["positives"][c]
-        neg = None if c is None else comparison["negatives"][c]
+    def aucs(c):
+        counts = [comparison[k][c] for k in ("positives", "negatives")] if c else [None, None]
         return [
             text_cell("mean" if c is None else c),
-            num(pos) if c is not None else ("", ""),
-            num(neg) if c is not None else ("", ""),
+            *(num(n) if c is not None else ("", "") for n in counts),
             *(_auc(comparison["auc"][n], c) for n in names),
+        ]
+
+    def differences(c):
+        return [
+            text_cell("mean" if c is None else c),
             *(_difference(comparison["difference"][n], c) for n in later),
         ]
 
-    return (
-        table(
-            headers,
-            [cells(c) for c in classes],
-            foot=cells(None),
-            numeric=[False] + [True] * (len(headers) - 1),
-            caption="AUC per class [95% CI] and paired differences (click a heading to sort)",
+    headers = ["class", "positives", "negatives", *names]
+    out = table(
+        headers,
+        [aucs(c) for c in classes],
+        foot=aucs(None),
+        numeric=[False] + [True] * (len(headers) - 1),
+        caption="AUC per class [95% CI] (click a heading to sort)",
+    )
+    if later:
+        out += table(
+            ["class", *later],
+            [differences(c) for c in classes],
+            foot=differences(None),
+            numeric=[False] + [True] * len(later),
+            caption=f"Paired differences of the AUC against {names[0]} [95% CI]",
         )
-        + '<p class="note">n/a: the class has one label value in the split (no AUC).</p>'
+    return out + (
+        '<p class="note">n/a: the class has one label value in the split (no AUC). '
+        f"Intervals: 95 %, from {comparison['num_draws']} patient-level bootstrap draws, the "
+        "same draws for every model.</p>"
     )
 
 
@@ -271,26 +294,27 @@ def _evaluations(comparison: dict) -> str:
     names, evaluations = comparison["names"], comparison["evaluations"]
     columns = [*SECTIONS, *EVALUATION_FILES]
     titles = [*SECTIONS.values(), *EVALUATION_FILES.values()]
+    reasons = list(dict.fromkeys(w for n in names for w in evaluations[n]["absent"].values()))
 
     def state(e, key):
         why = e["absent"].get(key)
         if why is None:
             return '<span class="ok">present</span>', None
-        return (
-            f'<span class="no">not available</span> <span class="muted">{escape(why)}</span>',
-            None,
-        )
+        i = reasons.index(why) + 1
+        return f'<span class="no">not available</span> <a href="#why-{i}">[{i}]</a>', None
 
     rows = [[text_cell(n), *(state(evaluations[n], k) for k in columns)] for n in names]
+    notes = "".join(f'<li id="why-{i}">{escape(w)}</li>' for i, w in enumerate(reasons, 1))
     return (
         "<p>What each compared evaluation holds beyond its predictions (the sections of "
-        "its own report.html); an absent one says why.</p>"
+        "its own report.html); one that is not available says why.</p>"
         + table(
             ["model", *titles],
             rows,
             numeric=[False] * (len(columns) + 1),
             caption="What each evaluation holds",
         )
+        + (f'<ol class="note">{notes}</ol>' if reasons else "")
     )
 
 
