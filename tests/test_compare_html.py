@@ -285,22 +285,30 @@ def test_experiment_page_loads_and_shows_the_numbers_of_report_json(browser, exp
             auc = fm["aucs"][v]["classes"][c]
             assert float(rows[c][1 + j][1]) == auc["auc"]
             assert rows[c][1 + j][0] == _interval(auc["auc"], auc["ci"])
-        for j, d in enumerate(fm["differences"].values()):
-            assert float(rows[c][1 + len(variants) + j][1]) == d["classes"][c]["difference"]
-    folds = {r[0][0]: r for r in table_rows(browser, "headline", "Mean of the per-fold test AUCs,")}
-    pair = next(iter(fm["differences"]))
-    d = fm["differences"][pair]["classes"][classes[0]]
-    assert folds[classes[0]][1][0] == f"{d['folds_positive']}/{d['folds_defined']}"
+    pairs = list(fm["differences"])
+    caption = "Mean of the per-fold test AUCs: paired differences"
+    for row, c in zip(table_rows(browser, "headline", caption), classes, strict=True):
+        for j, pair in enumerate(pairs):
+            d = fm["differences"][pair]["classes"][c]
+            assert float(row[1 + j][1]) == d["difference"]
+            assert row[1 + len(pairs) + j][0] == f"{d['folds_positive']}/{d['folds_defined']}"
     # Each seed's tables, and the localisation with each source's hit rate.
     for s, r in out["seeds"].items():
-        pooled = table_rows(browser, "seeds", f"Seed {s}: pooled out-of-fold test AUC")
+        pooled = table_rows(browser, "seeds", f"Seed {s}: pooled out-of-fold test AUC [")
         got = [float(row[3][1]) for row in pooled]
         assert got == [r["pooled"]["aucs"]["class"]["classes"][c]["auc"] for c in classes]
     loc = out["combined"]["localization"]
     rates = table_rows(browser, "localization", "Pixel pointing game (the headline)")
+    heads = browser.execute_script(
+        "return Array.prototype.map.call("
+        "document.querySelector('#localization thead tr').cells, function (c) {"
+        " return c.textContent.trim(); });"
+    )
+    sources = [h.replace(" ", "_") for h in heads[2:-1]]
+    assert sorted(sources) == sorted(loc["rates"])
     for row, c in zip(rates, classes, strict=True):
         assert int(row[1][0]) == loc["rates"]["class"]["pixel_hit"]["classes"][c]["count"]
-        for j, source in enumerate(loc["rates"]):
+        for j, source in enumerate(sources):
             assert float(row[2 + j][1]) == loc["rates"][source]["pixel_hit"]["classes"][c]["rate"]
 
 

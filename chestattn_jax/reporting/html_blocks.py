@@ -193,6 +193,7 @@ main{max-width:1180px;margin:0 auto;padding:0 2rem 2rem}
 section{padding-top:1.2rem;border-bottom:1px solid var(--line);padding-bottom:1rem}
 h2{font-size:1.2rem;margin:.2rem 0 .6rem}
 h3{font-size:1rem;margin:1rem 0 .4rem}
+h4{font-size:.95rem;margin:.9rem 0 .3rem}
 p{margin:.4rem 0 .7rem;max-width:75em}
 .note{color:var(--muted);font-size:.88rem}
 .facts{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1.2rem;margin:0 0 .8rem}

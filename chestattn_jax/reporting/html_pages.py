@@ -64,6 +64,10 @@ def absent_parts(metrics: dict | None, files) -> dict:
 RERUN = "re-run --mode=evaluate"
 
 
+# These pages' tables have a column per model and per pair: a little more room.
+_WIDE = "main,header .inner,footer{max-width:1320px}"
+
+
 def _auc(summary: dict, c: str | None) -> tuple[str, str]:
     """A bootstrap summary's AUC of class ``c`` (``None``: the mean) with its interval."""
     if c is None:
@@ -114,6 +118,7 @@ def compare_page(comparison: dict, images: dict | None = None) -> str:
         subtitle,
         sections,
         key=key,
+        extra_css=_WIDE,
         footer="Written by python -m chestattn_jax.compare beside comparison.json, table.md "
         "and table.csv.",
     )
@@ -381,6 +386,7 @@ def experiment_page(report: dict, images: dict | None = None) -> str:
         f"{report['lambda_criterion']}",
         sections,
         key=key,
+        extra_css=_WIDE,
         footer="Written by python -m chestattn_jax.experiment --report beside report.json, "
         "table.md and table.csv.",
     )
@@ -396,32 +402,14 @@ def _mismatches(report: dict) -> str:
 
 
 def _auc_table(figure_: dict, variants, classes, caption: str, per_fold=None) -> str:
-    """A figure's tables (the experiment's ``fold_mean`` or ``pooled``): per class and the
-    mean, each variant's AUC with its interval and each pair's paired difference; then,
-    where there are any, the folds whose difference is positive and (``per_fold``: each
-    variant's folds' AUCs) their mean ± sd."""
+    """A figure's two tables (the experiment's ``fold_mean`` or ``pooled``), per class and
+    the mean: each variant's AUC with its interval (and with ``per_fold``, each variant's
+    folds' AUCs, their mean ± sd); then each pair's paired difference with its interval
+    and, where the figure counts them, the folds whose difference is positive."""
     aucs, diffs = figure_["aucs"], figure_["differences"]
     pairs = list(diffs)
-
-    def cells(c):
-        return [
-            text_cell("mean" if c is None else c),
-            *(_auc(aucs[v], c) for v in variants),
-            *(_difference(diffs[p], c) for p in pairs),
-        ]
-
-    headers = ["class", *(f"{v} AUC" for v in variants), *map(_source, pairs)]
-    out = table(
-        headers,
-        [cells(c) for c in classes],
-        foot=cells(None),
-        numeric=[False] + [True] * (len(headers) - 1),
-        caption=caption,
-    )
     by_fold = [p for p in pairs if "folds_positive" in diffs[p]["mean"]]
     spread = list(variants) if per_fold else []
-    if not by_fold and not spread:
-        return out
 
     def folds(p, c):
         s = diffs[p]["mean"] if c is None else diffs[p]["classes"][c]
@@ -435,25 +423,38 @@ def _auc_table(figure_: dict, variants, classes, caption: str, per_fold=None) ->
         key = repr(float(np.mean(values))) if values else ""
         return mean_sd_cell(values), key
 
-    def fold_cells(c):
+    def auc_cells(c):
         return [
             text_cell("mean" if c is None else c),
-            *(folds(p, c) for p in by_fold),
+            *(_auc(aucs[v], c) for v in variants),
             *(mean_sd(v, c) for v in spread),
         ]
 
-    headers = [
-        "class",
-        *(f"{_source(p)} > 0" for p in by_fold),
-        *(f"{v} mean ± sd" for v in spread),
-    ]
+    def difference_cells(c):
+        return [
+            text_cell("mean" if c is None else c),
+            *(_difference(diffs[p], c) for p in pairs),
+            *(folds(p, c) for p in by_fold),
+        ]
+
+    headers = ["class", *(f"{v} AUC" for v in variants), *(f"{v} folds mean ± sd" for v in spread)]
+    out = table(
+        headers,
+        [auc_cells(c) for c in classes],
+        foot=auc_cells(None),
+        numeric=[False] + [True] * (len(headers) - 1),
+        caption=caption,
+    )
+    if not pairs:
+        return out
+    headers = ["class", *map(_source, pairs), *(f"{_source(p)} > 0" for p in by_fold)]
     return out + table(
         headers,
-        [fold_cells(c) for c in classes],
-        foot=fold_cells(None),
+        [difference_cells(c) for c in classes],
+        foot=difference_cells(None),
         numeric=[False] + [True] * (len(headers) - 1),
-        caption=f"{caption.split(' [')[0]}, fold by fold: in how many folds each difference "
-        "is positive" + ("; each variant's per-fold AUCs, mean ± sd" if spread else ""),
+        caption=f"{caption.split(' [')[0]}: paired differences [95% CI]"
+        + (" and in how many folds each is positive (> 0)" if by_fold else ""),
     )
 
 
@@ -494,41 +495,56 @@ def _lambdas(seed_report: dict, criterion: str) -> str:
 
 
 def _seeds(report: dict) -> str:
+    """Each training seed's λ and tables: with several seeds (the headline combines them),
+    its mean of the per-fold AUCs and its localisation, folded away; always its pooled
+    out-of-fold AUC, a second figure."""
     variants, classes = report["variants"], report["classes"]
+    combined = report["combined"] is not None
     out = []
     for s, r in report["seeds"].items():
-        out.append(f"<h3>Training seed {escape(s)}</h3>")
+        body = []
         lams = _lambdas(r, report["lambda_criterion"])
         if lams:
-            out.append(f"<p>{escape(lams)}</p>")
-        out.append(
+            body.append(f"<p>{escape(lams)}</p>")
+        if combined:
+            body.append(
+                _auc_table(
+                    r["fold_mean"],
+                    variants,
+                    classes,
+                    f"Seed {s}: mean of the per-fold test AUCs [95% CI]",
+                    r["per_fold"],
+                )
+            )
+        body.append(
             _auc_table(
-                r["fold_mean"],
-                variants,
-                classes,
-                f"Seed {s}: mean of the per-fold test AUCs [95% CI]",
-                r["per_fold"],
+                r["pooled"], variants, classes, f"Seed {s}: pooled out-of-fold test AUC [95% CI]"
             )
         )
-        out.append(
-            _auc_table(
-                r["pooled"],
-                variants,
-                classes,
-                f"Seed {s}: pooled out-of-fold test AUC [95% CI]",
-            )
-        )
-        out.append(
+        body.append(
             f'<p class="note">Pooled: the {r["pooled"]["num_examples"]} test images of every '
             "fold in one ROC, a second figure that mixes the fold models' score scales; "
             f"intervals from {report['num_draws']} patient-level bootstrap draws.</p>"
         )
-        if report["combined"] and r.get("localization"):
-            out.append(
-                f"<details><summary>Seed {escape(s)}: localisation</summary>"
-                f"{_localization_tables(r['localization'], classes, f'Seed {s}: ')}</details>"
+        if combined and r.get("localization"):
+            body.append(
+                f"<h4>Seed {escape(s)}: localisation</h4>"
+                f"{_localization_tables(r['localization'], classes, variants, f'Seed {s}: ')}"
             )
-    return "".join(out)
+        if combined:
+            mean = _auc(r["fold_mean"]["aucs"][variants[-1]], None)[0]
+            out.append(
+                f"<details><summary>Training seed {escape(s)} ({escape(variants[-1])} mean AUC "
+                f"{mean})</summary>{''.join(body)}</details>"
+            )
+        else:
+            out.append(f"<h3>Training seed {escape(s)}</h3>{''.join(body)}")
+    note = (
+        '<p class="note">Each seed\'s tables (click to open); the headline above combines them.</p>'
+        if combined
+        else ""
+    )
+    return note + "".join(out)
 
 
 _GAMES = {
@@ -550,7 +566,7 @@ def _experiment_localization(report: dict, headline: dict) -> str:
             "no evaluation of the experiment scored maps against truth (the resnet variant "
             "has no maps; the data set may have no localisation truth)."
         )
-    return _localization_tables(loc, report["classes"]) + (
+    return _localization_tables(loc, report["classes"], report["variants"]) + (
         f'<p class="note">{escape(loc["covers"])}. {escape(_GAMES_NOTE)} Class prior: '
         "each class's average truth mask as a fixed map; uniform: a map that favours no "
         "pixel.</p>"
@@ -562,11 +578,17 @@ def _source(name: str) -> str:
     return name.replace("_", " ").replace(" - ", " − ")
 
 
-def _localization_tables(loc: dict, classes, prefix: str = "") -> str:
+def _index(items, item) -> int:
+    return list(items).index(item) if item in items else 0
+
+
+def _localization_tables(loc: dict, classes, variants, prefix: str = "") -> str:
     """Per pointing game: per class the findings, each source's hit rate with its
     interval and where the class prior came from, then the paired differences; then the
     mean IoU / IoBB accuracies."""
-    sources, diffs = list(loc["rates"]), list(loc["differences"])
+    # The models in the report's order, then the baselines (report.json sorts its keys).
+    sources = sorted(loc["rates"], key=lambda n: (n not in variants, _index(variants, n), n))
+    diffs = list(loc["differences"])
     built = loc.get("prior_built_from") or []
     out = []
     for column, title in _GAMES.items():
