@@ -229,6 +229,7 @@ def main(argv):
     except (ValueError, OSError) as e:  # no evaluation yet, other test splits, unwritable
         sys.exit(f"FATAL: {e}")
     print((epath.Path(f.out) / "table.md").read_text())
+    print(f"The comparison on one page: {epath.Path(f.out) / REPORT_FILE}")
     return result
 
 

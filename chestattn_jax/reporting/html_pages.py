@@ -35,29 +35,28 @@ def absent_parts(metrics: dict | None, files) -> dict:
     ``None`` where it has none) and the names of the ``files`` in its folder:
     ``{part: why}``, parts that are there left out. An evaluation made before these
     evaluators existed says so (:data:`chestattn_jax.reporting.html_report.BEFORE_EVALUATORS`)."""
-    parts = [*SECTIONS, *EVALUATION_FILES]
     if metrics is None:
-        return dict.fromkeys(parts, f"no metrics.json: the evaluation did not finish; {RERUN}.")
+        why = f"no metrics.json: the evaluation did not finish; {RERUN}."
+        return dict.fromkeys([*SECTIONS, *EVALUATION_FILES], why)
     before = f"{html_report.BEFORE_EVALUATORS}."
+    old = {key for key in SECTIONS if html_report.predates(metrics, key)}
     out = {
-        key: before
-        if html_report.predates(metrics, key)
-        else html_report.section_absent(metrics, key)
-        for key in SECTIONS
+        key: before if key in old else html_report.section_absent(metrics, key) for key in SECTIONS
     }
     files = set(files)
-    old = any(html_report.predates(metrics, key) for key in SECTIONS)
+    missing = "the file is missing from the folder."
     if "thresholds.json" not in files:
-        out["thresholds.json"] = out["operating_points"] or "the file is missing from the folder."
+        out["thresholds.json"] = out["operating_points"] or missing
+    ran = metrics.get("evaluators") or []
     if "report.html" not in files:
-        ran = metrics.get("evaluators") or []
-        out["report.html"] = (
-            "the file is missing from the folder."
-            if "report_html" in ran
-            else before
-            if old
-            else f"the report_html evaluator did not run (evaluators: {', '.join(ran)})."
-        )
+        if "report_html" in ran:
+            out["report.html"] = missing
+        elif old:
+            out["report.html"] = before
+        else:
+            out["report.html"] = (
+                f"the report_html evaluator did not run (evaluators: {', '.join(ran)})."
+            )
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -108,8 +107,9 @@ def compare_page(comparison: dict, images: dict | None = None) -> str:
     ]
     key = _key([(n, _auc(comparison["auc"][n], None)[0]) for n in names], "Mean AUC")
     data = comparison.get("dataset") or {}
+    models = f"{len(names)} models against {ref}" if len(names) > 1 else ref
     subtitle = (
-        f"{len(names)} model{'s' if len(names) > 1 else ''} against {ref}, "
+        f"{models}, "
         f"{comparison.get('split') or '?'} split of {data.get('name') or '?'} "
         f"({comparison['num_examples']} images)"
     )
