@@ -375,10 +375,11 @@ def experiment_page(report: dict, images: dict | None = None) -> str:
     aucs = headline["fold_mean"]["aucs"]
     key = _key([(v, _auc(aucs[v], None)[0]) for v in variants], "Mean AUC")
     if report["mismatches"]:
+        n = len(report["mismatches"])
         key += (
             '<p class="na"><strong>Reported with --allow_mismatch:</strong> '
-            f'<a href="#mismatches">{len(report["mismatches"])} cells do not belong '
-            "together</a>; the figures mix them.</p>"
+            f'<a href="#mismatches">{n} difference{"s" if n > 1 else ""} between its '
+            "cells</a>; the figures mix them.</p>"
         )
     return page(
         "Experiment report",
