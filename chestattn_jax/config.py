@@ -93,6 +93,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     # A torchvision ResNet state dict for the backbone (.safetensors, or .pth when torch is
     # installed; see chestattn_jax/models/convert.py); "" trains from scratch.
     config.model.pretrained = ""
+    # Fine-tuning: a new run starts from a trained model, W (a workdir: its best checkpoint;
+    # W:latest or W:STEP for another) or a bundle FILE. Its backbone and gates are taken,
+    # and the class heads of the classes both models have (matched by name, Effusion =
+    # Pleural Effusion); the other classes' heads start fresh, as does the optimizer. The
+    # models must have the same variant, backbone, gates and image size. A resumed run
+    # ignores it (its checkpoint wins). "" starts from config.model.pretrained or scratch.
+    config.model.init_from = ""
 
     config.loss = ml_collections.ConfigDict()
     config.loss.class_weights = "paper"  # paper | inverse_frequency | none
