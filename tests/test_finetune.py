@@ -120,7 +120,8 @@ def test_init_from_fine_tunes_a_model_on_another_class_list(tiny_run, tmp_path, 
     best = read_json(source_workdir / "eval" / "metrics.json")["step"]
     assert source.step == best
     fresh = fresh_state(config)
-    state, report = init_from.apply(config, fresh, source)
+    with caplog.at_level("INFO"):
+        state, report = init_from.apply(config, fresh, source)
     assert report["copied"] == {
         "Mass": "Mass",
         "Atelectasis": "Atelectasis",
