@@ -8,6 +8,7 @@ and a notebook share, and the library's public Python API.
   out["maps"]            # (N, k, h, w) class-based, (N, h, w) image-based, None for resnet
   out["images"]          # (N, S, S) uint8: what the model saw, letterboxed as in training
   out["calls"]           # [{class: True / False / None}, ...] or None: see below
+  model.embed(["a.png"])  # the pooled features the heads read: g and each gate's ĝ
 
 Files are read as the prepare step reads them (PNG and JPEG of any bit depth and mode,
 DICOM through pydicom) and every image is letterboxed to the training image size and
@@ -202,7 +203,8 @@ def workdir_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 class Model:
-    """A restored model: ``predict`` on files or arrays; ``classes``, ``variant``,
+    """A restored model: ``predict`` on files or arrays, and ``embed`` (the features its
+    classifiers read, for linear probes); ``classes``, ``variant``,
     ``image_size``, ``step`` (of the checkpoint) and ``config`` describe it.
     ``thresholds`` are those its calls are made at (:func:`read_thresholds`'s record), or
     ``None``, and then ``thresholds_why`` says why there are none."""
