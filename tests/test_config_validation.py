@@ -401,3 +401,19 @@ def test_init_from_names_what_is_wrong(tmp_path, value, message):
     assert any(
         "pretrained='r50.safetensors': is not read when config.model.init_from" in p for p in found
     ), found
+
+
+def test_init_from_an_nih_model_on_chexpert_classes_is_valid(tmp_path):
+    """The example of docs/embeddings.md: CheXpert's config starting from an NIH run."""
+    import json
+
+    from chestattn_jax.config_fields import to_json
+
+    nih = tmp_path / "nih_class"
+    (nih / "checkpoints" / "100").mkdir(parents=True)
+    (nih / "config.json").write_text(json.dumps(to_json(configured("nih", "class"))))
+    config = configured("chexpert", **{"model.init_from": str(nih)})
+    assert problems(config, "train", num_devices=1) == []
+    config = configured("chexpert", "image", **{"model.init_from": f"{nih}:latest"})
+    (found,) = problems(config, "train", num_devices=1)
+    assert found.startswith("config.model.variant='image': the model config.model.init_from=")
