@@ -119,6 +119,12 @@ def test_init_from_fine_tunes_a_model_on_another_class_list(tiny_run, tmp_path, 
     source = init_from.load_source(config)
     best = read_json(source_workdir / "eval" / "metrics.json")["step"]
     assert source.step == best
+    other = 4 if best == 8 else 8  # tiny_run checkpoints steps 4 and 8
+    config.model.init_from = f"{source_workdir}:{other}"
+    assert init_from.load_source(config).step == other
+    config.model.init_from = f"{source_workdir}:latest"
+    assert init_from.load_source(config).step == 8
+    config.model.init_from = str(source_workdir)
     fresh = fresh_state(config)
     with caplog.at_level("INFO"):
         state, report = init_from.apply(config, fresh, source)
