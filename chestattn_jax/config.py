@@ -95,10 +95,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.model.pretrained = ""
     # Fine-tuning: a new run starts from a trained model, W (a workdir: its best checkpoint;
     # W:latest or W:STEP for another) or a bundle FILE. Its backbone and gates are taken,
-    # and the class heads of the classes both models have (matched by name, Effusion =
-    # Pleural Effusion); the other classes' heads start fresh, as does the optimizer. The
-    # models must have the same variant, backbone, gates and image size. A resumed run
-    # ignores it (its checkpoint wins). "" starts from config.model.pretrained or scratch.
+    # and the class heads of the classes both models have (paired as eval.class_map's
+    # exact map pairs them: Effusion = Pleural Effusion); the other classes' heads start
+    # fresh, as does the optimizer. The models must have the same variant, backbone, gates
+    # and image size. A resumed run ignores it (its checkpoint wins). "" starts from
+    # config.model.pretrained, or from scratch.
     config.model.init_from = ""
 
     config.loss = ml_collections.ConfigDict()

@@ -7,9 +7,10 @@
 A new run starts with the trained model's backbone, gates (with their projections
 ``P_s``) and BatchNorm statistics, and with the class heads of the classes both models
 have; the other classes' heads keep the fresh initialisation of the run's seed. Classes
-are matched by name, with the equivalent names of
-:data:`chestattn_jax.evaluation.class_map.EQUIVALENTS` (NIH's ``Effusion`` is CheXpert's
-``Pleural Effusion``); an exact name is preferred. A class head is:
+are paired as a cross-dataset evaluation's exact class map pairs them
+(:func:`chestattn_jax.evaluation.class_map.exact_pairs`): one to one, by the finding each
+names in the label space of :mod:`chestattn_jax.data.label_space` (NIH's ``Effusion`` is
+CheXpert's ``Pleural Effusion``), else by the same name. A class head is:
 
 - ``class``: its row of every parameter under ``class_heads`` (its own gate 3 and binary
   classifier, vmapped over a leading class axis);
@@ -36,7 +37,7 @@ from chestattn_jax import trained_model
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.checkpointing import Checkpointer
 from chestattn_jax.config_checks import ConfigError, Problems
-from chestattn_jax.evaluation.class_map import EQUIVALENTS
+from chestattn_jax.evaluation.class_map import exact_pairs
 from chestattn_jax.models.nets import check_init_source, parse_init_from
 
 # The top-level parameter scope of the class heads, by variant, and the axis of the class.
@@ -60,16 +61,16 @@ class Source:
     step: int | None
 
 
-def matched_classes(source_classes, classes) -> list[int | None]:
-    """Per class of ``classes``, the index of the same class in ``source_classes`` (the
-    same name, else an equivalent one of ``EQUIVALENTS``), or ``None``."""
+def matched_classes(
+    source_classes, classes, source_dataset: str = "", dataset: str = ""
+) -> list[int | None]:
+    """Per class of ``classes`` (labels of the data set ``dataset``), the index of the
+    class of ``source_classes`` (of ``source_dataset``) that means the same finding, as
+    :func:`~chestattn_jax.evaluation.class_map.exact_pairs` pairs them, or ``None``."""
     source_classes = list(source_classes)
-    equivalent = {a: b for a, b in EQUIVALENTS} | {b: a for a, b in EQUIVALENTS}
-    out = []
-    for c in classes:
-        match = c if c in source_classes else equivalent.get(c)
-        out.append(source_classes.index(match) if match in source_classes else None)
-    return out
+    pairs = exact_pairs(source_classes, list(classes), source_dataset, dataset)
+    back = {target: source for source, target in pairs.items()}
+    return [source_classes.index(back[c]) if c in back else None for c in classes]
 
 
 def _host(x) -> np.ndarray:
@@ -194,7 +195,9 @@ def apply(config, state, source: Source | None = None):
     [classes whose heads start fresh]}``, also logged."""
     source = source if source is not None else load_source(config)
     classes = list(config.data.classes)
-    rows = matched_classes(source.config.data.classes, classes)
+    rows = matched_classes(
+        source.config.data.classes, classes, source.config.data.name, config.data.name
+    )
     ours = jax.tree.map(_host, {"params": state.params, "batch_stats": state.batch_stats})
     merged = transfer(source.variables, ours, rows, config.model.variant)
     state = state.replace(

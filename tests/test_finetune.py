@@ -34,8 +34,8 @@ def fresh_state(config):
     )
 
 
-def test_classes_are_matched_by_name_and_equivalent_name():
-    rows = init_from.matched_classes(NIH_CLASSES, CHEXPERT_CLASSES)
+def test_classes_are_matched_as_the_label_space_pairs_them():
+    rows = init_from.matched_classes(NIH_CLASSES, CHEXPERT_CLASSES, "nih", "chexpert")
     got = {
         c: None if i is None else NIH_CLASSES[i]
         for c, i in zip(CHEXPERT_CLASSES, rows, strict=True)
@@ -46,8 +46,8 @@ def test_classes_are_matched_by_name_and_equivalent_name():
         **{c: c for c in shared | {"Pneumothorax"}},
         "Pleural Effusion": "Effusion",
     }
-    # An exact name wins over an equivalent one.
-    assert init_from.matched_classes(["Pleural Effusion", "Effusion"], ["Effusion"]) == [1]
+    # The phantoms (a data set the label space does not spell) pair by name.
+    assert init_from.matched_classes(["Mass", "Effusion"], ["Effusion", "Hernia"]) == [1, None]
 
 
 @pytest.mark.parametrize("variant", ["class", "image"])
