@@ -374,7 +374,7 @@ def test_init_from_refuses_another_model_naming_the_field(tmp_path):
     "value, message",
     [
         (3, "init_from=3: must be a workdir (W, W:latest or W:STEP), a bundle file"),
-        ("{tmp}/gone", "gone': no such workdir or bundle file."),
+        ("{tmp}/gone", "gone': no such workdir or bundle file (a run that resumes does not"),
         ("{tmp}/source:9", "source:9': {tmp}/source has no checkpoint of step 9; it has steps 8."),
         ("{tmp}", "has no config.json: not the workdir of a training run."),
     ],

@@ -296,7 +296,11 @@ def check_init_from(p, mode: str) -> None:
     if root.is_file():
         return  # a bundle
     if not root.is_dir():
-        p.add("model.init_from", "no such workdir or bundle file.")
+        p.add(
+            "model.init_from",
+            "no such workdir or bundle file (a run that resumes does not read it: resume with "
+            'config.model.init_from="" if it has moved).',
+        )
         return
     try:
         saved = workdir_lib.read_json(root / workdir_lib.CONFIG_FILE)
