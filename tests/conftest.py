@@ -186,7 +186,7 @@ def set_fields(config, changes: dict):
 LONGEST_FIRST = (
     "test_distributed.py",  # with test_resume
     "test_gcs.py",
-    "test_workdir_safety.py",  # with the other files of tiny_run (SAME_WORKER)
+    "test_workdir_safety.py",  # trains tiny_run, which the files below copy
     "test_experiment.py",
     "test_main.py",
     "test_train.py",
@@ -200,15 +200,11 @@ LONGEST_FIRST = (
     "test_parity.py",
     "test_sharding.py",
 )
-# Files that one worker runs, as one, for the session fixtures they share: the
-# uninterrupted run of resume_config (resume_reference), and tiny_run.
+# Files that one worker runs, as one, for the session fixture they share: the
+# uninterrupted run of resume_config (resume_reference). (tiny_run is trained once for
+# every worker.)
 SAME_WORKER = {
     "test_resume.py": "test_distributed.py",
-    "test_damaged_checkpoints.py": "test_workdir_safety.py",
-    "test_localization.py": "test_workdir_safety.py",
-    "test_report_html.py": "test_workdir_safety.py",
-    "test_compare_html.py": "test_workdir_safety.py",
-    "test_failures.py": "test_workdir_safety.py",
 }
 
 
@@ -365,13 +361,29 @@ def the_one_fatal_line(proc) -> str:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One finished 8-step run of the tiny class-based model (checkpoints at steps 4 and 8,
-    evaluated), for tests that copy a workdir and then misuse or damage the copy."""
+    evaluated), for tests that copy a workdir and then misuse or damage the copy.
+
+    Trained once per pytest run: the first test process that needs it trains it beside the
+    workers' folders (the others wait on a lock), and each process gets a copy of its own."""
+    import fcntl
+    import shutil
+
     from chestattn_jax import train
 
     config = tiny_config("class", num_steps=8, eval_every_steps=4)
     config.loss.class_weights = "none"
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    shared, done = root / "tiny_run_shared" / "w", root / "tiny_run_shared" / "done"
+    with open(root / "tiny_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            train.train_and_evaluate(config, str(shared))
+            done.touch()
     workdir = tmp_path_factory.mktemp("tiny_run") / "w"
-    train.train_and_evaluate(config, str(workdir))
+    shutil.copytree(shared, workdir)
     return config, workdir
 
 
