@@ -21,7 +21,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 DOCS = REPO / "docs"
-PAGES = sorted(DOCS.glob("*.md"))
+PAGES = sorted(DOCS.rglob("*.md"))
 MAX_README_LINES = 250
 
 FENCE = re.compile(r"^\s*(```|~~~)")
