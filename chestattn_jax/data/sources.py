@@ -7,12 +7,19 @@ module and one entry below. Everything that depends on the data set asks :func:`
 
 from __future__ import annotations
 
-from chestattn_jax.data import chexpert, nih, synthetic
+from chestattn_jax.data import chexpert, nih, rsna_pneumonia, synthetic, vindr_cxr
 from chestattn_jax.data.source import DataSource
 
 # In this order in messages and choices.
 SOURCES: dict[str, DataSource] = {
-    s.name: s for s in (synthetic.SOURCE, nih.SOURCE, chexpert.SOURCE)
+    s.name: s
+    for s in (
+        synthetic.SOURCE,
+        nih.SOURCE,
+        chexpert.SOURCE,
+        rsna_pneumonia.SOURCE,
+        vindr_cxr.SOURCE,
+    )
 }
 
 
