@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import os
 import uuid
-import warnings
 
 import numpy as np
 
@@ -68,6 +67,9 @@ def vindr_image_id(index: int) -> str:
 def write_dicom(path: str, image: np.ndarray, index: int, **header) -> None:
     """Writes the uint8 ``image`` as a 16-bit DX DICOM (``BITS`` used): MONOCHROME1 and
     inverted for odd ``index``; ``header``: attributes set on the data set."""
+    from pydicom import config
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.dataelem import DataElement
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import (
         DigitalXRayImageStorageForPresentation,
@@ -84,10 +86,10 @@ def write_dicom(path: str, image: np.ndarray, index: int, **header) -> None:
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = "DX"
-    with warnings.catch_warnings():  # RSNA's plain-number ages are not valid DICOM AS
-        warnings.simplefilter("ignore")
-        for name, value in header.items():
-            setattr(ds, name, value)
+    for name, value in header.items():
+        # Unchecked: RSNA's plain-number ages are not valid DICOM AS, as in its files.
+        tag = tag_for_keyword(name)
+        ds.add(DataElement(tag, dictionary_VR(tag), value, validation_mode=config.IGNORE))
     top = 2**BITS - 1
     pixels = np.round(image.astype(np.float64) * (top / 255.0)).astype(np.uint16)
     photometric = "MONOCHROME1" if index % 2 else "MONOCHROME2"

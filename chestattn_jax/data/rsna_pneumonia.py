@@ -83,16 +83,29 @@ def dicom_header(path: str) -> dict | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        sex = str(ds.get("PatientSex", "") or "").strip().upper()
+        sex = _text(ds, "PatientSex").upper()
         return {
             "rows": int(ds.get("Rows", 0) or 0),
             "columns": int(ds.get("Columns", 0) or 0),
             "sex": sex if sex in ("M", "F") else "",
-            "age": dicom_age(ds.get("PatientAge", "")),
-            "view": str(ds.get("ViewPosition", "") or "").strip().upper(),
+            "age": dicom_age(_text(ds, "PatientAge")),
+            "view": _text(ds, "ViewPosition").upper(),
         }
     except Exception:  # damaged: load_grayscale names what is wrong when prepare decodes it
         return None
+
+
+def _text(ds, keyword: str) -> str:
+    """A text attribute as its raw bytes spell it, stripped (``''`` if absent): read
+    without pydicom's value checks, which warn once per file about RSNA's plain-number
+    ages."""
+    from pydicom.datadict import tag_for_keyword
+
+    raw = ds.get_item(tag_for_keyword(keyword))
+    value = getattr(raw, "value", None)
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return str(value or "").strip(" \x00")
 
 
 def warn_outside(boxes: np.ndarray, lines: Sequence[str], header: dict | None, image: str):
