@@ -177,7 +177,9 @@ def test_vindr_kaggle_copy_masks_the_classes_it_lacks(tmp_path):
     for key, e in examples.items():
         assert e.mask.tolist() == [int(c in kaggle) for c in vindr_cxr.CLASSES]
         assert e.labels.tolist() == [int(c in fx["any"][key]) for c in vindr_cxr.CLASSES]
-        got = [(vindr_cxr.CLASSES[i], b.tolist()) for b, i in zip(e.boxes, e.box_labels)]
+        got = [
+            (vindr_cxr.CLASSES[i], b.tolist()) for b, i in zip(e.boxes, e.box_labels, strict=True)
+        ]
         assert got == [(c, [float(v) for v in b]) for c, b in fx["boxes"][key]]
         assert e.source_split == "train"
     assert sum(e.mask.sum() for e in examples.values()) == 2 * 14
