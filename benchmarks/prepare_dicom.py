@@ -148,7 +148,7 @@ def main() -> None:
         for _ in range(args.repeats):
             runs.append({**whole(paths, args.size), **stage_times(paths, args.size)})
     stages = ("read", "decode", "to_uint8", "resize", "encode")
-    best = {k: max(r[k] for r in runs) for k in runs[0] if k.endswith("_per_s")}
+    best = {k: max(r[k] for r in runs) for k in runs[0] if "_per_" in k}
     best.update({k: min(r[k] for r in runs) * 1e3 for k in stages})
     total = sum(best[k] for k in stages)
     print(
