@@ -14,10 +14,15 @@ from raw_fixtures import write_rsna_fixture, write_vindr_fixture
 
 from chestattn_jax.data import prepare as prep
 from chestattn_jax.data import records, rsna_pneumonia, vindr_cxr
-from chestattn_jax.data.export_dicom_sets import export_rsna, export_vindr
+from chestattn_jax.data.export_dicom_sets import (
+    RSNA_OPACITIES,
+    VINDR_FROM_PHANTOM,
+    export_rsna,
+    export_vindr,
+)
 from chestattn_jax.data.images import letterbox_geometry, load_grayscale
 from chestattn_jax.data.raw import DataFormatError
-from chestattn_jax.data.synthetic import PhantomConfig, render
+from chestattn_jax.data.synthetic import PHANTOM_CLASSES, PhantomConfig, render
 
 SIZE = 32
 
@@ -35,9 +40,14 @@ def _min_max(p, invert=False):
 # ------------------------------------------------------------------------ RSNA
 
 
-def test_rsna_reader_matches_the_hand_truth(tmp_path):
+def test_rsna_reader_matches_the_hand_truth(tmp_path, caplog):
     fx = write_rsna_fixture(tmp_path)
-    examples = rsna_pneumonia.load(fx["root"])
+    with caplog.at_level("WARNING"):
+        examples = rsna_pneumonia.load(fx["root"])
+    # The box outside its image is named with its file, line and image (prepare clips it).
+    outside = [r.getMessage() for r in caplog.records if "reaches outside" in r.getMessage()]
+    assert len(outside) == 1
+    assert "stage_2_train_labels.csv, line 5" in outside[0] and fx["outside"] in outside[0]
     assert [e.key for e in examples] == list(fx["truth"])  # file order, each image once
     for e in examples:
         t = fx["truth"][e.key]
@@ -311,10 +321,13 @@ def test_rsna_export_parses_into_the_phantom_truth(tmp_path):
     examples = rsna_pneumonia.load(str(tmp_path))
     assert len(examples) == 8 and info["num_boxes"] > 0
     for index, e in enumerate(examples):
-        target, boxes = info["truth"][e.key]
-        assert e.labels.tolist() == [target]
-        np.testing.assert_allclose(e.boxes, boxes, atol=0.051)  # written with one decimal
         phantom = render(3, index, CONFIG)
+        # Lung Opacity: the phantom's pneumonia, consolidation and infiltration, boxed.
+        opacities = [PHANTOM_CLASSES.index(c) for c in RSNA_OPACITIES]
+        present = [i for i in opacities if phantom["labels"][i]]
+        assert e.labels.tolist() == [int(bool(present))]
+        boxes = phantom["boxes"][present].reshape(-1, 4)
+        np.testing.assert_allclose(e.boxes, boxes, atol=0.051)  # written with one decimal
         decoded = load_grayscale(e.image_path)
         p = phantom["image"].astype(np.float64)
         # 12-bit values of the phantom, windowed back to 8 bits over their own range.
@@ -328,11 +341,34 @@ def test_rsna_export_parses_into_the_phantom_truth(tmp_path):
 def test_vindr_export_parses_into_the_readers_truth_in_both_layouts(tmp_path):
     for kaggle in (False, True):
         root = str(tmp_path / str(kaggle))
-        info = export_vindr(root, 10, kaggle=kaggle, seed=2, config=CONFIG)
+        truth = {}
+        info = export_vindr(root, 10, kaggle=kaggle, seed=2, config=CONFIG, truth=truth)
         examples = _by_key(vindr_cxr.load(root, label_rule="majority"))
         assert len(examples) == 10 and info["num_boxes"] > 0
-        for key, t in info["truth"].items():
+        known = set(vindr_cxr.KAGGLE_CLASSES if kaggle else vindr_cxr.CLASSES)
+        for index, (key, t) in enumerate(truth.items()):
             e = examples[key]
+            # The readers' marks are the phantom's findings by the mapping (a consensus
+            # reader all of them), boxed where the phantom has them.
+            phantom = render(2, index, CONFIG)
+            mapped = {}
+            for c, y in zip(PHANTOM_CLASSES, phantom["labels"], strict=True):
+                if y and VINDR_FROM_PHANTOM.get(c) in known:
+                    mapped.setdefault(VINDR_FROM_PHANTOM[c], []).append(
+                        phantom["boxes"][PHANTOM_CLASSES.index(c)].tolist()
+                    )
+            for reader, marks in t["readers"].items():
+                assert set(marks) <= set(mapped)
+                if reader == vindr_cxr.CONSENSUS:
+                    assert set(marks) == set(mapped)
+                for name, boxes in marks.items():
+                    boxes = [list(b) for b in boxes]
+                    if name not in vindr_cxr.LOCAL_CLASSES:
+                        assert boxes == []
+                    elif reader == vindr_cxr.CONSENSUS:
+                        assert boxes == mapped[name]
+                    else:  # a reader may miss Nodule and box Mass, both Nodule/Mass
+                        assert boxes and all(b in mapped[name] for b in boxes)
             readers = list(t["readers"].values())
             votes = [sum(c in m for m in readers) for c in vindr_cxr.CLASSES]
             assert e.labels.tolist() == [int(2 * v > len(readers)) for v in votes]

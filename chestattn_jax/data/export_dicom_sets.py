@@ -125,15 +125,17 @@ def export_rsna(
     seed: int = 0,
     config: PhantomConfig | None = None,
     overwrite: bool = False,
+    truth: dict | None = None,
 ) -> dict:
     """Writes ``num_images`` phantoms in the RSNA Pneumonia stage 2 layout into ``out_dir``
-    (empty, absent, or with ``overwrite`` an earlier export); returns counts and, per image,
-    ``truth``: ``{patientId: (target, boxes (n, 4) [x, y, w, h])}``."""
+    (empty, absent, or with ``overwrite`` an earlier export); returns counts. ``truth``, if
+    given, is filled with ``{patientId: (target, boxes (n, 4) [x, y, w, h])}``."""
     config = config or PhantomConfig()
+    truth = {} if truth is None else truth
     about = {"layout": "rsna_pneumonia", "num_images": num_images, "seed": seed}
     claim_out_dir(out_dir, rsna_files(num_images), overwrite=overwrite, about=about)
     os.makedirs(os.path.join(out_dir, rsna_pneumonia.IMAGE_DIR), exist_ok=True)
-    labels, info, truth = [], [], {}
+    labels, info = [], []
     for index in range(num_images):
         ex = render(seed, index, config)
         image_id = rsna_image_id(index)
@@ -166,7 +168,6 @@ def export_rsna(
         "num_images": num_images,
         "num_positive": sum(t for t, _ in truth.values()),
         "num_boxes": sum(len(b) for _, b in truth.values()),
-        "truth": truth,
         "root": out_dir,
     }
 
@@ -210,20 +211,21 @@ def export_vindr(
     seed: int = 0,
     config: PhantomConfig | None = None,
     overwrite: bool = False,
+    truth: dict | None = None,
 ) -> dict:
     """Writes ``num_images`` phantoms in the VinDr-CXR PhysioNet layout (or Kaggle's, with
     ``kaggle``) into ``out_dir`` (empty, absent, or with ``overwrite`` an earlier export).
 
-    Returns counts and ``truth``: ``{image_id: {"split", "width", "height", "readers":
-    {rad_id: {VinDr label: [(x, y, w, h) boxes]}}}}``; a Kaggle copy writes all images
-    as training ones, with Kaggle's 14 classes only.
+    Returns counts; ``truth``, if given, is filled with ``{image_id: {"split", "width",
+    "height", "readers": {rad_id: {VinDr label: [(x, y, w, h) boxes]}}}}``. A Kaggle copy
+    writes all images as training ones, with Kaggle's 14 classes only.
     """
     config = config or PhantomConfig()
+    truth = {} if truth is None else truth
     planned = vindr_files(num_images, kaggle=kaggle, test_fraction=test_fraction)
     about = {"layout": "vindr_cxr", "kaggle": kaggle, "num_images": num_images, "seed": seed}
     claim_out_dir(out_dir, planned, overwrite=overwrite, about=about)
     known = set(vindr_cxr.KAGGLE_CLASSES if kaggle else vindr_cxr.CLASSES)
-    truth = {}
     for index, rel in enumerate(planned[1 : num_images + 1]):
         split = rel.split("/")[0]
         ex = render(seed, index, config)
@@ -274,7 +276,6 @@ def export_vindr(
         "num_boxes": sum(
             len(b) for t in truth.values() for m in t["readers"].values() for b in m.values()
         ),
-        "truth": truth,
         "root": out_dir,
     }
 
