@@ -389,7 +389,9 @@ def test_export_prepares_and_trains(tmp_path, dataset, cls, export):
     from chestattn_jax import config as config_lib
     from chestattn_jax import train
 
-    export(str(tmp_path / "raw"), 48, seed=0, config=PhantomConfig(image_size=64))
+    export(
+        str(tmp_path / "raw"), 48, seed=0, config=PhantomConfig(image_size=64, prevalence_scale=2.0)
+    )
     data_dir = str(tmp_path / "prepared")
     prep.prepare(dataset, str(tmp_path / "raw"), data_dir, SIZE)
     # One class, 32 px, batch 16: the compiled steps all new data sets' train tests share.
