@@ -176,6 +176,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.eval.dataset = ""
     config.eval.data_dir = ""
     config.eval.class_map = "exact"
+    # NIH expert labels (evaluator expert_labels, chestattn_jax/evaluation/evaluators/
+    # expert_labels.py): the path of google2019_nih-chest-xray-labels.csv; the model's classes
+    # that the label space relates to its columns are also scored against it, on the images
+    # of the evaluated NIH split that it lists. "": none.
+    config.eval.nih_expert_labels = ""
 
     # The paper's experiment (python -m chestattn_jax.experiment): a grid of runs, folds x
     # variants x λ (class model only) x seeds, each in ROOT/<cell>; see chestattn_jax/experiment/.

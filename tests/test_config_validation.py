@@ -3,7 +3,7 @@ problem named by field, value and what is allowed, all of them at once."""
 
 import ml_collections
 import pytest
-from conftest import load_config, set_fields, tiny_config
+from conftest import REPO, load_config, set_fields, tiny_config
 
 from chestattn_jax import config as config_lib
 from chestattn_jax import validation
@@ -20,7 +20,11 @@ def configured(name="synthetic", arg=None, **changes):
     return set_fields(config, changes)
 
 
-@pytest.mark.parametrize("name", ["synthetic", "nih", "chexpert"])
+# Every config file the repository ships (one per data set, and the smoke test's).
+SHIPPED = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 @pytest.mark.parametrize("arg", ["resnet", "image", "class"])
 @pytest.mark.parametrize("mode", validation.MODES)
 def test_the_shipped_configs_are_valid(name, arg, mode):

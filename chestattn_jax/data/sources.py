@@ -7,7 +7,16 @@ module and one entry below. Everything that depends on the data set asks :func:`
 
 from __future__ import annotations
 
-from chestattn_jax.data import chexpert, nih, rsna_pneumonia, synthetic, vindr_cxr
+from chestattn_jax.data import (
+    chexpert,
+    mimic_cxr,
+    nih,
+    padchest,
+    rsna_pneumonia,
+    siim_pneumothorax,
+    synthetic,
+    vindr_cxr,
+)
 from chestattn_jax.data.source import DataSource
 
 # In this order in messages and choices.
@@ -18,7 +27,10 @@ SOURCES: dict[str, DataSource] = {
         nih.SOURCE,
         chexpert.SOURCE,
         rsna_pneumonia.SOURCE,
+        siim_pneumothorax.SOURCE,
         vindr_cxr.SOURCE,
+        mimic_cxr.SOURCE,
+        padchest.SOURCE,
     )
 }
 
