@@ -2,7 +2,6 @@
 fixtures, their errors, boxes clipped and counted by prepare, and phantom exports that
 prepare and train."""
 
-import json
 import os
 import re
 import shutil
@@ -407,7 +406,5 @@ def test_export_prepares_and_trains(tmp_path, dataset, cls, export):
     assert set(metrics["auc"]) == {cls}
     # The set's boxes reach the localisation evaluator.
     assert metrics["localization"]["overlap"]["count"][cls] > 0
-    with open(
-        os.path.join(tmp_path, "prepared", dataset, f"{SIZE}px", "1.0.0", records.REPORT_FILE)
-    ) as f:
-        assert json.load(f)["examples_written"] == 48
+    report = records.read_report(records.version_dir(dataset, data_dir, SIZE))
+    assert report["examples_written"] == 48
