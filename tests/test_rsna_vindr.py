@@ -408,3 +408,15 @@ def test_export_prepares_and_trains(tmp_path, dataset, cls, export):
     assert metrics["localization"]["overlap"]["count"][cls] > 0
     report = records.read_report(records.version_dir(dataset, data_dir, SIZE))
     assert report["examples_written"] == 48
+
+
+def test_clip_boxes_cuts_counts_and_leaves_out_by_hand():
+    boxes = np.asarray(
+        [[1.1, 2.2, 3.3, 4.4], [-2, 5, 6, 3], [8, 8, 5, 5], [11, 0, 3, 3], [2, -9, 4, 5]],
+        np.float32,
+    )
+    out, labels, clipped, outside = prep.clip_boxes(boxes, np.arange(5, dtype=np.int32), 10, 10)
+    # In a 10 x 10 image: the first unchanged (bit for bit), the second and third cut, the
+    # fourth right of the image and the fifth above it left out.
+    np.testing.assert_array_equal(out, np.asarray([boxes[0], [0, 5, 4, 3], [8, 8, 2, 2]]))
+    assert labels.tolist() == [0, 1, 2] and (clipped, outside) == (2, 2)
