@@ -783,3 +783,275 @@ def write_padchest_fixture(root, missing_image: bool = False, gz: bool = False) 
     else:
         csv_path.write_text(text.getvalue())
     return {"root": str(root), "csv": str(csv_path), "rows": rows, "missing": missing}
+
+
+# ------------------------------------------------ RSNA Pneumonia and VinDr-CXR (DICOM sets)
+
+
+def _dicom_with_header(path, pixels, photometric="MONOCHROME2", **header) -> None:
+    """:func:`write_dicom`, then ``header`` (PatientSex, PatientAge, ...) set in the file."""
+    import warnings
+
+    import pydicom
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_dicom(path, pixels, photometric)
+    ds = pydicom.dcmread(path)
+    with warnings.catch_warnings():  # RSNA's plain-number ages are not valid DICOM AS
+        warnings.simplefilter("ignore")
+        for name, value in header.items():
+            setattr(ds, name, value)
+    ds.save_as(path)
+
+
+def write_rsna_fixture(root, seed: int = 0) -> dict:
+    """A tiny RSNA Pneumonia stage 2 folder, written by hand with the real files' quirks.
+
+    ``stage_2_train_labels.csv`` has two box rows for one image and a Target 0 row with
+    empty box fields; the detailed class file repeats that image once per box row, as the
+    real one does; one box reaches outside its image (x < 0 and past the right edge);
+    one listed image has no DICOM; one DICOM is 16-bit MONOCHROME1, one 8-bit; ages are
+    plain numbers (RSNA) or DICOM ``058Y``.
+
+    Returns ``{"root", "truth": {patientId: {labels, boxes, sex, age, view, pixels}},
+    "missing": patientId without a file, "outside": patientId of the box outside,
+    "size": (height, width)}``.
+    """
+    root = pathlib.Path(root)
+    rng = np.random.default_rng(seed)
+    height, width = 40, 36
+    a, b, c, d = "aaa-1", "bbb-2", "ccc-3", "ddd-4"
+    truth = {
+        a: {
+            "labels": [1],
+            "boxes": [[2, 3, 10, 12], [20, 5.5, 8, 9]],
+            "sex": "M",
+            "age": 58,
+            "view": "PA",
+            "age_text": "58",
+            "photometric": "MONOCHROME1",
+            "dtype": np.uint16,
+        },
+        b: {
+            "labels": [0],
+            "boxes": [],
+            "sex": "F",
+            "age": 34,
+            "view": "AP",
+            "age_text": "034Y",
+            "photometric": "MONOCHROME2",
+            "dtype": np.uint8,
+        },
+        c: {
+            "labels": [1],
+            "boxes": [[-4, 10, 44, 6]],
+            "sex": "",
+            "age": -1,
+            "view": "PA",
+            "age_text": "",
+            "photometric": "MONOCHROME2",
+            "dtype": np.uint16,
+        },
+        d: {"labels": [0], "boxes": [], "sex": "", "age": -1, "view": ""},
+    }
+    (root / "stage_2_train_images").mkdir(parents=True, exist_ok=True)
+    (root / "stage_2_train_labels.csv").write_text(
+        "patientId,x,y,width,height,Target\n"
+        f"{a},2.0,3.0,10.0,12.0,1\n"
+        f"{b},,,,,0\n"
+        f"{a},20.0,5.5,8.0,9.0,1\n"
+        f"{c},-4.0,10.0,44.0,6.0,1\n"
+        f"{d},,,,,0\n"
+    )
+    (root / "stage_2_detailed_class_info.csv").write_text(
+        "patientId,class\n"
+        f"{a},Lung Opacity\n"
+        f"{b},No Lung Opacity / Not Normal\n"
+        f"{a},Lung Opacity\n"
+        f"{c},Lung Opacity\n"
+        f"{d},Normal\n"
+    )
+    for key in (a, b, c):
+        t = truth[key]
+        top = 4095 if t["dtype"] == np.uint16 else 255
+        pixels = rng.integers(0, top + 1, (height, width)).astype(t["dtype"])
+        t["pixels"] = pixels
+        header = {"PatientSex": t["sex"], "PatientAge": t["age_text"], "ViewPosition": t["view"]}
+        header = {k: v for k, v in header.items() if v}
+        _dicom_with_header(
+            root / "stage_2_train_images" / f"{key}.dcm", pixels, t["photometric"], **header
+        )
+    return {"root": str(root), "truth": truth, "missing": d, "outside": c, "size": (height, width)}
+
+
+VINDR_PHYSIONET_LABELS = (
+    "Aortic enlargement",
+    "Atelectasis",
+    "Calcification",
+    "Cardiomegaly",
+    "Clavicle fracture",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Enlarged PA",
+    "ILD",
+    "Infiltration",
+    "Lung Opacity",
+    "Lung cavity",
+    "Lung cyst",
+    "Mediastinal shift",
+    "Nodule/Mass",
+    "Pleural effusion",
+    "Pleural thickening",
+    "Pneumothorax",
+    "Pulmonary fibrosis",
+    "Rib fracture",
+    "Other lesion",
+    "COPD",
+    "Lung tumor",
+    "Pneumonia",
+    "Tuberculosis",
+    "Other disease",
+    "No finding",
+)  # as a PhysioNet copy's header spells them ("Other disease": one spelling in the wild)
+
+
+def _label_row(image, reader, marked) -> str:
+    cells = ",".join("1" if c in marked else "0" for c in VINDR_PHYSIONET_LABELS)
+    return f"{image},{reader},{cells}" if reader is not None else f"{image},{cells}"
+
+
+def write_vindr_fixture(root, kaggle: bool = False, seed: int = 0) -> dict:
+    """A tiny VinDr-CXR folder in the PhysioNet layout (or Kaggle's), written by hand.
+
+    PhysioNet: three training images read by three radiologists each (one reader's row
+    repeated, identical, in image_labels_train.csv, whose reader column is spelled
+    ``rad_ID``), two test images of a consensus reader (image_labels_test.csv without a
+    reader column), ``No finding`` rows with empty box fields, a box past the image's
+    right edge, a 16-bit MONOCHROME1 DICOM. Kaggle: two images, ``class_id`` 14 ``No
+    finding`` rows.
+
+    Returns ``{"root", "any": {image: [classes]}, "majority": {...}, "boxes": {image:
+    [(class, [x, y, w, h])...]}, "split": {image: split}, "size": (height, width)}``.
+    """
+    root = pathlib.Path(root)
+    rng = np.random.default_rng(seed)
+    height, width = 30, 40
+    if kaggle:
+        rows = [
+            "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max",
+            "k1,Aortic enlargement,0,R1,10.0,4.0,20.0,12.0",
+            "k1,Aortic enlargement,0,R2,11.0,5.0,21.5,13.0",
+            "k1,No finding,14,R3,,,,",
+            "k2,No finding,14,R4,,,,",
+            "k2,No finding,14,R5,,,,",
+            "k2,No finding,14,R6,,,,",
+        ]
+        (root / "train").mkdir(parents=True, exist_ok=True)
+        (root / "train.csv").write_text("\n".join(rows) + "\n")
+        images = {"k1": "train", "k2": "train"}
+        any_ = {"k1": ["Aortic enlargement"], "k2": []}
+        majority = any_
+        boxes = {
+            "k1": [
+                ("Aortic enlargement", [10, 4, 10, 8]),
+                ("Aortic enlargement", [11, 5, 10.5, 8]),
+            ],
+            "k2": [],
+        }
+    else:
+        ann = root / "annotations"
+        ann.mkdir(parents=True, exist_ok=True)
+        header = "image_id,rad_id,class_name,x_min,y_min,x_max,y_max"
+        (ann / "annotations_train.csv").write_text(
+            "\n".join(
+                [
+                    header,
+                    "t1,R1,Cardiomegaly,12.0,14.0,30.0,22.0",
+                    "t1,R1,Pleural effusion,1.0,20.0,9.0,29.0",
+                    "t1,R1,Pleural effusion,31.0,20.0,39.0,29.0",
+                    "t1,R2,Cardiomegaly,13.0,15.0,29.0,23.0",
+                    "t1,R3,No finding,,,,",
+                    "t2,R4,No finding,,,,",
+                    "t2,R5,No finding,,,,",
+                    "t2,R6,No finding,,,,",
+                    "t3,R1,Nodule/Mass,5.0,5.0,8.0,8.0",
+                    "t3,R5,Nodule/Mass,36.0,6.0,44.0,10.0",
+                ]
+            )
+            + "\n"
+        )
+        (ann / "image_labels_train.csv").write_text(
+            "\n".join(
+                [
+                    "image_id,rad_ID," + ",".join(VINDR_PHYSIONET_LABELS),
+                    _label_row("t1", "R1", {"Cardiomegaly", "Pleural effusion"}),
+                    _label_row("t1", "R2", {"Cardiomegaly"}),
+                    _label_row("t1", "R3", {"No finding"}),
+                    _label_row("t2", "R4", {"No finding"}),
+                    _label_row("t2", "R5", {"No finding"}),
+                    _label_row("t2", "R5", {"No finding"}),
+                    _label_row("t2", "R6", {"No finding"}),
+                    _label_row("t3", "R1", {"COPD", "Nodule/Mass"}),
+                    _label_row("t3", "R2", {"COPD"}),
+                    _label_row("t3", "R5", {"Nodule/Mass", "Other disease"}),
+                ]
+            )
+            + "\n"
+        )
+        (ann / "annotations_test.csv").write_text(
+            header + "\ns1,R8,Pneumothorax,2.0,3.0,12.0,25.0\ns2,R8,No finding,,,,\n"
+        )
+        (ann / "image_labels_test.csv").write_text(
+            "\n".join(
+                [
+                    "image_id," + ",".join(VINDR_PHYSIONET_LABELS),
+                    _label_row("s1", None, {"Pneumothorax", "Tuberculosis"}),
+                    _label_row("s2", None, {"No finding"}),
+                ]
+            )
+            + "\n"
+        )
+        images = {"t1": "train", "t2": "train", "t3": "train", "s1": "test", "s2": "test"}
+        any_ = {
+            "t1": ["Cardiomegaly", "Pleural effusion"],
+            "t2": [],
+            "t3": ["COPD", "Nodule/Mass", "Other diseases"],
+            "s1": ["Pneumothorax", "Tuberculosis"],
+            "s2": [],
+        }
+        majority = {**any_, "t1": ["Cardiomegaly"], "t3": ["COPD", "Nodule/Mass"]}
+        boxes = {
+            "t1": [
+                ("Cardiomegaly", [12, 14, 18, 8]),
+                ("Pleural effusion", [1, 20, 8, 9]),
+                ("Pleural effusion", [31, 20, 8, 9]),
+                ("Cardiomegaly", [13, 15, 16, 8]),
+            ],
+            "t2": [],
+            "t3": [("Nodule/Mass", [5, 5, 3, 3]), ("Nodule/Mass", [36, 6, 8, 4])],
+            "s1": [("Pneumothorax", [2, 3, 10, 22])],
+            "s2": [],
+        }
+    pixels = {}
+    for i, (image, split) in enumerate(images.items()):
+        wide = i % 2 == 0
+        p = rng.integers(0, 4096 if wide else 256, (height, width))
+        pixels[image] = p.astype(np.uint16 if wide else np.uint8)
+        _dicom_with_header(
+            root / split / f"{image}.dicom",
+            pixels[image],
+            "MONOCHROME1" if wide else "MONOCHROME2",
+            PatientSex="F" if i % 3 else "M",
+            PatientAge=f"{40 + i:03d}Y",
+        )
+    return {
+        "root": str(root),
+        "any": any_,
+        "majority": majority,
+        "boxes": boxes,
+        "split": images,
+        "pixels": pixels,
+        "size": (height, width),
+    }

@@ -304,8 +304,6 @@ def _dicom_to_uint8(path: str, ds, a: np.ndarray) -> np.ndarray:
         return to_uint8_gray(Image.fromarray(rgb, "RGB"))
     if a.ndim != 2 or a.size == 0:
         raise DataFormatError(f"DICOM file {path}: expected a 2-D image, got shape {a.shape}.")
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
     lut = _voi_lut(ds)
     window = None if lut else _first_window(ds)
     identity = (
@@ -315,9 +313,57 @@ def _dicom_to_uint8(path: str, ds, a: np.ndarray) -> np.ndarray:
     )
     if a.dtype == np.uint8 and identity and lut is None and window is None:
         return 255 - a if photometric == "MONOCHROME1" else a
+    # Every step below maps each stored value on its own, except the min-max range, which
+    # is taken over the values present: so they are computed once per value of the span
+    # (4096 for 12 bits) and looked up, instead of over a million pixels (the same floats,
+    # so the same bytes; benchmarks/prepare_dicom.py). Without a Modality LUT Sequence the
+    # modality values are monotonic in the stored ones (a rescale, correctly rounded), so
+    # the range's ends are those of the smallest and largest stored value.
+    levels = _integer_levels(a, every_value=bool(ds.get("ModalityLUTSequence")))
+    if levels is not None:
+        first, index, present = levels
+        values = np.arange(first, first + present.size, dtype=np.int64)
+        table = _values_to_uint8(path, ds, values, present, photometric, lut, window)
+        return np.take(table, index)
+    return _values_to_uint8(path, ds, a, None, photometric, lut, window)
+
+
+# The largest span of stored values (max - min + 1) mapped through a table of them.
+MAX_TABLE = 2**16
+
+
+def _integer_levels(a: np.ndarray, every_value: bool = True):
+    """``(first, index, present)`` of an integer image whose values span at most
+    :data:`MAX_TABLE`: its smallest value, each pixel's value less it (an index), and which
+    of the values in the span occur (``every_value``), or only its two ends, which always
+    do; None for another image."""
+    if a.dtype.kind not in "ui" or a.size == 0:
+        return None
+    lo, hi = int(a.min()), int(a.max())
+    if hi - lo >= MAX_TABLE:
+        return None
+    if a.dtype.kind == "u":
+        index = a - a.dtype.type(lo)
+    else:
+        index = a.astype(np.int64) - lo
+    if every_value:
+        present = np.bincount(index.ravel(), minlength=hi - lo + 1) > 0
+    else:
+        present = np.zeros(hi - lo + 1, bool)
+        present[[0, -1]] = True
+    return lo, index, present
+
+
+def _values_to_uint8(path, ds, a, present, photometric, lut, window) -> np.ndarray:
+    """Stored values ``a`` -> uint8 by the modality LUT, the VOI LUT or window, or the
+    min-max range (over the values flagged ``present`` when given, else over all of
+    ``a``), and MONOCHROME1's inversion (the module docstring)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     # Modality units: Rescale Slope / Intercept, or a Modality LUT Sequence.
     v = np.asarray(apply_modality_lut(a, ds), np.float64)
-    if not np.isfinite(v).all():
+    occurring = v if present is None else v[present]
+    if not np.isfinite(occurring).all():
         raise DataFormatError(f"DICOM file {path}: its pixel data holds NaN or infinite values.")
     # The VOI LUT Sequence if there is one, else the first window with its VOI LUT
     # Function (LINEAR, LINEAR_EXACT or SIGMOID), by pydicom as DICOM PS3.3 C.11.2
@@ -337,7 +383,7 @@ def _dicom_to_uint8(path: str, ds, a: np.ndarray) -> np.ndarray:
         lo, hi = np.asarray(apply_voi_lut(probe, ds, index=0), np.float64)
         v = np.asarray(apply_voi_lut(v, ds, index=0), np.float64)
     else:
-        lo, hi = float(v.min()), float(v.max())
+        lo, hi = float(occurring.min()), float(occurring.max())
     scaled = np.clip((v - lo) / (hi - lo), 0.0, 1.0) if hi != lo else np.zeros_like(v)
     if photometric == "MONOCHROME1":
         scaled = 1.0 - scaled

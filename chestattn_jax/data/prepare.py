@@ -30,8 +30,10 @@ the next build. Beside the shards, ``chestattn_index.npz`` holds the non-image
 fields of every record (for splits and class counts without decoding images),
 and ``chestattn_prepare.json`` what the data set was prepared from: the raw
 folder, the options, the number of examples read and a fingerprint of them (see
-:func:`inputs_fingerprint`), the images left out under ``--on_bad_image=skip``, and
-a ``build_id`` of its own (:func:`chestattn_jax.data.records.build_id`).
+:func:`inputs_fingerprint`), the images left out under ``--on_bad_image=skip``, the
+boxes that reached outside their image (``boxes_clipped``: clipped to it, or left out
+when wholly outside, counted per image), and a ``build_id`` of its own
+(:func:`chestattn_jax.data.records.build_id`).
 
 Preparing into a folder that already holds the version folder compares that
 record with the new inputs: the same inputs and options reuse it (nothing is
@@ -100,6 +102,8 @@ class ExampleWriter(records.RecordBuilder, skip_registration=True):
         self._on_bad_image = on_bad_image
         self._num_workers = num_workers
         self.skipped: list[tuple[str, str]] = []
+        # (image, key, boxes clipped to the image, boxes wholly outside it, removed).
+        self.clipped: list[tuple[str, str, int, int]] = []
         super().__init__(**kwargs)
         # The fixed frame of the raw box coordinates, if any.
         self.box_frame = sources.get_prepared(self.DATASET).prepared.box_frame
@@ -121,6 +125,9 @@ class ExampleWriter(records.RecordBuilder, skip_registration=True):
                 "build_id": uuid.uuid4().hex,
                 "examples_written": len(self._examples) - len(self.skipped),
                 "skipped": [{"file": f, "error": e} for f, e in self.skipped],
+                "boxes_clipped": [
+                    {"file": f, "key": k, "clipped": c, "outside": o} for f, k, c, o in self.clipped
+                ],
             }
             files.write_bytes(
                 epath.Path(self.data_dir) / REPORT_FILE, json.dumps(report, indent=2).encode()
@@ -140,6 +147,17 @@ class ExampleWriter(records.RecordBuilder, skip_registration=True):
         try:
             for ex, (record, error) in zip(self._examples, _alive(results), strict=True):
                 if error is None:
+                    clipped, outside = record.pop(CLIPPED)
+                    if clipped or outside:
+                        self.clipped.append((ex.image_path, ex.key, clipped, outside))
+                        logging.warning(
+                            "%s: %d boxes reach outside the image: clipped to it; %d wholly "
+                            "outside it: left out. Counted in %s.",
+                            ex.image_path,
+                            clipped,
+                            outside,
+                            REPORT_FILE,
+                        )
                     yield ex.key, record
                 elif self._on_bad_image == "skip":
                     self.skipped.append((ex.image_path, error))
@@ -184,15 +202,43 @@ def _encode(args):
         return None, f"Cannot store image {ex.image_path}: {type(e).__name__}: {message}"
 
 
+def clip_boxes(boxes: np.ndarray, labels: np.ndarray, height: int, width: int):
+    """``[x, y, w, h]`` boxes cut to the ``height x width`` image.
+
+    Returns ``(boxes, labels, clipped, outside)``: the boxes that keep some area (those
+    inside unchanged, bit for bit) and their labels, the number of boxes that were cut,
+    and the number wholly outside the image, which are left out.
+    """
+    x0, y0 = np.clip(boxes[:, 0], 0, width), np.clip(boxes[:, 1], 0, height)
+    x1 = np.clip(boxes[:, 0] + boxes[:, 2], 0, width)
+    y1 = np.clip(boxes[:, 1] + boxes[:, 3], 0, height)
+    cut = (
+        (x0 != boxes[:, 0])
+        | (y0 != boxes[:, 1])
+        | (x1 != boxes[:, 0] + boxes[:, 2])
+        | (y1 != boxes[:, 1] + boxes[:, 3])
+    )
+    out = np.where(cut[:, None], np.stack([x0, y0, x1 - x0, y1 - y0], 1), boxes)
+    kept = (out[:, 2] > 0) & (out[:, 3] > 0)
+    return out[kept], labels[kept], int((cut & kept).sum()), int((~kept).sum())
+
+
+# The key of a record that carries its clipped-box counts to the writer (not a feature).
+CLIPPED = "_boxes_clipped"
+
+
 def _tfds_example(ex: RawExample, size: int, box_frame: int | None) -> dict:
     image = load_grayscale(ex.image_path)
     h, w = image.shape
     boxes = np.asarray(ex.boxes, np.float32).reshape(-1, 4)
+    box_labels = np.asarray(ex.box_labels, np.int32).reshape(-1)
+    clipped = outside = 0
     if boxes.size:
         # Box coordinates live in a fixed frame (NIH: 1024 x 1024), whatever size the
         # stored file has: first map them onto this file, then letterbox them with it.
         fh, fw = (box_frame, box_frame) if box_frame else (h, w)
         boxes = boxes * np.asarray([w / fw, h / fh, w / fw, h / fh], np.float32)
+        boxes, box_labels, clipped, outside = clip_boxes(boxes, box_labels, h, w)
         boxes = letterbox_boxes(boxes, h, w, size)
     masks, mask_labels = stored_masks(ex, h, w, size)
     return {
@@ -206,9 +252,10 @@ def _tfds_example(ex: RawExample, size: int, box_frame: int | None) -> dict:
         "age": np.int32(ex.age),
         "source_split": ex.source_split,
         "boxes": boxes.astype(np.float32),
-        "box_labels": np.asarray(ex.box_labels, np.int32).reshape(-1),
+        "box_labels": box_labels,
         "truth_masks": masks,
         "truth_mask_labels": mask_labels,
+        CLIPPED: (clipped, outside),
     }
 
 
@@ -584,6 +631,13 @@ def main(argv):
     skipped = len(report.get("skipped", []))
     if skipped:
         print(f"{skipped} bad images were left out; they are listed in {path}/{REPORT_FILE}.")
+    clipped = report.get("boxes_clipped", [])
+    if clipped:
+        print(
+            f"{sum(c['clipped'] for c in clipped)} boxes reaching outside their image were "
+            f"clipped to it and {sum(c['outside'] for c in clipped)} wholly outside it left "
+            f"out, on {len(clipped)} images; they are listed in {path}/{REPORT_FILE}."
+        )
     print(
         f"Train with: --config.data.data_dir={f.data_dir} --config.data.image_size={f.image_size}"
     )

@@ -12,8 +12,10 @@ from chestattn_jax.data import (
     mimic_cxr,
     nih,
     padchest,
+    rsna_pneumonia,
     siim_pneumothorax,
     synthetic,
+    vindr_cxr,
 )
 from chestattn_jax.data.source import DataSource
 
@@ -24,7 +26,9 @@ SOURCES: dict[str, DataSource] = {
         synthetic.SOURCE,
         nih.SOURCE,
         chexpert.SOURCE,
+        rsna_pneumonia.SOURCE,
         siim_pneumothorax.SOURCE,
+        vindr_cxr.SOURCE,
         mimic_cxr.SOURCE,
         padchest.SOURCE,
     )
