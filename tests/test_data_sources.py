@@ -14,16 +14,18 @@ from chestattn_jax.data import (
     nih,
     padchest,
     records,
+    rsna_pneumonia,
     siim_pneumothorax,
     sources,
     synthetic,
+    vindr_cxr,
 )
 from chestattn_jax.data.input_pipeline import create_source, dataset_fingerprint
 from chestattn_jax.data.source import DataSource, Prepared, PrepareOption, prepared_source
 from chestattn_jax.validation import problems
 
 # The data sets beyond the paper's, in the registry's order.
-OTHER_DATA_SETS = (siim_pneumothorax, mimic_cxr, padchest)
+OTHER_DATA_SETS = (rsna_pneumonia, siim_pneumothorax, vindr_cxr, mimic_cxr, padchest)
 
 PACKAGE = Path(__file__).resolve().parent.parent / "chestattn_jax"
 

@@ -1,0 +1,18 @@
+"""RSNA Pneumonia Detection Challenge (its one class, Lung Opacity, with box truth for
+localisation), ResNet-50 at 224 px.
+
+  python -m chestattn_jax.main --config=configs/rsna_pneumonia.py:class --workdir=W \
+      --config.data.data_dir=/path/to/prepared/rsna_pneumonia
+
+The argument after ``:`` picks the variant (resnet | image | class; default class).
+"""
+
+from chestattn_jax.config import get_base_config, with_variant
+from chestattn_jax.data.rsna_pneumonia import SOURCE
+
+
+def get_config(arg=None):
+    config = get_base_config()
+    config.data.name = SOURCE.name
+    config.data.classes = SOURCE.classes
+    return with_variant(config, arg)
