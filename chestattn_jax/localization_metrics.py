@@ -760,7 +760,7 @@ def _seed_rates(tables, draws, columns, k: int):
         values = np.stack([t.column(c) for c in columns], axis=1)  # (F, C)
         per_class = values[:, :, None] * onehot[:, None, :]  # (F, C, k)
         w = weights[:, t.example_index].astype(np.float64)  # (D, F)
-        num += (w @ per_class.reshape(len(t), -1)).reshape(num.shape)
+        num += (w @ per_class.reshape(len(t), len(columns) * k)).reshape(num.shape)
         den += (w @ onehot)[:, None, :]
         num_point += per_class.sum(0)
         den_point += onehot.sum(0)

@@ -527,6 +527,29 @@ def test_seed_draws_average_the_picked_seeds_and_identical_seeds_are_one_seed():
         bootstrap_findings(folds, per_seed_prior, list("abc"), pairs=[("model", "prior")])
 
 
+def test_a_fold_without_findings_gives_undefined_rates_not_an_error():
+    # Test images with boxes of none of the model's classes: a fold with no finding.
+    from chestattn_jax.localization_metrics import finding_rates
+    from chestattn_jax.metrics import fold_draw_weights
+
+    rng = np.random.default_rng(3)
+    ids, tables = _tables(rng, range(4), 2, names=("model",))
+    empty = tables["model"]
+    empty = type(empty)(
+        example_index=empty.example_index[:0],
+        class_index=empty.class_index[:0],
+        example_ids=empty.example_ids[:0],
+        patient_ids=empty.patient_ids[:0],
+        values={f: v[:0] for f, v in empty.values.items()},
+        class_names=empty.class_names,
+        map_threshold=empty.map_threshold,
+    )
+    draws = fold_draw_weights([ids], 5, seed=0)
+    point, per_draw = finding_rates([[empty]], draws, None, ("pixel_hit",), 2)["pixel_hit"]
+    assert point.shape == (2,) and np.isnan(point).all()
+    assert per_draw.shape == (5, 2) and np.isnan(per_draw).all()
+
+
 def test_paired_sources_must_hold_the_same_findings():
     import dataclasses
 
