@@ -280,16 +280,15 @@ def open_split(config, split: str) -> MixtureSource:
         parts.append(record_reader.open_split(member_config(config, m), split))
         columns.append([j for j, c in enumerate(m.classes) if c is not None])
     weights = tuple(config.data.mixture_weights) or None
-    return MixtureSource(parts, [m.name for m in chosen], columns, len(config.data.classes), weights)
+    names = [m.name for m in chosen]
+    return MixtureSource(parts, names, columns, len(config.data.classes), weights)
 
 
 def fingerprint(config) -> dict:
     """What the mixture is, cheaply (:func:`chestattn_jax.data.input_pipeline.
     dataset_fingerprint`): each set's fingerprint under ``datasets``, and a ``fingerprint``
     hashing the sets' names and fingerprints in order."""
-    each = [
-        sources.get(m.name).fingerprint(member_config(config, m)) for m in members(config)
-    ]
+    each = [sources.get(m.name).fingerprint(member_config(config, m)) for m in members(config)]
     text = json.dumps([[e["name"], e["fingerprint"]] for e in each])
     return {
         "name": "+".join(e["name"] for e in each),
@@ -332,7 +331,7 @@ def check_config(p, mode: str) -> None:
         )
         return
     if len(names) < 2:
-        p.add("data.mixture", 'names one data set: use config.data.name and data_dir for one.')
+        p.add("data.mixture", "names one data set: use config.data.name and data_dir for one.")
     _check_weights(p, len(names))
     _check_splits(p, names)
     home = p.value("data.name")
@@ -414,8 +413,7 @@ def _check_classes(p, home: str, names) -> None:
     if nowhere:
         p.add(
             "data.classes",
-            f"no data set of the mixture ({', '.join(names)}) has "
-            f"{', '.join(map(repr, nowhere))}.",
+            f"no data set of the mixture ({', '.join(names)}) has {', '.join(map(repr, nowhere))}.",
         )
     empty = [n for n, h in held.items() if all(c is None for c in h)]
     if empty:
