@@ -19,7 +19,7 @@ from chestattn_jax import validation
 from chestattn_jax.data import mixture
 from chestattn_jax.data import prepare as prep
 from chestattn_jax.data.export import export_nih
-from chestattn_jax.data.export_csv_sets import export_mimic_cxr
+from chestattn_jax.data.export_csv_sets import export_mimic_cxr, export_padchest
 from chestattn_jax.data.input_pipeline import create_source, train_dataset
 from chestattn_jax.data.synthetic import PhantomConfig
 from chestattn_jax.losses import regularized_loss
@@ -31,6 +31,7 @@ PHANTOMS = PhantomConfig(image_size=48, prevalence_scale=2.0)
 CLASSES = ("Atelectasis", "Effusion", "Infiltration", "Mass", "Nodule")
 IN_MIMIC = ("Atelectasis", "Pleural Effusion", None, None, None)
 LACKING = [2, 3, 4]
+PADCHEST_SPELLINGS = ("atelectasis", "pleural effusion", "infiltrates", "mass", "nodule")
 
 
 def mixed_config(nih_dir, mimic_dir, **train):
@@ -59,6 +60,8 @@ def prepared(tmp_path_factory):
     prep.prepare("nih", str(root / "nih_raw"), str(root / "nih"), SIZE)
     export_mimic_cxr(str(root / "mimic_raw"), 90, seed=5, config=PHANTOMS)
     prep.prepare("mimic_cxr", str(root / "mimic_raw"), str(root / "mimic"), SIZE)
+    export_padchest(str(root / "pad_raw"), 45, seed=9, config=PHANTOMS)
+    prep.prepare("padchest", str(root / "pad_raw"), str(root / "pad"), SIZE)
     return root, str(root / "nih"), str(root / "mimic")
 
 
@@ -96,6 +99,7 @@ def test_classes_resolve_per_set_through_the_label_space():
         ({"name": "chexpert"}, "data.name", "one of the mixture's data sets"),
         ({"data_dir": "/nih"}, "data.data_dir", "not read with a mixture"),
         ({"views": ("PA",)}, "data.views", "not read with a mixture"),
+        ({"mixture_weights": (1, "a")}, "data.mixture_weights", "a tuple of numbers"),
     ],
 )
 def test_each_bad_mixture_setting_is_named_up_front(change, field, message):
@@ -296,6 +300,26 @@ def test_two_set_training_scores_each_set_and_both(prepared):
     # classes; the subgroups read the pooled attributes.
     assert sum(metrics["localization"]["pointing_game"]["count"].values()) > 0
     assert set(metrics["subgroups"]["attributes"]) >= {"sex", "view"}
+
+    # Scored on a set outside the mixture (PadChest) through the label space: one data set
+    # evaluated, no mixture left in it.
+    from chestattn_jax import evaluation
+
+    cross = config.copy_and_resolve_references()
+    cross.eval.dataset, cross.eval.data_dir = "padchest", str(root / "pad")
+    cross.eval.evaluators = ("auc",)
+    validation.validate(cross, "evaluate", num_devices=1)
+    scored = evaluation.evaluate(cross, str(root / "w_mixed"))
+    assert scored["cross_dataset"]["class_map"] == dict(
+        zip(CLASSES, PADCHEST_SPELLINGS, strict=True)
+    )
+    assert "per_dataset" not in scored
+    pad = single(config, "padchest", str(root / "pad"), PADCHEST_SPELLINGS)
+    assert scored["num_examples"] == len(create_source(pad, "test")) > 0
+    # A set of the mixture is scored in per_dataset, not through eval.dataset.
+    cross.eval.dataset, cross.eval.data_dir = "mimic_cxr", mimic_dir
+    found = validation.problems(cross, "evaluate", num_devices=1)
+    assert len(found) == 1 and found[0].startswith("config.eval.dataset='mimic_cxr'")
 
 
 @pytest.mark.slow

@@ -350,6 +350,14 @@ def check_config(p, mode: str) -> None:
         "eval.nih_expert_labels",
         "is not read with a mixture (its example ids are prefixed with the set's name)",
     )
+    evaluated = p.value("eval.dataset")
+    if isinstance(evaluated, str) and evaluated in names:
+        p.add(
+            "eval.dataset",
+            f"names {evaluated}, a data set the model was trained on in the mixture: its test "
+            "split is scored alone in metrics.json's per_dataset (a cross-dataset evaluation "
+            "scores a set outside the mixture).",
+        )
     if not any(sources.get(n).uncertain_labels for n in names):
         for f in ("uncertainty", "uncertainty_per_class"):
             p.ignored(f"data.{f}", f"has no effect on {', '.join(names)}, never uncertain")
