@@ -44,6 +44,15 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.data.val_fraction = 0.125  # of the non-test patients, for kfold and official
     config.data.split_seed = 0
     config.data.views = ()  # keep only these view positions (e.g. ("PA",)); () keeps all
+    # Several prepared data sets at once (chestattn_jax/data/mixture.py): "NAME:DIR,..."
+    # (config.data.name one of them, data_dir unset; the classes in its spellings or as
+    # canonical findings, masked on a set that lacks them); "" for one data set. Each set's
+    # share of the training batches (one positive number per set; () our default:
+    # proportional to each set's training split) and split scheme (one per set; ():
+    # config.data.split for every set).
+    config.data.mixture = ""
+    config.data.mixture_weights = ()
+    config.data.mixture_splits = ()
     # CheXpert's uncertain (-1) labels: ones | zeros | ignore (masked out of loss and AUC),
     # with per-class exceptions in uncertainty_per_class, e.g. {"Edema": "ones"}.
     config.data.uncertainty = "zeros"

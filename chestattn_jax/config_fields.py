@@ -46,6 +46,8 @@ DATA_FIELDS = (
     "data.split_seed",
     "data.uncertainty",
     "data.uncertainty_per_class",
+    "data.mixture",
+    "data.mixture_splits",
 )
 # Evaluation settings that change the numbers written (recorded beside them).
 EVAL_FIELDS = (
@@ -78,6 +80,9 @@ PREPARED_FIELDS = (
     "views",
     "uncertainty",
     "uncertainty_per_class",
+    "mixture",
+    "mixture_weights",
+    "mixture_splits",
 )
 # Fields (under config.data) of the prepared data sets' split schemes, and the schemes
 # that read them.

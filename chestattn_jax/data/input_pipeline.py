@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from chestattn_jax.data import augment, sources, splits
+from chestattn_jax.data import augment, mixture, sources, splits
 
 BATCH_KEYS = ("image", "labels", "mask")
 # The smallest image side: the ResNet backbone's total stride (gate 3's maps are 16 times
@@ -37,7 +37,9 @@ def check_config(p, mode: str) -> None:
     set's settings), and the settings the chosen data set would silently ignore."""
     name = p.choice("data.name", sources.names())
     source = sources.get(name) if name is not None else None
-    _check_classes(p, source)
+    mixed = isinstance(p.value("data.mixture"), str) and bool(p.value("data.mixture"))
+    # A mixture's classes are resolved per set (mixture.check_config).
+    _check_classes(p, None if mixed else source)
     p.int(
         "data.image_size",
         MIN_IMAGE_SIZE,
@@ -54,6 +56,7 @@ def check_config(p, mode: str) -> None:
     p.int("data.prefetch_batches", 0, "at least 0")
 
     splits.check_config(p, mode)
+    mixture.check_config(p, mode)
     views = p.value("data.views")
     if not isinstance(views, list | tuple) or not all(isinstance(v, str) for v in views):
         p.add("data.views", "must be a tuple of view names, e.g. ('PA',); () keeps every view.")
@@ -125,11 +128,14 @@ def normalize_images(images, mean: float, std: float):
 
 
 def create_source(config, split: str):
-    """The random-access source of ``split`` for ``config.data``.
+    """The random-access source of ``split`` for ``config.data``: of its data set, or of
+    its mixture of data sets (:class:`chestattn_jax.data.mixture.MixtureSource`).
 
     Every source yields ``{"image": (H, W, C) uint8, "labels": (k,), "mask": (k,)}``
     and has ``positive_counts()`` (``(k,)`` positives over the split).
     """
+    if mixture.is_mixture(config):
+        return mixture.open_split(config, split)
     return sources.get(config.data.name, "config.data.name").open_split(config, split)
 
 
@@ -161,6 +167,10 @@ def train_dataset(
     So the processes' shards are disjoint, and the global batches (their examples
     and their augmentation) do not depend on the number of processes.
 
+    A mixture of data sets (:class:`chestattn_jax.data.mixture.MixtureSource`) is drawn
+    set by set: each set shuffled and repeated on its own (seeded apart), the sets
+    interleaved in the proportions of its ``weights`` (grain's ``MapDataset.mix``).
+
     Args:
       source: a random-access source (``__len__``, ``__getitem__``).
       batch_size: examples per batch on this process (global batch / processes).
@@ -177,7 +187,16 @@ def train_dataset(
       A ``grain.IterDataset``; ``iter()`` of it is checkpointable with
       ``grain.checkpoint.CheckpointSave``.
     """
-    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
+    if isinstance(source, mixture.MixtureSource):
+        parts = [
+            grain.MapDataset.source(source.part(p))
+            .shuffle(seed=(seed + 1_000_003 * p) % 2**32)
+            .repeat()
+            for p in range(len(source.parts))
+        ]
+        ds = grain.MapDataset.mix(parts, list(source.weights)).seed(seed)
+    else:
+        ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
     ds = ds.map(_SelectKeys())
     if augment is not None:
         ds = ds.random_map(augment)  # seeded by the index in the global stream
@@ -273,6 +292,11 @@ def dataset_fingerprint(config) -> dict:
       - ``raw_dir``: the raw folder it was prepared from (``""`` if its examples were
         given in Python; None for synthetic).
 
+      A mixture of data sets (``config.data.mixture``) has ``name`` the sets' names
+      joined by ``+``, ``datasets`` (each set's own fingerprint, in order), a
+      ``fingerprint`` hashing their names and fingerprints, ``num_records`` their sum
+      and ``raw_dir`` None (:func:`chestattn_jax.data.mixture.fingerprint`).
+
       Prepared data sets also have ``options`` (``on_bad_image`` and ``nih_views``
       or ``frontal_only``) and ``num_skipped`` (bad images left out). Compare data
       sets by ``fingerprint`` (and ``image_size``), not by ``raw_dir``: the same data
@@ -286,4 +310,6 @@ def dataset_fingerprint(config) -> dict:
       chestattn_jax.files.CloudStorageUnavailable: a ``gs://`` ``data_dir`` without the
         ``gcs`` extra installed.
     """
+    if mixture.is_mixture(config):
+        return mixture.fingerprint(config)
     return sources.get(config.data.name, "config.data.name").fingerprint(config)

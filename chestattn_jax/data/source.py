@@ -196,6 +196,11 @@ def _check_prepared(p, source: DataSource, evaluated: DataSource | None) -> None
     """The rules of a prepared data set as ``config.data.name``: its folder is given, and
     the settings it would silently ignore keep their defaults."""
     name = source.name
+    if p.value("data.mixture"):  # the mixture's rules (chestattn_jax.data.mixture)
+        split, each = p.value("data.split"), p.value("data.mixture_splits")
+        if isinstance(split, str) and split in splits.SCHEMES and not each:
+            splits.check_scheme_fields(p, split)
+        return
     if not p.value("data.data_dir"):
         p.add(
             "data.data_dir",

@@ -134,6 +134,9 @@ def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
             "class_map": dict(zip(ctx.classes, ctx.evaluated_as, strict=True)),
             "fingerprint": plan["settings"].get("evaluated dataset fingerprint"),
         }
+    per_dataset = _per_dataset(source, record, ctx.classes)
+    if per_dataset is not None:
+        metrics["per_dataset"] = per_dataset
     if plan["changes"]:
         metrics["changed_from_training"] = {
             k: {"trained": was, "evaluated": now} for k, (was, now) in plan["changes"].items()
@@ -167,6 +170,28 @@ METRICS_FILE = "metrics.json"
 # intervals, and the class prior per class; 3: mIoU (Otsu's and tuned thresholds) per
 # finding in localization.npz.
 EVALUATION_VERSION = 3
+
+
+def _per_dataset(source, record, classes) -> dict | None:
+    """A mixture of data sets' test scores set by set (the top-level ones pool the sets):
+    ``{set: {"auc": {class: AUC | None}, "mean_auc", "undefined_classes", "masked_classes"
+    (the classes the set lacks, masked on its examples), "num_examples", "positives":
+    {class: n}}}``; None for one data set."""
+    rows_of = getattr(source, "dataset_rows", None)
+    if rows_of is None:
+        return None
+    out = {}
+    for p, (name, rows) in enumerate(rows_of().items()):
+        labels, mask = record.labels[rows], record.mask[rows]
+        scores = per_class_auc(labels, record.probs[rows], mask, list(classes))
+        positives = (labels * (mask > 0)).sum(axis=0)
+        out[name] = {
+            **scores,
+            "masked_classes": [c for c, h in zip(classes, source.held[p], strict=True) if not h],
+            "num_examples": len(rows),
+            "positives": dict(zip(classes, map(int, positives), strict=True)),
+        }
+    return out
 
 
 def _listing(out_dir: str) -> set[str]:

@@ -158,6 +158,9 @@ def plan_evaluation(config, workdir: str, *, replace_other_settings: bool = Fals
     data_config, evaluated = config, None
     if cross:
         data_config = class_map.data_config(config)
+        with data_config.unlocked():  # one evaluated data set, not training's mixture
+            data_config.data.mixture = ""
+            data_config.data.mixture_weights, data_config.data.mixture_splits = (), ()
         try:
             evaluated = dataset_fingerprint(data_config)
         except (ValueError, OSError) as e:  # named by the fields the user set
