@@ -64,9 +64,13 @@ def vindr_image_id(index: int) -> str:
     return rsna_image_id(index).replace("-", "")
 
 
-def write_dicom(path: str, image: np.ndarray, index: int, **header) -> None:
-    """Writes the uint8 ``image`` as a 16-bit DX DICOM (``BITS`` used): MONOCHROME1 and
-    inverted for odd ``index``; ``header``: attributes set on the data set."""
+def write_dicom(
+    path: str, image: np.ndarray, *, bits: int = BITS, monochrome1: bool = False, **header
+) -> None:
+    """Writes the uint8 ``image`` as a DX DICOM (explicit VR little endian) with ``bits``
+    stored bits (8: the pixels as they are; more: scaled to the range and stored in 16),
+    MONOCHROME1 and inverted where ``monochrome1``. ``header``: attributes set on the data
+    set after the writer's own (a ``SOPInstanceUID`` there is the file's too)."""
     from pydicom import config
     from pydicom.datadict import dictionary_VR, tag_for_keyword
     from pydicom.dataelem import DataElement
@@ -79,7 +83,7 @@ def write_dicom(path: str, image: np.ndarray, index: int, **header) -> None:
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.MediaStorageSOPInstanceUID = header.get("SOPInstanceUID") or generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
@@ -90,12 +94,12 @@ def write_dicom(path: str, image: np.ndarray, index: int, **header) -> None:
         # Unchecked: RSNA's plain-number ages are not valid DICOM AS, as in its files.
         tag = tag_for_keyword(name)
         ds.add(DataElement(tag, dictionary_VR(tag), value, validation_mode=config.IGNORE))
-    top = 2**BITS - 1
-    pixels = np.round(image.astype(np.float64) * (top / 255.0)).astype(np.uint16)
-    photometric = "MONOCHROME1" if index % 2 else "MONOCHROME2"
-    if photometric == "MONOCHROME1":
+    top = 2**bits - 1
+    stored = np.uint8 if bits == 8 else np.uint16
+    pixels = np.round(image.astype(np.float64) * (top / 255.0)).astype(stored)
+    if monochrome1:
         pixels = top - pixels
-    ds.set_pixel_data(pixels, photometric, BITS)
+    ds.set_pixel_data(pixels, "MONOCHROME1" if monochrome1 else "MONOCHROME2", bits)
     ds.save_as(path, enforce_file_format=True)
 
 
@@ -143,7 +147,7 @@ def export_rsna(
         write_dicom(
             os.path.join(out_dir, rsna_pneumonia.IMAGE_DIR, f"{image_id}.dcm"),
             ex["image"],
-            index,
+            monochrome1=bool(index % 2),
             PatientID=image_id,
             PatientSex=sex,
             PatientAge=str(age),  # RSNA's ages are plain numbers
@@ -238,7 +242,7 @@ def export_vindr(
         write_dicom(
             os.path.join(out_dir, rel),
             image,
-            index,
+            monochrome1=bool(index % 2),
             PatientSex=sex,
             PatientAge=f"{age:03d}Y",
         )

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from chestattn_jax.data.export import EXPORT_FILE, Layout, _patient_meta, claim_out_dir
+from chestattn_jax.data.export_dicom_sets import write_dicom
 from chestattn_jax.data.siim_pneumothorax import IMAGE_DIR, MASK_FRAME, RLE_FILE, encode_rle
 from chestattn_jax.data.synthetic import PHANTOM_CLASSES, PhantomConfig, render
 
@@ -68,29 +69,6 @@ def regions(mask: np.ndarray) -> list[np.ndarray]:
     return [part for part in (upper, lower) if part.any()]
 
 
-def write_dicom(path: str, pixels: np.ndarray, uids, *, patient: str, sex: str, age: int, view):
-    """A DX DICOM (explicit VR little endian, 8-bit MONOCHROME2) of ``pixels`` with the
-    header fields the reader takes (patient, sex, age as ``NNNY``, view)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
-
-    study, series, image = uids
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = image
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = image
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-    ds.Modality = "CR"
-    ds.PatientID, ds.PatientSex, ds.PatientAge = patient, sex, f"{age:03d}Y"
-    ds.ViewPosition = view
-    ds.set_pixel_data(np.asarray(pixels, np.uint8), "MONOCHROME2", 8)
-    ds.save_as(path, enforce_file_format=True)
-
-
 def export_siim(
     out_dir: str,
     num_images: int,
@@ -119,7 +97,20 @@ def export_siim(
         path = os.path.join(out_dir, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         view = "AP" if rng.random() < 0.3 else "PA"
-        write_dicom(path, ex["image"], uids, patient=f"p{patient:05d}", sex=sex, age=age, view=view)
+        study, series, image = uids
+        write_dicom(
+            path,
+            ex["image"],
+            bits=8,
+            Modality="CR",
+            StudyInstanceUID=study,
+            SeriesInstanceUID=series,
+            SOPInstanceUID=image,
+            PatientID=f"p{patient:05d}",
+            PatientSex=sex,
+            PatientAge=f"{age:03d}Y",
+            ViewPosition=view,
+        )
         image_id = uids[2]
         truth = ex["masks"][_PNEUMOTHORAX] if ex["labels"][_PNEUMOTHORAX] else None
         if truth is None or not truth.any():
