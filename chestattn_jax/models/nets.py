@@ -56,15 +56,8 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 # the fields that shape the parameters it takes over, and the image size its backbone and
 # gates learnt at.
 INIT_FROM_FIELDS = (
-    "model.variant",
-    "model.stage_sizes",
-    "model.num_filters",
-    "model.attention_dim",
-    "model.compatibility",
-    "model.attention_norm",
-    "model.gate_stages",
+    *(f for f in fields.MODEL_FIELDS if f != "data.classes"),  # heads are matched by class
     "data.image_size",
-    "data.channels",
 )
 # The checkpoints config.model.init_from=W:WHICH may name besides a step number.
 INIT_FROM_CHECKPOINTS = ("best", "latest")
