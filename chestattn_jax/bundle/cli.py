@@ -46,19 +46,31 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _overlay_names(paths) -> list[str]:
-    """One unique overlay file name per path: ``a.dcm`` -> ``a.png``, a second ``a`` ->
-    ``a_2.png`` (compared without case)."""
-    used, names = set(), []
+def _overlay_names(paths, taken=()) -> list[str]:
+    """One unique overlay file name per path, none of ``taken`` (the inputs that lie in the
+    output folder: an input is never written over): ``a.dcm`` -> ``a.png``, a second ``a``
+    -> ``a_2.png`` (compared without case)."""
+    used = {"predictions.json", *(n.lower() for n in taken)}
+    names = []
     for p in paths:
         stem = os.path.splitext(os.path.basename(p.rstrip("/")))[0] or "image"
         name, n = f"{stem}.png", 1
-        while name.lower() in used or name.lower() == "predictions.json":
+        while name.lower() in used:
             n += 1
             name = f"{stem}_{n}.png"
         used.add(name.lower())
         names.append(name)
     return names
+
+
+def _inputs_in(folder, paths) -> list[str]:
+    """The names of those of ``paths`` that lie in ``folder`` itself."""
+    here = os.path.normpath(os.path.abspath(folder))
+    return [
+        os.path.basename(p)
+        for p in paths
+        if os.path.dirname(os.path.normpath(os.path.abspath(p))) == here
+    ]
 
 
 def predict(path, images, output_dir=None, batch_size=None) -> dict:
@@ -69,6 +81,11 @@ def predict(path, images, output_dir=None, batch_size=None) -> dict:
     from chestattn_jax.data.images import letterbox
 
     model = runtime.load(path)
+    if output_dir is not None and "predictions.json" in _inputs_in(output_dir, images):
+        raise ValueError(
+            f"{os.path.join(output_dir, 'predictions.json')} is one of the images, and the "
+            "results would be written over it: give another --output_dir."
+        )
     kept, seen, repeated = [], {}, {}
     for p in images:
         key = os.path.normpath(os.path.abspath(p))
@@ -90,7 +107,8 @@ def predict(path, images, output_dir=None, batch_size=None) -> dict:
     if ok:
         probs, maps = model.predict_letterboxed(np.stack([boxed[p] for p in ok]), batch_size)
         calls, recalibrated = model.calls(probs), model.recalibrated(probs)
-        names = dict(zip(ok, _overlay_names(ok), strict=True))
+        taken = [] if output_dir is None else _inputs_in(output_dir, images)
+        names = dict(zip(ok, _overlay_names(ok, taken), strict=True))
         for r, p in enumerate(ok):
             overlay = None
             if output_dir is not None:
