@@ -20,8 +20,6 @@ import numpy as np
 import pytest
 from conftest import REPO, subprocess_env
 
-pytest.importorskip("flatbuffers", reason="jax.export serialisation needs flatbuffers")
-
 REAL = REPO.parent / "shared" / "data" / "real"
 REAL_FILES = (
     "00000001_000.png",
@@ -255,6 +253,13 @@ def test_verify_names_the_part_that_fails(exported, tmp_path, monkeypatch):
         with pytest.raises(BundleError, match=text) as e:
             verify(bad)
         assert e.value.part == part.strip()
+    foreign = tampered(path, tmp_path / "foreign.zip", lambda m: m.pop("metadata.json"))
+    with pytest.raises(BundleError, match=r"without metadata\.json: not a bundle"):
+        verify(foreign)
+    lost = tampered(path, tmp_path / "lost.zip", lambda m: m.pop("model.jax_exported"))
+    with pytest.raises(BundleError, match=r"members missing: model\.jax_exported") as e:
+        verify(lost)
+    assert e.value.part == "container"
     truncated = tmp_path / "truncated.zip"
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(BundleError, match="truncated") as e:

@@ -163,7 +163,7 @@ def main(argv=None) -> None:
         platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
         try:
             m = export_bundle(args.workdir, args.out, args.checkpoint, platforms)
-        except CheckpointError as e:
+        except (CheckpointError, ImportError) as e:  # ImportError: jax.export needs flatbuffers
             raise ValueError(str(e)) from None
         size = os.path.getsize(args.out)
         print(
