@@ -163,22 +163,26 @@ def evaluation_summary(workdir, step: int) -> tuple[dict | None, str | None]:
     }, None
 
 
-def build_metadata(
-    config,
-    step,
-    which,
-    signature,
-    reference_n,
-    workdir=None,
-    thresholds=None,
-    thresholds_why=None,
-    dataset=None,
-    evaluation=None,
-    evaluation_why=None,
-    variables=None,
-    exported=None,
-) -> dict:
-    """``metadata.json``'s content (docs/bundle.md describes each field)."""
+# What a bundle records of where its model came from (write_bundle's ``record``): the
+# workdir, its dataset.json, the evaluation summary and thresholds record at the checkpoint
+# (or None, with why).
+RECORD_FIELDS = (
+    "workdir",
+    "dataset",
+    "evaluation",
+    "evaluation_why",
+    "thresholds",
+    "thresholds_why",
+)
+
+
+def build_metadata(config, step: int, which: str, exported, variables, references: int, record):
+    """``metadata.json``'s content (docs/bundle.md describes each field) for the model of
+    ``config`` at checkpoint ``which`` (``step``), exported as ``exported`` with
+    ``variables``, ``references`` reference images, and the provenance ``record``
+    (:data:`RECORD_FIELDS`)."""
+    signature = runtime.signature(exported)
+    workdir, dataset = record.get("workdir"), record.get("dataset")
     classes = list(config.data.classes)
     size = int(config.data.image_size)
     out = signature["outputs"]
@@ -270,14 +274,14 @@ def build_metadata(
             "records": (dataset or {}).get("num_records"),
             "phantoms": config.data.name == "synthetic",
         },
-        "evaluation": evaluation,
-        "evaluation_why": evaluation_why,
-        "thresholds": thresholds,
-        "thresholds_why": thresholds_why,
+        "evaluation": record.get("evaluation"),
+        "evaluation_why": record.get("evaluation_why"),
+        "thresholds": record.get("thresholds"),
+        "thresholds_why": record.get("thresholds_why"),
         "reference": {
             "inputs": bf.REFERENCE_INPUTS,
             "outputs": bf.REFERENCE_OUTPUTS,
-            "images": reference_n,
+            "images": references,
             "made": f"synthetic phantoms (seed {REFERENCE_SEED}), the last a letterboxed portrait",
             "tolerance": TOLERANCE,
         },
@@ -286,22 +290,13 @@ def build_metadata(
 
 
 def write_bundle(
-    out,
-    config,
-    variables,
-    step: int,
-    which: str = "best",
-    workdir=None,
-    thresholds=None,
-    thresholds_why=None,
-    dataset=None,
-    evaluation=None,
-    evaluation_why=None,
-    platforms=PLATFORMS,
+    out, config, variables, step: int, which: str = "best", record=None, platforms=PLATFORMS
 ) -> dict:
     """Writes the bundle of ``config``'s model with ``variables`` (``{"params",
-    "batch_stats"}``) to ``out`` (atomically: a partial file is never left under that
-    name); returns its metadata."""
+    "batch_stats"}``) of checkpoint ``which`` (``step``) to ``out`` (atomically: a partial
+    file is never left under that name), with ``record`` (:data:`RECORD_FIELDS`, each
+    absent as None); returns its metadata."""
+    record = {k: (record or {}).get(k) for k in RECORD_FIELDS}
     variables = {c: jax.device_get(variables.get(c, {})) for c in bf.COLLECTIONS}
     exported = export_function(config, variables, platforms)
     blob = bytes(exported.serialize())
@@ -311,22 +306,7 @@ def write_bundle(
     call = jax.jit(loaded.call)
     batch = np.asarray(reference)[..., None]
     outputs = runtime.flat_names(jax.device_get(call(variables, batch)))
-    signature = runtime.signature(exported)
-    metadata = build_metadata(
-        config,
-        step,
-        which,
-        signature,
-        len(reference),
-        workdir,
-        thresholds,
-        thresholds_why,
-        dataset,
-        evaluation,
-        evaluation_why,
-        variables,
-        exported,
-    )
+    metadata = build_metadata(config, step, which, exported, variables, len(reference), record)
     members = {
         bf.METADATA: json.dumps(metadata, indent=2).encode(),
         bf.FUNCTION: blob,
@@ -368,17 +348,12 @@ def export_bundle(workdir, out, checkpoint: str = "best", platforms=PLATFORMS) -
     dataset = workdir_lib.read_json(root / workdir_lib.DATASET_FILE)
     evaluation, evaluation_why = evaluation_summary(workdir, model.step)
     variables = {"params": model.state.params, "batch_stats": model.state.batch_stats}
-    return write_bundle(
-        out,
-        model.config,
-        variables,
-        model.step,
-        checkpoint,
-        workdir,
-        model.thresholds,
-        model.thresholds_why,
-        dataset,
-        evaluation,
-        evaluation_why,
-        platforms,
-    )
+    record = {
+        "workdir": workdir,
+        "dataset": dataset,
+        "evaluation": evaluation,
+        "evaluation_why": evaluation_why,
+        "thresholds": model.thresholds,
+        "thresholds_why": model.thresholds_why,
+    }
+    return write_bundle(out, model.config, variables, model.step, checkpoint, record, platforms)
