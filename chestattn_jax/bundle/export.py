@@ -176,6 +176,21 @@ RECORD_FIELDS = (
 )
 
 
+def absent_outputs(config, outputs) -> dict:
+    """Why each output a model of another variant gives is not among ``outputs``."""
+    why = {}
+    if "maps" not in outputs:
+        why["maps"] = "the resnet model has no attention gates"
+    if not any(k.startswith("pooled/") for k in outputs):
+        why["pooled"] = "the resnet model has no gates: its classifier reads g"
+    if "global" not in outputs:
+        why["global"] = (
+            "g is not computed: under pc + softmax stage 4 cannot change the outputs, and "
+            "the model skips it (config.model.skip_unused_stage4)"
+        )
+    return why
+
+
 def build_metadata(config, step: int, which: str, exported, variables, references: int, record):
     """``metadata.json``'s content (docs/bundle.md describes each field) for the model of
     ``config`` at checkpoint ``which`` (``step``), exported as ``exported`` with
@@ -261,6 +276,7 @@ def build_metadata(config, step: int, which: str, exported, variables, reference
             "arrays": "uint8 (0-255) or float in [0, 1] (scaled by 255 and rounded)",
         },
         "outputs": outputs,
+        "outputs_absent": absent_outputs(config, outputs),
         "variables": {
             "file": bf.VARIABLES,
             "count": signature["variables"],
@@ -297,6 +313,12 @@ def write_bundle(
     file is never left under that name), with ``record`` (:data:`RECORD_FIELDS`, each
     absent as None); returns its metadata."""
     record = {k: (record or {}).get(k) for k in RECORD_FIELDS}
+    for field, why in (
+        ("evaluation", "no evaluation summary was given to the export."),
+        ("thresholds", "no thresholds were given to the export."),
+    ):
+        if record[field] is None and record[f"{field}_why"] is None:
+            record[f"{field}_why"] = why
     variables = {c: jax.device_get(variables.get(c, {})) for c in bf.COLLECTIONS}
     exported = export_function(config, variables, platforms)
     blob = bytes(exported.serialize())
