@@ -105,7 +105,8 @@ BLOCKED_PREDICT = textwrap.dedent(
     out = model.predict(inputs)
     emb = model.embed(inputs)
     np.savez({result!r}, probabilities=out["probabilities"], maps=out["maps"],
-             images=out["images"], **{{"pooled_" + k: v for k, v in emb["pooled"].items()}})
+             images=out["images"], recalibrated=out["recalibrated_probabilities"],
+             **{{"pooled_" + k: v for k, v in emb["pooled"].items()}})
     loaded = sorted(m for m in sys.modules if any(m == b or m.startswith(b + ".") for b in BLOCKED))
     print(json.dumps({{"calls": out["calls"], "warnings": out["warnings"], "loaded": loaded,
                       "global": emb["global"] is None}}))
@@ -150,6 +151,9 @@ def test_bundle_predicts_as_the_workdir_in_a_process_without_model_code(
     np.testing.assert_allclose(got["probabilities"], want["probabilities"], rtol=0, atol=1e-5)
     np.testing.assert_allclose(got["maps"], want["maps"], rtol=0, atol=1e-5)
     assert report["calls"] == want["calls"] and want["calls"] is not None
+    np.testing.assert_allclose(
+        got["recalibrated"], want["recalibrated_probabilities"], rtol=0, atol=1e-5
+    )
     assert report["warnings"] == want["warnings"]
     # The embeddings are what the class heads read: Eq. 4 recomputed from them by hand
     # with the bundle's own stored variables gives the workdir's logits.
