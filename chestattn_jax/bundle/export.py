@@ -360,11 +360,22 @@ def _npy(array) -> bytes:
     return buf.getvalue()
 
 
+def check_out(out) -> None:
+    """Refuses, before any work, an output path that is a folder or lies in none."""
+    out = os.fspath(out)
+    if os.path.isdir(out):
+        raise IsADirectoryError(f"--out={out} is a folder: give the bundle file's path.")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"--out={out}: the folder {parent} does not exist.")
+
+
 def export_bundle(workdir, out, checkpoint: str = "best", platforms=PLATFORMS) -> dict:
     """Writes the bundle of checkpoint ``checkpoint`` (``best`` or ``latest``) of
     ``workdir`` to ``out``, with the workdir's data set fingerprint, its evaluation at that
     checkpoint and its thresholds (where written at that checkpoint); returns the
     metadata."""
+    check_out(out)
     model = trained_model.load(os.fspath(workdir), checkpoint=checkpoint)
     root = workdir_lib.workdir_path(workdir)
     dataset = workdir_lib.read_json(root / workdir_lib.DATASET_FILE)
