@@ -5,7 +5,11 @@
 reads each workdir's (local or ``gs://``) ``eval/predictions.npz`` (written by training or
 ``--mode=evaluate``) and writes ``comparison/table.md`` and ``table.csv``: classes
 by models, AUC with its 95 % patient-bootstrap interval, a mean row, and for every
-model after the first its paired bootstrap difference against the first.
+model after the first its paired bootstrap difference against the first. The same
+numbers, with what was compared (each workdir's evaluation: data set, fingerprint,
+split, settings, and which of its sections it holds), go to ``comparison.json``, and
+on one page to ``report.html`` (:func:`chestattn_jax.reporting.html_pages.compare_page`),
+which links each evaluation's own ``report.html``.
 
 From the attention models' ``eval/attention_examples.npz`` it also draws the
 paper's figures: ``fig2_attention.png`` (each test image, the image-based map,
@@ -25,8 +29,18 @@ from etils import epath
 from chestattn_jax import files
 from chestattn_jax.evaluation.inference_pass import Record, check_paired
 from chestattn_jax.metrics import bootstrap_models
-from chestattn_jax.reporting import plots, result_tables
-from chestattn_jax.workdir import ATTENTION_EXAMPLES_FILE, EVAL_DIR, PREDICTIONS_FILE, write_text
+from chestattn_jax.reporting import html_blocks, html_pages, plots, result_tables
+from chestattn_jax.workdir import (
+    ATTENTION_EXAMPLES_FILE,
+    EVAL_DIR,
+    PREDICTIONS_FILE,
+    read_json,
+    write_json,
+    write_text,
+)
+
+COMPARISON_FILE = "comparison.json"
+REPORT_FILE = "report.html"
 
 
 def load_predictions(workdir: str) -> Record:
@@ -53,7 +67,14 @@ def column_names(workdirs) -> list[str]:
 
 
 def compare(workdirs, out_dir: str, num_draws: int = 1000, seed: int = 0) -> dict:
-    """Writes ``table.md`` and ``table.csv`` into ``out_dir``; returns the numbers."""
+    """Writes ``table.md``, ``table.csv``, ``comparison.json`` and ``report.html`` into
+    ``out_dir`` (and the figures of :func:`attention_figures`); returns what
+    ``comparison.json`` holds: ``names`` (each workdir's column), ``workdirs``,
+    ``classes``, ``num_examples``, ``num_draws``, ``seed``, ``split``, ``dataset``
+    (``name``, ``fingerprint``), ``positives`` / ``negatives`` per class, ``evaluations``
+    (per name: :func:`evaluation`), ``auc`` (per name: the bootstrap summary of
+    :func:`chestattn_jax.metrics.bootstrap_models`), ``difference`` (per later name: its
+    paired difference against the first) and ``figures`` (file names in ``out_dir``)."""
     if len(workdirs) < 1:
         raise ValueError("Give at least one workdir.")
     preds = [load_predictions(w) for w in workdirs]
@@ -76,14 +97,89 @@ def compare(workdirs, out_dir: str, num_draws: int = 1000, seed: int = 0) -> dic
     diffs = [by_pair[(i, 0)] for i in others]
 
     md, csv = result_tables.comparison_tables(names, classes, aucs, diffs, num_draws)
-    epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
-    write_text(epath.Path(out_dir) / "table.csv", csv)
-    write_text(epath.Path(out_dir) / "table.md", md)
-    return {
+    out = epath.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "table.csv", csv)
+    write_text(out / "table.md", md)
+    evaluations = {n: evaluation(w, out_dir) for n, w in zip(names, workdirs, strict=True)}
+    known = (ref.mask > 0).sum(0)
+    positives = ((ref.labels > 0) & (ref.mask > 0)).sum(0)
+    result = {
+        "names": names,
+        "workdirs": list(workdirs),
+        "classes": classes,
+        "num_examples": len(ref.labels),
+        "num_draws": num_draws,
+        "seed": seed,
+        "split": _common(e.get("split") for e in evaluations.values()),
+        "dataset": _dataset(evaluations),
+        "positives": dict(zip(classes, positives.tolist(), strict=True)),
+        "negatives": dict(zip(classes, (known - positives).tolist(), strict=True)),
+        "evaluations": evaluations,
         "auc": dict(zip(names, aucs, strict=True)),
         "difference": dict(zip(names[1:], diffs, strict=True)),
-        "figures": attention_figures(workdirs, names, classes, out_dir),
+        "figures": [
+            os.path.basename(f) for f in attention_figures(workdirs, names, classes, out_dir)
+        ],
     }
+    write_json(out / COMPARISON_FILE, result)
+    images = {f: html_blocks.file_uri(out / f) for f in result["figures"]}
+    write_text(out / REPORT_FILE, html_pages.compare_page(result, images))
+    return result
+
+
+def evaluation(workdir: str, out_dir: str) -> dict:
+    """What ``compare``'s page says of ``workdir``'s evaluation (``eval/``): its variant,
+    step, split, data set and settings from ``metrics.json`` (none where it has none), the
+    link from ``out_dir`` to its ``report.html`` (``report``; a bucket's path as
+    ``report_file``) and which of its parts are absent and why
+    (:func:`chestattn_jax.reporting.html_pages.absent_parts`)."""
+    folder = epath.Path(workdir) / EVAL_DIR
+    metrics = read_json(folder / "metrics.json")
+    names = [p.name for p in folder.iterdir()] if folder.exists() else []
+    out = {"workdir": workdir, "absent": html_pages.absent_parts(metrics, names)}
+    if metrics is not None:
+        data = metrics.get("dataset") or {}
+        out.update(
+            variant=metrics.get("variant"),
+            step=metrics.get("step"),
+            split=metrics.get("split"),
+            dataset_name=data.get("name"),
+            dataset_fingerprint=data.get("fingerprint"),
+            settings=metrics.get("settings") or {},
+        )
+    if REPORT_FILE in names:
+        report = os.path.join(workdir, EVAL_DIR, REPORT_FILE)
+        local = "://" not in workdir and "://" not in out_dir
+        out["report_file"] = report
+        out["report"] = (
+            os.path.relpath(os.path.abspath(report), os.path.abspath(out_dir)) if local else None
+        )
+    return out
+
+
+def _common(values):
+    """The one value of ``values`` (``None``s left out), or ``None`` if there are several."""
+    distinct = {v for v in values if v is not None}
+    return distinct.pop() if len(distinct) == 1 else None
+
+
+def _dataset(evaluations: dict) -> dict:
+    """The compared evaluations' data set: its name and fingerprint, and ``differs``
+    (what differs) where they do not share one."""
+    names = [e.get("dataset_name") for e in evaluations.values()]
+    prints = [e.get("dataset_fingerprint") for e in evaluations.values()]
+    out = {"name": _common(names), "fingerprint": _common(prints)}
+    if len(set(prints) - {None}) > 1 or len(set(names) - {None}) > 1:
+        listed = ", ".join(
+            f"{n}: {e.get('dataset_name')} {e.get('dataset_fingerprint')}"
+            for n, e in evaluations.items()
+        )
+        out["differs"] = (
+            "The evaluations name other data sets or fingerprints (their test images and "
+            f"labels are the same, or compare would have refused them): {listed}."
+        )
+    return out
 
 
 def attention_figures(workdirs, names, classes, out_dir: str) -> list[str]:
@@ -133,13 +229,16 @@ def main(argv):
     except (ValueError, OSError) as e:  # no evaluation yet, other test splits, unwritable
         sys.exit(f"FATAL: {e}")
     print((epath.Path(f.out) / "table.md").read_text())
+    print(f"The comparison on one page: {epath.Path(f.out) / REPORT_FILE}")
     return result
 
 
 if __name__ == "__main__":
     from absl import app, flags
 
-    flags.DEFINE_string("out", "comparison", "Folder for table.md and table.csv.")
+    flags.DEFINE_string(
+        "out", "comparison", "Folder for table.md, table.csv, comparison.json and report.html."
+    )
     flags.DEFINE_integer("num_draws", 1000, "Bootstrap draws.")
     flags.DEFINE_integer("seed", 0, "Bootstrap seed.")
     app.run(lambda argv: main(argv) and None)

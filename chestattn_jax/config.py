@@ -93,6 +93,14 @@ def get_base_config() -> ml_collections.ConfigDict:
     # A torchvision ResNet state dict for the backbone (.safetensors, or .pth when torch is
     # installed; see chestattn_jax/models/convert.py); "" trains from scratch.
     config.model.pretrained = ""
+    # Fine-tuning: a new run starts from a trained model, W (a workdir: its best checkpoint;
+    # W:latest or W:STEP for another) or a bundle FILE. Its backbone and gates are taken,
+    # and the class heads of the classes both models have (paired as eval.class_map's
+    # exact map pairs them: Effusion = Pleural Effusion); the other classes' heads start
+    # fresh, as does the optimizer. The models must have the same variant, backbone, gates
+    # and image size. A resumed run ignores it (its checkpoint wins). "" starts from
+    # config.model.pretrained, or from scratch.
+    config.model.init_from = ""
 
     config.loss = ml_collections.ConfigDict()
     config.loss.class_weights = "paper"  # paper | inverse_frequency | none
@@ -176,6 +184,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.eval.dataset = ""
     config.eval.data_dir = ""
     config.eval.class_map = "exact"
+    # NIH expert labels (evaluator expert_labels, chestattn_jax/evaluation/evaluators/
+    # expert_labels.py): the path of google2019_nih-chest-xray-labels.csv; the model's classes
+    # that the label space relates to its columns are also scored against it, on the images
+    # of the evaluated NIH split that it lists. "": none.
+    config.eval.nih_expert_labels = ""
 
     # The paper's experiment (python -m chestattn_jax.experiment): a grid of runs, folds x
     # variants x λ (class model only) x seeds, each in ROOT/<cell>; see chestattn_jax/experiment/.

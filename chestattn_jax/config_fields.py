@@ -61,6 +61,7 @@ EVAL_FIELDS = (
     "eval.subgroup_age_bands",
     "eval.subgroup_min_positives",
     "eval.num_failure_images",
+    "eval.nih_expert_labels",
     "model.dtype",
 )
 # What a cross-dataset evaluation adds to the recorded settings.

@@ -31,6 +31,14 @@ class with a non-empty mask is a *finding*, and every score is kept per finding.
   the detected B-box", here over the detected region). As in ChestX-ray8's Table 3, a
   finding counts as localised at threshold t when its IoU (or IoBB) is at least t; we
   report that accuracy at t = 0.1, 0.25, 0.5 and the mean IoU and IoBB.
+- mIoU as cheXlocalize scores segmentations, two ways (``iou_otsu``, ``iou_tuned``): the
+  upsampled map is rescaled to [0, 1] by its minimum and maximum and thresholded by
+  Otsu's method on its 256 levels (:func:`otsu_region`, cheXlocalize's
+  ``cv2.threshold(..., THRESH_OTSU)`` on ``np.uint8(255 * map)``), or at a per-class
+  threshold from :data:`MIOU_THRESHOLDS` (cheXlocalize's grid, 0.2 to 0.7) chosen to
+  maximise the class's mIoU on the validation split (:meth:`LocalizationScores.tune`).
+  The mIoU of a class is the mean IoU over its findings. A flat map (the uniform
+  baseline) favours no pixel: its region is the whole image.
 
 Two baselines are scored the same way beside every model
 (``evaluation/evaluators/localization.py``): a *class prior*, each class's average
@@ -61,8 +69,9 @@ from chestattn_jax.metrics import (
 
 OVERLAP_THRESHOLDS = (0.1, 0.25, 0.5)
 # What is kept of each finding, beside its example and class: the cell and pixel
-# pointing-game hits (expected hits for the uniform map) and the IoU and IoBB.
-FINDING_FIELDS = ("cell_hit", "pixel_hit", "iou", "iobb")
+# pointing-game hits (expected hits for the uniform map), the IoU and IoBB, and the IoU of
+# the map thresholded by Otsu's method and at its class's tuned threshold.
+FINDING_FIELDS = ("cell_hit", "pixel_hit", "iou", "iobb", "iou_otsu", "iou_tuned")
 # The per-finding columns the evaluator bootstraps: both pointing games and the IoU / IoBB
 # accuracies (a ``field@t`` column is 1 where ``field`` >= t).
 RATE_COLUMNS = (
@@ -70,6 +79,11 @@ RATE_COLUMNS = (
     "cell_hit",
     *(f"{name}@{t}" for name in ("iou", "iobb") for t in OVERLAP_THRESHOLDS),
 )
+# The mIoU columns, bootstrapped beside them: the IoU of the map thresholded by Otsu's
+# method and at the class's threshold tuned on validation (NaN where it has none).
+MIOU_COLUMNS = ("iou_otsu", "iou_tuned")
+# The thresholds a class's mIoU is tuned over: cheXlocalize's (np.arange(0.2, 0.8, 0.1)).
+MIOU_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 # Where the class prior of a class comes from (:func:`build_class_prior`).
 TRAINING_SPLIT = "training split"
 LEAVE_ONE_OUT = "evaluated split, leave-one-out"
@@ -154,6 +168,49 @@ def pixel_hit(upsampled, truth_mask) -> float:
     return float(np.asarray(truth_mask, bool)[up == up.max()].mean())
 
 
+def rescaled(upsampled) -> np.ndarray | None:
+    """An ``(S, S)`` map rescaled to [0, 1] by its minimum and maximum; None if flat."""
+    up = np.asarray(upsampled, np.float64)
+    low, high = float(up.min()), float(up.max())
+    return None if high <= low else (up - low) / (high - low)
+
+
+def otsu_threshold(levels) -> int:
+    """Otsu's threshold of uint8 ``levels``: the ``t`` in 0..255 that maximises the
+    between-class variance of ``levels <= t`` and ``levels > t`` (the first such, as
+    OpenCV's ``THRESH_OTSU`` picks it); 0 where no ``t`` splits them (one level)."""
+    hist = np.bincount(np.asarray(levels, np.uint8).ravel(), minlength=256).astype(np.float64)
+    p = hist / hist.sum()
+    w0 = np.cumsum(p)  # the share at or below t
+    m0 = np.cumsum(p * np.arange(256))  # the first moment at or below t
+    total = m0[-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        between = (total * w0 - m0) ** 2 / (w0 * (1.0 - w0))
+    between[~np.isfinite(between) | (w0 <= 0) | (w0 >= 1)] = -1.0
+    return int(np.argmax(between))
+
+
+def otsu_region(upsampled) -> np.ndarray:
+    """``(S, S)`` bool: the map's Otsu segmentation as cheXlocalize makes it: rescaled to
+    [0, 1] (:func:`rescaled`), as ``np.uint8(255 * map)`` (truncated), above Otsu's
+    threshold of those levels; the whole image for a flat map."""
+    r = rescaled(upsampled)
+    if r is None:
+        return np.ones(np.shape(upsampled), bool)
+    levels = (255.0 * r).astype(np.uint8)
+    return levels > otsu_threshold(levels)
+
+
+def threshold_ious(upsampled, truth, thresholds=MIOU_THRESHOLDS) -> np.ndarray:
+    """``(T,)`` IoU with ``truth`` of the map rescaled to [0, 1] (:func:`rescaled`) above
+    each threshold; a flat map's region is the whole image at every threshold."""
+    r = rescaled(upsampled)
+    truth = np.asarray(truth, bool)
+    if r is None:
+        return np.full(len(thresholds), float(truth.mean()))
+    return np.asarray([region_overlap(r > t, truth)[0] for t in thresholds])
+
+
 class LocalizationScores:
     """Accumulates the findings' scores: per finding its example and class, the cell and
     pixel pointing-game hits, IoU and IoBB (:data:`FINDING_FIELDS`).
@@ -164,7 +221,12 @@ class LocalizationScores:
     def __init__(self, class_names, map_threshold: float = 0.5):
         self.class_names = list(class_names)
         self.map_threshold = map_threshold
-        self._findings = []  # (example, class, *FINDING_FIELDS) per finding
+        # (example, class, cell_hit, pixel_hit, iou, iobb, iou_otsu) per finding
+        self._findings = []
+        self._curves = []  # (len(MIOU_THRESHOLDS),) IoU at each threshold, per finding
+        # (k,) index into MIOU_THRESHOLDS of each class's tuned threshold, -1 for none;
+        # None until tune().
+        self.tuned = None
         self._images = 0
 
     def _example(self, example) -> int:
@@ -187,17 +249,19 @@ class LocalizationScores:
             cell = float(cell_hits(argmax_cells(m), m.shape, truth))
             up = upsample_map(m, truth.shape[0])
             region = up >= self.map_threshold
+            otsu = region_overlap(otsu_region(up), truth)[0]
             self._findings.append(
-                (example, j, cell, pixel_hit(up, truth), *region_overlap(region, truth))
+                (example, j, cell, pixel_hit(up, truth), *region_overlap(region, truth), otsu)
             )
+            self._curves.append(threshold_ious(up, truth))
 
     def add_uniform(self, map_shape, truth_masks, labels, example=None) -> None:
         """The same scores for a uniform map of ``map_shape``, which favours no cell.
 
         Its maximum is every cell, so its cell hit is the expected hit of a cell drawn at
         random: the fraction of cells holding a truth pixel; its maximum is every pixel, so
-        its pixel hit is the truth's share of the image. Its region is the whole image:
-        IoU = IoBB = that share too.
+        its pixel hit is the truth's share of the image. Its region is the whole image
+        (at every threshold, Otsu's too): IoU = IoBB = that share too.
         """
         example = self._example(example)
         for j in np.flatnonzero(np.asarray(labels)):
@@ -206,14 +270,50 @@ class LocalizationScores:
                 continue
             share = float(truth.mean())
             cell = float(cells_hit(truth, map_shape).mean())
-            self._findings.append((example, j, cell, share, share, share))
+            self._findings.append((example, j, cell, share, share, share, share))
+            self._curves.append(np.full(len(MIOU_THRESHOLDS), share))
+
+    def best_thresholds(self) -> np.ndarray:
+        """``(k,)`` per class the index into :data:`MIOU_THRESHOLDS` of the threshold with
+        the highest mIoU over this split's findings of the class (the first, at a tie);
+        -1 for a class without findings."""
+        curves = np.asarray(self._curves, np.float64).reshape(-1, len(MIOU_THRESHOLDS))
+        classes = np.asarray([f[1] for f in self._findings], np.int64)
+        best = np.full(len(self.class_names), -1, np.int64)
+        for j in np.unique(classes):
+            best[j] = int(np.argmax(curves[classes == j].mean(0)))
+        return best
+
+    def tune(self, validation: LocalizationScores) -> None:
+        """Takes each class's threshold for ``iou_tuned`` from the findings of
+        ``validation`` (the same source's scores on the validation split): the one that
+        maximises the class's mIoU there (:meth:`best_thresholds`)."""
+        self.tuned = validation.best_thresholds()
+
+    def tuned_thresholds(self) -> dict:
+        """``{class: threshold or None}`` chosen by :meth:`tune` (None: the class had no
+        validation finding, or nothing was tuned)."""
+        tuned = self.tuned if self.tuned is not None else [-1] * len(self.class_names)
+        return {
+            c: None if t < 0 else MIOU_THRESHOLDS[int(t)]
+            for c, t in zip(self.class_names, tuned, strict=True)
+        }
 
     def findings(self) -> dict:
         """``{"example": (F,) int64, "class": (F,) int64, field: (F,) float64 for each of
-        FINDING_FIELDS}``, one entry per finding in the order added."""
-        rows = np.asarray(self._findings, np.float64).reshape(-1, 2 + len(FINDING_FIELDS))
+        FINDING_FIELDS}``, one entry per finding in the order added; ``iou_tuned`` is NaN
+        where the finding's class has no tuned threshold."""
+        measured = len(FINDING_FIELDS) - 1
+        rows = np.asarray(self._findings, np.float64).reshape(-1, 2 + measured)
         out = {"example": rows[:, 0].astype(np.int64), "class": rows[:, 1].astype(np.int64)}
-        out.update({f: rows[:, 2 + i] for i, f in enumerate(FINDING_FIELDS)})
+        out.update({f: rows[:, 2 + i] for i, f in enumerate(FINDING_FIELDS[:measured])})
+        curves = np.asarray(self._curves, np.float64).reshape(-1, len(MIOU_THRESHOLDS))
+        tuned = np.full(len(rows), np.nan)
+        if self.tuned is not None and len(rows):
+            t = self.tuned[out["class"]]
+            ok = t >= 0
+            tuned[ok] = curves[np.flatnonzero(ok), t[ok]]
+        out["iou_tuned"] = tuned
         return out
 
     def table(self, example_ids, patient_ids) -> FindingTable:
@@ -241,10 +341,11 @@ class LocalizationScores:
     def _per_class(self, field: str, threshold: float | None = None) -> dict:
         f = self.findings()
         values = f[field] if threshold is None else (f[field] >= threshold).astype(float)
-        return {
-            name: float(values[f["class"] == j].mean()) if (f["class"] == j).any() else None
-            for j, name in enumerate(self.class_names)
-        }
+        out = {}
+        for j, name in enumerate(self.class_names):
+            own = values[f["class"] == j]
+            out[name] = float(own.mean()) if own.size and not np.isnan(own).any() else None
+        return out
 
     @staticmethod
     def _mean(per_class: dict):
@@ -264,7 +365,10 @@ class LocalizationScores:
     def overlap(self, thresholds=OVERLAP_THRESHOLDS) -> dict:
         """``{"iou": {class: mean}, "mean_iou", "iou_accuracy": {t: {class: fraction with
         IoU >= t}}, "mean_iou_accuracy": {t: mean over classes}}``, the same for ``iobb``,
-        plus ``count`` and ``map_threshold``. A class with no finding has ``None``."""
+        ``miou_otsu`` / ``miou_tuned`` (``{class: mIoU}``) with their means
+        ``mean_miou_otsu`` / ``mean_miou_tuned`` and ``tuned_threshold`` (``{class: t}``),
+        plus ``count`` and ``map_threshold``. A class with no finding (or, for
+        ``miou_tuned``, no tuned threshold) has ``None``."""
         out = {"map_threshold": self.map_threshold, "count": self.counts()}
         for name in ("iou", "iobb"):
             out[name] = self._per_class(name)
@@ -272,6 +376,10 @@ class LocalizationScores:
             acc = {str(t): self._per_class(name, t) for t in thresholds}
             out[f"{name}_accuracy"] = acc
             out[f"mean_{name}_accuracy"] = {t: self._mean(a) for t, a in acc.items()}
+        for how in ("otsu", "tuned"):
+            out[f"miou_{how}"] = self._per_class(f"iou_{how}")
+            out[f"mean_miou_{how}"] = self._mean(out[f"miou_{how}"])
+        out["tuned_threshold"] = self.tuned_thresholds()
         return out
 
 
@@ -381,6 +489,13 @@ def load_findings(path) -> dict:
     ]
     if missing:
         raise ValueError(f"{path}: no {', '.join(missing)}; not a findings file.")
+    older = [f"{s}.{f}" for s in arrays["sources"] for f in FINDING_FIELDS]
+    older = [k for k in older if k not in arrays]
+    if older:
+        raise ValueError(
+            f"{path}: no {', '.join(older[:2])}: written by an earlier release, before "
+            "mIoU was scored. Evaluate the workdir again (--mode=evaluate)."
+        )
     return {
         str(s): FindingTable(
             example_index=arrays["example_index"].astype(np.int64),

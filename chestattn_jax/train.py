@@ -40,7 +40,7 @@ from absl import logging
 from etils import epath
 
 from chestattn_jax import config_fields as fields
-from chestattn_jax import evaluation
+from chestattn_jax import evaluation, init_from
 from chestattn_jax import sharding as shd
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.checkpointing import Checkpointer
@@ -184,21 +184,40 @@ def train(config, workdir) -> TrainState:
     train_source = create_source(config, "train")
     val_source = create_source(config, "validation")
     fingerprint = dataset_fingerprint(config)
+    # The model to fine-tune from, read and checked before anything is written; a run
+    # that resumes from its own checkpoints does not read it.
+    source = None
+    if config.model.init_from and not _has_checkpoints(workdir):
+        source = init_from.load_source(config)
     prepare_workdir(workdir)
     with TrainLock(workdir):
         checkpointer = Checkpointer(workdir, t.checkpoints_to_keep)
         try:
             return _train(
-                config, workdir, checkpointer, local_bs, train_source, val_source, fingerprint
+                config,
+                workdir,
+                checkpointer,
+                local_bs,
+                train_source,
+                val_source,
+                fingerprint,
+                source,
             )
         finally:
             checkpointer.close()
 
 
+def _has_checkpoints(workdir: epath.Path) -> bool:
+    """Whether ``workdir`` holds a checkpoint step (a run that will resume)."""
+    directory = workdir / workdir_lib.CHECKPOINT_DIR
+    return directory.is_dir() and any(c.name.isdigit() for c in directory.iterdir())
+
+
 def _train(
-    config, workdir, checkpointer, local_bs, train_source, val_source, fingerprint
+    config, workdir, checkpointer, local_bs, train_source, val_source, fingerprint, source=None
 ) -> TrainState:
-    """:func:`train`, once the inputs are checked and the workdir is locked."""
+    """:func:`train`, once the inputs are checked and the workdir is locked; ``source``:
+    the model of ``config.model.init_from`` (:func:`init_from.load_source`), if read."""
     t = config.train
     if checkpointer.all_steps():
         # Before anything is compiled or written: the model must be the one of the
@@ -265,9 +284,17 @@ def _train(
     pending = []  # per-step train metrics since the last log: fetched together, no per-step sync
     restored = checkpointer.restore_latest(abstract_state, data_iter)
     if restored is None:
-        # A fresh run: the backbone from config.model.pretrained (torchvision), if set.
+        # A fresh run: the backbone from config.model.pretrained (torchvision), or the
+        # trained model of config.model.init_from, if set.
         state = maybe_load_pretrained(init(), config.model.pretrained)
+        if config.model.init_from:
+            state, _ = init_from.apply(config, state, source)
     else:
+        if config.model.init_from:
+            logging.info(
+                "Resuming: config.model.init_from=%r is not read (the checkpoint is).",
+                config.model.init_from,
+            )
         step, state, meta = restored
         meta = _same_stopping_metric(
             meta, t.early_stopping_metric, checkpointer.step_dir(step) / "meta" / "metadata"

@@ -8,6 +8,7 @@ and a notebook share, and the library's public Python API.
   out["maps"]            # (N, k, h, w) class-based, (N, h, w) image-based, None for resnet
   out["images"]          # (N, S, S) uint8: what the model saw, letterboxed as in training
   out["calls"]           # [{class: True / False / None}, ...] or None: see below
+  model.embed(["a.png"])  # the pooled features the heads read: g and each gate's ĝ
 
 Files are read as the prepare step reads them (PNG and JPEG of any bit depth and mode,
 DICOM through pydicom) and every image is letterboxed to the training image size and
@@ -95,9 +96,14 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
     return state, step, mesh
 
 
-def inference_fn(config, mesh):
+def inference_fn(config, mesh, features: bool = False):
     """``jit``: ``(state, uint8 images) -> (logits (B, k) float32, gate-3 maps or None)``,
-    outputs replicated. Gate-3 maps are ``(B, k, h, w)`` (class) or ``(B, h, w)`` (image)."""
+    outputs replicated. Gate-3 maps are ``(B, k, h, w)`` (class) or ``(B, h, w)`` (image).
+
+    With ``features``, a third output: the embeddings ``{"global": g (B, C4) or None
+    where stage 4 is skipped, "pooled": {"gate1": (B, C1), ...}}`` (the model's
+    ``aux["global"]`` and ``aux["pooled"]``, see :mod:`chestattn_jax.models.nets`),
+    computed in the same pass."""
     mean, std = config.data.mean, config.data.std
 
     def fn(state, images):
@@ -106,7 +112,10 @@ def inference_fn(config, mesh):
             normalize_images(images, mean, std),
             train=False,
         )
-        return logits.astype(np.float32), aux["attention"].get("gate3")
+        out = (logits.astype(np.float32), aux["attention"].get("gate3"))
+        if features:
+            out += ({"global": aux.get("global"), "pooled": aux["pooled"]},)
+        return out
 
     return jax.jit(
         fn,
@@ -194,7 +203,8 @@ def workdir_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 class Model:
-    """A restored model: ``predict`` on files or arrays; ``classes``, ``variant``,
+    """A restored model: ``predict`` on files or arrays, and ``embed`` (the features its
+    classifiers read, for linear probes); ``classes``, ``variant``,
     ``image_size``, ``step`` (of the checkpoint) and ``config`` describe it.
     ``thresholds`` are those its calls are made at (:func:`read_thresholds`'s record), or
     ``None``, and then ``thresholds_why`` says why there are none."""
@@ -207,7 +217,8 @@ class Model:
         self.variant = config.model.variant
         self.image_size = int(config.data.image_size)
         self.thresholds, self.thresholds_why = thresholds, thresholds_why
-        self._fn = inference_fn(config, mesh)
+        # One compiled function for predict and embed: logits, maps and embeddings.
+        self._fn = inference_fn(config, mesh, features=True)
 
     def calls(self, probs) -> list[dict] | None:
         """Per row of ``(N, k)`` probabilities, :func:`calls` at ``self.thresholds``;
@@ -252,11 +263,7 @@ class Model:
         ``probabilities``). A file that cannot be read raises
         :class:`~chestattn_jax.data.raw.DataFormatError` (or ``OSError``) naming it.
         """
-        items = _image_items(images)
-        if not items:
-            raise ValueError("predict: no images given.")
-        boxed = np.stack([letterbox(_as_gray_uint8(x), self.image_size) for x in items])
-        warnings = [view_warnings(x) if isinstance(x, str | os.PathLike) else [] for x in items]
+        boxed, warnings = self._letterboxed(images, "predict")
         probs, maps = self.predict_letterboxed(boxed, batch_size)
         return {
             "probabilities": probs,
@@ -270,28 +277,69 @@ class Model:
             "thresholds_why": self.thresholds_why,
         }
 
-    def predict_letterboxed(self, images, batch_size: int | None = None):
-        """``(N, S, S)`` uint8 images already letterboxed to ``image_size`` ->
-        ``(probabilities (N, k) float64, maps or None)``, in batches of ``batch_size``
-        (default ``config.eval.batch_size``) padded to a multiple of the device count."""
+    def embed(self, images, batch_size: int | None = None) -> dict:
+        """The features the model's classifiers read, for ``images`` as :meth:`predict`
+        takes them (letterboxed and normalised the same way), from the same compiled pass.
+
+        Returns ``{"global": (N, C4) | None, "gate1": (N, C1) | None, "gate2": (N, C2) |
+        None, "gate3": (N, C3) | (N, k, C3) | None, "classes": [...], "warnings": [[str],
+        ...]}``, float32: ``global`` is g, stage 4 average-pooled (``None`` where the model
+        skips stage 4: ``image`` and ``class`` under pc + softmax with
+        ``config.model.skip_unused_stage4``); ``gateS`` is gate S's attended feature ĝS
+        (``None`` for ``resnet``, which has no gates); for ``class``, ``gate3[:, j]`` is
+        class j's own ĝ3. Class j's logit is its classifier applied to ``global``
+        (``resnet``), to ``concat(gate1, gate2, gate3)`` (``image``) or to ``concat(gate1,
+        gate2, gate3[:, j])`` (``class``). ``warnings`` as :meth:`predict`'s."""
+        boxed, warnings = self._letterboxed(images, "embed")
+        parts = {"global": [], "gate1": [], "gate2": [], "gate3": []}
+        for n, _, _, features in self._batches(boxed, batch_size):
+            pooled = features["pooled"]
+            for name in parts:
+                value = features["global"] if name == "global" else pooled.get(name)
+                if value is not None:
+                    parts[name].append(np.asarray(jax.device_get(value), np.float32)[:n])
+        out = {name: np.concatenate(v) if v else None for name, v in parts.items()}
+        return {**out, "classes": self.classes, "warnings": warnings}
+
+    def _letterboxed(self, images, what: str):
+        """``images`` (see :meth:`predict`) letterboxed: ``((N, S, S) uint8, warnings)``."""
+        items = _image_items(images)
+        if not items:
+            raise ValueError(f"{what}: no images given.")
+        boxed = np.stack([letterbox(_as_gray_uint8(x), self.image_size) for x in items])
+        warnings = [view_warnings(x) if isinstance(x, str | os.PathLike) else [] for x in items]
+        return boxed, warnings
+
+    def _batches(self, images, batch_size: int | None = None):
+        """Runs the model on ``(N, S, S)`` uint8 letterboxed ``images`` in batches of
+        ``batch_size`` (default ``config.eval.batch_size``) padded to a multiple of the
+        device count; yields ``(rows, logits, gate3, features)`` per batch, the outputs
+        on the device with ``rows`` real rows first."""
         images = np.asarray(images, np.uint8)
         n, size = len(images), self.image_size
-        if images.shape[1:] != (size, size):
+        if images.ndim != 3 or images.shape[1:] != (size, size):
             raise ValueError(f"expected (N, {size}, {size}) images, got {images.shape}.")
         devices = self.mesh.devices.size
         batch_size = min(batch_size or self.config.eval.batch_size, max(n, 1))
         batch_size = -(-batch_size // devices) * devices  # one compiled shape per call
         sharding = shd.batch_sharded(self.mesh)
-        probs, maps = [], []
         for start in range(0, n, batch_size):
             chunk = images[start : start + batch_size]
             batch = np.zeros((batch_size, size, size, 1), np.uint8)
             batch[: len(chunk), ..., 0] = chunk
-            logits, gate3 = self._fn(self.state, shd.to_global({"image": batch}, sharding)["image"])
-            logits = np.asarray(jax.device_get(logits), np.float64)[: len(chunk)]
+            out = self._fn(self.state, shd.to_global({"image": batch}, sharding)["image"])
+            yield (len(chunk), *out)
+
+    def predict_letterboxed(self, images, batch_size: int | None = None):
+        """``(N, S, S)`` uint8 images already letterboxed to ``image_size`` ->
+        ``(probabilities (N, k) float64, maps or None)``, in batches of ``batch_size``
+        (default ``config.eval.batch_size``) padded to a multiple of the device count."""
+        probs, maps = [], []
+        for n, logits, gate3, _ in self._batches(images, batch_size):
+            logits = np.asarray(jax.device_get(logits), np.float64)[:n]
             probs.append(1.0 / (1.0 + np.exp(-logits)))
             if gate3 is not None:
-                maps.append(np.asarray(jax.device_get(gate3), np.float32)[: len(chunk)])
+                maps.append(np.asarray(jax.device_get(gate3), np.float32)[:n])
         return np.concatenate(probs), (np.concatenate(maps) if maps else None)
 
 

@@ -186,7 +186,7 @@ def set_fields(config, changes: dict):
 LONGEST_FIRST = (
     "test_distributed.py",  # with test_resume
     "test_gcs.py",
-    "test_workdir_safety.py",  # with the other files of tiny_run (SAME_WORKER)
+    "test_workdir_safety.py",  # trains tiny_run, which the files below copy
     "test_experiment.py",
     "test_main.py",
     "test_train.py",
@@ -200,14 +200,11 @@ LONGEST_FIRST = (
     "test_parity.py",
     "test_sharding.py",
 )
-# Files that one worker runs, as one, for the session fixtures they share: the
-# uninterrupted run of resume_config (resume_reference), and tiny_run.
+# Files that one worker runs, as one, for the session fixture they share: the
+# uninterrupted run of resume_config (resume_reference). (tiny_run is trained once for
+# every worker.)
 SAME_WORKER = {
     "test_resume.py": "test_distributed.py",
-    "test_damaged_checkpoints.py": "test_workdir_safety.py",
-    "test_localization.py": "test_workdir_safety.py",
-    "test_report_html.py": "test_workdir_safety.py",
-    "test_failures.py": "test_workdir_safety.py",
 }
 
 
@@ -308,8 +305,19 @@ class CommandLine:
     def argv(self, args, module="chestattn_jax.main"):
         return [sys.executable, "-m", module, *map(str, args)]
 
+    server = None  # the fork server of this test process (tests/command_server.py)
+
     def __call__(self, *args, module="chestattn_jax.main", env=None, timeout=600, **kwargs):
         kwargs.setdefault("cwd", REPO)
+        if set(kwargs) == {"cwd"}:
+            if CommandLine.server is None:
+                from command_server import ForkServer
+
+                CommandLine.server = ForkServer(subprocess_env())
+                atexit.register(CommandLine.server.close)
+            done = CommandLine.server.run(module, args, kwargs["cwd"], subprocess_env(env), timeout)
+            if done is not None:
+                return done
         return subprocess.run(
             self.argv(args, module),
             env=subprocess_env(env),
@@ -353,13 +361,29 @@ def the_one_fatal_line(proc) -> str:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One finished 8-step run of the tiny class-based model (checkpoints at steps 4 and 8,
-    evaluated), for tests that copy a workdir and then misuse or damage the copy."""
+    evaluated), for tests that copy a workdir and then misuse or damage the copy.
+
+    Trained once per pytest run: the first test process that needs it trains it beside the
+    workers' folders (the others wait on a lock), and each process gets a copy of its own."""
+    import fcntl
+    import shutil
+
     from chestattn_jax import train
 
     config = tiny_config("class", num_steps=8, eval_every_steps=4)
     config.loss.class_weights = "none"
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    shared, done = root / "tiny_run_shared" / "w", root / "tiny_run_shared" / "done"
+    with open(root / "tiny_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            train.train_and_evaluate(config, str(shared))
+            done.touch()
     workdir = tmp_path_factory.mktemp("tiny_run") / "w"
-    train.train_and_evaluate(config, str(workdir))
+    shutil.copytree(shared, workdir)
     return config, workdir
 
 
@@ -542,3 +566,178 @@ def dilate(mask, r: int):
             grown |= np.roll(out, shift, axis) | np.roll(out, -shift, axis)
         out = grown
     return out
+
+
+# ------------------------------------------- experiment cells finished by hand (no training)
+# Every cell with the files a finished cell holds (config, validation scores, test record,
+# localisation findings, data set fingerprint), from known numbers: the experiment report's
+# route without training (test_experiment_report, and the pages of test_compare_html).
+
+HAND_PATIENTS, HAND_IMAGES = 24, 2  # per fold: 48 test images
+# The λ of each (fold, seed) with the best validation mean AUC: both λ are chosen somewhere.
+HAND_BEST = {(0, 0): 1.0, (1, 0): 0.1, (0, 1): 0.1, (1, 1): 1.0}
+
+
+def hand_report_config(seeds=(0, 1)):
+    """tiny_config as a two-fold experiment of the three variants and two λ."""
+    config = tiny_config("class")
+    config.experiment.folds = 2
+    config.experiment.variants = ("resnet", "image", "class")
+    config.experiment.entropy_weights = (0.1, 1.0)
+    config.experiment.seeds = seeds
+    return config
+
+
+def hand_fold_examples(fold: int, classes, rng, ids_from: int | None = None):
+    """A fold's test split: labels, masks (a few unknown), patients of two images each."""
+    import numpy as np
+
+    n, k = HAND_PATIENTS * HAND_IMAGES, len(classes)
+    labels = (rng.random((n, k)) < 0.35).astype(np.int32)
+    labels[:2], labels[2:4] = 1, 0  # every class has both values
+    mask = (rng.random((n, k)) > 0.1).astype(np.int32)
+    mask[:4] = 1
+    start = fold * n if ids_from is None else ids_from
+    return {
+        "labels": labels,
+        "mask": mask,
+        "patient_ids": np.asarray([f"p{(start + i) // HAND_IMAGES}" for i in range(n)]),
+        "example_ids": np.asarray([f"img{start + i}.png" for i in range(n)]),
+    }
+
+
+def hand_findings(examples, rng, classes) -> dict:
+    """Per finding (a positive, known label): each source's values, the same findings."""
+    import numpy as np
+
+    from chestattn_jax.localization_metrics import FINDING_FIELDS, FindingTable
+
+    rows, cols = np.nonzero((examples["labels"] == 1) & (examples["mask"] == 1))
+    out = {}
+    for source in ("model", "class_prior", "uniform"):
+        values = {f: rng.random(len(rows)) for f in FINDING_FIELDS}
+        values["pixel_hit"] = (values["pixel_hit"] < 0.6).astype(np.float64)
+        values["cell_hit"] = np.maximum(values["pixel_hit"], values["cell_hit"] < 0.3)
+        out[source] = FindingTable(
+            example_index=rows.astype(np.int64),
+            class_index=cols.astype(np.int64),
+            example_ids=examples["example_ids"][rows],
+            patient_ids=examples["patient_ids"][rows],
+            values=values,
+            class_names=tuple(classes),
+            map_threshold=0.5,
+        )
+    return out
+
+
+def hand_write_cell(root, config, cell, examples, rng, fingerprint=None):
+    """``cell`` finished as training and evaluation leave it (``fingerprint``: its data
+    set's, by default the phantoms' of its fold); returns its probs and findings."""
+    import json
+
+    from chestattn_jax import experiment
+    from chestattn_jax.data.input_pipeline import dataset_fingerprint
+    from chestattn_jax.evaluation.evaluators.localization import FINDINGS_FILE
+    from chestattn_jax.evaluation.inference_pass import Record
+    from chestattn_jax.evaluation.pipeline import EVALUATION_VERSION
+    from chestattn_jax.localization_metrics import save_findings
+
+    classes = tuple(config.data.classes)
+    w = experiment.cell_workdir(root, cell)
+    (w / "eval").mkdir(parents=True)
+    cell_config = experiment.cell_config(config, cell)
+    (w / "config.json").write_text(cell_config.to_json_best_effort())
+    fingerprint = fingerprint or dataset_fingerprint(cell_config)["fingerprint"]
+    (w / "dataset.json").write_text(json.dumps({"fingerprint": fingerprint}))
+    score = 0.9 if HAND_BEST.get((cell.fold, cell.seed)) == cell.entropy_weight else 0.7
+    rows = [{"step": 4, "val/mean_auc": score, "val/bce": 1.0 - score}]
+    (w / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    signal = {"resnet": 1.0, "image": 0.8, "class": 1.2}[cell.variant] + 0.3 * cell.seed
+    shape = examples["labels"].shape
+    probs = examples["labels"] * signal * rng.random(shape) + rng.random(shape)
+    Record(
+        probs=probs,
+        labels=examples["labels"],
+        mask=examples["mask"],
+        patient_ids=examples["patient_ids"],
+        example_ids=examples["example_ids"],
+        classes=classes,
+        evaluated_as=classes,
+    ).save(w / "eval" / "predictions.npz")
+    metrics = {"step": 4, "version": EVALUATION_VERSION}
+    findings = None
+    if cell.variant != "resnet":
+        findings = hand_findings(examples, rng, classes)
+        save_findings(w / "eval" / FINDINGS_FILE, findings)
+        origins = dict.fromkeys(classes, "training split")
+        metrics["localization"] = {"baselines": {"class_prior": {"built_from_class": origins}}}
+    (w / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    return probs, findings
+
+
+def hand_finished(root, config, seed=0):
+    """Every cell of ``config`` finished by hand; returns the folds' examples, and per
+    cell its probs and findings."""
+    import numpy as np
+
+    from chestattn_jax import experiment
+
+    rng = np.random.default_rng(seed)
+    classes = config.data.classes
+    folds = [hand_fold_examples(f, classes, rng) for f in range(config.experiment.folds)]
+    cells = {}
+    for cell in experiment.cells(config):
+        cells[cell] = hand_write_cell(root, config, cell, folds[cell.fold], rng)
+    return folds, cells
+
+
+# ------------------------------------------------------------ pages in a headless browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module (its console log kept); the module's tests
+    skip with one line where no browser is installed."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        chromium = None
+    if not (chromium and driver_path):
+        pytest.skip(
+            "no headless browser: apt-get install chromium chromium-driver; pip install selenium"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.add_argument("--window-size=1366,900")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    yield driver
+    driver.quit()
+
+
+def table_rows(driver, section: str, caption_start: str):
+    """The body rows of the table of ``section`` whose caption starts with
+    ``caption_start``, as lists of (text, data-sort), read in the browser (after any
+    sorting)."""
+    return driver.execute_script(
+        """
+        var tables = document.querySelectorAll('#' + arguments[0] + ' table'), t = null;
+        for (var i = 0; i < tables.length; i++)
+          if (tables[i].caption && tables[i].caption.textContent.indexOf(arguments[1]) === 0)
+            t = tables[i];
+        return Array.prototype.map.call(t.tBodies[0].rows, function (r) {
+          return Array.prototype.map.call(r.cells, function (c) {
+            return [c.textContent.trim(), c.getAttribute('data-sort')];
+          });
+        });
+        """,
+        section,
+        caption_start,
+    )

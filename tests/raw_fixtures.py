@@ -373,3 +373,413 @@ def write_dicom(
         item.add_new(0x00283006, "US", [int(x) for x in table])  # LUT Data
         ds.VOILUTSequence = Sequence([item])
     ds.save_as(str(path), enforce_file_format=True)
+
+
+# The NIH expert relabelling as distributed (google2019_nih-chest-xray-labels.csv): the
+# Data_Entry columns, the four expert columns as YES / NO, and the set each image is in.
+NIH_EXPERT_COLUMNS = ("Fracture", "Pneumothorax", "Airspace opacity", "Nodule or mass")
+NIH_EXPERT_HEADER = NIH_HEADER + "," + ",".join(NIH_EXPERT_COLUMNS) + ",Set Id"
+
+
+def write_nih_expert_labels(path, images, seed: int = 0, blank: int = -1) -> dict:
+    """Writes ``google2019_nih-chest-xray-labels.csv`` at ``path`` for the NIH image names
+    ``images``, in its layout (CRLF line ends, as the real file), each image's expert
+    columns drawn YES / NO at random (every column both ways where there are 8 images or
+    more), ``Set Id`` alternating ``test`` and ``validation``. ``blank``: the row whose
+    ``Airspace opacity`` is left blank (-1: none).
+
+    Returns ``{image: {column: 1, 0 or None (blank)}}``, the truth a test scores against.
+    """
+    rng = np.random.default_rng(seed)
+    truth, lines = {}, [NIH_EXPERT_HEADER]
+    for i, image in enumerate(images):
+        values = rng.integers(0, 2, len(NIH_EXPERT_COLUMNS))
+        if i < 2 * len(NIH_EXPERT_COLUMNS):  # each column YES once and NO once at least
+            values[i % len(NIH_EXPERT_COLUMNS)] = i // len(NIH_EXPERT_COLUMNS) == 0
+            values[(i + 1) % len(NIH_EXPERT_COLUMNS)] = i // len(NIH_EXPERT_COLUMNS) == 1
+        cells = ["YES" if v else "NO" for v in values]
+        row = {c: int(v) for c, v in zip(NIH_EXPERT_COLUMNS, values, strict=True)}
+        if i == blank:
+            cells[2], row["Airspace opacity"] = "", None
+        patient = image.split("_")[0]
+        lines.append(
+            f"{image},No Finding,0,{int(patient)},50,M,PA,2500,2048,0.143,0.143,"
+            + ",".join(cells)
+            + ("," + ("test" if i % 2 == 0 else "validation"))
+        )
+        truth[image] = row
+    pathlib.Path(path).write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    return truth
+
+
+SIIM_RLE_HEADER = "ImageId, EncodedPixels"  # as distributed: the second name after a space
+
+
+def write_siim_fixture(root, rows, images=None, size: int = 16) -> dict:
+    """Writes a SIIM-ACR Pneumothorax folder under ``root``: ``train-rle.csv`` with
+    ``rows`` (``(ImageId, EncodedPixels)``, each value written after a space as in the
+    distributed file) and, for each of ``images`` (default: every ImageId of ``rows``), a
+    ``size``-px DICOM nested ``dicom-images-train/<study>/<series>/<ImageId>.dcm`` whose
+    header gives patient ``P<i // 2>``, sex, age ``0NNY`` and view.
+
+    Returns ``{"paths": {ImageId: path}, "meta": {ImageId: (patient, sex, age, view)}}``.
+    """
+    root = pathlib.Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [SIIM_RLE_HEADER, *(f"{image}, {code}" for image, code in rows)]
+    (root / "train-rle.csv").write_text("\n".join(lines) + "\n")
+    if images is None:
+        images = list(dict.fromkeys(image for image, _ in rows))
+    paths, meta = {}, {}
+    for i, image in enumerate(images):
+        folder = root / "dicom-images-train" / f"1.2.3.{i}" / f"1.2.4.{i}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{image}.dcm"
+        write_dicom(path, np.full((size, size), 20 * i, np.uint8), view_position="PA")
+        import pydicom
+
+        ds = pydicom.dcmread(path)
+        info = (f"P{i // 2}", "F" if i % 2 else "M", 30 + i, "AP" if i % 3 else "PA")
+        ds.PatientID, ds.PatientSex, ds.PatientAge, ds.ViewPosition = (
+            info[0],
+            info[1],
+            f"{info[2]:03d}Y",
+            info[3],
+        )
+        ds.save_as(path, enforce_file_format=True)
+        paths[image], meta[image] = str(path), info
+    return {"paths": paths, "meta": meta}
+
+
+# ------------------------------------------------------- MIMIC-CXR-JPG and PadChest
+
+MIMIC_LABEL_COLUMNS = tuple(sorted(CHEXPERT_LABEL_COLUMNS))  # alphabetical, as distributed
+MIMIC_METADATA_HEADER = (
+    "dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,"
+    "Columns,StudyDate,StudyTime,ProcedureCodeSequence_CodeMeaning,"
+    "ViewCodeSequence_CodeMeaning,PatientOrientationCodeSequence_CodeMeaning"
+)
+MIMIC_METADATA_REST = (
+    "48,40,21800506,213014.531,CHEST (PA AND LAT),postero-anterior,Erect"  # Rows, Columns, ...
+)
+# (subject, study, split, {observation: cell}, [(dicom_id, ViewPosition), ...]); a study
+# whose cells are None has no row in the labeller table.
+MIMIC_STUDIES = (
+    (
+        "10000032",
+        "50414267",
+        "train",
+        {"Cardiomegaly": "1.0", "Edema": "-1.0"},
+        [
+            ("02aa804e-bde0afdd-112c0b34-7bc16630-4e384014", "PA"),
+            ("174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962", "LATERAL"),
+        ],
+    ),
+    (
+        "10000032",
+        "53189527",
+        "train",
+        {"No Finding": "1.0", "Cardiomegaly": "0.0"},
+        [("2a2277a9-b0ded155-c0de8eb9-c124d10e-82c5caab", "AP")],
+    ),
+    (
+        "11000011",
+        "51000001",
+        "validate",
+        {"Pleural Effusion": "-1.0", "Atelectasis": "1.0", "Support Devices": "1.0"},
+        [
+            ("68b5c4b1-227d0485-9cc38c3f-7b84ab51-4b472714", "AP"),
+            ("6ad819bb-bae74eb9-7b663e90-b8deabd7-57f8054a", ""),
+        ],
+    ),
+    (
+        "11000011",
+        "52000002",
+        "train",
+        None,
+        [("7c1cbd54-5b4e8f4d-0b2b1f4f-51ed4b3d-9b0c1b69", "PA")],
+    ),
+    (
+        "19999987",
+        "55555555",
+        "test",
+        {"Pneumothorax": "-1.0", "Lung Opacity": "1.0", "Fracture": "0.0"},
+        [
+            ("0c4eb1e1-b801903c-bcebe8a4-3da9cd3c-3b94a27c", "PA"),
+            ("f2b2ffd5-2c8a4f88-25b9ddb0-2d3d9d1b-8d4c0f1f", "AP AXIAL"),
+        ],
+    ),
+    ("12345678", "56789012", "test", {}, [("9a0d37f2-fa3f6df5-8b6c3b63-3c6d9ffb-5a70c5dd", "AP")]),
+)
+# The labeller table also lists a study that has no image in the metadata.
+MIMIC_STUDY_WITHOUT_IMAGES = ("10000032", "59999999", {"Edema": "1.0"})
+
+
+def _gz(path: pathlib.Path, text: str) -> None:
+    import gzip
+
+    with gzip.open(path, "wt", newline="") as f:
+        f.write(text)
+
+
+def write_mimic_fixture(root, missing_image: bool = False) -> dict:
+    """Writes a MIMIC-CXR-JPG folder under ``root`` from :data:`MIMIC_STUDIES`.
+
+    Layout: ``mimic-cxr-2.0.0-{chexpert,metadata,split}.csv.gz`` and JPEGs at
+    ``files/p<2 digits>/p<subject>/s<study>/<dicom_id>.jpg`` (8-bit, 40 x 48). Quirks: the
+    labeller's columns in alphabetical order, cells ``1.0``, ``0.0``, ``-1.0`` or blank;
+    one study listed twice (same cells) in the labeller table, one image twice (same
+    fields) in the metadata; a blank ViewPosition; a study without a labeller row; a
+    labeller row without images. ``missing_image``: the AP image of the last study is
+    not written.
+
+    Returns:
+      ``{"root", "tables": {"labels", "metadata", "split"}, "images": [one dict per image,
+      metadata order: dicom_id, subject_id, study_id, split, view, path, cells ({column:
+      text} of its study, None if unlabelled)], "missing": [paths not written]}``.
+    """
+    root = pathlib.Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(5)
+    labels = [",".join(("subject_id", "study_id", *MIMIC_LABEL_COLUMNS))]
+    metadata, split, images, missing = (
+        [MIMIC_METADATA_HEADER],
+        ["dicom_id,study_id,subject_id,split"],
+        [],
+        [],
+    )
+    subject, study, cells = MIMIC_STUDY_WITHOUT_IMAGES
+    labels.append(",".join((subject, study, *(cells.get(c, "") for c in MIMIC_LABEL_COLUMNS))))
+    for n, (subject, study, which, cells, dicoms) in enumerate(MIMIC_STUDIES):
+        if cells is not None:
+            row = ",".join((subject, study, *(cells.get(c, "") for c in MIMIC_LABEL_COLUMNS)))
+            labels += [row, row] if n == 0 else [row]
+        for dicom, view in dicoms:
+            path = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.jpg"
+            row = f"{dicom},{subject},{study},CHEST (PA AND LAT),{view},{MIMIC_METADATA_REST}"
+            metadata += [row, row] if n == 1 else [row]
+            split.append(f"{dicom},{study},{subject},{which}")
+            images.append(
+                {
+                    "dicom_id": dicom,
+                    "subject_id": subject,
+                    "study_id": study,
+                    "split": which,
+                    "view": view,
+                    "path": str(path),
+                    "cells": None
+                    if cells is None
+                    else {c: cells.get(c, "") for c in MIMIC_LABEL_COLUMNS},
+                }
+            )
+            if missing_image and n == len(MIMIC_STUDIES) - 1:
+                missing.append(str(path))
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(_gray(rng, 48, 40)).save(path, quality=90)
+    tables = {
+        "labels": root / "mimic-cxr-2.0.0-chexpert.csv.gz",
+        "metadata": root / "mimic-cxr-2.0.0-metadata.csv.gz",
+        "split": root / "mimic-cxr-2.0.0-split.csv.gz",
+    }
+    for key, lines in (("labels", labels), ("metadata", metadata), ("split", split)):
+        _gz(tables[key], "".join(line + "\n" for line in lines))
+    return {
+        "root": str(root),
+        "tables": {k: str(v) for k, v in tables.items()},
+        "images": images,
+        "missing": missing,
+    }
+
+
+PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
+PADCHEST_HEADER = (
+    "ImageID,ImageDir,StudyDate_DICOM,StudyID,PatientID,PatientBirth,PatientSex_DICOM,"
+    "ViewPosition_DICOM,Projection,MethodProjection,Report,MethodLabel,Labels,Localizations"
+)
+# One dict per CSV row: the cells, and the hand truth of the reader with every view kept
+# (``expected``: the class names that are positive; None: the row is left out, unlabelled).
+PADCHEST_ROWS = (
+    {
+        "id": "a_00-001-001.png",
+        "dir": "0",
+        "date": "20140502",
+        "patient": "p1",
+        "birth": "1950.0",
+        "sex": "M",
+        "dicom_view": "POSTEROANTERIOR",
+        "projection": "PA",
+        "method": "Physician",
+        "labels": "['cardiomegaly', 'pleural effusion']",
+        "expected": {"cardiomegaly", "pleural effusion"},
+        "age": 64,
+        "view": "PA",
+    },
+    {
+        "id": "b_00-001-002.png",
+        "dir": "0",
+        "date": "20150101",
+        "patient": "p1",
+        "birth": "1950.0",
+        "sex": "M",
+        "dicom_view": "ANTEROPOSTERIOR",
+        "projection": "AP",
+        "method": "RNN_model",
+        "labels": "[' pleural effusion']",
+        "expected": {"pleural effusion"},
+        "age": 65,
+        "view": "AP",
+    },
+    {
+        "id": "c_00-002-001.png",
+        "dir": "1",
+        "date": "20090611",
+        "patient": "p2",
+        "birth": "1931",
+        "sex": "F",
+        "dicom_view": "POSTEROANTERIOR",
+        "projection": "PA",
+        "method": "Physician",
+        "labels": "['normal']",
+        "expected": {"normal"},
+        "age": 78,
+        "view": "PA",
+    },
+    {
+        "id": "d_00-002-002.png",
+        "dir": "1",
+        "date": "20090611",
+        "patient": "p2",
+        "birth": "1931",
+        "sex": "F",
+        "dicom_view": "LATERAL",
+        "projection": "L",
+        "method": "RNN_model",
+        "labels": "['rib fracture', 'aortic elongation']",
+        "expected": {"fracture"},
+        "age": 78,
+        "view": "L",
+    },
+    {
+        "id": "e_00-003-001.png",
+        "dir": "3.0",
+        "date": "20120303",
+        "patient": "p3",
+        "birth": "",
+        "sex": "O",
+        "dicom_view": "",
+        "projection": "AP_horizontal",
+        "method": "RNN_model",
+        "labels": "['laminar atelectasis', 'nodule', ' nodule']",
+        "expected": {"atelectasis", "nodule"},
+        "age": -1,
+        "view": "AP_horizontal",
+    },
+    {
+        "id": "f_00-003-002.png",
+        "dir": "3",
+        "date": "",
+        "patient": "p3",
+        "birth": "1960.0",
+        "sex": "",
+        "dicom_view": "POSTEROANTERIOR",
+        "projection": "",
+        "method": "Physician",
+        "labels": "['']",
+        "expected": set(),
+        "age": -1,
+        "view": "PA",
+    },
+    {
+        "id": "g_00-004-001.png",
+        "dir": "4",
+        "date": "20100910",
+        "patient": "p4",
+        "birth": "1970.0",
+        "sex": "F",
+        "dicom_view": "POSTEROANTERIOR",
+        "projection": "PA",
+        "method": "RNN_model",
+        "labels": "",
+        "expected": None,
+        "age": 40,
+        "view": "PA",
+    },
+    {
+        "id": "h_00-004-002.png",
+        "dir": "4",
+        "date": "20101010",
+        "patient": "p4",
+        "birth": "1970.0",
+        "sex": "F",
+        "dicom_view": "ANTEROPOSTERIOR",
+        "projection": "AP",
+        "method": "Physician",
+        "labels": "[\"pneumonia\", 'infiltrates', 'COPD signs']",
+        "expected": {"pneumonia", "infiltrates"},
+        "age": 40,
+        "view": "AP",
+    },
+)
+PADCHEST_REPORT = 'derrame pleural, cardiomegalia. "sin cambios"'
+
+
+def write_padchest_fixture(root, missing_image: bool = False, gz: bool = False) -> dict:
+    """Writes a PadChest folder under ``root`` from :data:`PADCHEST_ROWS`.
+
+    Layout: ``PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv`` (``.gz`` with
+    ``gz``) and 16-bit grayscale PNGs (``I;16``, 44 x 36, 12 bits used) at
+    ``<ImageDir>/<ImageID>`` (``ImageDir`` ``3.0`` is folder ``3``). Quirks: the Spanish
+    report quoted, with commas and quotes; stray spaces and a repeat in ``Labels``;
+    ``['']``; a blank ``Labels``; terms that are no class; a blank Projection (read from
+    ``ViewPosition_DICOM``); the first row listed twice. ``missing_image``: the last
+    row's image is not written.
+
+    Returns:
+      ``{"root", "csv", "rows": PADCHEST_ROWS with "path" and "pixels" (uint16) added,
+      "missing": [paths not written]}``.
+    """
+    import csv
+
+    root = pathlib.Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(9)
+    rows, missing = [], []
+    lines = [PADCHEST_HEADER.split(",")]
+    for n, r in enumerate(PADCHEST_ROWS):
+        folder = str(int(float(r["dir"])))
+        path = root / folder / r["id"]
+        cells = [
+            r["id"],
+            r["dir"],
+            r["date"],
+            f"s{n}",
+            r["patient"],
+            r["birth"],
+            r["sex"],
+            r["dicom_view"],
+            r["projection"],
+            "Manual review of DICOM fields",
+            PADCHEST_REPORT,
+            r["method"],
+            r["labels"],
+            "[]",
+        ]
+        lines += [cells, cells] if n == 0 else [cells]
+        pixels = (rng.integers(200, 4000, (36, 44))).astype(np.uint16)
+        rows.append({**r, "path": str(path), "pixels": pixels})
+        if missing_image and n == len(PADCHEST_ROWS) - 1:
+            missing.append(str(path))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path)
+    csv_path = root / (PADCHEST_CSV + (".gz" if gz else ""))
+    import io
+
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(lines)
+    if gz:
+        _gz(csv_path, text.getvalue())
+    else:
+        csv_path.write_text(text.getvalue())
+    return {"root": str(root), "csv": str(csv_path), "rows": rows, "missing": missing}

@@ -3,7 +3,7 @@ problem named by field, value and what is allowed, all of them at once."""
 
 import ml_collections
 import pytest
-from conftest import load_config, set_fields, tiny_config
+from conftest import REPO, load_config, set_fields, tiny_config
 
 from chestattn_jax import config as config_lib
 from chestattn_jax import validation
@@ -20,7 +20,11 @@ def configured(name="synthetic", arg=None, **changes):
     return set_fields(config, changes)
 
 
-@pytest.mark.parametrize("name", ["synthetic", "nih", "chexpert"])
+# Every config file the repository ships (one per data set, and the smoke test's).
+SHIPPED = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 @pytest.mark.parametrize("arg", ["resnet", "image", "class"])
 @pytest.mark.parametrize("mode", validation.MODES)
 def test_the_shipped_configs_are_valid(name, arg, mode):
@@ -325,3 +329,91 @@ def test_evaluators_run_after_those_whose_metrics_they_read():
     assert [type(e).__module__.rsplit(".", 1)[1] for e in evaluators.create(("tables",), ctx)] == [
         "tables"
     ]  # an evaluator it reads but that was not chosen is not added
+
+
+def test_init_from_refuses_another_model_naming_the_field(tmp_path):
+    """config.model.init_from: a workdir whose model differs in a field that shapes the
+    parameters (or in the image size) is refused naming the field and both values, every
+    problem at once; nothing but its config.json is read."""
+    import json
+
+    from chestattn_jax.config_fields import to_json
+
+    source = tmp_path / "source"
+    (source / "checkpoints" / "8").mkdir(parents=True)
+    (source / "config.json").write_text(json.dumps(to_json(tiny_config("class"))))
+    config = tiny_config("class")
+    config.data.classes = ("Mass", "Pneumothorax", "Atelectasis")  # other classes: fine
+    config.model.init_from = str(source)
+    assert problems(config, "train", num_devices=1) == []
+    config.model.init_from = f"{source}:8"
+    assert problems(config, "train", num_devices=1) == []
+    config.model.num_filters, config.data.image_size = 16, 64
+    found = problems(config, "train", num_devices=1)
+    assert len(found) == 2, found
+    starts = f"the model config.model.init_from='{source}:8' starts from has"
+    assert found[0] == (
+        f"config.model.num_filters=16: {starts} 8; fine-tuning takes its parameters over, so "
+        'this must be the same (or train from scratch: config.model.init_from="").'
+    )
+    assert found[1].startswith(f"config.data.image_size=64: {starts} 32;")
+    config = tiny_config("image")
+    config.model.init_from = str(source)
+    assert problems(config, "train", num_devices=1) == [
+        f"config.model.variant='image': {starts.replace(':8', '')} 'class'; fine-tuning takes "
+        "its parameters over, so this must be the same (or train from scratch: "
+        'config.model.init_from="").'
+    ]
+    # Only training reads it: an evaluation of the fine-tuned run (whose config.json
+    # records it) does not need the source.
+    config.model.init_from = str(tmp_path / "gone")
+    assert problems(config, "evaluate", num_devices=1) == []
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (3, "init_from=3: must be a workdir (W, W:latest or W:STEP), a bundle file"),
+        ("{tmp}/gone", "gone': no such workdir or bundle file (a run that resumes does not"),
+        ("{tmp}/source:9", "source:9': {tmp}/source has no checkpoint of step 9; it has steps 8."),
+        ("{tmp}", "has no config.json: not the workdir of a training run."),
+    ],
+)
+def test_init_from_names_what_is_wrong(tmp_path, value, message):
+    import json
+
+    from chestattn_jax.config_fields import to_json
+
+    source = tmp_path / "source"
+    (source / "checkpoints" / "8").mkdir(parents=True)
+    (source / "config.json").write_text(json.dumps(to_json(tiny_config("class"))))
+    value = value.format(tmp=tmp_path) if isinstance(value, str) else value
+    config = ml_collections.ConfigDict(tiny_config("class").to_dict(), type_safe=False)
+    config.model.init_from = value
+    found = problems(config, "train", num_devices=1)
+    assert len(found) == 1 and message.format(tmp=tmp_path) in found[0], found
+    # With pretrained weights as well: those are not read.
+    if value == str(source):
+        return
+    config.model.init_from = str(source)
+    config.model.pretrained = "r50.safetensors"
+    found = problems(config, "train", num_devices=1)
+    assert any(
+        "pretrained='r50.safetensors': is not read when config.model.init_from" in p for p in found
+    ), found
+
+
+def test_init_from_an_nih_model_on_chexpert_classes_is_valid(tmp_path):
+    """The example of docs/embeddings.md: CheXpert's config starting from an NIH run."""
+    import json
+
+    from chestattn_jax.config_fields import to_json
+
+    nih = tmp_path / "nih_class"
+    (nih / "checkpoints" / "100").mkdir(parents=True)
+    (nih / "config.json").write_text(json.dumps(to_json(configured("nih", "class"))))
+    config = configured("chexpert", **{"model.init_from": str(nih)})
+    assert problems(config, "train", num_devices=1) == []
+    config = configured("chexpert", "image", **{"model.init_from": f"{nih}:latest"})
+    (found,) = problems(config, "train", num_devices=1)
+    assert found.startswith("config.model.variant='image': the model config.model.init_from=")

@@ -236,3 +236,39 @@ def test_the_trained_data_set_through_eval_dataset_keeps_the_training_split(trai
     config.allow_setting_changes = True
     metrics = evaluation.evaluate(config, workdir)
     assert metrics["changed_from_training"]["data.split_seed"] == {"trained": 0, "evaluated": 1}
+
+
+@pytest.mark.slow
+def test_nih_expert_labels_score_the_test_images_they_cover(trained_on_nih, tmp_path):
+    """config.eval.nih_expert_labels: the classes the expert file covers, scored against
+    its labels on the test images it lists, equal sklearn on the model's predictions."""
+    from raw_fixtures import write_nih_expert_labels
+
+    from chestattn_jax import evaluation
+
+    config, workdir, _ = trained_on_nih
+    config = config.copy_and_resolve_references()
+    source = create_source(config, "test")
+    ids = [str(i) for i in source.example_ids]
+    path = tmp_path / "google2019_nih-chest-xray-labels.csv"
+    truth = write_nih_expert_labels(path, [*ids[::2], "00099999_000.png"], seed=1)
+    config.eval.nih_expert_labels = str(path)
+    config.eval.evaluators, config.eval.bootstrap_draws = ("auc",), 0
+    config.eval.output_name = "eval_expert"
+    validation.validate(config, "evaluate", num_devices=1)
+    metrics = evaluation.evaluate(config, workdir)
+
+    expert = metrics["expert_labels"]
+    assert metrics["num_examples"] == len(ids)  # NIH's own labels, every test image
+    rows = [i for i, e in enumerate(ids) if e in truth]
+    assert expert["images"] == len(rows) == len(ids[::2]) > 0
+    assert set(expert["class_map"]) == {"Consolidation", "Mass", "Nodule", "Pneumothorax"}
+    images = np.stack([source[i]["image"][..., 0] for i in range(len(source))])
+    probs = chestattn_jax.load(workdir).predict(images)["probabilities"]
+    for model_class, column in expert["class_map"].items():
+        y = [truth[ids[i]][column] for i in rows]
+        p = probs[rows, NIH_CLASSES.index(model_class)]
+        assert expert["auc"][model_class] == pytest.approx(roc_auc_score(y, p), abs=1e-6)
+    with open(os.path.join(workdir, "eval_expert", "metrics.json")) as f:
+        written = json.load(f)["expert_labels"]
+    assert written["file"] == str(path) and written["images"] == len(rows)

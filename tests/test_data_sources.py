@@ -8,28 +8,38 @@ from pathlib import Path
 import pytest
 
 from chestattn_jax.config import get_base_config
-from chestattn_jax.data import chexpert, nih, records, sources, synthetic
+from chestattn_jax.data import (
+    chexpert,
+    mimic_cxr,
+    nih,
+    padchest,
+    records,
+    siim_pneumothorax,
+    sources,
+    synthetic,
+)
 from chestattn_jax.data.input_pipeline import create_source, dataset_fingerprint
 from chestattn_jax.data.source import DataSource, Prepared, PrepareOption, prepared_source
 from chestattn_jax.validation import problems
+
+# The data sets beyond the paper's, in the registry's order.
+OTHER_DATA_SETS = (siim_pneumothorax, mimic_cxr, padchest)
 
 PACKAGE = Path(__file__).resolve().parent.parent / "chestattn_jax"
 
 
 def test_the_registry_holds_each_data_set_module_once():
-    assert sources.SOURCES == {
-        "synthetic": synthetic.SOURCE,
-        "nih": nih.SOURCE,
-        "chexpert": chexpert.SOURCE,
-    }
-    assert sources.prepared_names() == ("nih", "chexpert")
+    # Each module's SOURCE once, under its own name, the paper's data sets first.
+    modules = (synthetic, nih, chexpert, *OTHER_DATA_SETS)
+    assert sources.SOURCES == {m.SOURCE.name: m.SOURCE for m in modules}
+    assert sources.prepared_names() == tuple(m.SOURCE.name for m in modules[1:])
     with pytest.raises(ValueError, match=r"Unknown dataset 'x' \(config.data.name\); expected "):
         sources.get("x", "config.data.name")
     with pytest.raises(ValueError, match="Unknown dataset 'synthetic'; expected one of nih, ch"):
         records.version_dir("synthetic", "/d", 32)
     # Each prepared data set's folder is its TFDS builder name, as it always was.
-    assert records.version_dir("nih", "/d", 32) == "/d/nih_chest_xray14/32px/1.0.0"
-    assert records.version_dir("chexpert", "/d", 32) == "/d/chexpert/32px/1.0.0"
+    assert records.version_dir("nih", "/d", 32) == f"/d/nih_chest_xray14/32px/{records.VERSION}"
+    assert records.version_dir("chexpert", "/d", 32) == f"/d/chexpert/32px/{records.VERSION}"
 
 
 def _config(name: str, **data):
@@ -97,8 +107,8 @@ def test_a_registered_prepared_data_set_gets_the_prepared_rules_folder_and_optio
         ),
     )
     monkeypatch.setitem(sources.SOURCES, "toy", source)
-    assert sources.prepared_names() == ("nih", "chexpert", "toy")
-    assert records.version_dir("toy", "/d", 32) == "/d/toy_records/32px/1.0.0"
+    assert sources.prepared_names()[-1] == "toy"
+    assert records.version_dir("toy", "/d", 32) == f"/d/toy_records/32px/{records.VERSION}"
     from chestattn_jax.data import prepare
 
     assert prepare.prepare_options("toy", {}) == {"keep": ("x",)}
@@ -134,17 +144,24 @@ def test_select_fold_gives_the_phantoms_other_seeds_and_prepared_data_sets_kfold
         assert config.data.synthetic.seed == get_base_config().data.synthetic.seed
 
 
-# The modules that define a data set (and the config default, and the exporters of the
-# raw layouts) are the only ones that may name one.
-NAMING_ALLOWED = {"data/synthetic.py", "data/nih.py", "data/chexpert.py"}
+def _defining_modules() -> set[str]:
+    """The module that defines each registered data set: the only ones that may name one."""
+    defined = {"data/synthetic.py"}
+    for name in sources.prepared_names():
+        module = sources.get(name).prepared.read_raw.__module__
+        defined.add(module.removeprefix("chestattn_jax.").replace(".", "/") + ".py")
+    return defined
 
 
 def test_no_module_branches_on_a_data_set_name():
-    name = re.compile(r"""(==|!=|\bin)\s*\(?\s*["'](synthetic|nih|chexpert)["']""")
+    names = "|".join(map(re.escape, sources.names()))
+    name = re.compile(rf"""(==|!=|\bin)\s*\(?\s*["']({names})["']""")
+    allowed = _defining_modules()
+    assert {"data/nih.py", "data/chexpert.py", "data/padchest.py"} <= allowed
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         relative = path.relative_to(PACKAGE).as_posix()
-        if relative in NAMING_ALLOWED:
+        if relative in allowed:
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if name.search(line):

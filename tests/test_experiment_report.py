@@ -9,118 +9,29 @@ import json
 
 import numpy as np
 import pytest
-from conftest import load_config, tiny_config
+from conftest import (
+    HAND_BEST,
+    HAND_IMAGES,
+    HAND_PATIENTS,
+    hand_finished,
+    hand_fold_examples,
+    hand_report_config,
+    hand_write_cell,
+    load_config,
+    tiny_config,
+)
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from chestattn_jax import experiment
-from chestattn_jax.data.input_pipeline import dataset_fingerprint
-from chestattn_jax.evaluation.evaluators.localization import FINDINGS_FILE
 from chestattn_jax.evaluation.inference_pass import Record
-from chestattn_jax.evaluation.pipeline import EVALUATION_VERSION
 from chestattn_jax.experiment import cli as experiment_cli
-from chestattn_jax.localization_metrics import FINDING_FIELDS, FindingTable, save_findings
 from chestattn_jax.metrics import fold_draw_weights, seed_draws
 
 DRAWS = 40
-PATIENTS, IMAGES = 24, 2  # per fold: 48 test images
-# The λ of each (fold, seed) with the best validation mean AUC: both λ are chosen somewhere.
-BEST = {(0, 0): 1.0, (1, 0): 0.1, (0, 1): 0.1, (1, 1): 1.0}
-
-
-def report_config(seeds=(0, 1)):
-    config = tiny_config("class")
-    config.experiment.folds = 2
-    config.experiment.variants = ("resnet", "image", "class")
-    config.experiment.entropy_weights = (0.1, 1.0)
-    config.experiment.seeds = seeds
-    return config
-
-
-def fold_examples(fold: int, classes, rng, ids_from: int | None = None):
-    """A fold's test split: labels, masks (a few unknown), patients of two images each."""
-    n, k = PATIENTS * IMAGES, len(classes)
-    labels = (rng.random((n, k)) < 0.35).astype(np.int32)
-    labels[:2], labels[2:4] = 1, 0  # every class has both values
-    mask = (rng.random((n, k)) > 0.1).astype(np.int32)
-    mask[:4] = 1
-    start = fold * n if ids_from is None else ids_from
-    return {
-        "labels": labels,
-        "mask": mask,
-        "patient_ids": np.asarray([f"p{(start + i) // IMAGES}" for i in range(n)]),
-        "example_ids": np.asarray([f"img{start + i}.png" for i in range(n)]),
-    }
-
-
-def findings_of(examples, rng) -> dict:
-    """Per finding (a positive, known label): each source's values, the same findings."""
-    rows, cols = np.nonzero((examples["labels"] == 1) & (examples["mask"] == 1))
-    out = {}
-    for source in ("model", "class_prior", "uniform"):
-        values = {f: rng.random(len(rows)) for f in FINDING_FIELDS}
-        values["pixel_hit"] = (values["pixel_hit"] < 0.6).astype(np.float64)
-        values["cell_hit"] = np.maximum(values["pixel_hit"], values["cell_hit"] < 0.3)
-        out[source] = FindingTable(
-            example_index=rows.astype(np.int64),
-            class_index=cols.astype(np.int64),
-            example_ids=examples["example_ids"][rows],
-            patient_ids=examples["patient_ids"][rows],
-            values=values,
-            class_names=tuple(CLASSES),
-            map_threshold=0.5,
-        )
-    return out
-
-
+PATIENTS, IMAGES = HAND_PATIENTS, HAND_IMAGES  # per fold: 48 test images
+BEST = HAND_BEST
 CLASSES = tiny_config().data.classes
-
-
-def write_cell(root, config, cell, examples, rng, fingerprint=None):
-    """``cell`` finished as training and evaluation leave it (``fingerprint``: its data
-    set's, by default the phantoms' of its fold); returns its probs and findings."""
-    w = experiment.cell_workdir(root, cell)
-    (w / "eval").mkdir(parents=True)
-    cell_config = experiment.cell_config(config, cell)
-    (w / "config.json").write_text(cell_config.to_json_best_effort())
-    fingerprint = fingerprint or dataset_fingerprint(cell_config)["fingerprint"]
-    (w / "dataset.json").write_text(json.dumps({"fingerprint": fingerprint}))
-    score = 0.9 if BEST.get((cell.fold, cell.seed)) == cell.entropy_weight else 0.7
-    rows = [{"step": 4, "val/mean_auc": score, "val/bce": 1.0 - score}]
-    (w / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    signal = {"resnet": 1.0, "image": 0.8, "class": 1.2}[cell.variant] + 0.3 * cell.seed
-    probs = examples["labels"] * signal * rng.random(examples["labels"].shape) + rng.random(
-        examples["labels"].shape
-    )
-    Record(
-        probs=probs,
-        labels=examples["labels"],
-        mask=examples["mask"],
-        patient_ids=examples["patient_ids"],
-        example_ids=examples["example_ids"],
-        classes=tuple(CLASSES),
-        evaluated_as=tuple(CLASSES),
-    ).save(w / "eval" / "predictions.npz")
-    metrics = {"step": 4, "version": EVALUATION_VERSION}
-    findings = None
-    if cell.variant != "resnet":
-        findings = findings_of(examples, rng)
-        save_findings(w / "eval" / FINDINGS_FILE, findings)
-        origins = dict.fromkeys(CLASSES, "training split")
-        metrics["localization"] = {"baselines": {"class_prior": {"built_from_class": origins}}}
-    (w / "eval" / "metrics.json").write_text(json.dumps(metrics))
-    return probs, findings
-
-
-def finished_by_hand(root, config, seed=0):
-    """Every cell of ``config`` finished; returns the folds' examples, and per cell its
-    probs and findings."""
-    rng = np.random.default_rng(seed)
-    folds = [fold_examples(f, CLASSES, rng) for f in range(config.experiment.folds)]
-    cells = {}
-    for cell in experiment.cells(config):
-        cells[cell] = write_cell(root, config, cell, folds[cell.fold], rng)
-    return folds, cells
 
 
 def chosen(config, cells, fold, seed, variant):
@@ -136,8 +47,8 @@ def chosen(config, cells, fold, seed, variant):
 @pytest.fixture(scope="module")
 def constructed(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("report") / "root")
-    config = report_config()
-    folds, cells = finished_by_hand(root, config)
+    config = hand_report_config()
+    folds, cells = hand_finished(root, config)
     out = experiment.report(config, root, num_draws=DRAWS, seed=5)
     return config, root, folds, cells, out
 
@@ -261,9 +172,9 @@ def test_the_tables_and_the_forest_plot(constructed):
 
 
 def test_cells_that_do_not_belong_together_are_refused(tmp_path):
-    config = report_config(seeds=(0,))
+    config = hand_report_config(seeds=(0,))
     root = str(tmp_path / "root")
-    finished_by_hand(root, config)
+    hand_finished(root, config)
     grid = experiment.cells(config)
     experiment.report(config, root, num_draws=5)  # they do belong together
     # Another data set in one cell of fold 1.
@@ -313,11 +224,11 @@ def test_prepared_cells_of_two_data_sets_or_sharing_test_images_are_refused(tmp_
     config.experiment.variants = ("resnet",)
     root = str(tmp_path / "root")
     rng = np.random.default_rng(0)
-    same = fold_examples(0, CLASSES, rng)  # both folds test the same images
+    same = hand_fold_examples(0, CLASSES, rng)  # both folds test the same images
     grid = experiment.cells(config)
     prints = ["sha256:" + "1" * 64, "sha256:" + "2" * 64]
     for cell, fingerprint in zip(grid, prints, strict=True):
-        write_cell(root, config, cell, same, rng, fingerprint)
+        hand_write_cell(root, config, cell, same, rng, fingerprint)
     with pytest.raises(ValueError) as refused:
         experiment.report(config, root, num_draws=5)
     message = str(refused.value)

@@ -54,7 +54,7 @@ def test_nih_phantom_prepares_end_to_end(nih_export, tmp_path):
     version_dir = prep.prepare("nih", root, str(tmp_path), 32)
     index = records.load_index(records.open_builder("nih", str(tmp_path), 32))
     assert len(index["key"]) == info["num_images"]
-    assert version_dir.endswith("1.0.0")
+    assert version_dir.endswith(records.VERSION)
 
 
 def test_chexpert_layout_maps_findings_to_observations(tmp_path):

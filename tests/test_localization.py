@@ -672,7 +672,7 @@ def test_the_evaluator_scores_writes_and_bootstraps_the_findings(tmp_path):
     train_labels[:, 0] = 1  # the training split has truth for class a only
     train_masks, _ = _random_truth(rng, 5, k, size)
     config = SimpleNamespace(
-        eval=SimpleNamespace(map_threshold=0.5, bootstrap_draws=50, bootstrap_seed=0),
+        eval=SimpleNamespace(map_threshold=0.5, bootstrap_draws=50, bootstrap_seed=0, split="test"),
         model=SimpleNamespace(variant="class"),
     )
     ctx = SimpleNamespace(
@@ -689,6 +689,14 @@ def test_the_evaluator_scores_writes_and_bootstraps_the_findings(tmp_path):
         index = np.arange(start, start + 8)
         valid = index < n
         evaluator.add(maps[np.minimum(index, n - 1)], {"valid": valid, "index": index})
+    # The validation split's maps, for the mIoU thresholds: another fake split.
+    assert evaluator.needs_validation_maps
+    val_masks, val_labels = _random_truth(rng, 6, k, size)
+    val_maps = rng.random((6, k, cells, cells)).astype(np.float32)
+    validation = _TruthSource(val_masks, val_labels)
+    evaluator.add_validation(
+        val_maps, {"valid": np.ones(6, bool), "index": np.arange(6)}, validation
+    )
     patients = np.asarray([f"p{i // 2}" for i in range(n)])
     record = SimpleNamespace(
         example_ids=np.asarray([f"x{i}" for i in range(n)]),
@@ -725,6 +733,31 @@ def test_the_evaluator_scores_writes_and_bootstraps_the_findings(tmp_path):
             )
             column = tables[name].values["pixel_hit"][tables[name].class_index == "ab".index(c)]
             assert game == pytest.approx(column.mean())
+    # mIoU: the thresholds chosen on the validation maps, applied to the evaluated ones.
+    from chestattn_jax.localization_metrics import MIOU_THRESHOLDS, threshold_ious
+
+    overlap = loc["overlap"]
+    for c, j in (("a", 0), ("b", 1)):
+        curves = [
+            threshold_ious(upsample_map(val_maps[i, j], size), val_masks[i, j])
+            for i in range(6)
+            if val_labels[i, j]
+        ]
+        t = MIOU_THRESHOLDS[int(np.argmax(np.mean(curves, 0)))] if curves else None
+        assert overlap["tuned_threshold"][c] == t
+        tested = [
+            threshold_ious(upsample_map(maps[i, j], size), masks[i, j])[MIOU_THRESHOLDS.index(t)]
+            for i in range(n)
+            if labels[i, j]
+        ]
+        assert overlap["miou_tuned"][c] == pytest.approx(np.mean(tested))
+        column = tables["model"].values["iou_otsu"][tables["model"].class_index == j]
+        assert overlap["miou_otsu"][c] == pytest.approx(column.mean())
+        assert boot["rates"]["model"]["iou_tuned"]["classes"][c]["rate"] == pytest.approx(
+            overlap["miou_tuned"][c]
+        )
+    assert loc["miou"]["tuned_on"] == "validation split"
+    assert loc["miou"]["tuning_findings"] == int(val_labels.sum())
     diff = boot["differences"]["model - uniform"]["pixel_hit"]["mean"]
     assert diff["difference"] == pytest.approx(
         loc["pointing_game_pixel"]["mean_hit_rate"]
@@ -740,3 +773,81 @@ def test_the_evaluator_scores_writes_and_bootstraps_the_findings(tmp_path):
     mean = list(csv.DictReader(io.StringIO(per_class_csv(rows))))[-1]
     assert mean["class"] == "mean" and mean["positives"] == ""
     assert float(mean["hit_rate"]) == loc["pointing_game_pixel"]["mean_hit_rate"]
+    assert float(mean["miou@otsu"]) == pytest.approx(overlap["mean_miou_otsu"])
+    assert "miou@otsu" in table and "prior miou@tuned" in table
+
+
+def _brute_otsu(levels) -> float:
+    """The largest between-class variance of ``levels <= t`` against ``levels > t`` over
+    every t, each class's weight and mean computed from the pixels themselves."""
+    v = np.asarray(levels, np.float64).ravel()
+    best = -1.0
+    for t in range(256):
+        low, high = v[v <= t], v[v > t]
+        if low.size and high.size:
+            w0, w1 = low.size / v.size, high.size / v.size
+            best = max(best, w0 * w1 * (low.mean() - high.mean()) ** 2)
+    return best
+
+
+def _between(levels, t) -> float:
+    v = np.asarray(levels, np.float64).ravel()
+    low, high = v[v <= t], v[v > t]
+    return low.size / v.size * high.size / v.size * (low.mean() - high.mean()) ** 2
+
+
+def test_otsu_threshold_maximises_the_between_class_variance():
+    from chestattn_jax.localization_metrics import otsu_threshold
+
+    rng = np.random.default_rng(3)
+    images = [
+        rng.integers(0, 256, (12, 12)),
+        np.concatenate([rng.normal(60, 10, 80), rng.normal(180, 20, 64)]).clip(0, 255),
+        np.r_[np.zeros(10), np.full(5, 255)],  # two levels: any t in between splits them
+        rng.integers(100, 104, 50),
+    ]
+    for levels in images:
+        levels = np.asarray(levels).astype(np.uint8)
+        t = otsu_threshold(levels)
+        assert _between(levels, t) == pytest.approx(_brute_otsu(levels), rel=1e-9)
+        # The first maximiser, as OpenCV takes it.
+        assert all(
+            _between(levels, u) < _between(levels, t) - 1e-9 for u in range(int(levels.min()), t)
+        )
+    assert otsu_threshold(np.full((4, 4), 7, np.uint8)) == 0  # one level: nothing to split
+
+
+def test_miou_otsu_and_thresholds_by_hand():
+    """A 4 x 4 map at 4 px (the upsampling is the identity), its Otsu region and its IoU
+    at each threshold worked out by hand."""
+    from chestattn_jax.localization_metrics import (
+        LocalizationScores,
+        otsu_region,
+        rescaled,
+        threshold_ious,
+    )
+
+    m = np.asarray([[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0.3, 0.3], [0, 0, 0, 0]], np.float32)
+    truth = np.zeros((4, 4), bool)
+    truth[:2, 2:] = True  # the four pixels at 1
+    truth[2, 2] = True  # and one at 0.3
+    # Levels 0, 76 (0.3 * 255, truncated) and 255: Otsu splits 255 from the rest.
+    np.testing.assert_array_equal(otsu_region(m), m == 1)
+    # IoU: the region at 1 is 4 of the 5 truth pixels; above 0.2 it is 6 pixels, 5 in truth.
+    ious = threshold_ious(m, truth, (0.2, 0.5))
+    np.testing.assert_allclose(ious, [5 / 6, 4 / 5])
+    assert rescaled(np.ones((4, 4))) is None
+    np.testing.assert_array_equal(otsu_region(np.ones((4, 4))), np.ones((4, 4), bool))
+    scores = LocalizationScores(["a"])
+    scores.add(m[None], truth[None], np.array([1]))
+    overlap = scores.overlap()
+    assert overlap["miou_otsu"]["a"] == pytest.approx(4 / 5)
+    assert overlap["miou_tuned"]["a"] is None and overlap["tuned_threshold"] == {"a": None}
+    # Tuned on a split whose best threshold is 0.2 (the region above 0.2 fits its truth).
+    validation = LocalizationScores(["a"])
+    other = np.zeros((4, 4), bool)
+    other[:3, 2:] = True
+    validation.add(m[None], other[None], np.array([1]))
+    scores.tune(validation)
+    assert scores.tuned_thresholds() == {"a": 0.2}
+    assert scores.overlap()["miou_tuned"]["a"] == pytest.approx(5 / 6)

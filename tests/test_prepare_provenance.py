@@ -143,7 +143,9 @@ def test_a_killed_overwrite_is_put_back_at_the_next_prepare(raw, tmp_path):
     version = prep.prepare("nih", a["root"], data_dir, SIZE)
     record = report(version)
     # What a --overwrite killed while it builds leaves: the old folder moved aside.
-    os.rename(version, os.path.join(os.path.dirname(version), "replaced.0123abcd_1.0.0"))
+    os.rename(
+        version, os.path.join(os.path.dirname(version), f"replaced.0123abcd_{records.VERSION}")
+    )
     assert prep.prepare_with_status("nih", a["root"], data_dir, SIZE) == (version, "reused")
     assert report(version) == record and aside(version) == []
     # --overwrite rebuilds even a matching data set (e.g. one whose shards were damaged).

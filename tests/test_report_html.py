@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from conftest import table_rows
 
 from chestattn_jax.reporting import html_report
 
@@ -27,7 +28,15 @@ def _minimal_metrics(classes=("Effusion", "Mass")) -> dict:
         "step": 7,
         "num_examples": 23,
         "evaluators": ["auc"],
-        "settings": {"data.image_size": 32, "eval.checkpoint": "best"},
+        "settings": {
+            "data.image_size": 32,
+            "eval.checkpoint": "best",
+            # Recorded by every evaluation since the sections' evaluators exist.
+            "eval.calibration_bins": 15,
+            "eval.operating_points": ["youden"],
+            "eval.subgroup_age_bands": [40, 60, 80],
+            "eval.num_failure_images": 4,
+        },
         "dataset": {"name": "synthetic", "fingerprint": "sha256:abc", "image_size": 32},
     }
 
@@ -113,6 +122,13 @@ def test_missing_sections_say_not_available_and_why():
     metrics["subgroups"] = {"unavailable": "the split records no sex or age."}
     sections = _Page(html_report.render(metrics)).sections
     assert "Not available: the split records no sex or age." in sections["subgroups"]
+    # An evaluation made before those evaluators existed (its settings lack theirs) says so.
+    for key, setting in html_report.SECTION_SETTINGS.items():
+        del metrics["settings"][setting]
+        sections = _Page(html_report.render(metrics)).sections
+        if key != "subgroups":
+            assert html_report.BEFORE_EVALUATORS in sections[key]
+    assert html_report.BEFORE_EVALUATORS not in sections["subgroups"]  # it says its own
 
 
 def test_generic_sections_render_their_tables_and_answer_the_checklist():
@@ -276,57 +292,12 @@ def report(tiny_run, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    """One headless Chromium for the module (its console log kept)."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        chromium = None
-    if not (chromium and driver_path):
-        pytest.skip(
-            "no headless browser: apt-get install chromium chromium-driver; pip install selenium"
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    options.add_argument("--window-size=1366,900")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    yield driver
-    driver.quit()
-
-
-@pytest.fixture(scope="module")
 def page(browser, report):
     """The browser on the report, its console messages of the load in ``page.log``."""
     out, _, _ = report
     browser.get((out / "report.html").as_uri())
     browser.load_log = browser.get_log("browser")
     return browser
-
-
-def _rows(driver, section: str, caption_start: str):
-    """The body rows of a table of ``section`` as lists of (text, data-sort), read in
-    the browser (after any sorting)."""
-    return driver.execute_script(
-        """
-        var tables = document.querySelectorAll('#' + arguments[0] + ' table'), t = null;
-        for (var i = 0; i < tables.length; i++)
-          if (tables[i].caption && tables[i].caption.textContent.indexOf(arguments[1]) === 0)
-            t = tables[i];
-        return Array.prototype.map.call(t.tBodies[0].rows, function (r) {
-          return Array.prototype.map.call(r.cells, function (c) {
-            return [c.textContent.trim(), c.getAttribute('data-sort')];
-          });
-        });
-        """,
-        section,
-        caption_start,
-    )
 
 
 def _interval_text(value, ci, digits):
@@ -366,7 +337,7 @@ def test_page_loads_without_errors_and_every_image_decodes(page):
 
 def test_tables_show_the_numbers_of_metrics_json(page, report):
     _, metrics, _ = report
-    rows = {r[0][0]: r for r in _rows(page, "discrimination", "Per class")}
+    rows = {r[0][0]: r for r in table_rows(page, "discrimination", "Per class")}
     loc, boot = metrics["localization"], metrics["bootstrap"]
     model_ci = loc["bootstrap"]["rates"]["model"]["pixel_hit"]["classes"]
     assert set(rows) == set(metrics["auc"])
@@ -381,7 +352,7 @@ def test_tables_show_the_numbers_of_metrics_json(page, report):
         assert cells[4][0] == _interval_text(hit, model_ci[c]["ci"], 2)
     prior = loc["baselines"]["class_prior"]["pointing_game_pixel"]["hit_rate"]
     diff = loc["bootstrap"]["differences"]["model - class_prior"]["pixel_hit"]["classes"]
-    for cells in _rows(page, "localization", "Pixel hit rate per class"):
+    for cells in table_rows(page, "localization", "Pixel hit rate per class"):
         c = cells[0][0]
         assert float(cells[1][1]) == loc["pointing_game_pixel"]["count"][c]
         assert float(cells[3][1]) == prior[c]
@@ -398,7 +369,7 @@ def test_sorting_by_a_column(page, report):
     aucs = metrics["auc"]
 
     def shown():
-        return [r[0][0] for r in _rows(page, "discrimination", "Per class")]
+        return [r[0][0] for r in table_rows(page, "discrimination", "Per class")]
 
     header.click()
     assert sorted(shown()) == sorted(aucs)
@@ -470,7 +441,7 @@ def test_without_javascript_everything_but_sorting_and_filtering_shows(page, rep
         assert not page.find_element(By.CSS_SELECTOR, ".filters").is_displayed()
         tiles = page.find_elements(By.CSS_SELECTOR, ".tile[data-class]")
         assert tiles and all(t.is_displayed() for t in tiles)
-        rows = _rows(page, "discrimination", "Per class")
+        rows = table_rows(page, "discrimination", "Per class")
         assert [r[0][0] for r in rows] == list(metrics["auc"])
         sizes = [i.get_property("naturalWidth") for i in page.find_elements(By.TAG_NAME, "img")]
         assert sizes and all(s > 0 for s in sizes)

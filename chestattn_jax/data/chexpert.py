@@ -110,8 +110,11 @@ def _parse_value(text: str, where: str, column: str) -> int:
     return value
 
 
-def _labels_and_mask(cells, policies, classes, where) -> tuple[np.ndarray, np.ndarray]:
-    """Read-only ``(k,)`` int32 labels and mask of one row's label cells under ``policies``."""
+def labels_and_mask(cells, policies, classes, where) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only ``(k,)`` int32 labels and mask of one row's label cells (CheXpert's
+    ``1.0``, ``0.0``, ``-1.0`` or blank, in the order of ``classes``) under ``policies``
+    (:func:`uncertainty_policies`); ``where`` (file and line) starts an error's message.
+    MIMIC-CXR's CheXpert-labeller file (:mod:`.mimic_cxr`) is read with it too."""
     labels = np.zeros(len(classes), np.int32)
     mask = np.ones(len(classes), np.int32)
     for i, (text, policy, column) in enumerate(zip(cells, policies, classes, strict=True)):
@@ -177,9 +180,7 @@ def read_csv(
         cells = tuple(map(row.__getitem__, label_cols))
         pair = arrays.get(cells)
         if pair is None:
-            pair = arrays[cells] = _labels_and_mask(
-                cells, policies, classes, f"{path}, line {line}"
-            )
+            pair = arrays[cells] = labels_and_mask(cells, policies, classes, f"{path}, line {line}")
         orientation = row[orientation_col].strip()
         if orientation not in ("Frontal", "Lateral"):
             raise DataFormatError(

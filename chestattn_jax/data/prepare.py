@@ -17,7 +17,11 @@ CheXpert), in the record format of :mod:`chestattn_jax.data.records`: one TFDS s
 - ``patient_id``, ``view``, ``sex``, ``age``, ``key`` (file name or CSV path) and
   ``source_split`` (NIH official list or CheXpert csv);
 - ``boxes`` ``(n, 4)`` ``[x, y, w, h]`` in stored pixels and ``box_labels`` ``(n,)``
-  (NIH's box list, scaled from its 1024-px frame; empty elsewhere).
+  (NIH's box list, scaled from its 1024-px frame; empty elsewhere);
+- ``truth_masks`` ``(m, S, S)`` uint8 and ``truth_mask_labels`` ``(m,)``: the masks of an
+  example that has some (SIIM's pneumothorax: an example with ``truth_masks()``, such as
+  :class:`chestattn_jax.data.siim_pneumothorax.MaskedExample`), mapped from their frame
+  onto the image and letterboxed with it (:func:`stored_masks`); none elsewhere.
 
 No TensorFlow is needed. TFDS writes into a temporary ``incomplete.*`` folder and
 renames it only when every shard is written, so an interrupted prepare never
@@ -55,6 +59,7 @@ from concurrent import futures
 import numpy as np
 from absl import logging
 from etils import epath
+from PIL import Image
 
 from chestattn_jax import config_fields, files
 from chestattn_jax.data import records, sources
@@ -189,6 +194,7 @@ def _tfds_example(ex: RawExample, size: int, box_frame: int | None) -> dict:
         fh, fw = (box_frame, box_frame) if box_frame else (h, w)
         boxes = boxes * np.asarray([w / fw, h / fh, w / fw, h / fh], np.float32)
         boxes = letterbox_boxes(boxes, h, w, size)
+    masks, mask_labels = stored_masks(ex, h, w, size)
     return {
         "image": letterbox(image, size)[..., None],
         "labels": np.asarray(ex.labels, np.int32),
@@ -201,7 +207,26 @@ def _tfds_example(ex: RawExample, size: int, box_frame: int | None) -> dict:
         "source_split": ex.source_split,
         "boxes": boxes.astype(np.float32),
         "box_labels": np.asarray(ex.box_labels, np.int32).reshape(-1),
+        "truth_masks": masks,
+        "truth_mask_labels": mask_labels,
     }
+
+
+def stored_masks(ex, height: int, width: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``((m, size, size) uint8, (m,) int32)``: the truth masks of ``ex`` (its
+    ``truth_masks()`` in its ``mask_frame``; none without) as stored with its
+    ``(height, width)`` image: resized onto the image (nearest neighbour) where the frame
+    differs, then letterboxed exactly as the image is, a stored pixel in the mask where
+    at least half of it was."""
+    if not hasattr(ex, "truth_masks") or not len(ex.mask_labels):
+        return np.zeros((0, size, size), np.uint8), np.zeros((0,), np.int32)
+    out = []
+    for m in ex.truth_masks():
+        m = m.astype(np.uint8) * 255
+        if m.shape != (height, width):
+            m = np.asarray(Image.fromarray(m).resize((width, height), Image.Resampling.NEAREST))
+        out.append((letterbox(m, size) >= 128).astype(np.uint8))
+    return np.stack(out), np.asarray(ex.mask_labels, np.int32).reshape(-1)
 
 
 def _remove_stale_incomplete(builder) -> None:
@@ -276,7 +301,8 @@ def inputs_fingerprint(examples, raw_dir: str = "") -> str:
     Hashes the key, the image path (relative to ``raw_dir`` when given, so the
     fingerprint does not depend on where the folder is), labels, mask, patient,
     view, sex, age, source split, boxes, box labels and the size in bytes of the
-    image file (-1 if missing). Reads no image: about 1 s for NIH's 112k images.
+    image file (-1 if missing); for an example with truth masks, their frame, labels
+    and a hash of their runs. Reads no image: about 1 s for NIH's 112k images.
     """
     root = os.path.abspath(raw_dir) if raw_dir else None
     h = hashlib.sha256()
@@ -300,6 +326,9 @@ def inputs_fingerprint(examples, raw_dir: str = "") -> str:
             np.asarray(ex.box_labels).reshape(-1).tolist(),
             nbytes,
         )
+        if getattr(ex, "mask_runs", ()):  # masks (SIIM), as runs: hashed, not decoded
+            runs = hashlib.sha256(b"".join(np.asarray(r, "<i8").tobytes() for r in ex.mask_runs))
+            fields += (list(ex.mask_frame), np.asarray(ex.mask_labels).tolist(), runs.hexdigest())
         h.update(json.dumps(fields, separators=(",", ":")).encode())
         h.update(b"\n")
     return f"sha256:{h.hexdigest()}"

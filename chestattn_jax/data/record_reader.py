@@ -103,6 +103,7 @@ class PreparedSource:
         example_ids=None,
         build: str | None = None,
         attributes: dict | None = None,
+        num_masks=None,
     ):
         self._builder_kwargs = builder_kwargs
         self._build = build
@@ -115,8 +116,11 @@ class PreparedSource:
         self._indices = np.asarray(indices, np.int64)
         self._labels = np.asarray(labels, np.int32)
         self._mask = np.asarray(mask, np.int32)
-        # Boxes (NIH): how many each example has, and the data set column of each class.
-        self._num_boxes = np.zeros(len(self._indices), np.int64) if num_boxes is None else num_boxes
+        # Boxes (NIH) and truth masks (SIIM): how many each example has, and the data set
+        # column of each class.
+        zeros = np.zeros(len(self._indices), np.int64)
+        self._num_boxes = zeros if num_boxes is None else np.asarray(num_boxes)
+        self._num_masks = zeros if num_masks is None else np.asarray(num_masks)
         self._columns = None if columns is None else np.asarray(columns, np.int64)
         self.name = name
         self._records = None
@@ -135,13 +139,15 @@ class PreparedSource:
         return dict(self._attributes)
 
     def truth_indices(self) -> np.ndarray:
-        """The examples with at least one box (NIH's box list), for localisation scores."""
-        return np.flatnonzero(self._num_boxes > 0)
+        """The examples with at least one box (NIH's box list) or truth mask (SIIM's), for
+        localisation scores."""
+        return np.flatnonzero((self._num_boxes > 0) | (self._num_masks > 0))
 
     def truth(self, i: int) -> dict:
         """``{"labels": (k,), "masks": (k, S, S) bool, "boxes": (n, 4), "box_labels": (n,)}``:
-        the boxes of example ``i`` (stored pixels, data set class indices) filled in as one
-        mask per class of ``classes``; a class without a box has an empty mask."""
+        the boxes of example ``i`` (stored pixels, data set class indices) filled in, and
+        its stored truth masks, as one mask per class of ``classes`` (the union of the
+        class's boxes and masks); a class without either has an empty mask."""
         if self._full_records is None:
             self._full_records = self._open_records(skip_all_but_image=False)
         record = self._full_records[int(self._indices[i])]
@@ -155,6 +161,11 @@ class PreparedSource:
                 x0, y0 = max(int(np.floor(x)), 0), max(int(np.floor(y)), 0)
                 x1, y1 = min(int(np.ceil(x + w)), size), min(int(np.ceil(y + h)), size)
                 masks[columns.index(c), y0:y1, x0:x1] = True
+        stored = np.asarray(record["truth_masks"], bool).reshape(-1, size, size)
+        mask_labels = np.asarray(record["truth_mask_labels"], np.int64).reshape(-1)
+        for m, c in zip(stored, mask_labels, strict=True):
+            if c in columns:
+                masks[columns.index(c)] |= m
         return {"labels": self._labels[i], "masks": masks, "boxes": boxes, "box_labels": box_labels}
 
     def _open(self):
@@ -227,6 +238,15 @@ def _require_data_dir(dataset: str, data_dir) -> None:
 
 
 def _not_prepared(dataset: str, data_dir: str, image_size: int, version_dir: str):
+    older = records.older_versions(dataset, data_dir, image_size)
+    if older:
+        return FileNotFoundError(
+            f"{os.path.dirname(version_dir)} holds {dataset!r} in record format "
+            f"{', '.join(older)}, from an earlier release; this one reads format "
+            f"{records.VERSION} only (it stores localisation masks): prepare it again with "
+            f"python -m chestattn_jax.data.prepare --dataset={dataset} --raw_dir=RAW "
+            f"--data_dir={data_dir} --image_size={image_size}"
+        )
     return FileNotFoundError(
         f"No prepared {dataset!r} data set at {version_dir} "
         f"(config.data.data_dir={data_dir!r}, config.data.image_size={image_size}). "
@@ -330,6 +350,7 @@ def open_split(config, split: str) -> PreparedSource:
         patient_ids=index["patient_id"][rows][chosen],
         example_ids=index["key"][rows][chosen],
         num_boxes=index["num_boxes"][rows][chosen],
+        num_masks=index["num_masks"][rows][chosen],
         columns=cols,
         build=build,
         attributes={k: index[k][rows][chosen] for k in ATTRIBUTES},

@@ -10,7 +10,12 @@ shards, with per image
 - ``labels`` / ``mask``: ``(k,)`` int32 over the data set's full class list (uncertain:
   label 0, mask 0);
 - ``key``, ``patient_id``, ``view``, ``sex``, ``age``, ``source_split``;
-- ``boxes`` ``(n, 4)`` ``[x, y, w, h]`` in stored pixels and ``box_labels`` ``(n,)``.
+- ``boxes`` ``(n, 4)`` ``[x, y, w, h]`` in stored pixels and ``box_labels`` ``(n,)``;
+- ``truth_masks`` ``(m, S, S)`` uint8 (0 / 1) localisation masks, letterboxed with the
+  image, and ``truth_mask_labels`` ``(m,)`` (SIIM's pneumothorax; ``m = 0`` elsewhere).
+
+A folder prepared in another record format (:data:`VERSION`; 1.0.0 had no masks) is not
+read: :func:`older_versions` finds it, so that the reader can say to prepare again.
 
 Beside the shards: :data:`INDEX_FILE`, the non-image fields of every record (for splits
 and class counts without decoding images; :func:`load_index`), and :data:`REPORT_FILE`,
@@ -36,9 +41,12 @@ from chestattn_jax.data import sources
 from chestattn_jax.data.raw import DataFormatError
 
 INDEX_FILE = "chestattn_index.npz"
+# The per-record counts the index holds beside the fields.
+COUNTS = ("num_boxes", "num_masks")
 REPORT_FILE = "chestattn_prepare.json"
 SPLIT = "full"
-VERSION = "1.0.0"
+# 2.0.0: truth_masks and truth_mask_labels, and num_masks in the index.
+VERSION = "2.0.0"
 
 
 class RecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -80,6 +88,11 @@ class RecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                     "source_split": tfds.features.Text(),
                     "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
                     "box_labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+                    # Masks compress to almost nothing: zlib, not raw bytes.
+                    "truth_masks": tfds.features.Tensor(
+                        shape=(None, None, None), dtype=np.uint8, encoding="zlib"
+                    ),
+                    "truth_mask_labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
                 }
             ),
         )
@@ -124,6 +137,19 @@ def version_dir(dataset: str, data_dir: str, image_size: int) -> str:
     return os.path.join(os.fspath(data_dir), name, f"{int(image_size)}px", VERSION)
 
 
+def older_versions(dataset: str, data_dir: str, image_size: int) -> list[str]:
+    """The record-format versions other than :data:`VERSION` that ``data_dir`` holds for
+    ``dataset`` at ``image_size`` (folders beside :func:`version_dir`'s), sorted."""
+    parent = epath.Path(version_dir(dataset, data_dir, image_size)).parent
+    if not parent.exists():
+        return []
+    return sorted(
+        p.name
+        for p in parent.iterdir()
+        if p.name != VERSION and p.name[:1].isdigit() and (p / "dataset_info.json").exists()
+    )
+
+
 def read_report(version: str) -> dict:
     """``chestattn_prepare.json`` of a version folder; ``{}`` if it has none."""
     path = epath.Path(version) / REPORT_FILE
@@ -162,7 +188,8 @@ def build_id(version: str) -> str | None:
 
 
 def load_index(builder) -> dict:
-    """The non-image fields of every record of split ``full``, as arrays.
+    """The non-image fields of every record of split ``full``, as arrays, and the number
+    of boxes and of truth masks of each (``num_boxes``, ``num_masks``).
 
     Computed once by reading the records without decoding their images, then
     cached in the version folder (written atomically; local or ``gs://``).
@@ -172,21 +199,23 @@ def load_index(builder) -> dict:
     if path.exists():
         try:
             index = files.read_npz(path)
-            missing = [f for f in (*fields, "num_boxes") if f not in index]
+            missing = [f for f in (*fields, *COUNTS) if f not in index]
             if missing:
                 raise ValueError(f"it has no array {', '.join(missing)}")
             return index
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
             # Only a cache of the records: build it again.
             logging.warning("%s is damaged (%s); reading the records again.", path, e)
-    source = builder.as_data_source(SPLIT, decoders={"image": tfds.decode.SkipDecoding()})
-    rows = {f: [] for f in (*fields, "num_boxes")}
+    skip = tfds.decode.SkipDecoding()
+    source = builder.as_data_source(SPLIT, decoders={"image": skip, "truth_masks": skip})
+    rows = {f: [] for f in (*fields, *COUNTS)}
     for i in range(len(source)):
         rec = source[i]
         for f in fields:
             v = rec[f]
             rows[f].append(v.decode() if isinstance(v, bytes) else v)
         rows["num_boxes"].append(len(rec["box_labels"]))
+        rows["num_masks"].append(len(rec["truth_mask_labels"]))
     index = {f: np.asarray(v) for f, v in rows.items()}
     files.write_npz(path, **index)
     return index

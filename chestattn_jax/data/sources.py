@@ -7,12 +7,27 @@ module and one entry below. Everything that depends on the data set asks :func:`
 
 from __future__ import annotations
 
-from chestattn_jax.data import chexpert, nih, synthetic
+from chestattn_jax.data import (
+    chexpert,
+    mimic_cxr,
+    nih,
+    padchest,
+    siim_pneumothorax,
+    synthetic,
+)
 from chestattn_jax.data.source import DataSource
 
 # In this order in messages and choices.
 SOURCES: dict[str, DataSource] = {
-    s.name: s for s in (synthetic.SOURCE, nih.SOURCE, chexpert.SOURCE)
+    s.name: s
+    for s in (
+        synthetic.SOURCE,
+        nih.SOURCE,
+        chexpert.SOURCE,
+        siim_pneumothorax.SOURCE,
+        mimic_cxr.SOURCE,
+        padchest.SOURCE,
+    )
 }
 
 

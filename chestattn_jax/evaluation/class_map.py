@@ -6,9 +6,15 @@ scores a model trained on NIH ChestX-ray14 (or the phantoms) on CheXpert's
 ``config.eval.split``, and the other way round. Only classes that the class map pairs
 are scored. ``config.eval.class_map``:
 
-- ``exact`` (the default): classes with the same name, and the pairs of
-  :data:`EQUIVALENTS`. Between NIH and CheXpert these are Atelectasis, Cardiomegaly,
-  Consolidation, Edema, Effusion = Pleural Effusion, Pneumonia and Pneumothorax;
+- ``exact`` (the default): the classes that mean the same finding in the label space
+  (:mod:`chestattn_jax.data.label_space`: NIH's ``Effusion`` = CheXpert's ``Pleural
+  Effusion`` = VinDr-CXR's ``Pleural effusion`` ...), for any pair of data sets it
+  spells. Between NIH and CheXpert these are Atelectasis, Cardiomegaly, Consolidation,
+  Edema, Effusion = Pleural Effusion, Pneumonia and Pneumothorax. A class of a data set
+  the label space does not know (the phantoms) is resolved by its spelling where that
+  names one finding in every set that uses it, and otherwise pairs only with the same
+  name. One to one: a finding that falls within a broader one of the other set (NIH's
+  Nodule within VinDr-CXR's Nodule/Mass) is paired only when named;
 - ``MODEL=DATA,...``: these pairs only, e.g. ``Mass=Lung Lesion,Effusion=Pleural Effusion``;
 - ``exact,MODEL=DATA,...``: the exact pairs and these (a pair given replaces the exact
   pair of its model class).
@@ -22,10 +28,8 @@ from __future__ import annotations
 
 import copy
 
-from chestattn_jax.data import sources
+from chestattn_jax.data import label_space, sources
 
-# Different names for the same finding (model class, data set class), both directions.
-EQUIVALENTS = (("Effusion", "Pleural Effusion"),)
 EXACT = "exact"
 
 
@@ -40,20 +44,77 @@ def is_training_dataset(config) -> bool:
     return is_cross_dataset(config) and config.eval.dataset == config.data.name
 
 
-def parse(text: str, model_classes, data_classes) -> list[tuple[str, str]]:
+def _findings(dataset: str, classes) -> list[str | None]:
+    """Each class's canonical finding (None: matched by its name only). A data set the
+    label space spells resolves through its table (a label it lacks: by name); another
+    (the phantoms), by the spelling where every data set that uses it means one finding."""
+    if dataset in label_space.DATASETS:
+        known = set(label_space.labels(dataset))
+        return [label_space.canonical(dataset, c) if c in known else None for c in classes]
+    found = [label_space.find(c) for c in classes]
+    return [f[0] if len(f) == 1 else None for f in found]
+
+
+def _representatives(dataset: str, classes) -> dict:
+    """``{key: class}``: the class standing for each finding (``("finding", name)``; the
+    data set's own spelling before a synonym) or unresolved name (``("name", class)``)."""
+    chosen = {}
+    for c, f in zip(classes, _findings(dataset, classes), strict=True):
+        key = ("name", c) if f is None else ("finding", f)
+        own = f is not None and label_space.spellings(f).get(dataset) == c
+        if key not in chosen or own:
+            chosen[key] = c
+    return chosen
+
+
+def exact_pairs(model_classes, data_classes, model_dataset: str = "", data_dataset: str = ""):
+    """``{model class: data set class}``, one to one, for the classes of the same finding
+    in the label space (or, unresolved, of the same name), in the model's order."""
+    model = _representatives(model_dataset, list(model_classes))
+    data = _representatives(data_dataset, list(data_classes))
+    paired = {c: data[k] for k, c in model.items() if k in data}
+    return {c: paired[c] for c in model_classes if c in paired}
+
+
+def hints(model_classes, data_classes, model_dataset: str = "", data_dataset: str = ""):
+    """Pairs the exact map leaves out that the label space relates, as ``MODEL=DATA``
+    with why: a class of one side falls within the other's finding (NIH's Nodule within
+    VinDr-CXR's Nodule/Mass)."""
+    exact = exact_pairs(model_classes, data_classes, model_dataset, data_dataset)
+    model = [
+        (c, f)
+        for c, f in zip(model_classes, _findings(model_dataset, model_classes), strict=True)
+        if f and c not in exact
+    ]
+    data = [
+        (c, f)
+        for c, f in zip(data_classes, _findings(data_dataset, data_classes), strict=True)
+        if f and c not in exact.values()
+    ]
+    out = []
+    for m, f in model:
+        for d, g in data:
+            if g in label_space.within(f):
+                out.append(f"{m}={d} ({f} falls within {g})")
+            elif f in label_space.within(g):
+                out.append(f"{m}={d} ({g} falls within {f})")
+    return out
+
+
+def parse(
+    text: str, model_classes, data_classes, model_dataset: str = "", data_dataset: str = ""
+) -> list[tuple[str, str]]:
     """The ``(model class, data set class)`` pairs of ``text`` (``config.eval.class_map``),
-    in the model's class order. Raises a ``ValueError`` for a pair that is malformed or
-    names a class one side does not have, for a data set class paired twice, or for an
-    empty map."""
+    in the model's class order; ``model_dataset`` / ``data_dataset`` name the data sets
+    whose labels the two lists are (for the label space; "" where unknown). Raises a
+    ``ValueError`` for a pair that is malformed or names a class one side does not have,
+    for a data set class paired twice, or for an empty map (naming the pairs the label
+    space relates, where there are any)."""
     model_classes, data_classes = list(model_classes), list(data_classes)
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
     pairs = {}
     if EXACT in parts:
-        equivalent = {a: b for a, b in EQUIVALENTS} | {b: a for a, b in EQUIVALENTS}
-        for c in model_classes:
-            match = c if c in data_classes else equivalent.get(c)
-            if match in data_classes:
-                pairs[c] = match
+        pairs = exact_pairs(model_classes, data_classes, model_dataset, data_dataset)
     for part in parts:
         if part == EXACT:
             continue
@@ -78,10 +139,12 @@ def parse(text: str, model_classes, data_classes) -> list[tuple[str, str]]:
     if twice:
         raise ValueError(f"pairs {', '.join(twice)} with more than one model class.")
     if not pairs:
+        related = hints(model_classes, data_classes, model_dataset, data_dataset)
+        advice = f" Related in the label space: {'; '.join(related)}." if related else ""
         raise ValueError(
             f"pairs no class of the model "
             f"({', '.join(model_classes)}) with one of the evaluated data set "
-            f"({', '.join(data_classes)})."
+            f"({', '.join(data_classes)}).{advice}"
         )
     return [(c, pairs[c]) for c in model_classes if c in pairs]
 
@@ -90,7 +153,13 @@ def pairs(config) -> list[tuple[str, str]]:
     """The class map of ``config`` (cross-dataset evaluation only)."""
     text = config.eval.class_map
     try:
-        return parse(text, config.data.classes, sources.get(config.eval.dataset).classes)
+        return parse(
+            text,
+            config.data.classes,
+            sources.get(config.eval.dataset).classes,
+            config.data.name,
+            config.eval.dataset,
+        )
     except ValueError as e:
         raise ValueError(f"config.eval.class_map={text!r}: {e}") from None
 
@@ -143,6 +212,6 @@ def check_config(p, mode: str) -> None:
         p.add("eval.class_map", 'must be a string: "exact", "MODEL=DATA,...", or both.')
     elif "data.classes" not in p.reported:
         try:
-            parse(text, classes, sources.get(name).classes)
+            parse(text, classes, sources.get(name).classes, p.value("data.name"), name)
         except ValueError as e:
             p.add("eval.class_map", str(e))

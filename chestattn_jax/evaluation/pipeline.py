@@ -97,9 +97,18 @@ def evaluate_state(config, state, mesh, step: int, weights, plan: dict) -> dict:
 
     # What is chosen on data (thresholds, recalibration) is chosen on the validation split,
     # scored first in a pass of its own (the same compiled step; maps are not kept).
-    needs_validation = any(e.needs_validation for e in chosen)
+    # Those that tune on the validation split's maps (localization's mIoU thresholds) see
+    # its batches in that pass (``add_validation``), which then computes the maps.
+    tuning = [e for e in chosen if getattr(e, "needs_validation_maps", False)]
+    needs_validation = any(e.needs_validation for e in chosen) or bool(tuning)
     if needs_validation and config.eval.split != "validation":
-        ctx.validation = one_pass("validation", create_source(data_config, "validation"))
+        validation = create_source(data_config, "validation")
+
+        def on_validation_batch(maps, rows):
+            for e in tuning:
+                e.add_validation(maps, rows, validation)
+
+        ctx.validation = one_pass("validation", validation, on_validation_batch if tuning else None)
     record = one_pass(config.eval.split, source, on_batch if with_rows else None)
     if needs_validation and ctx.validation is None:
         ctx.validation = record  # evaluating the validation split itself
@@ -155,8 +164,9 @@ METRICS_FILE = "metrics.json"
 # files change, so that a finished experiment cell evaluated by an earlier release is
 # evaluated again (--reevaluate) rather than reported beside newer ones. 1: without the
 # field; 2: localisation per finding (localization_findings.npz), the pixel pointing game,
-# intervals, and the class prior per class.
-EVALUATION_VERSION = 2
+# intervals, and the class prior per class; 3: mIoU (Otsu's and tuned thresholds) per
+# finding in localization.npz.
+EVALUATION_VERSION = 3
 
 
 def _listing(out_dir: str) -> set[str]:

@@ -80,7 +80,9 @@ def main(argv):
         return None
     if f.report:
         result = report(config, root, f.num_draws, allow_mismatch=f.allow_mismatch)
-        print((workdir_lib.workdir_path(root) / REPORT_DIR / "table.md").read_text())
+        out_dir = workdir_lib.workdir_path(root) / REPORT_DIR
+        print((out_dir / "table.md").read_text())
+        print(f"The report on one page: {out_dir / 'report.html'}")
         return result
     distributed.initialize(
         f.coordinator_address, f.num_processes, f.process_id, autodetect=f.distributed

@@ -93,7 +93,9 @@ def report(
     config, root, num_draws: int = 1000, seed: int = 0, allow_mismatch: bool = False
 ) -> dict:
     """Tables 1-2 from the finished cells of ``root`` into ``ROOT/report/``: ``table.md``,
-    ``table.csv``, ``forest.png`` and ``report.json`` (see the module docstring).
+    ``table.csv``, ``forest.png``, ``report.json`` (see the module docstring) and
+    ``report.html``, all of it on one page
+    (:func:`chestattn_jax.reporting.html_pages.experiment_page`).
 
     Raises a ``ValueError`` before writing anything if a cell is not finished; if a
     finished cell differs from what ``config`` asks of it (:func:`changed_cells`) or the
@@ -102,7 +104,7 @@ def report(
     field, unless ``allow_mismatch``: then the report is written with those differences
     listed in it."""
     from chestattn_jax.experiment import localization_summary
-    from chestattn_jax.reporting import experiment_tables, plots
+    from chestattn_jax.reporting import experiment_tables, html_blocks, html_pages, plots
 
     e = config.experiment
     missing = [c.name for c in cells(config) if status(root, c) != "done"]
@@ -191,4 +193,7 @@ def report(
             f"training seed{'s' if len(results) > 1 else ''} {seeds}"
             + (" (x: each seed's estimate)" if len(results) > 1 else ""),
         )
+    forest = out_dir / "forest.png"
+    images = {"forest.png": html_blocks.file_uri(forest)} if forest.exists() else {}
+    workdir_lib.write_text(out_dir / "report.html", html_pages.experiment_page(out, images))
     return out

@@ -36,8 +36,10 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from chestattn_jax import config_fields as fields
+from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.config import VARIANTS
-from chestattn_jax.config_checks import ConfigError, Problems
+from chestattn_jax.config_checks import ConfigError, Problems, show
 from chestattn_jax.models.attention import (
     COMPATIBILITIES,
     NORMALISATIONS,
@@ -49,6 +51,23 @@ from chestattn_jax.models.resnet import ResNet
 
 # config.model.dtype: the compute dtype of the backbone and the gates.
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+# What a run fine-tuned from a trained model (config.model.init_from) must share with it:
+# the fields that shape the parameters it takes over, and the image size its backbone and
+# gates learnt at.
+INIT_FROM_FIELDS = (
+    "model.variant",
+    "model.stage_sizes",
+    "model.num_filters",
+    "model.attention_dim",
+    "model.compatibility",
+    "model.attention_norm",
+    "model.gate_stages",
+    "data.image_size",
+    "data.channels",
+)
+# The checkpoints config.model.init_from=W:WHICH may name besides a step number.
+INIT_FROM_CHECKPOINTS = ("best", "latest")
 
 
 class ChestAttentionNet(nn.Module):
@@ -165,10 +184,10 @@ def create_model(config) -> ChestAttentionNet:
     """Builds the model of ``config.model`` for ``len(config.data.classes)`` classes.
 
     Raises:
-      chestattn_jax.config_checks.ConfigError: a value :func:`check_config` refuses.
+      chestattn_jax.config_checks.ConfigError: a value :func:`check_architecture` refuses.
     """
     p = Problems(config, None)
-    check_config(p, "train")
+    check_architecture(p)
     if p.found:
         raise ConfigError(p.found)
     m = config.model
@@ -187,9 +206,16 @@ def create_model(config) -> ChestAttentionNet:
 
 
 def check_config(p, mode: str) -> None:
-    """The rules of the architecture fields of ``config.model``, added to ``p`` (a
-    :class:`chestattn_jax.config_checks.Problems`); ``model.pretrained`` is
-    :func:`chestattn_jax.models.convert.check_config`'s."""
+    """The rules of ``config.model``, added to ``p`` (a
+    :class:`chestattn_jax.config_checks.Problems`): the architecture
+    (:func:`check_architecture`) and ``model.init_from`` (:func:`check_init_from`);
+    ``model.pretrained`` is :func:`chestattn_jax.models.convert.check_config`'s."""
+    check_architecture(p)
+    check_init_from(p, mode)
+
+
+def check_architecture(p) -> None:
+    """The rules of the architecture fields of ``config.model``, added to ``p``."""
     p.choice("model.variant", VARIANTS)
     stages = p.value("model.stage_sizes")
     if (
@@ -220,3 +246,81 @@ def check_config(p, mode: str) -> None:
                 "must be three increasing stages of the backbone, from 1 to 4, e.g. (1, 2, 3) "
                 "or (2, 3, 4).",
             )
+
+
+def parse_init_from(text: str) -> tuple[str, str | int]:
+    """``config.model.init_from`` as ``(path, checkpoint)``: ``W`` is ``(W, "best")``,
+    ``W:latest`` ``(W, "latest")``, ``W:best`` ``(W, "best")`` and ``W:STEP`` ``(W, STEP)``;
+    any other colon belongs to the path (``gs://bucket/w``)."""
+    head, sep, tail = text.rpartition(":")
+    if sep and head and (tail in INIT_FROM_CHECKPOINTS or tail.isdigit()):
+        return head, int(tail) if tail.isdigit() else tail
+    return text, "best"
+
+
+def check_init_source(p, source, text: str) -> None:
+    """Adds to ``p`` a problem for each :data:`INIT_FROM_FIELDS` value of ``p.config`` that
+    differs from ``source`` (the config, or its JSON, of the model that
+    ``config.model.init_from=text`` names), naming the field and both values."""
+    for name, (was, _) in fields.differences(source, p.config, INIT_FROM_FIELDS).items():
+        if name in p.reported:
+            continue
+        p.add(
+            name,
+            f"the model config.model.init_from={text!r} starts from has {show(was)}; "
+            "fine-tuning takes its parameters over, so this must be the same (or train "
+            'from scratch: config.model.init_from="").',
+        )
+
+
+def check_init_from(p, mode: str) -> None:
+    """The rules of ``config.model.init_from``: a string; in a training run, a workdir
+    (``W``, ``W:best``, ``W:latest``, ``W:STEP``) with a training run's ``config.json``
+    whose model fits (:func:`check_init_source`), or a file (a bundle, whose model is
+    checked as it is read); ``model.pretrained`` then unset. Other modes do not read it."""
+    text = p.value("model.init_from")
+    if not isinstance(text, str):
+        p.add(
+            "model.init_from",
+            'must be a workdir (W, W:latest or W:STEP), a bundle file, or "" (off).',
+        )
+        return
+    if not text or mode != "train":
+        return
+    p.ignored(
+        "model.pretrained",
+        "is not read when config.model.init_from is set (its model's backbone is taken)",
+    )
+    path, which = parse_init_from(text)
+    root = workdir_lib.workdir_path(path)
+    if root.is_file():
+        return  # a bundle
+    if not root.is_dir():
+        p.add(
+            "model.init_from",
+            "no such workdir or bundle file (a run that resumes does not read it: resume with "
+            'config.model.init_from="" if it has moved).',
+        )
+        return
+    try:
+        saved = workdir_lib.read_json(root / workdir_lib.CONFIG_FILE)
+    except ValueError as e:
+        p.add("model.init_from", f"its {workdir_lib.CONFIG_FILE} cannot be read ({e}).")
+        return
+    if saved is None:
+        p.add(
+            "model.init_from",
+            f"{path} has no {workdir_lib.CONFIG_FILE}: not the workdir of a training run.",
+        )
+        return
+    checkpoints = root / workdir_lib.CHECKPOINT_DIR
+    if not checkpoints.is_dir():
+        p.add("model.init_from", f"{path} has no {workdir_lib.CHECKPOINT_DIR}/: train it first.")
+    elif isinstance(which, int) and not (checkpoints / str(which)).is_dir():
+        steps = sorted(int(c.name) for c in checkpoints.iterdir() if c.name.isdigit())
+        p.add(
+            "model.init_from",
+            f"{path} has no checkpoint of step {which}; it has steps "
+            f"{', '.join(map(str, steps)) or 'none'}.",
+        )
+    check_init_source(p, saved, text)

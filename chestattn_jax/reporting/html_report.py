@@ -46,7 +46,6 @@ read at :data:`DEFAULT_THRESHOLD`. A section that is absent, or that has
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import re
@@ -54,8 +53,18 @@ import re
 import numpy as np
 
 from chestattn_jax.localization_metrics import OVERLAP_THRESHOLDS, RATE_COLUMNS, upsample_map
+from chestattn_jax.reporting.html_blocks import cell as _cell
+from chestattn_jax.reporting.html_blocks import escape as _e
+from chestattn_jax.reporting.html_blocks import facts as _facts
+from chestattn_jax.reporting.html_blocks import figure as _figure
+from chestattn_jax.reporting.html_blocks import not_available as _not_available
+from chestattn_jax.reporting.html_blocks import num as _num
+from chestattn_jax.reporting.html_blocks import page as _page
+from chestattn_jax.reporting.html_blocks import signed as _signed
+from chestattn_jax.reporting.html_blocks import table as _table
+from chestattn_jax.reporting.html_blocks import text_cell as _text
 from chestattn_jax.reporting.result_tables import PRIOR_ORIGIN, per_class_rows
-from chestattn_jax.reporting.text_tables import MISSING, number
+from chestattn_jax.reporting.text_tables import number
 
 # The sections that other evaluators add to metrics, with their headings, in page order.
 SECTIONS = {
@@ -64,6 +73,15 @@ SECTIONS = {
     "subgroups": "Subgroups",
     "failures": "Failure review",
 }
+# The setting each section's evaluator (named as the section) added to an evaluation's
+# recorded settings: an evaluation without it was made before the evaluator existed.
+SECTION_SETTINGS = {
+    "calibration": "eval.calibration_bins",
+    "operating_points": "eval.operating_points",
+    "subgroups": "eval.subgroup_age_bands",
+    "failures": "eval.num_failure_images",
+}
+BEFORE_EVALUATORS = "evaluated before these evaluators existed; re-run --mode=evaluate"
 # A gallery outcome's probability threshold where no operating points give one.
 DEFAULT_THRESHOLD = 0.5
 OUTCOMES = ("TP", "FP", "FN", "TN")
@@ -119,25 +137,14 @@ def render(metrics: dict, images: dict | None = None, gallery: dict | None = Non
         ("gallery", "Gallery", _gallery(gallery or {"unavailable": "no gallery was built."})),
         *((key, title, _generic(metrics, key, images)) for key, title in SECTIONS.items()),
     ]
-    nav = "".join(f'<a href="#{key}">{_e(title)}</a>' for key, title, _ in sections)
-    body = "".join(
-        f'<section id="{key}"><h2>{_e(title)}</h2>{content}</section>'
-        for key, title, content in sections
-    )
-    title = f"Evaluation report: {_describe(metrics)}"
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        f'<link rel="icon" href="data:,"><title>{_e(title)}</title>'
-        f"<style>{_CSS}{_backgrounds(gallery)}</style></head>\n"
-        f'<body><header><div class="inner"><h1>Evaluation report</h1>'
-        f'<p class="sub">{_e(_describe(metrics))}</p>{_key_results(metrics)}'
-        f"<nav>{nav}</nav></div></header><main>{body}</main>"
-        f"<footer>Written by the report_html evaluator from this folder's metrics "
-        f"(evaluation version {_e(metrics.get('version', ''))}).</footer>"
-        f"<script>{_JS}</script></body></html>\n"
+    return _page(
+        "Evaluation report",
+        _describe(metrics),
+        sections,
+        key=_key_results(metrics),
+        footer="Written by the report_html evaluator from this folder's metrics "
+        f"(evaluation version {metrics.get('version', '')}).",
+        extra_css=_backgrounds(gallery),
     )
 
 
@@ -179,106 +186,6 @@ def _describe(metrics: dict) -> str:
     )
 
 
-# ---------------------------------------------------------------------- small pieces
-
-
-def _e(value) -> str:
-    """``value`` as HTML text (escaped, quotes too)."""
-    return html.escape(str(value), quote=True)
-
-
-def _not_available(why: str) -> str:
-    return f'<p class="na"><strong>Not available:</strong> {_e(why)}</p>'
-
-
-def _figure(images: dict, name: str, caption: str, why_missing: str) -> str:
-    src = images.get(name)
-    if not src:
-        return _not_available(why_missing)
-    return (
-        f'<figure class="plot"><img src="{_e(src)}" alt="{_e(caption)}">'
-        f"<figcaption>{_e(caption)}</figcaption></figure>"
-    )
-
-
-def _num(value, digits: int = 3, ci=None) -> tuple[str, str]:
-    """A number cell's HTML and sort key: ``0.812`` with its interval ``[0.790, 0.833]``
-    in smaller type; ``n/a`` and an empty key for ``None``."""
-    if value is None:
-        return f'<span class="missing">{MISSING}</span>', ""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-        return _e(value), ""
-    text = str(value) if isinstance(value, int | np.integer) else number(float(value), digits)
-    if ci is not None and ci[0] is not None and ci[1] is not None:
-        low, high = number(float(ci[0]), digits), number(float(ci[1]), digits)
-        text += f' <span class="ci">[{low}, {high}]</span>'
-    return text, repr(float(value))
-
-
-def _signed(value, digits: int, ci=None) -> tuple[str, str]:
-    """A difference cell: ``+0.04 [-0.01, +0.09]`` (a rounded zero unsigned: ``0.00``)."""
-    if value is None:
-        return _num(None)
-
-    def text(v):
-        v = round(float(v), digits) + 0.0  # -0.0 -> 0.0
-        return f"{v:+.{digits}f}" if v else f"{0:.{digits}f}"
-
-    out = text(value)
-    if ci is not None and ci[0] is not None and ci[1] is not None:
-        out += f' <span class="ci">[{text(ci[0])}, {text(ci[1])}]</span>'
-    return out, repr(float(value))
-
-
-def _cell(value, digits: int = 3) -> tuple[str, str | None]:
-    """A generic section's cell (:mod:`module docstring <chestattn_jax.reporting.html_report>`):
-    its HTML and sort key (``None``: sorted as text)."""
-    if isinstance(value, dict):
-        return _num(value.get("value"), digits, value.get("ci"))
-    if value is None:
-        return "", ""
-    if isinstance(value, str) and value.strip().lower() in _MISSING_TEXTS:
-        return _e(value), ""  # a missing number: sorts last, aligns with the numbers
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return _e(value), None
-    return _num(value, digits)
-
-
-_MISSING_TEXTS = {"", MISSING, "na", "-", "\u2013", "\u2014", "nan", "none"}
-
-
-def _table(headers, rows, foot=None, caption: str = "", numeric=None) -> str:
-    """A sortable table. ``rows`` (and ``foot``, a row kept below them): cells as
-    ``(html, sort key)``, a key of ``None`` sorting as text; ``numeric``: which columns
-    are right-aligned (default: those whose cells all have keys)."""
-    if numeric is None:  # every cell a number or missing, and at least one a number
-        numeric = [
-            all(r[j][1] is not None for r in rows) and any(r[j][1] for r in rows)
-            for j in range(len(headers))
-        ]
-
-    def line(cells, tag="td"):
-        out = []
-        for j, (text, key) in enumerate(cells):
-            cls = ' class="num"' if numeric[j] else ""
-            sort = f' data-sort="{_e(key)}"' if key is not None and tag == "td" else ""
-            out.append(f"<{tag}{cls}{sort}>{text}</{tag}>")
-        return "<tr>" + "".join(out) + "</tr>"
-
-    head = line([(_e(h), None) for h in headers], "th")
-    html_rows = "".join(line(r) for r in rows)
-    tfoot = f"<tfoot>{line(foot)}</tfoot>" if foot else ""
-    cap = f"<caption>{_e(caption)}</caption>" if caption else ""
-    return (
-        f'<div class="wrap"><table class="sortable">{cap}<thead>{head}</thead>'
-        f"<tbody>{html_rows}</tbody>{tfoot}</table></div>"
-    )
-
-
-def _text(value) -> tuple[str, None]:
-    return _e(value), None
-
-
 def _ran(metrics: dict) -> str:
     chosen = metrics.get("evaluators")
     return ", ".join(map(str, chosen)) if chosen else "unknown"
@@ -313,8 +220,7 @@ def _evaluated(metrics: dict) -> str:
             ("Its fingerprint", cross.get("fingerprint")),
             ("Class map", f"{cross.get('class_map_setting')!r}: {pairs}"),
         ]
-    dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts if v is not None and v != "")
-    out = f"<dl class=facts>{dl}</dl>"
+    out = _facts(facts)
     changed = metrics.get("changed_from_training")
     if changed:
         rows = [
@@ -352,6 +258,21 @@ def section(metrics: dict, key: str):
     return value.get("page", value) if isinstance(value, dict) else value
 
 
+def predates(metrics: dict, key: str) -> bool:
+    """Whether an evaluation was made before section ``key``'s evaluator existed: that
+    evaluator did not run and the evaluation's settings lack the setting it added
+    (:data:`SECTION_SETTINGS`)."""
+    ran = metrics.get("evaluators") or []
+    return key not in ran and SECTION_SETTINGS[key] not in (metrics.get("settings") or {})
+
+
+def section_absent(metrics: dict, key: str) -> str | None:
+    """Why the page shows section ``key`` (``"discrimination"`` or one of
+    :data:`SECTIONS`) as not available; ``None`` where it has content."""
+    present, why = _section_state(metrics, key)
+    return None if present else why
+
+
 def _section_state(metrics: dict, key: str, brief: bool = False) -> tuple[bool, str]:
     """Whether section ``key`` has content, and why not."""
     ran = "" if brief else f" (evaluators: {_ran(metrics)})"
@@ -361,6 +282,8 @@ def _section_state(metrics: dict, key: str, brief: bool = False) -> tuple[bool, 
         return False, f"no AUCs: the auc evaluator did not run{ran}."
     section_ = section(metrics, key)
     if not isinstance(section_, dict):
+        if predates(metrics, key):
+            return False, f"this evaluation's metrics hold no {key!r}: {BEFORE_EVALUATORS}."
         return False, f"this evaluation's metrics hold no {key!r}: no evaluator computed it{ran}."
     if section_.get("unavailable"):
         return False, str(section_["unavailable"])
@@ -888,158 +811,3 @@ def _generic(metrics: dict, key: str, images: dict) -> str:
             f"{' (' + _e(rule) + ')' if rule else ''}.</p>"
         )
     return "".join(out) or _not_available(f"metrics[{key!r}] holds no summary, table or figure.")
-
-
-# ----------------------------------------------------------------------- style, script
-
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
-
-_CSS = """
-:root{--fg:#1c2430;--muted:#5d6675;--line:#e2e6eb;--accent:#1f5fae;--bg:#fff;--soft:#f5f7f9}
-*{box-sizing:border-box}
-html{font-size:15px}
-body{margin:0;color:var(--fg);background:var(--bg);line-height:1.5;
- font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-header{border-bottom:1px solid var(--line);background:var(--soft)}
-header .inner{max-width:1180px;margin:0 auto;padding:1.1rem 2rem .5rem}
-.key{margin:.2rem 0 .7rem;font-size:1.02rem}
-.key .sep{color:#a0a8b3;margin:0 .4rem}
-.key .ci{font-size:.85em;font-weight:400}
-.muted{color:var(--muted)}
-.no{color:#9c5d00;font-weight:600}
-h1{font-size:1.5rem;margin:0}
-.sub{margin:.1rem 0 .6rem;color:var(--muted)}
-nav{display:flex;flex-wrap:wrap;gap:.2rem 1.1rem;font-size:.92rem}
-nav a,a{color:var(--accent);text-decoration:none}
-nav a:hover,a:hover{text-decoration:underline}
-main{max-width:1180px;margin:0 auto;padding:0 2rem 2rem}
-section{padding-top:1.2rem;border-bottom:1px solid var(--line);padding-bottom:1rem}
-h2{font-size:1.2rem;margin:.2rem 0 .6rem}
-h3{font-size:1rem;margin:1rem 0 .4rem}
-p{margin:.4rem 0 .7rem;max-width:75em}
-.note{color:var(--muted);font-size:.88rem}
-.facts{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1.2rem;margin:0 0 .8rem}
-.facts dt{color:var(--muted)}
-.facts dd{margin:0;overflow-wrap:anywhere}
-details{margin:.4rem 0}
-summary{cursor:pointer;color:var(--accent)}
-.wrap{overflow-x:auto;margin:.5rem 0 .8rem}
-table{border-collapse:collapse;font-size:.88rem}
-caption{text-align:left;font-weight:600;padding:.2rem 0 .4rem;color:var(--fg)}
-th,td{padding:.32rem .65rem;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
-thead th{border-bottom:2px solid #c9d0d8;font-weight:600;white-space:nowrap;background:var(--soft)}
-tfoot td{border-top:2px solid #c9d0d8;font-weight:600}
-tbody tr:hover{background:#f8fafc}
-.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.ci{color:var(--muted);font-size:.86em}
-.missing{color:var(--muted)}
-th button{all:unset;cursor:pointer}
-th button:focus-visible{outline:2px solid var(--accent)}
-.js th button::after{content:" \\2195";color:#a0a8b3;font-size:.85em}
-th[aria-sort=ascending] button::after{content:" \\25B2";color:var(--accent)}
-th[aria-sort=descending] button::after{content:" \\25BC";color:var(--accent)}
-.na{background:#fff8e6;border-left:3px solid #e8a317;padding:.45rem .8rem;margin:.4rem 0;
- max-width:none}
-.ok{color:#17693b;font-weight:600}
-td .na{margin:0;padding:.15rem .5rem}
-figure.plot{margin:.6rem 0}
-figure.plot img{max-width:100%;height:auto;border:1px solid var(--line)}
-figcaption{font-size:.85rem;color:var(--muted)}
-.filters{display:flex;gap:1.2rem;align-items:center;margin:.4rem 0 .8rem;font-size:.92rem}
-.filters select{margin-left:.35rem;font:inherit;padding:.1rem .3rem}
-#filter-count{color:var(--muted)}
-.gallery{display:flex;flex-wrap:wrap;gap:.8rem}
-.example{flex:1 1 100%;border:1px solid var(--line);border-radius:6px;padding:.5rem .7rem .7rem}
-.gallery.one-class .example{flex:0 1 auto}
-.gallery.one-class .tiles{display:flex}
-.gallery.one-class .tile{width:118px}
-.example h3{margin:.1rem 0 .5rem;font-size:.95rem}
-.tiles{display:grid;grid-template-columns:repeat(auto-fill,minmax(118px,1fr));gap:.6rem}
-.tile{margin:0}
-.stack{position:relative;aspect-ratio:1;background-size:100% 100%;background-color:#000;
- border-radius:3px;overflow:hidden;print-color-adjust:exact;-webkit-print-color-adjust:exact}
-.stack img{position:absolute;inset:0;width:100%;height:100%}
-.stack img.truth{image-rendering:pixelated}
-.tile.tp .stack{box-shadow:0 0 0 3px #2e9d5b}
-.tile.fn .stack{box-shadow:0 0 0 3px #d1453b}
-.tile.fp .stack{box-shadow:0 0 0 3px #e8a317}
-.tile.tn .stack{box-shadow:0 0 0 3px #b9c1cb}
-.tile figcaption{display:flex;flex-wrap:wrap;gap:0 .35rem;align-items:baseline;margin-top:.3rem;
- font-size:.78rem;line-height:1.3}
-.tile .cls{font-weight:600;color:var(--fg);flex-basis:100%;overflow:hidden;text-overflow:ellipsis;
- white-space:nowrap}
-.badge{display:inline-block;border-radius:3px;padding:0 .3rem;font-size:.72rem;font-weight:700}
-.badge.tp{background:#dcf3e5;color:#17693b}.badge.fn{background:#fbe1df;color:#9c2a22}
-.badge.fp{background:#fdf0d3;color:#8a5a00}.badge.tn{background:#eceff2;color:#4c5563}
-.badge.unscored{background:#eceff2;color:#4c5563}
-.legend{font-size:.85rem;color:var(--muted)}
-[hidden]{display:none!important}
-footer{max-width:1180px;margin:0 auto;padding:1rem 2rem 2rem;color:var(--muted);font-size:.85rem}
-@media (max-width:700px){main,header .inner,footer{padding-left:1rem;padding-right:1rem}}
-"""
-
-_JS = """
-(function () {
-  "use strict";
-  document.documentElement.classList.add("js");
-  function key(cell) {
-    var s = cell ? cell.getAttribute("data-sort") : "";
-    if (s === null) return {num: false, v: cell.textContent.trim().toLowerCase()};
-    if (s === "") return {num: true, v: null};
-    return {num: true, v: parseFloat(s)};
-  }
-  function compare(a, b) {
-    if (a.v === null || b.v === null) return 0;
-    return a.num && b.num ? a.v - b.v : String(a.v).localeCompare(String(b.v));
-  }
-  Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), function (table) {
-    var heads = table.tHead.rows[0].cells, body = table.tBodies[0];
-    Array.prototype.forEach.call(heads, function (th, col) {
-      var button = document.createElement("button");
-      button.type = "button";
-      while (th.firstChild) button.appendChild(th.firstChild);
-      th.appendChild(button);
-      button.addEventListener("click", function () {
-        var up = th.getAttribute("aria-sort") !== "ascending";
-        Array.prototype.forEach.call(heads, function (h) { h.removeAttribute("aria-sort"); });
-        th.setAttribute("aria-sort", up ? "ascending" : "descending");
-        var rows = Array.prototype.slice.call(body.rows).map(function (row, i) {
-          return {row: row, key: key(row.cells[col]), i: i};
-        });
-        rows.sort(function (a, b) {
-          var missing = (a.key.v === null) - (b.key.v === null);
-          if (missing) return missing;
-          return (up ? 1 : -1) * compare(a.key, b.key) || a.i - b.i;
-        });
-        rows.forEach(function (r) { body.appendChild(r.row); });
-      });
-    });
-  });
-  var filters = document.querySelector(".filters");
-  if (!filters) return;
-  var byClass = document.getElementById("filter-class");
-  var byOutcome = document.getElementById("filter-outcome");
-  var count = document.getElementById("filter-count");
-  var gallery = document.querySelector(".gallery");
-  function apply() {
-    var shown = 0, total = 0;
-    Array.prototype.forEach.call(document.querySelectorAll(".example"), function (ex) {
-      var any = false;
-      Array.prototype.forEach.call(ex.querySelectorAll(".tile[data-class]"), function (t) {
-        var ok = (!byClass.value || t.getAttribute("data-class") === byClass.value) &&
-          (!byOutcome.value || t.getAttribute("data-outcome") === byOutcome.value);
-        t.hidden = !ok;
-        total += 1;
-        if (ok) { shown += 1; any = true; }
-      });
-      ex.hidden = !any;
-    });
-    gallery.classList.toggle("one-class", byClass.value !== "");
-    count.textContent = shown + " of " + total + " maps shown";
-  }
-  byClass.addEventListener("change", apply);
-  byOutcome.addEventListener("change", apply);
-  filters.hidden = false;
-  apply();
-})();
-"""

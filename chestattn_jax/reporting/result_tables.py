@@ -111,6 +111,16 @@ def _localization_cells(loc: dict, c: str) -> dict:
         for name in ("iou", "iobb"):
             acc = overlap[f"mean_{name}_accuracy" if mean else f"{name}_accuracy"][str(t)]
             out[f"{name}@{t}"] = acc if mean else acc[c]
+    # cheXlocalize's mIoU, the map thresholded by Otsu's method or at the tuned threshold
+    # (absent from evaluations by earlier releases).
+    for how in ("otsu", "tuned"):
+        if f"miou_{how}" in overlap:
+            miou = overlap[f"mean_miou_{how}"] if mean else overlap[f"miou_{how}"].get(c)
+            out[f"miou@{how}"] = miou
+            prior = baselines["class_prior"]["overlap"]
+            out[f"prior miou@{how}"] = (
+                prior[f"mean_miou_{how}"] if mean else prior[f"miou_{how}"].get(c)
+            )
     return out
 
 
@@ -205,4 +215,13 @@ def _localization_note(loc: dict) -> str:
         "finding's share of the image). cell hit rate: the lenient game, a hit when the "
         "maximum cell of the coarse map holds any truth pixel. iou@t / iobb@t: the share of "
         "findings whose thresholded map has IoU / IoBB of at least t."
+        + (
+            " miou@otsu / miou@tuned (prior miou@...: the class prior's): the mean IoU over "
+            "the findings of the map rescaled to [0, 1] and thresholded by Otsu's method, or "
+            "at the class's threshold tuned on the "
+            f"{loc['miou']['tuned_on']} ({loc['miou']['tuning_findings']} findings), as "
+            "cheXlocalize does."
+            if "miou" in loc
+            else ""
+        )
     )

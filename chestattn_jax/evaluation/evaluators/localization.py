@@ -1,7 +1,9 @@
 """Localisation of the gate-3 maps where the evaluated split has truth (phantom masks,
-NIH's boxes): both pointing games (the pixel one, cheXlocalize's, is the headline; the
-cell one is kept for earlier releases' readers), IoU / IoBB per class, and the same
-scores for two baselines, always beside the model's:
+NIH's boxes, SIIM's pneumothorax masks): both pointing games (the pixel one,
+cheXlocalize's, is the headline; the cell one is kept for earlier releases' readers),
+IoU / IoBB per class, cheXlocalize's mIoU with the map thresholded by Otsu's method and
+at a per-class threshold tuned on the validation split, and the same scores for two
+baselines, always beside the model's:
 
 - the class prior: each class's average truth mask as a fixed map, built per class
   (:func:`chestattn_jax.localization_metrics.build_class_prior`): from the training split
@@ -10,8 +12,16 @@ scores for two baselines, always beside the model's:
   leaves its own masks out. ``built_from_class`` records which, per class;
 - a uniform map, which favours no cell and no pixel (one drawn at random).
 
+The tuned thresholds are chosen per source (the model, each baseline) on its own scores of
+the validation split's findings, seen in the evaluation's pass over that split
+(``needs_validation_maps``: :mod:`chestattn_jax.evaluation.pipeline` hands its batches to
+:meth:`Evaluator.add_validation`); evaluating the validation split itself, they are chosen
+on it, as ``miou["tuned_on"]`` says. A class without a validation finding has no tuned
+threshold and no ``miou_tuned``.
+
 Adds ``localization`` to ``metrics``: ``pointing_game`` (cell), ``pointing_game_pixel``,
-``overlap``, ``headline`` (the key of the headline game), ``baselines`` and, with
+``overlap`` (with ``miou_otsu``, ``miou_tuned``, ``tuned_threshold``), ``miou`` (what the
+thresholds were tuned on), ``headline`` (the key of the headline game), ``baselines`` and, with
 ``config.eval.bootstrap_draws``, ``bootstrap``: patient-bootstrap intervals of the hit
 rates and IoU / IoBB accuracies (:func:`~chestattn_jax.localization_metrics.bootstrap_findings`)
 and the model's paired differences against both baselines. ``pointing_game`` is also
@@ -28,6 +38,8 @@ import numpy as np
 
 from chestattn_jax.evaluation import evaluators
 from chestattn_jax.localization_metrics import (
+    MIOU_COLUMNS,
+    MIOU_THRESHOLDS,
     RATE_COLUMNS,
     LocalizationScores,
     bootstrap_findings,
@@ -40,6 +52,10 @@ PRIOR_MAX_IMAGES = 2000
 FINDINGS_FILE = "localization.npz"
 HEADLINE = "pointing_game_pixel"
 SOURCES = ("model", "class_prior", "uniform")
+# The columns bootstrapped: the rates and the mIoU's per-finding IoUs.
+COLUMNS = (*RATE_COLUMNS, *MIOU_COLUMNS)
+TUNED_ON_VALIDATION = "validation split"
+TUNED_ON_ITSELF = "evaluated split itself (the validation split)"
 PAIRS = (("model", "class_prior"), ("model", "uniform"))
 
 
@@ -70,10 +86,17 @@ class Evaluator(evaluators.Evaluator):
         self.truth_rows = set(np.asarray(truth()).tolist()) if truth is not None else set()
         # Maps exist for the attention models only; without truth there is nothing to score.
         self.needs_maps = bool(self.truth_rows) and ctx.config.model.variant != "resnet"
+        # The per-class mIoU thresholds are tuned on the validation split's maps, seen in a
+        # pass of their own unless the validation split is the one evaluated.
+        self.needs_validation_maps = self.needs_maps and ctx.config.eval.split != "validation"
         if not self.needs_maps:
             return
         threshold = ctx.config.eval.map_threshold
         self.scores = {name: LocalizationScores(ctx.classes, threshold) for name in SOURCES}
+        self.validation_scores = {
+            name: LocalizationScores(ctx.classes, threshold) for name in SOURCES
+        }
+        self._validation_rows = None
         self.prior = class_prior(ctx.train_source, ctx.source, self.truth_rows, len(ctx.classes))
 
     def add(self, maps, rows) -> None:
@@ -82,18 +105,34 @@ class Evaluator(evaluators.Evaluator):
             if i in self.truth_rows:
                 self._score(i, maps[r])
 
-    def _score(self, i: int, m) -> None:
-        truth = self.ctx.source.truth(i)
+    def add_validation(self, maps, rows, source) -> None:
+        """One batch of the validation split (``source``), as :meth:`add`: its findings
+        are scored for tuning the mIoU thresholds only."""
+        if self._validation_rows is None:
+            truth = getattr(source, "truth_indices", None)
+            self._validation_rows = set(np.asarray(truth()).tolist()) if truth else set()
+        for r in np.flatnonzero(rows["valid"]):
+            i = int(rows["index"][r])
+            if i in self._validation_rows:
+                self._score(i, maps[r], source, self.validation_scores, own_split=False)
+
+    def _score(self, i: int, m, source=None, scores=None, own_split: bool = True) -> None:
+        truth = (source or self.ctx.source).truth(i)
+        scores = self.scores if scores is None else scores
         masks, present = truth["masks"], truth["labels"]
         shape = m.shape[-2:]
-        self.scores["model"].add(m, masks, present, example=i)
-        prior = self.prior.maps(shape, masks, present)  # without this image's own masks
-        self.scores["class_prior"].add(prior, masks, present, example=i)
-        self.scores["uniform"].add_uniform(shape, masks, present, example=i)
+        scores["model"].add(m, masks, present, example=i)
+        # Without this image's own masks where the prior holds the evaluated split's.
+        prior = self.prior.maps(shape, masks, present if own_split else 0 * present)
+        scores["class_prior"].add(prior, masks, present, example=i)
+        scores["uniform"].add_uniform(shape, masks, present, example=i)
 
     def finish(self, record, metrics) -> None:
         if not self.needs_maps:
             return
+        tuned_on = self.validation_scores if self.needs_validation_maps else self.scores
+        for name, s in self.scores.items():
+            s.tune(tuned_on[name])
         scores = {
             name: {
                 "pointing_game": s.pointing_game(),
@@ -104,7 +143,17 @@ class Evaluator(evaluators.Evaluator):
         }
         model = scores.pop("model")
         scores["class_prior"] = {**self.prior.info(self.ctx.classes), **scores["class_prior"]}
-        loc = {**model, "headline": HEADLINE, "baselines": scores}
+        tuning_findings = len(tuned_on["model"].findings()["class"])
+        loc = {
+            **model,
+            "miou": {
+                "thresholds": list(MIOU_THRESHOLDS),
+                "tuned_on": TUNED_ON_VALIDATION if self.needs_validation_maps else TUNED_ON_ITSELF,
+                "tuning_findings": tuning_findings,
+            },
+            "headline": HEADLINE,
+            "baselines": scores,
+        }
         # A Record's row i is the split's example i: its ids are the findings'.
         tables = {
             name: s.table(record.example_ids, record.patient_ids) for name, s in self.scores.items()
@@ -124,7 +173,7 @@ class Evaluator(evaluators.Evaluator):
             [record.patient_ids],
             {name: [[t]] for name, t in tables.items()},
             list(self.ctx.classes),
-            columns=RATE_COLUMNS,
+            columns=COLUMNS,
             pairs=PAIRS,
             num_draws=config.bootstrap_draws,
             seed=config.bootstrap_seed,
@@ -132,7 +181,7 @@ class Evaluator(evaluators.Evaluator):
         return {
             "num_draws": config.bootstrap_draws,
             "seed": config.bootstrap_seed,
-            "columns": list(RATE_COLUMNS),
+            "columns": list(COLUMNS),
             "rates": rates,
             "differences": {f"{a} - {b}": d for (a, b), d in differences.items()},
         }

@@ -13,8 +13,6 @@ file to copy or download; the gallery is bounded by ``config.eval.num_figure_ima
 
 from __future__ import annotations
 
-import base64
-import mimetypes
 import os
 
 import numpy as np
@@ -23,7 +21,7 @@ from etils import epath
 from chestattn_jax import files
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.evaluation import evaluators
-from chestattn_jax.reporting import html_report
+from chestattn_jax.reporting import html_blocks, html_report
 
 REPORT_FILE = "report.html"
 
@@ -38,7 +36,7 @@ class Evaluator(evaluators.Evaluator):
             return
         out = epath.Path(self.ctx.out_dir)
         names = [*html_report.FIGURES, *_section_figures(metrics)]
-        images = {n: _data_uri(out / n) for n in names if (out / n).exists()}
+        images = {n: html_blocks.file_uri(out / n) for n in names if (out / n).exists()}
         text = html_report.render(metrics, images=images, gallery=self._gallery(record, metrics))
         workdir_lib.write_text(os.fspath(out / REPORT_FILE), text)
 
@@ -100,10 +98,3 @@ def _section_figures(metrics: dict) -> list[str]:
             if name and os.path.basename(name) == name:
                 names.append(name)
     return names
-
-
-def _data_uri(path) -> str:
-    """An image file as a ``data:`` URI (its type from its name; PNG if unknown)."""
-    kind = mimetypes.guess_type(os.fspath(path))[0] or "image/png"
-    data = epath.Path(path).read_bytes()
-    return f"data:{kind};base64," + base64.b64encode(data).decode("ascii")
