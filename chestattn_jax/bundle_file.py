@@ -171,15 +171,33 @@ class BundleFile:
         tree = unflatten_variables(flat)
         return {c: tree.get(c, {}) for c in COLLECTIONS}
 
-    def config(self) -> ml_collections.ConfigDict:
-        """The config the model was trained with."""
+    def config_json(self) -> dict:
+        """``config.json`` as written, checked to be a JSON object."""
         saved = self._json(CONFIG, "config")
         if not isinstance(saved, dict):
             raise BundleError(self.path, "config", f"{CONFIG} is not an object.")
-        missing = fields.missing_fields(saved, get_base_config())
+        return saved
+
+    def missing_config_fields(self) -> list[str]:
+        """The fields of this version's config that ``config.json`` lacks (written by an
+        older version); empty where it is this version's."""
+        return list(fields.missing_fields(self.config_json(), get_base_config()))
+
+    def config(self) -> ml_collections.ConfigDict:
+        """The config the model was trained with, which must be of this package's version."""
+        missing = self.missing_config_fields()
         if missing:
-            raise BundleError(self.path, "config", fields.not_this_version(CONFIG, missing))
-        return ml_collections.ConfigDict(fields.from_json(saved))
+            raise BundleError(
+                self.path,
+                "config",
+                fields.not_this_version(
+                    CONFIG,
+                    missing,
+                    "Read it with the version that wrote the bundle (metadata.json's "
+                    "versions.chestattn_jax), or export it again from a workdir of this one.",
+                ),
+            )
+        return ml_collections.ConfigDict(fields.from_json(self.config_json()))
 
     def close(self) -> None:
         self.zip.close()

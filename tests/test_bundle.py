@@ -106,7 +106,7 @@ BLOCKED_PREDICT = textwrap.dedent(
     emb = model.embed(inputs)
     np.savez({result!r}, probabilities=out["probabilities"], maps=out["maps"],
              images=out["images"], recalibrated=out["recalibrated_probabilities"],
-             **{{"pooled_" + k: v for k, v in emb["pooled"].items()}})
+             **{{"embed_" + k: emb[k] for k in ("gate1", "gate2", "gate3")}})
     loaded = sorted(m for m in sys.modules if any(m == b or m.startswith(b + ".") for b in BLOCKED))
     print(json.dumps({{"calls": out["calls"], "warnings": out["warnings"], "loaded": loaded,
                       "global": emb["global"] is None}}))
@@ -155,8 +155,12 @@ def test_bundle_predicts_as_the_workdir_in_a_process_without_model_code(
         got["recalibrated"], want["recalibrated_probabilities"], rtol=0, atol=1e-5
     )
     assert report["warnings"] == want["warnings"]
-    # The embeddings are what the class heads read: Eq. 4 recomputed from them by hand
-    # with the bundle's own stored variables gives the workdir's logits.
+    # The embeddings: the workdir's, and what the class heads read (Eq. 4 recomputed from
+    # them by hand with the bundle's own stored variables gives the workdir's logits).
+    embedded = workdir_model.embed(arrays + files)
+    assert embedded["global"] is None and report["global"]  # pc + softmax: stage 4 skipped
+    for gate in ("gate1", "gate2", "gate3"):
+        np.testing.assert_allclose(got[f"embed_{gate}"], embedded[gate], rtol=0, atol=1e-5)
     from chestattn_jax.bundle_file import trained_variables
 
     _, variables = trained_variables(path)
@@ -164,12 +168,11 @@ def test_bundle_predicts_as_the_workdir_in_a_process_without_model_code(
     logits = np.log(want["probabilities"] / (1 - want["probabilities"]))
     for j in range(logits.shape[1]):
         feats = np.concatenate(
-            [got["pooled_gate1"], got["pooled_gate2"], got["pooled_gate3"][:, j]], -1
+            [got["embed_gate1"], got["embed_gate2"], got["embed_gate3"][:, j]], -1
         )
         np.testing.assert_allclose(
             feats @ p["kernel"][j][:, 0] + p["bias"][j][0], logits[:, j], atol=1e-4
         )
-    assert report["global"]  # the class model under pc + softmax skips stage 4: no g
 
 
 def test_trained_variables_are_the_checkpoints(exported, workdir_model, tiny_run):
@@ -221,7 +224,7 @@ def test_verify_names_the_part_that_fails(exported, tmp_path, monkeypatch):
     from jax import export
 
     from chestattn_jax.bundle.verify import verify
-    from chestattn_jax.bundle_file import BundleError
+    from chestattn_jax.bundle_file import BundleError, trained_variables
 
     path = exported[0]
     assert [line.split(":")[0] for line in verify(path)] == [
@@ -257,6 +260,18 @@ def test_verify_names_the_part_that_fails(exported, tmp_path, monkeypatch):
         with pytest.raises(BundleError, match=text) as e:
             verify(bad)
         assert e.value.part == part.strip()
+
+    # A config.json of an older version: the bundle still predicts (verify says so), but
+    # fine-tuning from it is refused, naming the field and the version that can.
+    def config_older(members):
+        config = json.loads(members["config.json"])
+        del config["model"]["dtype"]
+        members["config.json"] = json.dumps(config).encode()
+
+    older = tampered(path, tmp_path / "older.zip", config_older)
+    assert "without model.dtype" in verify(older)[1]
+    with pytest.raises(BundleError, match=r"no field model\.dtype.*versions\.chestattn_jax"):
+        trained_variables(older)
     foreign = tampered(path, tmp_path / "foreign.zip", lambda m: m.pop("metadata.json"))
     with pytest.raises(BundleError, match=r"without metadata\.json: not a bundle"):
         verify(foreign)
@@ -317,3 +332,20 @@ def test_commands_one_line_per_mistake(exported, tmp_path, cli):
     assert foreign.returncode == 1 and "Traceback" not in foreign.stderr
     (line,) = foreign.stderr.strip().splitlines()
     assert line.startswith(f"FATAL: {png}: container: not a readable zip file")
+
+
+def test_export_of_a_step_has_no_evaluation_or_thresholds_of_another(tiny_run, tmp_path):
+    from chestattn_jax import bundle
+    from chestattn_jax.bundle.export import export_bundle
+    from chestattn_jax.bundle_file import BundleError
+
+    # The tiny run was evaluated (and its thresholds chosen) at its best step, 4.
+    m = export_bundle(tiny_run[1], tmp_path / "s8.zip", checkpoint=8)
+    assert m["model"]["checkpoint"] == {"which": "step", "step": 8}
+    assert m["evaluation"] is None and "from step 4" in m["evaluation_why"]
+    assert m["thresholds"] is None and "from step 4" in m["thresholds_why"]
+    with pytest.raises(FileNotFoundError, match="no checkpoint of step 12; it has steps 4, 8"):
+        export_bundle(tiny_run[1], tmp_path / "s12.zip", checkpoint=12)
+    assert not (tmp_path / "s12.zip").exists()
+    with pytest.raises(BundleError, match="container: no such file"):
+        bundle.load(tmp_path / "s12.zip")

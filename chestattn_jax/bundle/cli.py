@@ -32,7 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write the bundle of a workdir's checkpoint")
     e.add_argument("--workdir", required=True, help="the training run's folder")
     e.add_argument("--out", required=True, help="the bundle file to write")
-    e.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+    e.add_argument(
+        "--checkpoint",
+        default="best",
+        type=_checkpoint,
+        help="best (lowest validation score, the default), latest, or a step",
+    )
     e.add_argument(
         "--platforms", default="cpu,cuda,tpu", help="jax.export platforms, comma-separated"
     )
@@ -44,6 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--output_dir", default=None, help="write predictions.json and overlays here")
     r.add_argument("--batch_size", type=int, default=None)
     return p
+
+
+def _checkpoint(text: str) -> str | int:
+    """``--checkpoint``: ``best``, ``latest`` or a step number."""
+    if text in ("best", "latest"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r}: give best, latest or a step number.")
 
 
 def _overlay_names(paths, taken=()) -> list[str]:

@@ -26,9 +26,11 @@ import numpy as np
 
 from chestattn_jax import bundle_file as bf
 from chestattn_jax import config_fields as fields
+from chestattn_jax import sharding as shd
 from chestattn_jax import trained_model
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.bundle import card, runtime
+from chestattn_jax.checkpointing import Checkpointer
 from chestattn_jax.data import synthetic
 from chestattn_jax.data.images import letterbox
 from chestattn_jax.data.input_pipeline import normalize_images
@@ -370,23 +372,55 @@ def check_out(out) -> None:
         raise FileNotFoundError(f"--out={out}: the folder {parent} does not exist.")
 
 
-def export_bundle(workdir, out, checkpoint: str = "best", platforms=PLATFORMS) -> dict:
-    """Writes the bundle of checkpoint ``checkpoint`` (``best`` or ``latest``) of
+def restore_step(workdir, step: int):
+    """``(config, state, step)`` of checkpoint ``step`` of ``workdir``, under the config it
+    was trained with (a missing step is a ``FileNotFoundError`` listing those there)."""
+    workdir = os.fspath(workdir)
+    problem = trained_model.not_a_run(workdir, "--workdir={run}")
+    if problem:
+        raise FileNotFoundError(problem)
+    config = trained_model.workdir_config(workdir)
+    checkpointer = Checkpointer(workdir, read_only=True)
+    try:
+        steps = checkpointer.all_steps()
+        if step not in steps:
+            raise FileNotFoundError(
+                f"--checkpoint={step}: {workdir} has no checkpoint of step {step}; it has "
+                f"steps {', '.join(map(str, steps)) or 'none'}."
+            )
+        abstract = trained_model.abstract_state(config, shd.make_mesh())
+        state, _ = checkpointer.restore(step, abstract)
+    finally:
+        checkpointer.close()
+    return config, state, step
+
+
+def export_bundle(workdir, out, checkpoint: str | int = "best", platforms=PLATFORMS) -> dict:
+    """Writes the bundle of checkpoint ``checkpoint`` (``best``, ``latest`` or a step) of
     ``workdir`` to ``out``, with the workdir's data set fingerprint, its evaluation at that
     checkpoint and its thresholds (where written at that checkpoint); returns the
     metadata."""
     check_out(out)
-    model = trained_model.load(os.fspath(workdir), checkpoint=checkpoint)
+    if isinstance(checkpoint, int):
+        config, state, step = restore_step(workdir, checkpoint)
+        thresholds, thresholds_why = trained_model.model_thresholds(
+            workdir, config.data.classes, step, which=f"--checkpoint={step}"
+        )
+        which = "step"
+    else:
+        model = trained_model.load(os.fspath(workdir), checkpoint=checkpoint)
+        config, state, step, which = model.config, model.state, model.step, checkpoint
+        thresholds, thresholds_why = model.thresholds, model.thresholds_why
     root = workdir_lib.workdir_path(workdir)
     dataset = workdir_lib.read_json(root / workdir_lib.DATASET_FILE)
-    evaluation, evaluation_why = evaluation_summary(workdir, model.step)
-    variables = {"params": model.state.params, "batch_stats": model.state.batch_stats}
+    evaluation, evaluation_why = evaluation_summary(workdir, step)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
     record = {
         "workdir": workdir,
         "dataset": dataset,
         "evaluation": evaluation,
         "evaluation_why": evaluation_why,
-        "thresholds": model.thresholds,
-        "thresholds_why": model.thresholds_why,
+        "thresholds": thresholds,
+        "thresholds_why": thresholds_why,
     }
-    return write_bundle(out, model.config, variables, model.step, checkpoint, record, platforms)
+    return write_bundle(out, config, variables, step, which, record, platforms)

@@ -4,7 +4,7 @@ variables it takes, run with jax and numpy only (no model code, flax or optax).
   from chestattn_jax import bundle
   model = bundle.load("nih_class.chestattn.zip")
   out = model.predict(["a.png", "b.dcm"])    # as chestattn_jax.load(workdir).predict
-  emb = model.embed(["a.png"])               # {"global": (N, C4) | None, "pooled": {...}}
+  emb = model.embed(["a.png"])               # {"global": g | None, "gate1": ĝ1, ...}
 """
 
 from __future__ import annotations
@@ -219,14 +219,18 @@ class Bundle:
         }
 
     def embed(self, images, batch_size: int | None = None) -> dict:
-        """The features the classifiers read, for linear probes: ``{"global": (N, C4)
-        float32 g, or None where the model skips stage 4, "pooled": {"gate1": (N, C1), ...}
-        each gate's attended ĝ (class-based gate 3: ``(N, k, C3)``, class j's own; empty
-        for resnet), "images": (N, S, S) uint8}``."""
-        boxed, _ = self.letterboxed(images)
+        """What :meth:`chestattn_jax.trained_model.Model.embed` returns for ``images``: the
+        features the classifiers read, for linear probes. ``{"global": (N, C4) | None,
+        "gate1": (N, C1) | None, "gate2": (N, C2) | None, "gate3": (N, C3) | (N, k, C3) |
+        None, "classes": [...], "warnings": [[str], ...]}``, float32: ``global`` is g
+        (``None`` where the model skips stage 4), ``gateS`` gate S's attended ĝS (``None``
+        for resnet); for the class model ``gate3[:, j]`` is class j's own ĝ3."""
+        boxed, warnings = self.letterboxed(images)
         out = self.run_letterboxed(boxed, batch_size)
-        pooled = {k.split("/", 1)[1]: v for k, v in out.items() if k.startswith("pooled/")}
-        return {"global": out.get("global"), "pooled": pooled, "images": boxed}
+        features = {"global": out.get("global")}
+        for gate in ("gate1", "gate2", "gate3"):
+            features[gate] = out.get(f"pooled/{gate}")
+        return {**features, "classes": self.classes, "warnings": warnings}
 
 
 def load(path) -> Bundle:

@@ -123,6 +123,20 @@ def _check_reference(path, bundle, inputs, stored: dict, tolerance: dict) -> int
     return len(inputs)
 
 
+def _config_line(f) -> str:
+    """What ``config.json`` is: a config of this package's version, or (no failure: the
+    function runs without it) one that fine-tuning from the bundle needs another version
+    for. Not a JSON object fails the ``config`` part."""
+    missing = f.missing_config_fields()
+    if missing:
+        return (
+            f"config: written by another version of chestattn_jax (without {', '.join(missing)})"
+            ": the bundle predicts, but fine-tuning from it (trained_variables) needs that version"
+        )
+    f.config()
+    return "config: readable by this version (trained_variables reads it)"
+
+
 def verify(path) -> list[str]:
     """Checks the bundle at ``path``; returns what was checked, one line per part.
     Raises :class:`BundleError` naming the first part that fails."""
@@ -132,8 +146,7 @@ def verify(path) -> list[str]:
         done.append(
             f"container: a zip with every member, format version {metadata['format_version']}"
         )
-        f.config()
-        done.append("config: readable by this version")
+        done.append(_config_line(f))
         blob = f.read(FUNCTION, "function")
         variables = f.variables()
         inputs = f.array(REFERENCE_INPUTS, "reference inputs")
