@@ -1,0 +1,245 @@
+"""The bundle file (``python -m chestattn_jax.bundle export``): reading it back.
+
+A bundle is one zip file holding:
+
+- ``metadata.json``: what the model is and the contract of its inputs and outputs
+  (:mod:`chestattn_jax.bundle`, docs/bundle.md); its ``format`` and ``format_version``
+  say how to read the rest;
+- ``model.jax_exported``: the model as a serialised ``jax.export`` function of
+  ``(variables, images)``;
+- ``variables.npz``: the trained variables (``params`` and ``batch_stats``), one array per
+  tree path (``params/backbone/stem_conv/kernel``), passed to that function as its first
+  argument and read back here as the tree flax's train state holds;
+- ``config.json``: the config the model was trained with (as ``WORKDIR/config.json``);
+- ``reference/inputs.npy`` and ``reference/outputs.npz``: letterboxed images and what the
+  function gave for them at export;
+- ``MODEL_CARD.md``: the model card, written from the metadata.
+
+This module reads the file with numpy, zipfile and ml_collections only (the layer of the
+package that training may use: ``config.model.init_from`` starts from
+:func:`trained_variables`). Every reason a file cannot be read is a :class:`BundleError`
+whose one line names the file and the part.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+
+import ml_collections
+import numpy as np
+
+from chestattn_jax import config_fields as fields
+from chestattn_jax.config import get_base_config
+
+FORMAT = "chestattn-jax bundle"
+FORMAT_VERSION = 1
+
+METADATA = "metadata.json"
+FUNCTION = "model.jax_exported"
+VARIABLES = "variables.npz"
+CONFIG = "config.json"
+REFERENCE_INPUTS = "reference/inputs.npy"
+REFERENCE_OUTPUTS = "reference/outputs.npz"
+MODEL_CARD = "MODEL_CARD.md"
+MEMBERS = (METADATA, FUNCTION, VARIABLES, CONFIG, REFERENCE_INPUTS, REFERENCE_OUTPUTS, MODEL_CARD)
+
+# The collections of a flax variables tree that a bundle holds, in this order.
+COLLECTIONS = ("params", "batch_stats")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; the message is one line naming the file and the part
+    (``container``, ``metadata``, ``function``, ``variables``, ``reference outputs``...)."""
+
+    def __init__(self, path, part: str, text: str):
+        self.path, self.part = os.fspath(path), part
+        super().__init__(f"{self.path}: {part}: {text}")
+
+
+def flatten_variables(variables) -> dict[str, np.ndarray]:
+    """A nested dict of arrays -> ``{"params/a/b/kernel": array}``, keys in tree order."""
+    flat = {}
+
+    def walk(prefix, node):
+        if isinstance(node, dict) or hasattr(node, "items"):
+            for k in sorted(node):
+                if "/" in str(k):
+                    raise ValueError(f"a variable name holds '/': {prefix}{k!r}")
+                walk(f"{prefix}{k}/", node[k])
+        else:
+            flat[prefix[:-1]] = np.asarray(node)
+
+    walk("", variables)
+    return flat
+
+
+def unflatten_variables(flat) -> dict:
+    """:func:`flatten_variables` undone: ``{"a/b": x}`` -> ``{"a": {"b": x}}``."""
+    tree: dict = {}
+    for key, value in flat.items():
+        *parents, last = key.split("/")
+        node = tree
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return tree
+
+
+class BundleFile:
+    """An open bundle: its members read and checked on demand. ``metadata`` is read (and
+    its format checked) on opening."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        if not os.path.exists(self.path):
+            raise BundleError(self.path, "container", "no such file.")
+        if os.path.isdir(self.path):
+            raise BundleError(self.path, "container", "is a folder, not a bundle file.")
+        try:
+            self.zip = zipfile.ZipFile(self.path)
+            names = set(self.zip.namelist())
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise BundleError(
+                self.path,
+                "container",
+                f"not a readable zip file ({e}): truncated, damaged or not a bundle "
+                "(python -m chestattn_jax.bundle export writes one).",
+            ) from None
+        missing = [m for m in MEMBERS if m not in names]
+        if METADATA in missing:
+            raise BundleError(
+                self.path, "container", f"a zip file without {METADATA}: not a bundle."
+            )
+        self.metadata = check_format(self.path, self._json(METADATA, "metadata"))
+        if missing:
+            raise BundleError(
+                self.path, "container", "members missing: " + ", ".join(missing) + "."
+            )
+
+    def read(self, name: str, part: str) -> bytes:
+        """The bytes of member ``name``; a damaged one raises naming ``part``."""
+        try:
+            return self.zip.read(name)
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as e:
+            raise BundleError(self.path, part, f"{name} cannot be read ({e}).") from None
+
+    def _json(self, name: str, part: str):
+        try:
+            return json.loads(self.read(name, part).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise BundleError(self.path, part, f"{name} is not valid JSON ({e}).") from None
+
+    def arrays(self, name: str, part: str) -> dict[str, np.ndarray]:
+        """The arrays of the ``.npz`` member ``name``."""
+        try:
+            with np.load(io.BytesIO(self.read(name, part)), allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise BundleError(self.path, part, f"{name} is not a readable npz ({e}).") from None
+
+    def array(self, name: str, part: str) -> np.ndarray:
+        """The array of the ``.npy`` member ``name``."""
+        try:
+            return np.load(io.BytesIO(self.read(name, part)), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise BundleError(self.path, part, f"{name} is not a readable npy ({e}).") from None
+
+    def variables(self) -> dict:
+        """The trained variables, ``{"params": ..., "batch_stats": ...}`` of numpy arrays,
+        checked against the tree and shapes the metadata records."""
+        flat = self.arrays(VARIABLES, "variables")
+        recorded = self.metadata.get("variables", {}).get("shapes", {})
+        if sorted(flat) != sorted(recorded):
+            extra = sorted(set(flat) - set(recorded))[:3]
+            lost = sorted(set(recorded) - set(flat))[:3]
+            raise BundleError(
+                self.path,
+                "variables",
+                f"{VARIABLES} does not hold the variables metadata.json lists "
+                f"(not listed: {extra}; missing: {lost}).",
+            )
+        for key, shape in recorded.items():
+            if list(flat[key].shape) != list(shape):
+                raise BundleError(
+                    self.path,
+                    "variables",
+                    f"{key} has shape {list(flat[key].shape)}, metadata.json says {shape}.",
+                )
+        tree = unflatten_variables(flat)
+        return {c: tree.get(c, {}) for c in COLLECTIONS}
+
+    def config_json(self) -> dict:
+        """``config.json`` as written, checked to be a JSON object."""
+        saved = self._json(CONFIG, "config")
+        if not isinstance(saved, dict):
+            raise BundleError(self.path, "config", f"{CONFIG} is not an object.")
+        return saved
+
+    def missing_config_fields(self) -> list[str]:
+        """The fields of this version's config that ``config.json`` lacks (written by an
+        older version); empty where it is this version's."""
+        return list(fields.missing_fields(self.config_json(), get_base_config()))
+
+    def config(self) -> ml_collections.ConfigDict:
+        """The config the model was trained with, which must be of this package's version."""
+        missing = self.missing_config_fields()
+        if missing:
+            raise BundleError(
+                self.path,
+                "config",
+                fields.not_this_version(
+                    CONFIG,
+                    missing,
+                    "Read it with the version that wrote the bundle (metadata.json's "
+                    "versions.chestattn_jax), or export it again from a workdir of this one.",
+                ),
+            )
+        return ml_collections.ConfigDict(fields.from_json(self.config_json()))
+
+    def close(self) -> None:
+        self.zip.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def check_format(path, metadata) -> dict:
+    """``metadata`` (``metadata.json``'s content) after checking that it names this format
+    at a version this package reads."""
+    if not isinstance(metadata, dict):
+        raise BundleError(path, "metadata", f"{METADATA} is not an object.")
+    if metadata.get("format") != FORMAT:
+        raise BundleError(
+            path,
+            "metadata",
+            f"format is {metadata.get('format')!r}, not {FORMAT!r}: not a chestattn-jax bundle.",
+        )
+    version = metadata.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            path,
+            "metadata",
+            f"format_version {version!r} is not one this package reads ({FORMAT_VERSION}): "
+            "export the bundle again with this version, or read it with the version that "
+            "wrote it (metadata.json's versions.chestattn_jax).",
+        )
+    return metadata
+
+
+def open_bundle(path) -> BundleFile:
+    """The bundle at ``path``, its metadata read and its format version checked."""
+    return BundleFile(path)
+
+
+def trained_variables(path) -> tuple[ml_collections.ConfigDict, dict]:
+    """The config and the trained variables of the bundle at ``path``: ``(config,
+    {"params": tree, "batch_stats": tree})``, numpy arrays as flax's train state holds
+    them (for ``config.model.init_from``). Raises :class:`BundleError` naming the part."""
+    with open_bundle(path) as bundle:
+        return bundle.config(), bundle.variables()
