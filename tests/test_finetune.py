@@ -170,6 +170,33 @@ def test_init_from_fine_tunes_a_model_on_another_class_list(tiny_run, tmp_path, 
     )
 
 
+@pytest.mark.slow
+def test_init_from_a_bundle_starts_where_the_workdir_does(tiny_run, tmp_path):
+    """A bundle file (python -m chestattn_jax.bundle export) carries what fine-tuning takes:
+    the same step-0 state as the workdir it was exported from, and the source's model
+    fields checked the same way."""
+    from chestattn_jax.bundle.export import export_bundle
+
+    _, source_workdir = tiny_run
+    bundle = tmp_path / "model.zip"
+    export_bundle(str(source_workdir), str(bundle), platforms=("cpu",))
+    config = tiny_config("class")
+    config.data.classes = NEW_CLASSES
+    states = {}
+    for name, value in (("workdir", source_workdir), ("bundle", bundle)):
+        config.model.init_from = str(value)
+        states[name], report = init_from.apply(config, fresh_state(config), None)
+        assert report["copied"] == {c: c for c in ("Mass", "Atelectasis", "Effusion")}
+    for part in ("params", "batch_stats"):
+        a, b = flat(getattr(states["workdir"], part)), flat(getattr(states["bundle"], part))
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    config.model.num_filters = 16
+    with pytest.raises(ValueError, match=r"config.model.num_filters=16: .* has 8"):
+        init_from.load_source(config)
+
+
 def check_embeddings(model, images):
     """Model.embed's shapes, and each logit recomputed from them with the model's own
     classifier equal to predict's."""
