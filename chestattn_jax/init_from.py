@@ -32,10 +32,8 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from chestattn_jax import sharding as shd
 from chestattn_jax import trained_model
 from chestattn_jax import workdir as workdir_lib
-from chestattn_jax.checkpointing import Checkpointer
 from chestattn_jax.config_checks import ConfigError, Problems
 from chestattn_jax.evaluation.class_map import exact_pairs
 from chestattn_jax.models.nets import check_init_source, parse_init_from
@@ -85,18 +83,8 @@ def _read_workdir(text: str, path: str, which):
     if not isinstance(which, int):
         state, step, _ = trained_model.restore_for_inference(config, path, which)
         return config, state, int(step)
-    checkpointer = Checkpointer(path, read_only=True)
-    try:
-        steps = checkpointer.all_steps()
-        if which not in steps:
-            raise FileNotFoundError(
-                f"config.model.init_from={text!r}: {path} has no checkpoint of step {which}; "
-                f"it has steps {', '.join(map(str, steps)) or 'none'}."
-            )
-        abstract = trained_model.abstract_state(config, shd.make_mesh())
-        state, _ = checkpointer.restore(which, abstract)
-    finally:
-        checkpointer.close()
+    what = f"config.model.init_from={text!r}"
+    state = trained_model.restore_checkpoint_step(config, path, which, what)
     return config, state, which
 
 

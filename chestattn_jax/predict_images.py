@@ -35,6 +35,9 @@ backbone than the config describes, or a config whose model-input settings
 (``data.image_size``, ``data.mean``, ``data.std``) differ from training's, is
 refused with a message naming the difference, before anything is written; so is a
 thresholds file that is not valid (naming the field), or that does not fit the model.
+
+The bundle's ``predict`` command scores files with :func:`score_files` too; this module
+imports the model code (flax) only where :func:`predict` restores a workdir.
 """
 
 from __future__ import annotations
@@ -47,10 +50,9 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from chestattn_jax import files, trained_model
+from chestattn_jax import files, image_inputs
 from chestattn_jax import workdir as workdir_lib
-from chestattn_jax.checkpointing import CheckpointError
-from chestattn_jax.data.images import letterbox, load_grayscale
+from chestattn_jax.data.images import letterbox
 from chestattn_jax.reporting import plots
 
 PREDICTIONS_FILE = "predictions.json"
@@ -105,12 +107,12 @@ def load_images(paths, size: int):
     images, errors, warnings = {}, [], {}
     for path in paths:
         try:
-            images[path] = letterbox(load_grayscale(trained_model.regular_file(path)), size)
+            images[path] = letterbox(image_inputs.as_gray_uint8(path), size)
         except Exception as e:  # any reader or resize failure of this one file
             logging.warning("Skipping %s: %s: %s", path, type(e).__name__, e)
             errors.append({"path": path, "error": f"{type(e).__name__}: {e}"})
             continue
-        warnings[path] = trained_model.view_warnings(path)
+        warnings[path] = image_inputs.view_warnings(path)
         for w in warnings[path]:
             logging.warning("%s", w)
     return images, errors, warnings
@@ -122,11 +124,12 @@ def _inputs_in(out_dir: str, paths) -> set[str]:
     return {os.path.basename(_key(p)) for p in paths if os.path.dirname(_key(p)) == here}
 
 
-def _check_output_dir(out_dir: str, paths) -> None:
-    """Refuses an output folder where the results file would replace an input."""
+def check_output_dir(out_dir: str, paths, given: str = "--images") -> None:
+    """Refuses an output folder where the results file would replace an input (one of
+    ``given``: how the command takes its images)."""
     if PREDICTIONS_FILE in _inputs_in(out_dir, paths):
         raise ValueError(
-            f"{os.path.join(out_dir, PREDICTIONS_FILE)} is one of the --images, and the results "
+            f"{os.path.join(out_dir, PREDICTIONS_FILE)} is one of the {given}, and the results "
             "would be written over it: give another --output_dir."
         )
 
@@ -181,6 +184,10 @@ def predict(
     folder are known to fit; a refusal says whether the folder holds an earlier run's
     results (left as they were). An input is never written over: overlays take other
     names."""
+    # Here, not at the top: the bundle's predict command shares this module without flax.
+    from chestattn_jax import trained_model
+    from chestattn_jax.checkpointing import CheckpointError
+
     if jax.process_count() > 1:
         raise RuntimeError("--mode=predict runs in one process; start it without a coordinator.")
     paths, repeated = distinct_paths(paths)
@@ -188,56 +195,12 @@ def predict(
         logging.warning("%s is given %d times; it is scored once.", r["path"], r["times"])
     out_dir = output_dir or os.path.join(workdir, workdir_lib.PREDICT_DIR)
     try:
-        _check_output_dir(out_dir, paths)
+        check_output_dir(out_dir, paths)
         model = trained_model.restore(config, workdir, config.eval.checkpoint, thresholds)
     except (ValueError, OSError, CheckpointError) as e:
         raise _with_message(e, _earlier_result(out_dir)) from None
-    step, classes, size = model.step, model.classes, model.image_size
-    images, errors, warnings = load_images(paths, size)
-    ok = list(images)
-    out = epath.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _clear_earlier_run(out, paths)
-    # (A bucket has no empty folders: a new output folder there does not exist yet.)
-    taken = [PREDICTIONS_FILE, *(p.name for p in out.iterdir())] if out.exists() else []
-    names = dict(zip(paths, _overlay_names(paths, taken), strict=True))
-    predictions = {}
-    if ok:
-        probs, maps = model.predict_letterboxed(np.stack([images[p] for p in ok]))
-        calls, recalibrated = model.calls(probs), model.recalibrated(probs)
-        for r, path in enumerate(ok):
-            overlay = os.path.join(out_dir, names[path])
-            plots.image_overlays(
-                images[path],
-                None if maps is None else maps[r],
-                classes,
-                probs[r],
-                overlay,
-                title=f"{os.path.basename(path)} ({config.model.variant} model, step {step})",
-            )
-            predictions[path] = {
-                "path": path,
-                "probabilities": dict(zip(classes, probs[r].tolist(), strict=True)),
-                "calls": None if calls is None else calls[r],
-                "recalibrated_probabilities": None
-                if recalibrated is None
-                else dict(zip(classes, recalibrated[r].tolist(), strict=True)),
-                "overlay": overlay,
-                "warnings": warnings[path],
-            }
-    result = {
-        "workdir": workdir if "://" in workdir else os.path.abspath(workdir),
-        "checkpoint_step": int(step),
-        "variant": config.model.variant,
-        "image_size": size,
-        "classes": classes,
-        "thresholds": model.thresholds,
-        "thresholds_why": model.thresholds_why,
-        "predictions": [predictions[p] for p in paths if p in predictions],
-        "errors": errors,
-        "repeated": repeated,
-    }
-    files.write_text(out / PREDICTIONS_FILE, json.dumps(result, indent=2))
+    source = {"workdir": workdir if "://" in workdir else os.path.abspath(workdir)}
+    result = score_files(model, paths, repeated, out_dir, source, "model")
     if model.thresholds is None:
         logging.warning("No calls, only probabilities: %s", model.thresholds_why)
     else:
@@ -249,7 +212,8 @@ def predict(
             t["chosen_on"],
             t["step"],
         )
-    warned = sum(bool(p["warnings"]) for p in predictions.values())
+    predictions = result["predictions"]
+    warned = sum(bool(p["warnings"]) for p in predictions)
     logging.info(
         "Scored %d of %d images%s%s -> %s",
         len(predictions),
@@ -258,4 +222,66 @@ def predict(
         f" ({warned} with warnings, see predictions.json)" if warned else "",
         out_dir,
     )
+    return result
+
+
+def score_files(
+    model, paths, repeated, out_dir: str | None, source: dict, kind: str, batch_size=None
+) -> dict:
+    """What ``predictions.json`` holds for the distinct files ``paths`` (``repeated`` as
+    :func:`distinct_paths` gives it) scored by ``model`` (a
+    :class:`~chestattn_jax.trained_model.Model` or a :class:`~chestattn_jax.bundle.Bundle`),
+    ``source`` (``{"workdir": W}`` or ``{"bundle": FILE}``) first; the files that cannot be
+    read are listed under ``errors``. With ``out_dir``, written there with one overlay per
+    scored image (titled with ``kind``, ``model`` or ``bundle``), what an earlier run wrote
+    there removed first; without, nothing is written and each ``overlay`` is ``None``."""
+    images, errors, warnings = load_images(paths, model.image_size)
+    ok = list(images)
+    if out_dir is not None:
+        out = epath.Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        _clear_earlier_run(out, paths)
+        # (A bucket has no empty folders: a new output folder there does not exist yet.)
+        taken = [PREDICTIONS_FILE, *(p.name for p in out.iterdir())] if out.exists() else []
+        names = dict(zip(paths, _overlay_names(paths, taken), strict=True))
+    classes, step = model.classes, int(model.step)
+    predictions = {}
+    if ok:
+        probs, maps = model.predict_letterboxed(np.stack([images[p] for p in ok]), batch_size)
+        calls, recalibrated = model.calls(probs), model.recalibrated(probs)
+        for r, path in enumerate(ok):
+            overlay = None
+            if out_dir is not None:
+                overlay = plots.image_overlays(
+                    images[path],
+                    None if maps is None else maps[r],
+                    classes,
+                    probs[r],
+                    os.path.join(out_dir, names[path]),
+                    title=f"{os.path.basename(path)} ({model.variant} {kind}, step {step})",
+                )
+            predictions[path] = {
+                "path": path,
+                "probabilities": dict(zip(classes, probs[r].tolist(), strict=True)),
+                "calls": None if calls is None else calls[r],
+                "recalibrated_probabilities": None
+                if recalibrated is None
+                else dict(zip(classes, recalibrated[r].tolist(), strict=True)),
+                "overlay": overlay,
+                "warnings": warnings[path],
+            }
+    result = {
+        **source,
+        "checkpoint_step": step,
+        "variant": model.variant,
+        "image_size": model.image_size,
+        "classes": classes,
+        "thresholds": model.thresholds,
+        "thresholds_why": model.thresholds_why,
+        "predictions": [predictions[p] for p in paths if p in predictions],
+        "errors": errors,
+        "repeated": repeated,
+    }
+    if out_dir is not None:
+        files.write_text(out / PREDICTIONS_FILE, json.dumps(result, indent=2))
     return result

@@ -29,31 +29,21 @@ from __future__ import annotations
 import functools
 import math
 import os
-import stat
 
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from PIL import Image
 
 from chestattn_jax import config_fields as fields
-from chestattn_jax import files
+from chestattn_jax import files, image_inputs
 from chestattn_jax import sharding as shd
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.calibration import METHODS as RECALIBRATION_METHODS
 from chestattn_jax.calibration import apply_recalibration
 from chestattn_jax.checkpointing import Checkpointer, CheckpointMismatch
 from chestattn_jax.config import get_base_config
-from chestattn_jax.data.images import (
-    FRONTAL_VIEWS,
-    dicom_view,
-    letterbox,
-    load_grayscale,
-    to_uint8_gray,
-)
 from chestattn_jax.data.input_pipeline import normalize_images
-from chestattn_jax.data.raw import DataFormatError
 from chestattn_jax.models import create_model
 from chestattn_jax.train_state import abstract_train_state, create_optimizer, create_train_state
 
@@ -94,6 +84,24 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
     finally:
         checkpointer.close()
     return state, step, mesh
+
+
+def restore_checkpoint_step(config, workdir: str, step: int, what: str):
+    """The train state of checkpoint ``step`` of ``workdir`` under ``config``; a missing
+    step is a ``FileNotFoundError`` that names ``what`` asked for it (the flag or config
+    field) and lists the steps there."""
+    checkpointer = Checkpointer(workdir, read_only=True)
+    try:
+        steps = checkpointer.all_steps()
+        if step not in steps:
+            raise FileNotFoundError(
+                f"{what}: {workdir} has no checkpoint of step {step}; it has steps "
+                f"{', '.join(map(str, steps)) or 'none'}."
+            )
+        state, _ = checkpointer.restore(step, abstract_state(config, shd.make_mesh()))
+    finally:
+        checkpointer.close()
+    return state
 
 
 def inference_fn(config, mesh, features: bool = False):
@@ -221,11 +229,12 @@ class Model:
         self._fn = inference_fn(config, mesh, features=True)
 
     def calls(self, probs) -> list[dict] | None:
-        """Per row of ``(N, k)`` probabilities, :func:`calls` at ``self.thresholds``;
+        """Per row of ``(N, k)`` probabilities, :func:`~chestattn_jax.image_inputs.calls` at
+        ``self.thresholds``;
         ``None`` without thresholds."""
         if self.thresholds is None:
             return None
-        return calls(probs, self.classes, self.thresholds["values"])
+        return image_inputs.calls(probs, self.classes, self.thresholds["values"])
 
     def recalibrated(self, probs) -> np.ndarray | None:
         """``(N, k)`` probabilities through the recalibration that came with
@@ -263,19 +272,8 @@ class Model:
         ``probabilities``). A file that cannot be read raises
         :class:`~chestattn_jax.data.raw.DataFormatError` (or ``OSError``) naming it.
         """
-        boxed, warnings = self._letterboxed(images, "predict")
-        probs, maps = self.predict_letterboxed(boxed, batch_size)
-        return {
-            "probabilities": probs,
-            "maps": maps,
-            "images": boxed,
-            "classes": self.classes,
-            "warnings": warnings,
-            "calls": self.calls(probs),
-            "recalibrated_probabilities": self.recalibrated(probs),
-            "thresholds": self.thresholds,
-            "thresholds_why": self.thresholds_why,
-        }
+        boxed, warnings = image_inputs.letterboxed(images, self.image_size, "predict")
+        return image_inputs.predictions(self, boxed, warnings, batch_size)
 
     def embed(self, images, batch_size: int | None = None) -> dict:
         """The features the model's classifiers read, for ``images`` as :meth:`predict`
@@ -290,7 +288,7 @@ class Model:
         class j's own ĝ3. Class j's logit is its classifier applied to ``global``
         (``resnet``), to ``concat(gate1, gate2, gate3)`` (``image``) or to ``concat(gate1,
         gate2, gate3[:, j])`` (``class``). ``warnings`` as :meth:`predict`'s."""
-        boxed, warnings = self._letterboxed(images, "embed")
+        boxed, warnings = image_inputs.letterboxed(images, self.image_size, "embed")
         parts = {"global": [], "gate1": [], "gate2": [], "gate3": []}
         for n, _, _, features in self._batches(boxed, batch_size):
             pooled = features["pooled"]
@@ -300,15 +298,6 @@ class Model:
                     parts[name].append(np.asarray(jax.device_get(value), np.float32)[:n])
         out = {name: np.concatenate(v) if v else None for name, v in parts.items()}
         return {**out, "classes": self.classes, "warnings": warnings}
-
-    def _letterboxed(self, images, what: str):
-        """``images`` (see :meth:`predict`) letterboxed: ``((N, S, S) uint8, warnings)``."""
-        items = _image_items(images)
-        if not items:
-            raise ValueError(f"{what}: no images given.")
-        boxed = np.stack([letterbox(_as_gray_uint8(x), self.image_size) for x in items])
-        warnings = [view_warnings(x) if isinstance(x, str | os.PathLike) else [] for x in items]
-        return boxed, warnings
 
     def _batches(self, images, batch_size: int | None = None):
         """Runs the model on ``(N, S, S)`` uint8 letterboxed ``images`` in batches of
@@ -341,117 +330,6 @@ class Model:
             if gate3 is not None:
                 maps.append(np.asarray(jax.device_get(gate3), np.float32)[:n])
         return np.concatenate(probs), (np.concatenate(maps) if maps else None)
-
-
-def _image_items(images) -> list:
-    """``images`` (see :meth:`Model.predict`) as a list of single images."""
-    if isinstance(images, list | tuple):
-        return list(images)
-    if isinstance(images, str | os.PathLike):
-        return [images]
-    a = np.asarray(images)
-    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 1):
-        return [a]
-    if a.ndim == 3 and a.shape[-1] in (3, 4):
-        raise ValueError(
-            f"an array of shape {a.shape} is ambiguous: one {_COLOUR[a.shape[-1]]} image, or "
-            f"{a.shape[0]} grayscale images of {a.shape[1]}x{a.shape[2]} pixels? Pass one "
-            f"colour image in a list ([image]) or as a stack of one (image[None], shape "
-            f"(1, {a.shape[0]}, {a.shape[1]}, {a.shape[2]})); a stack of grayscale images "
-            "with a channel axis, (N, H, W, 1)."
-        )
-    if a.ndim == 3:
-        return list(a)
-    if a.ndim == 4 and a.shape[-1] in (1, 3, 4):
-        return list(a)
-    raise ValueError(
-        f"cannot read an array of shape {a.shape} as images: give (H, W), (H, W, 1), "
-        "(N, H, W) or (N, H, W, C) with C = 1, 3 or 4 (or a list of images)."
-    )
-
-
-_COLOUR = {3: "RGB", 4: "RGBA"}
-
-
-def _as_gray_uint8(x) -> np.ndarray:
-    """A path, or a uint8 / [0, 1] float array (``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)``
-    RGB or ``(H, W, 4)`` RGBA) -> (H, W) uint8, colour converted as files are."""
-    if isinstance(x, str | os.PathLike):
-        return load_grayscale(regular_file(os.fspath(x)))
-    a = np.asarray(x)
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in _COLOUR)):
-        raise ValueError(
-            "expected one image, (H, W) grayscale or (H, W, 1), (H, W, 3) RGB, (H, W, 4) "
-            f"RGBA; got an array of shape {a.shape}."
-        )
-    if a.dtype == np.bool_:
-        raise ValueError(
-            "got a bool array, a mask rather than an image: give uint8 pixels (0-255) or "
-            "floats in [0, 1]."
-        )
-    if np.issubdtype(a.dtype, np.floating):
-        if a.size and (not np.isfinite(a).all() or a.min() < 0 or a.max() > 1):
-            raise ValueError(
-                "a float image must hold finite values in [0, 1] "
-                f"(this one spans {np.nanmin(a):.4g} to {np.nanmax(a):.4g}); scale it first."
-            )
-        a = np.round(a * 255.0).astype(np.uint8)
-    elif a.dtype in (np.uint16, np.int16):
-        raise ValueError(
-            f"expected a uint8 or float image, got {a.dtype}; a 16-bit image needs a window "
-            "first (or pass its file: files are read as the prepare step reads them)."
-        )
-    elif a.dtype != np.uint8:
-        span = (
-            f" (its values span {a.min()} to {a.max()})" if a.size and a.dtype.kind in "iu" else ""
-        )
-        raise ValueError(
-            f"expected a uint8 image (0-255) or floats in [0, 1], got {a.dtype}{span}: convert "
-            "it first, e.g. image.astype(np.uint8) if it holds 0-255."
-        )
-    if a.ndim == 3:  # colour: the conversion of RGB and RGBA files (alpha dropped, luminance)
-        return to_uint8_gray(Image.fromarray(a, _COLOUR[a.shape[-1]]))
-    if a.size == 0:
-        raise ValueError(f"got an empty image of shape {a.shape}.")
-    return a
-
-
-def regular_file(path: str) -> str:
-    """``path``, after checking that a local one is a regular file: reading a FIFO (or a
-    device) blocks or never ends. Missing files and folders are left to the reader,
-    which names them."""
-    if files.is_local(path) and os.path.exists(path) and not os.path.isdir(path):
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):
-            kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
-            raise DataFormatError(
-                f"{path} is {kind}, not an image file: it is not read (reading it could "
-                "block forever)."
-            )
-    return path
-
-
-_FILE_KINDS = {
-    stat.S_IFIFO: "a named pipe (FIFO)",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-}
-
-
-def view_warnings(path) -> list[str]:
-    """Warnings about how ``path`` was taken, from what its file says: a DICOM whose View
-    Position is not frontal (AP or PA). Other formats carry no view."""
-    view = dicom_view(os.fspath(path))
-    if view and view not in FRONTAL_VIEWS:
-        return [
-            f"{os.fspath(path)}: the DICOM's View Position is {view!r}, not a frontal view "
-            f"({' or '.join(FRONTAL_VIEWS)}); the models are trained on frontal radiographs, "
-            "so its scores are not to be trusted."
-        ]
-    return []
 
 
 def restore(config, workdir: str, which: str = "best", thresholds=None) -> Model:
@@ -702,15 +580,3 @@ def model_thresholds(workdir, classes, step: int, path=None, which: str = "best"
     ``ValueError`` unless it fits ``classes`` and ``step``, or has a null step); else from
     ``WORKDIR/eval/thresholds.json`` where it was written at ``step`` for ``classes``."""
     return _at_step(*_thresholds_file(workdir, list(classes), path), int(step), which)
-
-
-def calls(probs, classes, values: dict) -> list[dict]:
-    """Per row of ``(N, k)`` ``probs`` (columns in ``classes`` order): ``{class: True
-    where the probability is at least the class's threshold in ``values``, False below it,
-    None where the class has none}``."""
-    t = np.array([np.nan if values[c] is None else values[c] for c in classes], np.float64)
-    positive = np.asarray(probs, np.float64) >= t[None, :]  # False against NaN
-    has = ~np.isnan(t)
-    return [
-        {c: bool(row[j]) if has[j] else None for j, c in enumerate(classes)} for row in positive
-    ]

@@ -107,9 +107,12 @@ BLOCKED_PREDICT = textwrap.dedent(
     np.savez({result!r}, probabilities=out["probabilities"], maps=out["maps"],
              images=out["images"], recalibrated=out["recalibrated_probabilities"],
              **{{"embed_" + k: emb[k] for k in ("gate1", "gate2", "gate3")}})
+    from chestattn_jax.bundle import cli  # the predict command, in the same process
+
+    scored = cli.predict({path!r}, {cli_files!r}, {out_dir!r})
     loaded = sorted(m for m in sys.modules if any(m == b or m.startswith(b + ".") for b in BLOCKED))
     print(json.dumps({{"calls": out["calls"], "warnings": out["warnings"], "loaded": loaded,
-                      "global": emb["global"] is None}}))
+                      "global": emb["global"] is None, "command": scored}}))
     """
 )
 
@@ -125,12 +128,18 @@ def test_bundle_predicts_as_the_workdir_in_a_process_without_model_code(
     items[:] = arrays
     np.savez(tmp_path / "arrays.npz", items=items)
     files = real_files()
+    from PIL import Image
+
+    Image.fromarray(arrays[0]).save(tmp_path / "phantom.png")  # read back as arrays[0]
+    cli_files = [str(tmp_path / "phantom.png"), *files]
     script = BLOCKED_PREDICT.format(
         blocked=BLOCKED,
         arrays=str(tmp_path / "arrays.npz"),
         files=files,
         path=str(path),
         result=str(tmp_path / "out.npz"),
+        cli_files=cli_files,
+        out_dir=str(tmp_path / "predicted"),
     )
     proc = subprocess.run(
         [sys.executable, "-c", script],
@@ -155,6 +164,15 @@ def test_bundle_predicts_as_the_workdir_in_a_process_without_model_code(
         got["recalibrated"], want["recalibrated_probabilities"], rtol=0, atol=1e-5
     )
     assert report["warnings"] == want["warnings"]
+    # The predict command, run in that process too: the same scores, one overlay per file.
+    command = report["command"]
+    assert [p["path"] for p in command["predictions"]] == cli_files and not command["errors"]
+    rows = [0, *range(len(arrays), len(arrays) + len(files))]
+    scores = [list(p["probabilities"].values()) for p in command["predictions"]]
+    np.testing.assert_allclose(scores, want["probabilities"][rows], rtol=0, atol=1e-5)
+    assert [p["calls"] for p in command["predictions"]] == [want["calls"][r] for r in rows]
+    assert all(pathlib.Path(p["overlay"]).is_file() for p in command["predictions"])
+    assert json.loads((tmp_path / "predicted" / "predictions.json").read_text()) == command
     # The embeddings: the workdir's, and what the class heads read (Eq. 4 recomputed from
     # them by hand with the bundle's own stored variables gives the workdir's logits).
     embedded = workdir_model.embed(arrays + files)

@@ -663,7 +663,7 @@ CLASSES = list(tiny_config().data.classes)
 
 
 def test_calls_are_probability_at_least_threshold():
-    from chestattn_jax.trained_model import calls
+    from chestattn_jax.image_inputs import calls
 
     rng = np.random.default_rng(7)
     probs = rng.random((30, len(CLASSES)))

@@ -19,8 +19,6 @@ import json
 import os
 import sys
 
-import numpy as np
-
 from chestattn_jax.data.raw import DataFormatError
 
 USER_ERRORS = (ValueError, OSError, DataFormatError)
@@ -60,112 +58,23 @@ def _checkpoint(text: str) -> str | int:
     raise argparse.ArgumentTypeError(f"{text!r}: give best, latest or a step number.")
 
 
-def _overlay_names(paths, taken=()) -> list[str]:
-    """One unique overlay file name per path, none of ``taken`` (the inputs that lie in the
-    output folder: an input is never written over): ``a.dcm`` -> ``a.png``, a second ``a``
-    -> ``a_2.png`` (compared without case)."""
-    used = {"predictions.json", *(n.lower() for n in taken)}
-    names = []
-    for p in paths:
-        stem = os.path.splitext(os.path.basename(p.rstrip("/")))[0] or "image"
-        name, n = f"{stem}.png", 1
-        while name.lower() in used:
-            n += 1
-            name = f"{stem}_{n}.png"
-        used.add(name.lower())
-        names.append(name)
-    return names
-
-
-def _inputs_in(folder, paths) -> list[str]:
-    """The names of those of ``paths`` that lie in ``folder`` itself."""
-    here = os.path.normpath(os.path.abspath(folder))
-    return [
-        os.path.basename(p)
-        for p in paths
-        if os.path.dirname(os.path.normpath(os.path.abspath(p))) == here
-    ]
-
-
 def predict(path, images, output_dir=None, batch_size=None) -> dict:
     """Scores the files ``images`` with the bundle at ``path``: what ``--mode=predict``
-    writes to ``predictions.json`` (``bundle`` in place of ``workdir``). Files that cannot
-    be read are listed under ``errors``; each file is scored once (``repeated``)."""
-    from chestattn_jax.bundle import inputs, runtime
-    from chestattn_jax.data.images import letterbox
+    writes to ``predictions.json`` (``bundle`` in place of ``workdir``), by the same code
+    (:func:`chestattn_jax.predict_images.score_files`). Files that cannot be read are
+    listed under ``errors``; each file is scored once (``repeated``). Nothing is written
+    without ``output_dir``."""
+    from chestattn_jax import predict_images
+    from chestattn_jax.bundle import runtime
 
+    paths, repeated = predict_images.distinct_paths(images)
     model = runtime.load(path)
-    if output_dir is not None and "predictions.json" in _inputs_in(output_dir, images):
-        raise ValueError(
-            f"{os.path.join(output_dir, 'predictions.json')} is one of the images, and the "
-            "results would be written over it: give another --output_dir."
-        )
-    kept, seen, repeated = [], {}, {}
-    for p in images:
-        key = os.path.normpath(os.path.abspath(p))
-        if key in seen:
-            repeated[seen[key]] = repeated.get(seen[key], 1) + 1
-            continue
-        seen[key] = p
-        kept.append(p)
-    boxed, errors, warnings = {}, [], {}
-    for p in kept:
-        try:
-            boxed[p] = letterbox(inputs.as_gray_uint8(p), model.image_size)
-        except Exception as e:  # any reader or resize failure of this one file
-            errors.append({"path": p, "error": f"{type(e).__name__}: {e}"})
-            continue
-        warnings[p] = inputs.view_warnings(p)
-    ok = list(boxed)
-    predictions = []
-    if ok:
-        probs, maps = model.predict_letterboxed(np.stack([boxed[p] for p in ok]), batch_size)
-        calls, recalibrated = model.calls(probs), model.recalibrated(probs)
-        taken = [] if output_dir is None else _inputs_in(output_dir, images)
-        names = dict(zip(ok, _overlay_names(ok, taken), strict=True))
-        for r, p in enumerate(ok):
-            overlay = None
-            if output_dir is not None:
-                from chestattn_jax.reporting import plots
-
-                os.makedirs(output_dir, exist_ok=True)
-                overlay = plots.image_overlays(
-                    boxed[p],
-                    None if maps is None else maps[r],
-                    model.classes,
-                    probs[r],
-                    os.path.join(output_dir, names[p]),
-                    title=f"{os.path.basename(p)} ({model.variant} bundle, step {model.step})",
-                )
-            predictions.append(
-                {
-                    "path": p,
-                    "probabilities": dict(zip(model.classes, probs[r].tolist(), strict=True)),
-                    "calls": None if calls is None else calls[r],
-                    "recalibrated_probabilities": None
-                    if recalibrated is None
-                    else dict(zip(model.classes, recalibrated[r].tolist(), strict=True)),
-                    "overlay": overlay,
-                    "warnings": warnings[p],
-                }
-            )
-    result = {
-        "bundle": os.path.abspath(os.fspath(path)),
-        "checkpoint_step": model.step,
-        "variant": model.variant,
-        "image_size": model.image_size,
-        "classes": model.classes,
-        "thresholds": model.thresholds,
-        "thresholds_why": model.thresholds_why,
-        "predictions": predictions,
-        "errors": errors,
-        "repeated": [{"path": p, "times": n} for p, n in repeated.items()],
-    }
     if output_dir is not None:
-        os.makedirs(output_dir, exist_ok=True)
-        with open(os.path.join(output_dir, "predictions.json"), "w") as f:
-            json.dump(result, f, indent=2)
-    return result
+        predict_images.check_output_dir(output_dir, paths, "images")
+    source = {"bundle": os.path.abspath(os.fspath(path))}
+    return predict_images.score_files(
+        model, paths, repeated, output_dir, source, "bundle", batch_size
+    )
 
 
 def main(argv=None) -> None:

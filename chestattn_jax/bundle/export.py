@@ -26,11 +26,9 @@ import numpy as np
 
 from chestattn_jax import bundle_file as bf
 from chestattn_jax import config_fields as fields
-from chestattn_jax import sharding as shd
 from chestattn_jax import trained_model
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.bundle import card, runtime
-from chestattn_jax.checkpointing import Checkpointer
 from chestattn_jax.data import synthetic
 from chestattn_jax.data.images import letterbox
 from chestattn_jax.data.input_pipeline import normalize_images
@@ -380,18 +378,7 @@ def restore_step(workdir, step: int):
     if problem:
         raise FileNotFoundError(problem)
     config = trained_model.workdir_config(workdir)
-    checkpointer = Checkpointer(workdir, read_only=True)
-    try:
-        steps = checkpointer.all_steps()
-        if step not in steps:
-            raise FileNotFoundError(
-                f"--checkpoint={step}: {workdir} has no checkpoint of step {step}; it has "
-                f"steps {', '.join(map(str, steps)) or 'none'}."
-            )
-        abstract = trained_model.abstract_state(config, shd.make_mesh())
-        state, _ = checkpointer.restore(step, abstract)
-    finally:
-        checkpointer.close()
+    state = trained_model.restore_checkpoint_step(config, workdir, step, f"--checkpoint={step}")
     return config, state, step
 
 

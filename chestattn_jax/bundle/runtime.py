@@ -15,10 +15,9 @@ import jax
 import numpy as np
 from jax import export
 
-from chestattn_jax.bundle import inputs
+from chestattn_jax import image_inputs
 from chestattn_jax.bundle_file import FUNCTION, MODEL_CARD, BundleError, open_bundle
 from chestattn_jax.calibration import apply_recalibration
-from chestattn_jax.data.images import letterbox
 
 # Name of the symbolic batch dimension in the metadata's shapes.
 BATCH = "batch"
@@ -177,21 +176,14 @@ class Bundle:
     def letterboxed(self, images) -> tuple[np.ndarray, list]:
         """``images`` (see :meth:`predict`) read, converted and letterboxed:
         ``((N, S, S) uint8, warnings per image)``."""
-        items = inputs.image_items(images)
-        if not items:
-            raise ValueError("predict: no images given.")
-        boxed = np.stack([letterbox(inputs.as_gray_uint8(x), self.image_size) for x in items])
-        warnings = [
-            inputs.view_warnings(x) if isinstance(x, str | os.PathLike) else [] for x in items
-        ]
-        return boxed, warnings
+        return image_inputs.letterboxed(images, self.image_size, "predict")
 
     def calls(self, probs) -> list[dict] | None:
         """Per row of ``(N, k)`` probabilities, whether each class's is at least its
         threshold (``None`` for a class without one); ``None`` without thresholds."""
         if self.thresholds is None:
             return None
-        return inputs.calls(probs, self.classes, self.thresholds["values"])
+        return image_inputs.calls(probs, self.classes, self.thresholds["values"])
 
     def recalibrated(self, probs) -> np.ndarray | None:
         """The probabilities through the recalibration stored with the thresholds."""
@@ -205,18 +197,7 @@ class Bundle:
         "images": (N, S, S) uint8, "classes", "warnings", "calls", "recalibrated_probabilities",
         "thresholds", "thresholds_why"}``, computed by the bundle's function alone."""
         boxed, warnings = self.letterboxed(images)
-        probs, maps = self.predict_letterboxed(boxed, batch_size)
-        return {
-            "probabilities": probs,
-            "maps": maps,
-            "images": boxed,
-            "classes": self.classes,
-            "warnings": warnings,
-            "calls": self.calls(probs),
-            "recalibrated_probabilities": self.recalibrated(probs),
-            "thresholds": self.thresholds,
-            "thresholds_why": self.thresholds_why,
-        }
+        return image_inputs.predictions(self, boxed, warnings, batch_size)
 
     def embed(self, images, batch_size: int | None = None) -> dict:
         """What :meth:`chestattn_jax.trained_model.Model.embed` returns for ``images``: the
