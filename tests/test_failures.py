@@ -215,11 +215,11 @@ def test_failures_at_the_threshold_and_a_class_without_one(tmp_path):
         ["Effusion", "FN", "c"],
     ]
     # The page renders: the section, its figure and the checklist item it claims.
-    from chestattn_jax.evaluation.evaluators.report_html import _data_uri
+    from chestattn_jax.reporting.html_blocks import file_uri
 
     rendered = html_report.render(
         {"split": "test", "evaluators": ["failures"], **metrics},
-        images={"failures.png": _data_uri(tmp_path / "failures.png")},
+        images={"failures.png": file_uri(tmp_path / "failures.png")},
     )
     section = rendered.split('<section id="failures">')[1].split("</section>")[0]
     assert "Not available" not in section and "failures.png" not in section
