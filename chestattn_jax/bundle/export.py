@@ -288,7 +288,7 @@ def build_metadata(config, step: int, which: str, exported, variables, reference
             "name": config.data.name,
             "fingerprint": (dataset or {}).get("fingerprint"),
             "records": (dataset or {}).get("num_records"),
-            "phantoms": config.data.name == "synthetic",
+            "phantoms": config.data.name == synthetic.SOURCE.name,
         },
         "evaluation": record.get("evaluation"),
         "evaluation_why": record.get("evaluation_why"),
