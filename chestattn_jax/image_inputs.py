@@ -7,6 +7,7 @@ loading side imports no flax, optax or model code, nor does this module)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 
@@ -24,6 +25,12 @@ from chestattn_jax.data.images import (
 from chestattn_jax.data.raw import DataFormatError
 
 _COLOUR = {3: "RGB", 4: "RGBA"}
+# How a model's inference compiles on a CPU: with XLA's own (Eigen) convolutions rather than
+# YNNPACK's. On the 2-core Intel Xeon, ResNet-50 class-model inference at 224 px ran at 1.47x
+# the images/s (batch 8; 1.34x at batch 1), both cores busy where YNNPACK kept 1.4 of them
+# (BENCHMARKS.md). Our choice for prediction only: training and evaluation keep XLA's
+# defaults, under which YNNPACK was the faster train step (AMD EPYC, BENCHMARKS.md).
+CPU_INFERENCE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 _FILE_KINDS = {
@@ -32,6 +39,22 @@ _FILE_KINDS = {
     stat.S_IFBLK: "a block device",
     stat.S_IFSOCK: "a socket",
 }
+
+
+@functools.cache
+def cpu_inference_options() -> dict | None:
+    """:data:`CPU_INFERENCE_OPTIONS` where JAX's default backend is a CPU whose XLA takes
+    them (``jax.jit(..., compiler_options=)`` of the model's inference function); None on
+    an accelerator, or where this jaxlib does not know the option (its defaults then)."""
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return None
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=CPU_INFERENCE_OPTIONS)(np.float32(0))
+    except Exception:  # an XLA without the option: it refuses unknown ones
+        return None
+    return dict(CPU_INFERENCE_OPTIONS)
 
 
 def image_items(images) -> list:

@@ -129,6 +129,7 @@ def inference_fn(config, mesh, features: bool = False):
         fn,
         in_shardings=(shd.replicated(mesh), shd.batch_sharded(mesh)),
         out_shardings=shd.replicated(mesh),
+        compiler_options=image_inputs.cpu_inference_options(),
     )
 
 

@@ -129,7 +129,9 @@ class Bundle:
         self.thresholds_why = m.get("thresholds_why")
         self.exported = deserialize(self.path, blob)
         self._variables = jax.device_put(variables)
-        self._call = jax.jit(self.exported.call)
+        self._call = jax.jit(
+            self.exported.call, compiler_options=image_inputs.cpu_inference_options()
+        )
 
     def run_letterboxed(self, images, batch_size: int | None = None) -> dict[str, np.ndarray]:
         """Every output of the function (``logits``, ``probabilities``, ``maps``,
