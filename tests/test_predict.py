@@ -873,3 +873,20 @@ def test_predict_calls_at_the_evaluation_thresholds(workdir, images, tmp_path):
     )
     assert all(p["calls"] is None for p in stale["predictions"])
     assert all(p["recalibrated_probabilities"] is None for p in stale["predictions"])
+
+
+def test_cpu_inference_options_are_used_where_xla_takes_them(monkeypatch):
+    """Prediction on a CPU compiles with CPU_INFERENCE_OPTIONS; an XLA that does not know
+    an option refuses it, and then prediction compiles with its defaults instead of failing."""
+    from chestattn_jax import image_inputs
+
+    image_inputs.cpu_inference_options.cache_clear()
+    try:
+        assert image_inputs.cpu_inference_options() == image_inputs.CPU_INFERENCE_OPTIONS
+        image_inputs.cpu_inference_options.cache_clear()
+        monkeypatch.setattr(
+            image_inputs, "CPU_INFERENCE_OPTIONS", {"xla_cpu_no_such_option_anywhere": True}
+        )
+        assert image_inputs.cpu_inference_options() is None
+    finally:
+        image_inputs.cpu_inference_options.cache_clear()
