@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from chestattn_jax import files
-from chestattn_jax.data import records
+from chestattn_jax.data import records, sources
 from chestattn_jax.data.chexpert import UNCERTAIN_AS, uncertainty_policies
 from chestattn_jax.data.raw import DataFormatError
 from chestattn_jax.data.splits import make_splits
@@ -326,9 +326,11 @@ def open_split(config, split: str) -> PreparedSource:
             f"config.data.uncertainty_per_class names classes not in "
             f"config.data.classes: {', '.join(extra)}."
         )
-    labels, mask = apply_uncertainty(
-        index["labels"][rows][:, cols], index["mask"][rows][:, cols], list(d.classes), policy
-    )
+    labels, mask = index["labels"][rows][:, cols], index["mask"][rows][:, cols]
+    if sources.get(d.name).uncertain_labels:  # a stored mask 0 is an uncertain label
+        labels, mask = apply_uncertainty(labels, mask, list(d.classes), policy)
+    # Elsewhere a stored mask 0 is a label the copy does not have (a VinDr-CXR Kaggle copy's
+    # classes beyond its 14): it stays masked, never a negative.
     official_test = np.isin(index["source_split"][rows], ["test", "valid"])
     splits = make_splits(
         d.split,
