@@ -297,3 +297,18 @@ def test_expert_labels_are_refused_off_nih_and_without_auc():
     config.eval.evaluators = ("calibration",)
     found = validation.problems(config, "evaluate", num_devices=1)
     assert len(found) == 1 and "is read by the auc evaluator" in found[0]
+
+
+def test_a_model_naming_canonical_findings_pairs_through_the_label_space():
+    """A model trained on several sets may name its classes by canonical finding (not its
+    home set's labels): they pair with another set's spellings of those findings."""
+    from chestattn_jax.data import vindr_cxr
+    from chestattn_jax.evaluation.class_map import exact_pairs
+
+    model = ["Effusion", "Aortic Enlargement", "Lung Opacity", "Pleural Effusion"]
+    got = exact_pairs(model, vindr_cxr.CLASSES, "nih", "vindr_cxr")
+    assert got == {
+        "Effusion": "Pleural effusion",  # NIH's own label, before the finding's name
+        "Aortic Enlargement": "Aortic enlargement",
+        "Lung Opacity": "Lung Opacity",
+    }

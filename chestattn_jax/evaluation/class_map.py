@@ -46,11 +46,16 @@ def is_training_dataset(config) -> bool:
 
 def _findings(dataset: str, classes) -> list[str | None]:
     """Each class's canonical finding (None: matched by its name only). A data set the
-    label space spells resolves through its table (a label it lacks: by name); another
-    (the phantoms), by the spelling where every data set that uses it means one finding."""
+    label space spells resolves through its table (a label it lacks: as a canonical
+    finding, as a model trained on several sets may name its classes; else by name);
+    another (the phantoms), by the spelling where every data set that uses it means one
+    finding."""
     if dataset in label_space.DATASETS:
-        known = set(label_space.labels(dataset))
-        return [label_space.canonical(dataset, c) if c in known else None for c in classes]
+        known, findings = set(label_space.labels(dataset)), set(label_space.findings())
+        return [
+            label_space.canonical(dataset, c) if c in known else c if c in findings else None
+            for c in classes
+        ]
     found = [label_space.find(c) for c in classes]
     return [f[0] if len(f) == 1 else None for f in found]
 
