@@ -25,8 +25,9 @@ chestattn_jax.data.prepare`` made. The fields:
 - ``config.data.mixture_splits``: each set's split scheme (``random``, ``kfold``,
   ``official``), one per set; ``()``: ``config.data.split`` for every set. Each set is
   split by its own patients, with the other split fields (fractions, folds, seed) as
-  given, so the splits are patient-disjoint within each set (and the sets share no
-  patient).
+  given, so the splits are patient-disjoint within each set; not across sets that hold the
+  same images (RSNA Pneumonia's are a subset of NIH ChestX-ray14's), which nothing here
+  matches.
 
 The splits of a mixture are the sets' splits one after the other; patient and example
 ids are prefixed with the set's name (``nih:00000001_000.png``). Evaluation scores the
