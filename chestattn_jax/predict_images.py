@@ -234,9 +234,15 @@ def score_files(
     ``source`` (``{"workdir": W}`` or ``{"bundle": FILE}``) first; the files that cannot be
     read are listed under ``errors``. With ``out_dir``, written there with one overlay per
     scored image (titled with ``kind``, ``model`` or ``bundle``), what an earlier run wrote
-    there removed first; without, nothing is written and each ``overlay`` is ``None``."""
+    there removed first, once the images are scored (a model that fails leaves the folder
+    as it was, and creates none); without, nothing is written and each ``overlay`` is ``None``."""
     images, errors, warnings = load_images(paths, model.image_size)
     ok = list(images)
+    classes, step = model.classes, int(model.step)
+    predictions = {}
+    if ok:  # scored before the output folder is touched: a failure leaves it as it was
+        probs, maps = model.predict_letterboxed(np.stack([images[p] for p in ok]), batch_size)
+        calls, recalibrated = model.calls(probs), model.recalibrated(probs)
     if out_dir is not None:
         out = epath.Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -244,11 +250,7 @@ def score_files(
         # (A bucket has no empty folders: a new output folder there does not exist yet.)
         taken = [PREDICTIONS_FILE, *(p.name for p in out.iterdir())] if out.exists() else []
         names = dict(zip(paths, _overlay_names(paths, taken), strict=True))
-    classes, step = model.classes, int(model.step)
-    predictions = {}
     if ok:
-        probs, maps = model.predict_letterboxed(np.stack([images[p] for p in ok]), batch_size)
-        calls, recalibrated = model.calls(probs), model.recalibrated(probs)
         for r, path in enumerate(ok):
             overlay = None
             if out_dir is not None:

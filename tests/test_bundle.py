@@ -367,3 +367,58 @@ def test_export_of_a_step_has_no_evaluation_or_thresholds_of_another(tiny_run, t
     assert not (tmp_path / "s12.zip").exists()
     with pytest.raises(BundleError, match="container: no such file"):
         bundle.load(tmp_path / "s12.zip")
+
+
+def _variables_changed(fn):
+    """A change of ``variables.npz``: ``fn(arrays)`` applied to its arrays."""
+
+    def change(members):
+        with np.load(io.BytesIO(members["variables.npz"])) as z:
+            arrays = {k: z[k] for k in z.files}
+        fn(arrays)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        members["variables.npz"] = buf.getvalue()
+
+    return change
+
+
+def test_a_failed_prediction_leaves_the_output_folder_as_it_was(tmp_path):
+    from PIL import Image
+
+    from chestattn_jax import predict_images
+
+    class Failing:
+        image_size, classes, step, variant = 32, ["a"], 1, "class"
+
+        def predict_letterboxed(self, images, batch_size=None):
+            raise RuntimeError("the model does not run here")
+
+    png = tmp_path / "x.png"
+    Image.fromarray(phantom_arrays()[0]).save(png)
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "predictions.json").write_text('{"predictions": []}')
+    for out_dir in (earlier, tmp_path / "new"):
+        with pytest.raises(RuntimeError, match="does not run here"):
+            predict_images.score_files(Failing(), [str(png)], [], str(out_dir), {}, "bundle")
+    assert (earlier / "predictions.json").read_text() == '{"predictions": []}'
+    assert not (tmp_path / "new").exists()
+
+
+def test_load_checks_the_variables_and_the_platform(exported, tmp_path, monkeypatch):
+    from chestattn_jax import bundle
+    from chestattn_jax.bundle import runtime
+    from chestattn_jax.bundle_file import BundleError
+
+    def halved(arrays):
+        key = sorted(arrays)[0]
+        arrays[key] = arrays[key].astype(np.float16)
+
+    bad = tampered(exported[0], tmp_path / "f16.zip", _variables_changed(halved))
+    with pytest.raises(BundleError, match=r"variables: .*float16, the function takes") as e:
+        bundle.load(bad)
+    assert len(str(e.value).splitlines()) == 1
+    monkeypatch.setattr(runtime, "local_platform", lambda: "rocm")
+    with pytest.raises(BundleError, match=r"function: exported for cpu, cuda, tpu, not .* rocm"):
+        bundle.load(exported[0])

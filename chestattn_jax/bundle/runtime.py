@@ -93,6 +93,46 @@ def signature(exported) -> dict:
     }
 
 
+def check_variables(path, variables, exported) -> None:
+    """The stored variables against the function's variables argument: as many arrays,
+    each of the shape and dtype it takes."""
+    leaves = jax.tree.leaves(variables)
+    wanted = exported.in_avals[:-1]
+    if len(leaves) != len(wanted):
+        raise BundleError(
+            path,
+            "variables",
+            f"{len(leaves)} arrays stored, the function takes {len(wanted)}.",
+        )
+    flat = jax.tree_util.tree_flatten_with_path(variables)[0]
+    for (key, leaf), aval in zip(flat, wanted, strict=True):
+        if tuple(np.shape(leaf)) != tuple(aval.shape) or np.dtype(leaf.dtype) != aval.dtype:
+            raise BundleError(
+                path,
+                "variables",
+                f"{jax.tree_util.keystr(key)} is {np.shape(leaf)} {leaf.dtype}, the function "
+                f"takes {aval.shape} {aval.dtype}.",
+            )
+
+
+def local_platform() -> str:
+    """This machine's ``jax.export`` platform: ``cpu``, ``cuda``, ``rocm`` or ``tpu``."""
+    return export.default_export_platform()
+
+
+def check_platform(path, exported) -> None:
+    """Refuses a function not exported for this machine's platform."""
+    here = local_platform()
+    if here not in exported.platforms:
+        raise BundleError(
+            path,
+            "function",
+            f"exported for {', '.join(exported.platforms)}, not for this machine's {here} "
+            f"(jax.default_backend() {jax.default_backend()!r}): export the bundle again with "
+            f"--platforms including {here}.",
+        )
+
+
 def _get(path, metadata, dotted: str, kind):
     """Field ``dotted`` of ``metadata``, which must be of type ``kind``."""
     node = metadata
@@ -128,6 +168,8 @@ class Bundle:
         self.thresholds = m.get("thresholds")
         self.thresholds_why = m.get("thresholds_why")
         self.exported = deserialize(self.path, blob)
+        check_platform(self.path, self.exported)
+        check_variables(self.path, variables, self.exported)
         self._variables = jax.device_put(variables)
         self._call = jax.jit(
             self.exported.call, compiler_options=image_inputs.cpu_inference_options()

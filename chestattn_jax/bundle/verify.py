@@ -63,27 +63,6 @@ def _check_metadata(path, m: dict, exported) -> None:
         )
 
 
-def _check_variables(path, variables, exported) -> None:
-    """The stored variables against the function's variables argument."""
-    leaves = jax.tree.leaves(variables)
-    wanted = exported.in_avals[:-1]
-    if len(leaves) != len(wanted):
-        raise BundleError(
-            path,
-            "variables",
-            f"{len(leaves)} arrays stored, the function takes {len(wanted)}.",
-        )
-    flat = jax.tree_util.tree_flatten_with_path(variables)[0]
-    for (key, leaf), aval in zip(flat, wanted, strict=True):
-        if tuple(np.shape(leaf)) != tuple(aval.shape) or np.dtype(leaf.dtype) != aval.dtype:
-            raise BundleError(
-                path,
-                "variables",
-                f"{jax.tree_util.keystr(key)} is {np.shape(leaf)} {leaf.dtype}, the function "
-                f"takes {aval.shape} {aval.dtype}.",
-            )
-
-
 def _check_reference(path, bundle, inputs, stored: dict, tolerance: dict) -> int:
     """The function rerun on the reference inputs against the stored outputs; returns how
     many images were compared."""
@@ -159,7 +138,7 @@ def verify(path) -> list[str]:
     )
     _check_metadata(path, metadata, exported)
     done.append("metadata: input, outputs, classes and export record match the function")
-    _check_variables(path, variables, exported)
+    runtime.check_variables(path, variables, exported)
     done.append(f"variables: {len(jax.tree.leaves(variables))} arrays fit the function")
     bundle = runtime.Bundle(path)
     tolerance = (metadata.get("reference") or {}).get("tolerance") or {}
