@@ -27,6 +27,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 
 import ml_collections
 import numpy as np
@@ -123,27 +124,33 @@ class BundleFile:
         """The bytes of member ``name``; a damaged one raises naming ``part``."""
         try:
             return self.zip.read(name)
-        except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as e:
-            raise BundleError(self.path, part, f"{name} cannot be read ({e}).") from None
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError, ValueError) as e:
+            # zlib.error: damaged compressed data; BadZipFile: also a CRC mismatch.
+            raise BundleError(
+                self.path, part, f"{name} cannot be read ({type(e).__name__}: {e}): damaged."
+            ) from None
 
     def _json(self, name: str, part: str):
+        data = self.read(name, part)  # its BundleError passes unchanged
         try:
-            return json.loads(self.read(name, part).decode("utf-8"))
+            return json.loads(data.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
             raise BundleError(self.path, part, f"{name} is not valid JSON ({e}).") from None
 
     def arrays(self, name: str, part: str) -> dict[str, np.ndarray]:
         """The arrays of the ``.npz`` member ``name``."""
+        data = self.read(name, part)  # its BundleError passes unchanged
         try:
-            with np.load(io.BytesIO(self.read(name, part)), allow_pickle=False) as z:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise BundleError(self.path, part, f"{name} is not a readable npz ({e}).") from None
 
     def array(self, name: str, part: str) -> np.ndarray:
         """The array of the ``.npy`` member ``name``."""
+        data = self.read(name, part)  # its BundleError passes unchanged
         try:
-            return np.load(io.BytesIO(self.read(name, part)), allow_pickle=False)
+            return np.load(io.BytesIO(data), allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
             raise BundleError(self.path, part, f"{name} is not a readable npy ({e}).") from None
 

@@ -422,3 +422,35 @@ def test_load_checks_the_variables_and_the_platform(exported, tmp_path, monkeypa
     monkeypatch.setattr(runtime, "local_platform", lambda: "rocm")
     with pytest.raises(BundleError, match=r"function: exported for cpu, cuda, tpu, not .* rocm"):
         bundle.load(exported[0])
+
+
+def damaged_member(src, dst, name: str) -> pathlib.Path:
+    """A copy of the bundle ``src`` with bytes in the middle of member ``name``'s stored
+    (compressed) data inverted."""
+    data = bytearray(pathlib.Path(src).read_bytes())
+    with zipfile.ZipFile(src) as z:
+        info = z.getinfo(name)
+    assert info.compress_type == zipfile.ZIP_DEFLATED
+    # The local header: 30 bytes, then the name and extra field, then the data.
+    start = info.header_offset + 30
+    start += int.from_bytes(data[info.header_offset + 26 : info.header_offset + 28], "little")
+    start += int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
+    middle = start + info.compress_size // 2
+    data[middle : middle + 8] = bytes(255 - b for b in data[middle : middle + 8])
+    pathlib.Path(dst).write_bytes(bytes(data))
+    return pathlib.Path(dst)
+
+
+def test_a_damaged_compressed_member_is_one_line_naming_it(exported, tmp_path):
+    from chestattn_jax import bundle
+    from chestattn_jax.bundle.verify import verify
+    from chestattn_jax.bundle_file import BundleError
+
+    card = damaged_member(exported[0], tmp_path / "card.zip", "MODEL_CARD.md")
+    with pytest.raises(BundleError, match=r"model card: MODEL_CARD\.md cannot be read") as e:
+        bundle.load(card)
+    assert len(str(e.value).splitlines()) == 1
+    config = damaged_member(exported[0], tmp_path / "config.zip", "config.json")
+    with pytest.raises(BundleError, match=r"config: config\.json cannot be read") as e:
+        verify(config)
+    assert "JSON" not in str(e.value) and str(e.value).count(str(config)) == 1
