@@ -41,7 +41,7 @@ from chestattn_jax import sharding as shd
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.calibration import METHODS as RECALIBRATION_METHODS
 from chestattn_jax.calibration import apply_recalibration
-from chestattn_jax.checkpointing import Checkpointer, CheckpointMismatch
+from chestattn_jax.checkpointing import Checkpointer, CheckpointError, CheckpointMismatch, describe
 from chestattn_jax.config import get_base_config
 from chestattn_jax.data.input_pipeline import normalize_images
 from chestattn_jax.models import create_model
@@ -89,7 +89,9 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
 def restore_checkpoint_step(config, workdir: str, step: int, what: str):
     """The train state of checkpoint ``step`` of ``workdir`` under ``config``; a missing
     step is a ``FileNotFoundError`` that names ``what`` asked for it (the flag or config
-    field) and lists the steps there."""
+    field) and lists the steps there; a step that cannot be read is a
+    :class:`~chestattn_jax.checkpointing.CheckpointError` naming the step, the workdir
+    and the cause in one line."""
     checkpointer = Checkpointer(workdir, read_only=True)
     try:
         steps = checkpointer.all_steps()
@@ -98,7 +100,15 @@ def restore_checkpoint_step(config, workdir: str, step: int, what: str):
                 f"{what}: {workdir} has no checkpoint of step {step}; it has steps "
                 f"{', '.join(map(str, steps)) or 'none'}."
             )
-        state, _ = checkpointer.restore(step, abstract_state(config, shd.make_mesh()))
+        abstract = abstract_state(config, shd.make_mesh())
+        try:
+            state, _ = checkpointer.restore(step, abstract)
+        except Exception as e:  # Orbax and TensorStore raise many kinds for a damaged step
+            raise CheckpointError(
+                f"{what}: checkpoint step {step} of {workdir} cannot be read "
+                f"({describe(e)}); give another step (it has "
+                f"{', '.join(map(str, steps))})."
+            ) from None
     finally:
         checkpointer.close()
     return state

@@ -18,7 +18,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import REPO, subprocess_env
+from conftest import REPO, copy_workdir, subprocess_env
 
 REAL = REPO.parent / "shared" / "data" / "real"
 REAL_FILES = (
@@ -454,3 +454,21 @@ def test_a_damaged_compressed_member_is_one_line_naming_it(exported, tmp_path):
     with pytest.raises(BundleError, match=r"config: config\.json cannot be read") as e:
         verify(config)
     assert "JSON" not in str(e.value) and str(e.value).count(str(config)) == 1
+
+
+def test_export_of_an_unreadable_step_is_one_line(tiny_run, tmp_path):
+    import os
+
+    from chestattn_jax.bundle.export import export_bundle
+    from chestattn_jax.checkpointing import CheckpointError
+
+    workdir = copy_workdir(tiny_run[1], tmp_path / "w")
+    # What a failing disk leaves: step 8's largest array file cut in half.
+    state = workdir / "checkpoints" / "8" / "state"
+    chunk = max((p for p in state.rglob("*") if p.is_file()), key=os.path.getsize)
+    chunk.write_bytes(chunk.read_bytes()[: os.path.getsize(chunk) // 2])
+    with pytest.raises(CheckpointError) as e:
+        export_bundle(workdir, tmp_path / "s8.zip", checkpoint=8)
+    (line,) = str(e.value).splitlines()
+    assert line.startswith(f"--checkpoint=8: checkpoint step 8 of {workdir} cannot be read (")
+    assert not (tmp_path / "s8.zip").exists()
