@@ -36,7 +36,7 @@ from chestattn_jax import trained_model
 from chestattn_jax import workdir as workdir_lib
 from chestattn_jax.config_checks import ConfigError, Problems
 from chestattn_jax.evaluation.class_map import exact_pairs
-from chestattn_jax.models.nets import check_init_source, parse_init_from
+from chestattn_jax.models.nets import bundle_suffix, check_init_source, parse_init_from
 
 # The top-level parameter scope of the class heads, by variant, and the axis of the class.
 HEADS = {"class": ("class_heads", 0), "image": ("classifier", -1), "resnet": ("classifier", -1)}
@@ -105,6 +105,9 @@ def load_source(config) -> Source:
     text = config.model.init_from
     path, which = parse_init_from(text)
     if workdir_lib.workdir_path(path).is_file():
+        problem = bundle_suffix(text, path)
+        if problem:
+            raise ConfigError([f"config.model.init_from={text!r}: {problem}"])
         source_config, variables = _read_bundle(text, path)
         step = None
     else:

@@ -377,6 +377,8 @@ def test_init_from_refuses_another_model_naming_the_field(tmp_path):
         ("{tmp}/gone", "gone': no such workdir or bundle file (a run that resumes does not"),
         ("{tmp}/source:9", "source:9': {tmp}/source has no checkpoint of step 9; it has steps 8."),
         ("{tmp}", "has no config.json: not the workdir of a training run."),
+        ("{tmp}/m.zip:latest", "m.zip is a bundle file, which holds one model: the checkpoint"),
+        ("{tmp}/m.zip:5", "m.zip is a bundle file, which holds one model: the checkpoint suffix"),
     ],
 )
 def test_init_from_names_what_is_wrong(tmp_path, value, message):
@@ -387,6 +389,7 @@ def test_init_from_names_what_is_wrong(tmp_path, value, message):
     source = tmp_path / "source"
     (source / "checkpoints" / "8").mkdir(parents=True)
     (source / "config.json").write_text(json.dumps(to_json(tiny_config("class"))))
+    (tmp_path / "m.zip").write_bytes(b"")  # a file: read as a bundle, which takes no suffix
     value = value.format(tmp=tmp_path) if isinstance(value, str) else value
     config = ml_collections.ConfigDict(tiny_config("class").to_dict(), type_safe=False)
     config.model.init_from = value

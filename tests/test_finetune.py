@@ -255,3 +255,19 @@ def test_embed_of_the_other_variants(variant):
     config = tiny_config(variant)
     mesh = shd.make_mesh()
     check_embeddings(Model(config, fresh_state(config), 0, mesh), IMAGES)
+
+
+@pytest.mark.parametrize("suffix", [":latest", ":5"])
+def test_a_bundle_file_takes_no_checkpoint_suffix(tmp_path, suffix):
+    """A bundle holds one model: ``FILE:latest`` is refused as it is read, naming the field,
+    before the file itself is read."""
+    (tmp_path / "m.zip").write_bytes(b"")
+    config = tiny_config("class")
+    config.model.init_from = f"{tmp_path / 'm.zip'}{suffix}"
+    with pytest.raises(validation.ConfigError) as e:
+        init_from.load_source(config)
+    assert str(e.value) == (
+        f"config.model.init_from='{tmp_path / 'm.zip'}{suffix}': {tmp_path / 'm.zip'} is a "
+        f"bundle file, which holds one model: the checkpoint suffix '{suffix}' is for a "
+        "workdir (give the file alone)."
+    )

@@ -251,6 +251,18 @@ def parse_init_from(text: str) -> tuple[str, str | int]:
     return text, "best"
 
 
+def bundle_suffix(text: str, path: str) -> str:
+    """What is wrong with ``config.model.init_from=text`` naming the bundle file ``path``
+    (as :func:`parse_init_from` reads it) with a checkpoint suffix (``:latest``,
+    ``:STEP``), which only a workdir takes; ``""`` where it has none."""
+    if text == path:
+        return ""
+    return (
+        f"{path} is a bundle file, which holds one model: the checkpoint suffix "
+        f"{text[len(path) :]!r} is for a workdir (give the file alone)."
+    )
+
+
 def check_init_source(p, source, text: str) -> None:
     """Adds to ``p`` a problem for each :data:`INIT_FROM_FIELDS` value of ``p.config`` that
     differs from ``source`` (the config, or its JSON, of the model that
@@ -269,7 +281,8 @@ def check_init_source(p, source, text: str) -> None:
 def check_init_from(p, mode: str) -> None:
     """The rules of ``config.model.init_from``: a string; in a training run, a workdir
     (``W``, ``W:best``, ``W:latest``, ``W:STEP``) with a training run's ``config.json``
-    whose model fits (:func:`check_init_source`), or a file (a bundle, whose model is
+    whose model fits (:func:`check_init_source`), or a file (a bundle, without a checkpoint
+    suffix, whose model is
     checked as it is read); ``model.pretrained`` then unset. Other modes do not read it."""
     text = p.value("model.init_from")
     if not isinstance(text, str):
@@ -286,8 +299,11 @@ def check_init_from(p, mode: str) -> None:
     )
     path, which = parse_init_from(text)
     root = workdir_lib.workdir_path(path)
-    if root.is_file():
-        return  # a bundle
+    if root.is_file():  # a bundle
+        problem = bundle_suffix(text, path)
+        if problem:
+            p.add("model.init_from", problem)
+        return
     if not root.is_dir():
         p.add(
             "model.init_from",
