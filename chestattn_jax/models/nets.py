@@ -282,8 +282,8 @@ def check_init_from(p, mode: str) -> None:
     """The rules of ``config.model.init_from``: a string; in a training run, a workdir
     (``W``, ``W:best``, ``W:latest``, ``W:STEP``) with a training run's ``config.json``
     whose model fits (:func:`check_init_source`), or a file (a bundle, without a checkpoint
-    suffix, whose model is
-    checked as it is read); ``model.pretrained`` then unset. Other modes do not read it."""
+    suffix, whose model is checked as it is read); ``model.pretrained`` then unset. Other
+    modes do not read it."""
     text = p.value("model.init_from")
     if not isinstance(text, str):
         p.add(
