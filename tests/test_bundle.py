@@ -472,3 +472,21 @@ def test_export_of_an_unreadable_step_is_one_line(tiny_run, tmp_path):
     (line,) = str(e.value).splitlines()
     assert line.startswith(f"--checkpoint=8: checkpoint step 8 of {workdir} cannot be read (")
     assert not (tmp_path / "s8.zip").exists()
+
+
+def test_export_platforms_are_known_names_with_the_local_one(tiny_run, tmp_path):
+    from chestattn_jax.bundle import runtime
+    from chestattn_jax.bundle.export import export_bundle
+
+    here = runtime.local_platform()
+    other = next(p for p in ("cpu", "cuda", "tpu") if p != here)
+    cases = {
+        (here, "gpu"): "--platforms=.*unknown platform 'gpu'; give some of cpu, cuda, rocm, tpu",
+        (other,): f"--platforms={other} lacks this machine's platform, {here}",
+        (): f"--platforms= lacks this machine's platform, {here}",
+    }
+    for platforms, message in cases.items():
+        with pytest.raises(ValueError, match=message) as e:
+            export_bundle(tiny_run[1], tmp_path / "b.zip", platforms=platforms)
+        assert len(str(e.value).splitlines()) == 1
+    assert not (tmp_path / "b.zip").exists()

@@ -35,6 +35,8 @@ from chestattn_jax.data.input_pipeline import normalize_images
 from chestattn_jax.models import create_model
 
 PLATFORMS = ("cpu", "cuda", "tpu")
+# The platform names jax.export lowers for.
+KNOWN_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 # Reference images: phantoms of this seed (their indices 0..), the last cut to a
 # 4:3 portrait so that letterboxing pads it.
 REFERENCE_SEED = 20240
@@ -312,6 +314,7 @@ def write_bundle(
     "batch_stats"}``) of checkpoint ``which`` (``step``) to ``out`` (atomically: a partial
     file is never left under that name), with ``record`` (:data:`RECORD_FIELDS`, each
     absent as None); returns its metadata."""
+    platforms = check_platforms(platforms)
     record = {k: (record or {}).get(k) for k in RECORD_FIELDS}
     for field, why in (
         ("evaluation", "no evaluation summary was given to the export."),
@@ -360,6 +363,30 @@ def _npy(array) -> bytes:
     return buf.getvalue()
 
 
+def check_platforms(platforms) -> tuple[str, ...]:
+    """``platforms`` (``--platforms``) checked: known ``jax.export`` names
+    (:data:`KNOWN_PLATFORMS`), each once, this machine's among them (the reference outputs
+    are computed here, by the function as exported)."""
+    platforms = tuple(platforms)
+    given = f"--platforms={','.join(platforms)}"
+    unknown = [p for p in platforms if p not in KNOWN_PLATFORMS]
+    if unknown:
+        raise ValueError(
+            f"{given}: unknown platform {', '.join(map(repr, unknown))}; give some of "
+            f"{', '.join(KNOWN_PLATFORMS)}."
+        )
+    if len(set(platforms)) != len(platforms):
+        raise ValueError(f"{given}: a platform is named twice.")
+    here = runtime.local_platform()
+    if here not in platforms:
+        raise ValueError(
+            f"{given} lacks this machine's platform, {here}: the export runs the function "
+            f"here for its reference outputs, so include {here} (or export on a machine of "
+            "one of them)."
+        )
+    return platforms
+
+
 def check_out(out) -> None:
     """Refuses, before any work, an output path that is a folder or lies in none."""
     out = os.fspath(out)
@@ -388,6 +415,7 @@ def export_bundle(workdir, out, checkpoint: str | int = "best", platforms=PLATFO
     checkpoint and its thresholds (where written at that checkpoint); returns the
     metadata."""
     check_out(out)
+    platforms = check_platforms(platforms)
     if isinstance(checkpoint, int):
         config, state, step = restore_step(workdir, checkpoint)
         thresholds, thresholds_why = trained_model.model_thresholds(
