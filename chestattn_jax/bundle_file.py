@@ -50,6 +50,17 @@ MEMBERS = (METADATA, FUNCTION, VARIABLES, CONFIG, REFERENCE_INPUTS, REFERENCE_OU
 # The collections of a flax variables tree that a bundle holds, in this order.
 COLLECTIONS = ("params", "batch_stats")
 
+# The fields of config.json that metadata.json records too, and where: they must agree.
+CONFIG_IN_METADATA = (
+    ("data.classes", "classes"),
+    ("model.variant", "model.variant"),
+    ("data.image_size", "input.image_size"),
+    ("data.channels", "input.channels"),
+    ("data.mean", "input.normalisation.mean"),
+    ("data.std", "input.normalisation.std"),
+)
+_ABSENT = object()
+
 
 class BundleError(ValueError):
     """A bundle that cannot be used; the message is one line naming the file and the part
@@ -183,6 +194,7 @@ class BundleFile:
         saved = self._json(CONFIG, "config")
         if not isinstance(saved, dict):
             raise BundleError(self.path, "config", f"{CONFIG} is not an object.")
+        check_config_agrees(self.path, saved, self.metadata)
         return saved
 
     def missing_config_fields(self) -> list[str]:
@@ -237,6 +249,42 @@ def check_format(path, metadata) -> dict:
             "wrote it (metadata.json's versions.chestattn_jax).",
         )
     return metadata
+
+
+def _dotted(tree, dotted: str):
+    """Field ``dotted`` (``a.b.c``) of the nested dict ``tree``, or ``_ABSENT``."""
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _ABSENT
+        tree = tree[part]
+    return tree
+
+
+def _same(a, b) -> bool:
+    """Whether two JSON values say the same (numbers by value, lists item by item)."""
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers):
+        return not isinstance(a, bool) and not isinstance(b, bool) and float(a) == float(b)
+    return type(a) is type(b) and a == b
+
+
+def check_config_agrees(path, saved: dict, metadata: dict) -> None:
+    """Refuses a ``config.json`` (``saved``) that says otherwise than ``metadata`` about
+    a field both record (:data:`CONFIG_IN_METADATA`); a field ``config.json`` lacks (of
+    an older version) is not compared."""
+    for field, where in CONFIG_IN_METADATA:
+        mine, theirs = _dotted(saved, field), _dotted(metadata, where)
+        if mine is _ABSENT or (theirs is not _ABSENT and _same(mine, theirs)):
+            continue
+        said = "lacks it" if theirs is _ABSENT else f"says {theirs!r}"
+        raise BundleError(
+            path,
+            "config",
+            f"{CONFIG}'s {field} is {mine!r}, but {METADATA}'s {where} {said}: the members "
+            "are of different models.",
+        )
 
 
 def open_bundle(path) -> BundleFile:

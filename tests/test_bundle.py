@@ -490,3 +490,36 @@ def test_export_platforms_are_known_names_with_the_local_one(tiny_run, tmp_path)
             export_bundle(tiny_run[1], tmp_path / "b.zip", platforms=platforms)
         assert len(str(e.value).splitlines()) == 1
     assert not (tmp_path / "b.zip").exists()
+
+
+def test_config_and_metadata_must_agree(exported, tmp_path):
+    from chestattn_jax import bundle
+    from chestattn_jax.bundle.verify import verify
+    from chestattn_jax.bundle_file import BundleError, trained_variables
+
+    def config_changed(fn):
+        def change(members):
+            config = json.loads(members["config.json"])
+            fn(config)
+            members["config.json"] = json.dumps(config).encode()
+
+        return change
+
+    cases = {
+        "data.classes": lambda c: c["data"]["classes"].reverse(),
+        "data.mean": lambda c: c["data"].update(mean=c["data"]["mean"] + 0.1),
+        "data.image_size": lambda c: c["data"].update(image_size=64),
+        "model.variant": lambda c: c["model"].update(variant="image"),
+    }
+    for field, fn in cases.items():
+        bad = tampered(exported[0], tmp_path / f"{field}.zip", config_changed(fn))
+        for read in (verify, trained_variables):
+            with pytest.raises(BundleError, match=rf"config\.json's {field} is .* but") as e:
+                read(bad)
+            assert e.value.part == "config" and len(str(e.value).splitlines()) == 1
+    # The function scores 5 classes: a metadata.json listing 4 is refused as it loads.
+    fewer = tampered(
+        exported[0], tmp_path / "fewer.zip", _metadata_change(lambda m: m["classes"].pop())
+    )
+    with pytest.raises(BundleError, match="classes lists 4 classes, the function gives 5"):
+        bundle.load(fewer)

@@ -115,6 +115,15 @@ def check_variables(path, variables, exported) -> None:
             )
 
 
+def output_classes(path, exported) -> int:
+    """How many classes the function scores (its ``probabilities`` output's second
+    dimension)."""
+    out = signature(exported)["outputs"].get("probabilities")
+    if out is None or len(out["shape"]) != 2 or not isinstance(out["shape"][1], int):
+        raise BundleError(path, "function", "has no (batch, k) probabilities output.")
+    return out["shape"][1]
+
+
 def local_platform() -> str:
     """This machine's ``jax.export`` platform: ``cpu``, ``cuda``, ``rocm`` or ``tpu``."""
     return export.default_export_platform()
@@ -170,6 +179,14 @@ class Bundle:
         self.exported = deserialize(self.path, blob)
         check_platform(self.path, self.exported)
         check_variables(self.path, variables, self.exported)
+        k = output_classes(self.path, self.exported)
+        if len(self.classes) != k:
+            raise BundleError(
+                self.path,
+                "metadata",
+                f"classes lists {len(self.classes)} classes, the function gives {k} "
+                "probabilities.",
+            )
         self._variables = jax.device_put(variables)
         self._call = jax.jit(
             self.exported.call, compiler_options=image_inputs.cpu_inference_options()

@@ -1,10 +1,11 @@
 """``python -m chestattn_jax.bundle verify FILE``: a bundle checked part by part.
 
 In order: the container (a zip with every member, metadata of a known format version),
-the config, the function (deserialises inside this jaxlib's compatibility window), the
-metadata against the function's real input and output shapes, the variables against the
-function's arguments, and the reference inputs rerun against the stored outputs. The
-first part that fails raises a :class:`~chestattn_jax.bundle_file.BundleError` naming it.
+the config (which must agree with the metadata where both record a field), the function
+(deserialises inside this jaxlib's compatibility window), the metadata against the
+function's real input and output shapes, the variables against the function's arguments,
+and the reference inputs rerun against the stored outputs. The first part that fails
+raises a :class:`~chestattn_jax.bundle_file.BundleError` naming it.
 """
 
 from __future__ import annotations
