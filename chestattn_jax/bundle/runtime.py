@@ -184,8 +184,7 @@ class Bundle:
             raise BundleError(
                 self.path,
                 "metadata",
-                f"classes lists {len(self.classes)} classes, the function gives {k} "
-                "probabilities.",
+                f"classes lists {len(self.classes)} classes, the function gives {k} probabilities.",
             )
         self._variables = jax.device_put(variables)
         self._call = jax.jit(
