@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import zipfile
 import zlib
@@ -60,6 +61,36 @@ CONFIG_IN_METADATA = (
     ("data.std", "input.normalisation.std"),
 )
 _ABSENT = object()
+
+# The fields of metadata.json that the readers use, parents before children, and the JSON
+# types each must have (a number: int or float; never a bool).
+NUMBER = (int, float)
+METADATA_FIELDS = {
+    "classes": list,
+    "model": dict,
+    "model.variant": str,
+    "model.checkpoint": dict,
+    "model.checkpoint.step": int,
+    "input": dict,
+    "input.image_size": int,
+    "input.channels": int,
+    "input.batch_size": int,
+    "input.shape": list,
+    "input.dtype": str,
+    "input.normalisation": dict,
+    "input.normalisation.mean": NUMBER,
+    "input.normalisation.std": NUMBER,
+    "outputs": dict,
+    "variables": dict,
+    "variables.shapes": dict,
+    "export": dict,
+    "export.platforms": list,
+    "export.calling_convention_version": int,
+    "reference": dict,
+    "reference.tolerance": dict,
+    "reference.tolerance.atol": NUMBER,
+    "reference.tolerance.rtol": NUMBER,
+}
 
 
 class BundleError(ValueError):
@@ -130,6 +161,7 @@ class BundleFile:
             raise BundleError(
                 self.path, "container", "members missing: " + ", ".join(missing) + "."
             )
+        check_metadata(self.path, self.metadata)
 
     def read(self, name: str, part: str) -> bytes:
         """The bytes of member ``name``; a damaged one raises naming ``part``."""
@@ -285,6 +317,111 @@ def check_config_agrees(path, saved: dict, metadata: dict) -> None:
             f"{CONFIG}'s {field} is {mine!r}, but {METADATA}'s {where} {said}: the members "
             "are of different models.",
         )
+
+
+def _kind(value) -> str:
+    """A JSON value's type as metadata.json's readers name it."""
+    if value is None:
+        return "null"
+    return {bool: "a boolean", str: "a string", list: "a list", dict: "an object"}.get(
+        type(value), "a number"
+    )
+
+
+def _is(value, kind) -> bool:
+    """Whether ``value`` is of the JSON type ``kind`` (a bool is never a number)."""
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_metadata(path, m: dict) -> None:
+    """Refuses a ``metadata.json`` (``m``) whose fields the readers use
+    (:data:`METADATA_FIELDS`, each output's and variable's record, the thresholds) are
+    missing or of another type, in one line naming the field."""
+
+    def bad(field, text):
+        raise BundleError(path, "metadata", f"field {field!r} {text}")
+
+    names = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+    for dotted, kind in METADATA_FIELDS.items():
+        value = _dotted(m, dotted)
+        if value is _ABSENT:
+            bad(dotted, "is missing.")
+        if not _is(value, kind):
+            wanted = names.get(kind, "a number")
+            bad(dotted, f"is {_kind(value)} ({_short(value)}), not {wanted}.")
+    if not all(isinstance(c, str) for c in m["classes"]) or len(set(m["classes"])) < len(
+        m["classes"]
+    ):
+        bad("classes", f"must be a list of distinct class names; got {_short(m['classes'])}.")
+    for name, spec in m["outputs"].items():
+        if not isinstance(spec, dict):
+            bad(f"outputs.{name}", f"is {_kind(spec)}, not an object.")
+        if not isinstance(spec.get("shape"), list) or not isinstance(spec.get("dtype"), str):
+            bad(f"outputs.{name}", "must hold a shape (a list) and a dtype (a string).")
+    for key, shape in m["variables"]["shapes"].items():
+        if not isinstance(shape, list) or not all(_is(d, int) and d >= 0 for d in shape):
+            bad(f"variables.shapes.{key}", f"must be a list of sizes; got {_short(shape)}.")
+    check_thresholds(path, m.get("thresholds"), m["classes"])
+    why = m.get("thresholds_why")
+    if why is not None and not isinstance(why, str):
+        bad("thresholds_why", f"is {_kind(why)}, not a string or null.")
+
+
+def _probability(x) -> bool:
+    return _is(x, NUMBER) and math.isfinite(x) and 0.0 <= x <= 1.0
+
+
+def check_thresholds(path, record, classes) -> None:
+    """Refuses a ``thresholds`` record of ``metadata.json`` that calls cannot be made at:
+    ``null``, or an object whose ``values`` give each of ``classes`` (and no other) a
+    probability in [0, 1] or null, and whose ``recalibration`` is null or holds each
+    class's positive ``temperature`` or ``a`` and finite ``b``, for ``classes`` in order."""
+
+    def bad(field, text):
+        raise BundleError(path, "metadata", f"field {field!r} {text}")
+
+    if record is None:
+        return
+    if not isinstance(record, dict):
+        bad("thresholds", f"is {_kind(record)} ({_short(record)}), not an object or null.")
+    values = record.get("values")
+    if not isinstance(values, dict):
+        bad(
+            "thresholds.values",
+            f"must map each class to a threshold or null; got {_short(values)}.",
+        )
+    for c in classes:
+        if c not in values:
+            bad(f"thresholds.values.{c}", "is missing (null for a class without a threshold).")
+        if values[c] is not None and not _probability(values[c]):
+            bad(f"thresholds.values.{c}", f"must be in [0, 1] or null; got {_short(values[c])}.")
+    for c in values:
+        if c not in classes:
+            bad(f"thresholds.values.{c}", "names a class the model does not score.")
+    params = record.get("recalibration")
+    if params is None:
+        return
+    if not isinstance(params, dict):
+        bad("thresholds.recalibration", f"is {_kind(params)}, not an object or null.")
+    if params.get("class_names") != list(classes):
+        bad("thresholds.recalibration.class_names", f"must be the model's classes, {classes}.")
+    per_class = params.get("classes")
+    for c in classes:
+        one = per_class.get(c) if isinstance(per_class, dict) else None
+        names = ("temperature",) if isinstance(one, dict) and "temperature" in one else ("a", "b")
+        for name in names:
+            value = one.get(name) if isinstance(one, dict) else None
+            if not (_is(value, NUMBER) and math.isfinite(value)) or (name != "b" and value <= 0):
+                bad(
+                    f"thresholds.recalibration.classes.{c}.{name}",
+                    f"must be a {'finite' if name == 'b' else 'positive'} number; got "
+                    f"{_short(value)}.",
+                )
 
 
 def open_bundle(path) -> BundleFile:

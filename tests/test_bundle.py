@@ -517,9 +517,46 @@ def test_config_and_metadata_must_agree(exported, tmp_path):
             with pytest.raises(BundleError, match=rf"config\.json's {field} is .* but") as e:
                 read(bad)
             assert e.value.part == "config" and len(str(e.value).splitlines()) == 1
+
     # The function scores 5 classes: a metadata.json listing 4 is refused as it loads.
-    fewer = tampered(
-        exported[0], tmp_path / "fewer.zip", _metadata_change(lambda m: m["classes"].pop())
-    )
+    def one_class_fewer(m):
+        m["classes"].pop()
+        m["thresholds"] = None
+
+    fewer = tampered(exported[0], tmp_path / "fewer.zip", _metadata_change(one_class_fewer))
     with pytest.raises(BundleError, match="classes lists 4 classes, the function gives 5"):
         bundle.load(fewer)
+
+
+def test_mangled_metadata_is_one_line_naming_the_field(exported, tmp_path):
+    from chestattn_jax import bundle
+    from chestattn_jax.bundle.verify import verify
+    from chestattn_jax.bundle_file import BundleError
+
+    def put(dotted, value):
+        def fn(m):
+            *parents, last = dotted.split(".")
+            for p in parents:
+                m = m[p]
+            m[last] = value
+
+        return _metadata_change(fn)
+
+    first = exported[1]["classes"][0]
+    cases = {
+        "input": ("x", r"field 'input' is a string \('x'\), not an object"),
+        "outputs.maps": (None, r"field 'outputs\.maps' is null, not an object"),
+        "variables": ("x", r"field 'variables' is a string"),
+        "reference": ("x", r"field 'reference' is a string"),
+        "input.image_size": (True, r"field 'input\.image_size' is a boolean"),
+        "thresholds": ("x", r"field 'thresholds' is a string"),
+        f"thresholds.values.{first}": (1.5, rf"'thresholds\.values\.{first}' must be in \[0, 1\]"),
+        "thresholds.values": ({}, rf"'thresholds\.values\.{first}' is missing"),
+        "thresholds.recalibration.class_names": (["x"], r"recalibration\.class_names' must be"),
+    }
+    for n, (field, (value, message)) in enumerate(cases.items()):
+        bad = tampered(exported[0], tmp_path / f"{n}.zip", put(field, value))
+        for read in (verify, bundle.load):
+            with pytest.raises(BundleError, match=message) as e:
+                read(bad)
+            assert e.value.part == "metadata" and len(str(e.value).splitlines()) == 1
