@@ -151,6 +151,14 @@ class BundleFile:
                 f"not a readable zip file ({e}): truncated, damaged or not a bundle "
                 "(python -m chestattn_jax.bundle export writes one).",
             ) from None
+        try:
+            self._check(names)
+        except BaseException:
+            self.zip.close()  # a refused file is not left open
+            raise
+
+    def _check(self, names) -> None:
+        """Reads ``metadata`` and checks the members ``names`` and the metadata."""
         missing = [m for m in MEMBERS if m not in names]
         if METADATA in missing:
             raise BundleError(

@@ -27,8 +27,10 @@ from chestattn_jax.data.raw import DataFormatError
 _COLOUR = {3: "RGB", 4: "RGBA"}
 # How a model's inference compiles on a CPU: with XLA's own (Eigen) convolutions rather than
 # YNNPACK's. On the 2-core Intel Xeon, ResNet-50 class-model inference at 224 px ran at 1.47x
-# the images/s (batch 8; 1.34x at batch 1), both cores busy where YNNPACK kept 1.4 of them
-# (BENCHMARKS.md). Our choice for prediction only: training and evaluation keep XLA's
+# the images/s in a micro-benchmark of the jitted inference function at batch 8 (1.34x at
+# batch 1), and at 1.70x through the bundle's predict in benchmarks/bundle_cpu.py (batch 8,
+# 15.85 -> 26.94 images/s: BENCHMARKS.md, docs/bundle.md), both cores busy where YNNPACK
+# kept 1.4 of them. Our choice for prediction only: training and evaluation keep XLA's
 # defaults, under which YNNPACK was the faster train step (AMD EPYC, BENCHMARKS.md).
 CPU_INFERENCE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
@@ -181,6 +183,17 @@ def letterboxed(images, size: int, what: str) -> tuple[np.ndarray, list[list[str
     boxed = np.stack([letterbox(as_gray_uint8(x), size) for x in items])
     warnings = [view_warnings(x) if isinstance(x, str | os.PathLike) else [] for x in items]
     return boxed, warnings
+
+
+def check_batch_size(batch_size) -> None:
+    """Refuses a ``batch_size`` that is neither ``None`` (the model's default) nor a
+    positive integer."""
+    if batch_size is None:
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        raise ValueError(f"batch_size={batch_size!r}: give a positive integer or None.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: give a positive integer or None.")
 
 
 def predictions(model, boxed, warnings, batch_size: int | None = None) -> dict:

@@ -283,6 +283,7 @@ class Model:
         ``probabilities``). A file that cannot be read raises
         :class:`~chestattn_jax.data.raw.DataFormatError` (or ``OSError``) naming it.
         """
+        image_inputs.check_batch_size(batch_size)
         boxed, warnings = image_inputs.letterboxed(images, self.image_size, "predict")
         return image_inputs.predictions(self, boxed, warnings, batch_size)
 
@@ -299,6 +300,7 @@ class Model:
         class j's own ĝ3. Class j's logit is its classifier applied to ``global``
         (``resnet``), to ``concat(gate1, gate2, gate3)`` (``image``) or to ``concat(gate1,
         gate2, gate3[:, j])`` (``class``). ``warnings`` as :meth:`predict`'s."""
+        image_inputs.check_batch_size(batch_size)
         boxed, warnings = image_inputs.letterboxed(images, self.image_size, "embed")
         parts = {"global": [], "gate1": [], "gate2": [], "gate3": []}
         for n, _, _, features in self._batches(boxed, batch_size):
@@ -315,6 +317,7 @@ class Model:
         ``batch_size`` (default ``config.eval.batch_size``) padded to a multiple of the
         device count; yields ``(rows, logits, gate3, features)`` per batch, the outputs
         on the device with ``rows`` real rows first."""
+        image_inputs.check_batch_size(batch_size)
         images = np.asarray(images, np.uint8)
         n, size = len(images), self.image_size
         if images.ndim != 3 or images.shape[1:] != (size, size):

@@ -31,9 +31,14 @@ BLOCKED = ("chestattn_jax.models", "chestattn_jax.trained_model", "flax", "optax
 
 
 def real_files() -> list[str]:
-    """The four real radiographs (PNG, JPEG, DICOM), or none where ../shared is absent."""
+    """The four real radiographs (PNG, JPEG, DICOM); the test is skipped, saying so, where
+    ../shared is absent, and fails where it is present without one of them."""
+    if not REAL.parent.parent.is_dir():
+        pytest.skip(f"{REAL.parent.parent} is absent: no real radiographs to predict")
     paths = [REAL / name for name in REAL_FILES]
-    return [str(p) for p in paths if p.exists()]
+    missing = [str(p) for p in paths if not p.exists()]
+    assert not missing, f"../shared is present but lacks {missing}"
+    return [str(p) for p in paths]
 
 
 def phantom_arrays():
@@ -560,3 +565,46 @@ def test_mangled_metadata_is_one_line_naming_the_field(exported, tmp_path):
             with pytest.raises(BundleError, match=message) as e:
                 read(bad)
             assert e.value.part == "metadata" and len(str(e.value).splitlines()) == 1
+
+
+def test_a_batch_size_below_one_is_refused(exported, workdir_model):
+    from chestattn_jax import bundle
+
+    model = bundle.load(exported[0])
+    image = phantom_arrays()[0]
+    for predictor in (model, workdir_model):
+        for call in (predictor.predict, predictor.embed):
+            for size in (-1, 0):
+                with pytest.raises(ValueError, match=f"batch_size={size}: give a positive"):
+                    call(image, batch_size=size)
+
+
+def test_a_refused_bundle_file_is_closed(exported, tmp_path, monkeypatch):
+    from chestattn_jax import bundle_file
+
+    opened = []
+
+    class Recorded(zipfile.ZipFile):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    bad = tampered(
+        exported[0], tmp_path / "v99.zip", _metadata_change(lambda m: m.update(format_version=99))
+    )
+    monkeypatch.setattr(bundle_file.zipfile, "ZipFile", Recorded)
+    with pytest.raises(bundle_file.BundleError, match="format_version 99"):
+        bundle_file.open_bundle(bad)
+    assert len(opened) == 1 and opened[0].fp is None  # closed
+
+
+def test_a_failed_write_leaves_no_partial_file(tiny_run, tmp_path, monkeypatch):
+    from chestattn_jax.bundle import export
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", full)
+    with pytest.raises(OSError, match="No space left"):
+        export.export_bundle(tiny_run[1], tmp_path / "b.zip", platforms=("cpu",))
+    assert list(tmp_path.iterdir()) == []

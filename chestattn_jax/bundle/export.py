@@ -343,11 +343,18 @@ def write_bundle(
     }
     out = os.fspath(out)
     tmp = f"{out}.partial"
-    with zipfile.ZipFile(tmp, "w") as z:
-        for name, data in members.items():
-            kind = zipfile.ZIP_DEFLATED if name.endswith((".json", ".md")) else zipfile.ZIP_STORED
-            z.writestr(name, data, compress_type=kind)
-    os.replace(tmp, out)
+    try:
+        with zipfile.ZipFile(tmp, "w") as z:
+            for name, data in members.items():
+                kind = (
+                    zipfile.ZIP_DEFLATED if name.endswith((".json", ".md")) else zipfile.ZIP_STORED
+                )
+                z.writestr(name, data, compress_type=kind)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)  # no partial file left beside the output
+        raise
     return metadata
 
 

@@ -196,6 +196,7 @@ class Bundle:
         ``global``, ``pooled/gate1``...: :func:`signature`'s names) for ``(N, S, S)`` uint8
         images already letterboxed to ``image_size``, in batches of ``batch_size`` (default
         the bundle's, or N if fewer)."""
+        image_inputs.check_batch_size(batch_size)
         images = np.asarray(images)
         size = self.image_size
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (size, size):
@@ -256,6 +257,7 @@ class Bundle:
         ``{"probabilities": (N, k) float64, "maps": (N, k, h, w) | (N, h, w) | None,
         "images": (N, S, S) uint8, "classes", "warnings", "calls", "recalibrated_probabilities",
         "thresholds", "thresholds_why"}``, computed by the bundle's function alone."""
+        image_inputs.check_batch_size(batch_size)
         boxed, warnings = self.letterboxed(images)
         return image_inputs.predictions(self, boxed, warnings, batch_size)
 
@@ -266,6 +268,7 @@ class Bundle:
         None, "classes": [...], "warnings": [[str], ...]}``, float32: ``global`` is g
         (``None`` where the model skips stage 4), ``gateS`` gate S's attended ĝS (``None``
         for resnet); for the class model ``gate3[:, j]`` is class j's own ĝ3."""
+        image_inputs.check_batch_size(batch_size)
         boxed, warnings = self.letterboxed(images)
         out = self.run_letterboxed(boxed, batch_size)
         features = {"global": out.get("global")}
