@@ -175,11 +175,12 @@ def test_init_from_a_bundle_starts_where_the_workdir_does(tiny_run, tmp_path):
     """A bundle file (python -m chestattn_jax.bundle export) carries what fine-tuning takes:
     the same step-0 state as the workdir it was exported from, and the source's model
     fields checked the same way."""
+    from chestattn_jax.bundle import runtime
     from chestattn_jax.bundle.export import export_bundle
 
     _, source_workdir = tiny_run
     bundle = tmp_path / "model.zip"
-    export_bundle(str(source_workdir), str(bundle), platforms=("cpu",))
+    export_bundle(str(source_workdir), str(bundle), platforms=(runtime.local_platform(),))
     config = tiny_config("class")
     config.data.classes = NEW_CLASSES
     states = {}
