@@ -16,13 +16,15 @@ def check_config(p, mode: str) -> None:
     p.non_negative("loss.entropy_weight")
 
 
-def class_weights(positives, num_examples: int, scheme: str, class_names=None) -> np.ndarray:
+def class_weights(positives, num_examples, scheme: str, class_names=None) -> np.ndarray:
     """Per-class weights ``c_i`` of the positive term of Eq. 5, from training-split counts.
 
     Args:
       positives: ``(k,)`` positive count ``n_i`` of each class in the training split
         (masked-out labels not counted).
-      num_examples: N, the number of training examples.
+      num_examples: N, the number of training examples; or ``(k,)``, per class the
+        training examples where it is labelled (a masked label is neither a positive nor a
+        negative: an uncertain label under ``ignore``, a class a set of a mixture lacks).
       scheme: ``paper`` (``c_i = n_min**2 / n_i`` as printed in the paper, with
         ``n_min`` the smallest ``n_i``), ``inverse_frequency`` (``c_i = (N - n_i) / n_i``)
         or ``none`` (``c_i = 1``).
@@ -48,7 +50,7 @@ def class_weights(positives, num_examples: int, scheme: str, class_names=None) -
         )
     if scheme == "paper":
         return (n.min() ** 2 / n).astype(np.float32)
-    return ((num_examples - n) / n).astype(np.float32)
+    return ((np.asarray(num_examples, np.float64) - n) / n).astype(np.float32)
 
 
 def attention_entropy(log_weights):

@@ -233,9 +233,11 @@ def _train(
     model = create_model(config)
     tx = create_optimizer(t)
     counts = train_source.positive_counts()
-    weights = class_weights(
-        counts, len(train_source), config.loss.class_weights, list(config.data.classes)
-    )
+    # N of inverse_frequency per class: where its label is known (every example of the
+    # phantoms, whose labels always are).
+    labelled = getattr(train_source, "labelled_counts", None)
+    labelled = labelled() if labelled is not None else len(train_source)
+    weights = class_weights(counts, labelled, config.loss.class_weights, list(config.data.classes))
     logging.info("Data set: %s", json.dumps(fingerprint, sort_keys=True))
     logging.info(
         "Training positives per class: %s",

@@ -126,6 +126,11 @@ def test_class_weight_schemes():
     np.testing.assert_allclose(class_weights(counts, 1000, "paper"), [10.0, 2.5, 0.5])
     np.testing.assert_allclose(class_weights(counts, 1000, "inverse_frequency"), [99.0, 24.0, 4.0])
     np.testing.assert_array_equal(class_weights(counts, 1000, "none"), [1, 1, 1])
+    # N per class where labels are masked somewhere: only the labelled examples are negatives.
+    labelled = np.array([1000, 400, 600])
+    np.testing.assert_allclose(
+        class_weights(counts, labelled, "inverse_frequency"), [99.0, 9.0, 2.0]
+    )
 
 
 def test_class_weight_errors_name_the_problem():

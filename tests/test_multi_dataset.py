@@ -162,6 +162,11 @@ def test_a_class_a_set_lacks_is_masked_never_negative(prepared):
     nih_pos = np.sum([t["labels"] * t["mask"] for t in alone["nih"]], axis=0)
     mimic_pos = np.sum([t["labels"] * t["mask"] for t in alone["mimic_cxr"]], axis=0)
     np.testing.assert_array_equal(source.positive_counts(), nih_pos + np.r_[mimic_pos, 0, 0, 0])
+    # So are the examples inverse_frequency's N counts per class: MIMIC adds none where it
+    # lacks the class.
+    nih_known = np.sum([t["mask"] for t in alone["nih"]], axis=0)
+    mimic_known = np.sum([t["mask"] for t in alone["mimic_cxr"]], axis=0)
+    np.testing.assert_array_equal(source.labelled_counts(), nih_known + np.r_[mimic_known, 0, 0, 0])
 
 
 def test_the_loss_ignores_the_masked_labels(prepared):

@@ -211,6 +211,11 @@ class MixtureSource:
         """``(k,)`` positives over every set (a set's masked classes count none)."""
         return sum(self._widen(p, part.positive_counts()) for p, part in enumerate(self.parts))
 
+    def labelled_counts(self) -> np.ndarray:
+        """``(k,)`` examples over every set whose label of each class is known: a set that
+        lacks a class counts none for it."""
+        return sum(self._widen(p, part.labelled_counts()) for p, part in enumerate(self.parts))
+
     def dataset_rows(self) -> dict[str, np.ndarray]:
         """``{set: the rows of its examples}``."""
         return {n: np.flatnonzero(self.dataset_index == p) for p, n in enumerate(self.names)}

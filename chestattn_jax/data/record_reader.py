@@ -218,6 +218,10 @@ class PreparedSource:
     def positive_counts(self) -> np.ndarray:
         return np.sum(self._labels * self._mask, axis=0)
 
+    def labelled_counts(self) -> np.ndarray:
+        """``(k,)`` examples whose label of each class is known (mask 1)."""
+        return np.sum(self._mask, axis=0)
+
     def __repr__(self):
         return f"PreparedSource({self.name}, {len(self)} examples)"
 
