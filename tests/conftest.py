@@ -174,6 +174,19 @@ def set_fields(config, changes: dict):
     return config
 
 
+def evaluator_option_problems(evaluator, config, **fields):
+    """The problems ``evaluator``'s ``check_config`` finds in ``config`` (in evaluate mode)
+    once its ``config.eval`` fields are set to ``fields`` (added where missing)."""
+    from chestattn_jax import config_checks
+
+    with config.unlocked():
+        for name, value in fields.items():
+            config.eval[name] = value
+    p = config_checks.Problems(config, config, "evaluate")
+    evaluator.check_config(p, "evaluate")
+    return p.found
+
+
 # ------------------------------------------- pytest-xdist: which worker runs which file, when
 
 # Under --dist loadfile each worker runs whole files, and xdist hands them out most tests

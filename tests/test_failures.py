@@ -256,8 +256,9 @@ def test_the_figure_decodes(tmp_path):
 
 
 def test_off_with_zero_and_the_option_checked_once_the_config_has_it(tmp_path):
+    from conftest import evaluator_option_problems
+
     from chestattn_jax import config as config_lib
-    from chestattn_jax import config_checks
 
     rng = np.random.default_rng(2)
     test, validation = _record(rng, 20), _record(rng, 20)
@@ -272,12 +273,7 @@ def test_off_with_zero_and_the_option_checked_once_the_config_has_it(tmp_path):
     config = config_lib.get_base_config()
 
     def found(**fields):
-        with config.unlocked():
-            for name, value in fields.items():
-                config.eval[name] = value
-        p = config_checks.Problems(config, config, "evaluate")
-        failures_lib.Evaluator.check_config(p, "evaluate")
-        return p.found
+        return evaluator_option_problems(failures_lib.Evaluator, config, **fields)
 
     if "num_failure_images" not in config.eval:
         assert found() == []  # optional until the config has it

@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+from raw_fixtures import CHEXPERT_LABEL_COLUMNS, NIH_EXPERT_COLUMNS
 
 from chestattn_jax.data import label_space
 from chestattn_jax.data.classes import CHEXPERT_CLASSES, NIH_CLASSES
@@ -18,22 +19,7 @@ from chestattn_jax.evaluation import class_map
 DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
 
 # Each set's labels as it distributes them (independent of the module's table).
-CHEXPERT_14 = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
+CHEXPERT_14 = CHEXPERT_LABEL_COLUMNS
 VINDR = (
     "Aortic enlargement, Atelectasis, Calcification, Cardiomegaly, Clavicle fracture, "
     "Consolidation, Edema, Emphysema, Enlarged PA, ILD, Infiltration, Lung Opacity, "
@@ -47,7 +33,7 @@ PADCHEST = (
     "pneumonia, pneumothorax, alveolar pattern, interstitial pattern, "
     "costophrenic angle blunting, fracture, normal, multiple nodules"
 ).split(", ")
-NIH_EXPERT = ("Fracture", "Pneumothorax", "Airspace opacity", "Nodule or mass")
+NIH_EXPERT = NIH_EXPERT_COLUMNS
 CLASSES = {
     "nih": NIH_CLASSES,
     "chexpert": CHEXPERT_14,

@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import evaluator_option_problems
 from sklearn.metrics import roc_auc_score
 
 from chestattn_jax import config as config_lib
-from chestattn_jax import config_checks
 from chestattn_jax.evaluation.evaluators.subgroups import Evaluator
 from chestattn_jax.evaluation.inference_pass import Record, _attributes
 from chestattn_jax.metrics import patient_draw_weights
@@ -296,12 +296,7 @@ def test_the_evaluator_checks_its_options_once_the_config_has_them():
     config = config_lib.get_base_config()
 
     def found(**fields):
-        with config.unlocked():
-            for name, value in fields.items():
-                config.eval[name] = value
-        p = config_checks.Problems(config, config, "evaluate")
-        Evaluator.check_config(p, "evaluate")
-        return p.found
+        return evaluator_option_problems(Evaluator, config, **fields)
 
     if "subgroup_age_bands" not in config.eval:
         assert found() == []  # the options are optional until the config has them
