@@ -233,10 +233,7 @@ def _train(
     model = create_model(config)
     tx = create_optimizer(t)
     counts = train_source.positive_counts()
-    # N of inverse_frequency per class: where its label is known (every example of the
-    # phantoms, whose labels always are).
-    labelled = getattr(train_source, "labelled_counts", None)
-    labelled = labelled() if labelled is not None else len(train_source)
+    labelled = train_source.labelled_counts()  # inverse_frequency's N, per class
     weights = class_weights(counts, labelled, config.loss.class_weights, list(config.data.classes))
     logging.info("Data set: %s", json.dumps(fingerprint, sort_keys=True))
     logging.info(

@@ -132,7 +132,8 @@ def create_source(config, split: str):
     its mixture of data sets (:class:`chestattn_jax.data.mixture.MixtureSource`).
 
     Every source yields ``{"image": (H, W, C) uint8, "labels": (k,), "mask": (k,)}``
-    and has ``positive_counts()`` (``(k,)`` positives over the split).
+    and has ``positive_counts()`` and ``labelled_counts()`` (``(k,)`` positives, and examples
+    whose label is known, over the split).
     """
     if mixture.is_mixture(config):
         return mixture.open_split(config, split)

@@ -82,7 +82,8 @@ class DataSource:
 
     Every source that ``open_split`` returns is random-access (``len``, ``source[i]``),
     yields ``{"image": (H, W, 1) uint8, "labels": (k,), "mask": (k,)}`` over
-    ``config.data.classes`` and has ``positive_counts()``. A source may also have
+    ``config.data.classes`` and has ``positive_counts()`` and ``labelled_counts()`` (``(k,)``
+    positives, and examples whose label is known, per class). A source may also have
     ``attributes()``: ``{"sex", "age", "view"}``, each an ``(N,)`` array of the patient's
     sex (``M``, ``F``; ``''`` unknown), age in years (-1 unknown) and the view position of
     each example, which evaluation records for its subgroup scores

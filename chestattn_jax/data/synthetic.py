@@ -1292,6 +1292,10 @@ class PhantomChestXray:
         """``(k,)`` positives per class over the whole split."""
         return np.sum([self.labels(i) for i in range(self.size)], axis=0)
 
+    def labelled_counts(self) -> np.ndarray:
+        """``(k,)`` examples whose label of each class is known: every one, for phantoms."""
+        return np.full(len(self.classes), self.size, np.int64)
+
     def attributes(self) -> dict[str, np.ndarray]:
         """``{"sex": (N,) str, "age": (N,) int32, "view": (N,) str}`` of every example
         (:func:`sample_attributes`), without rendering."""
