@@ -19,6 +19,7 @@ exactly like the same pixels in a PNG.
 from __future__ import annotations
 
 import os
+import re
 import struct
 import tempfile
 import warnings
@@ -105,13 +106,65 @@ def dicom_view(path: str) -> str | None:
     try:
         if not files.is_local(path) or not os.path.isfile(path) or not is_dicom(path):
             return None
-        import pydicom
-
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        view = str(ds.get("ViewPosition", "") or "").strip().upper()
-    except Exception:  # damaged or not DICOM after all: load_grayscale says what is wrong
+    except OSError:  # unreadable: load_grayscale says what is wrong
         return None
-    return view or None
+    return (dicom_header(path) or {}).get("view") or None
+
+
+# DICOM Age String (AS): a number of years, months, weeks or days; a plain number (NIH's
+# table, RSNA's headers) is years.
+_AGE = re.compile(r"(\d+)([YMWD]?)", re.IGNORECASE)
+_AGE_UNIT_DIVISOR = {"": 1, "Y": 1, "M": 12, "W": 52, "D": 365}
+
+
+def dicom_age(text) -> int | None:
+    """Whole years of a DICOM age (``058Y``, ``18M``, ``58``); -1 if blank, None if not an
+    age (a reader decides whether that is an error)."""
+    text = str(text or "").strip()
+    if not text:
+        return -1
+    m = _AGE.fullmatch(text)
+    return None if m is None else int(m.group(1)) // _AGE_UNIT_DIVISOR[m.group(2).upper()]
+
+
+def dicom_header(path: str) -> dict | None:
+    """``{"rows", "columns", "patient_id", "sex", "age", "view"}`` of a DICOM file's header
+    (pixels not read): sex ``M``/``F``/``''``, age in years (-1 unknown or not an age), view
+    upper case (``''`` none), rows/columns 0 if absent. None if the file is absent or not
+    readable as DICOM: the prepare step reports it under ``--on_bad_image``."""
+    if not os.path.isfile(path):
+        return None
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        sex = _header_text(ds, "PatientSex").upper()
+        age = dicom_age(_header_text(ds, "PatientAge"))
+        return {
+            "rows": int(ds.get("Rows", 0) or 0),
+            "columns": int(ds.get("Columns", 0) or 0),
+            "patient_id": _header_text(ds, "PatientID"),
+            "sex": sex if sex in ("M", "F") else "",
+            "age": -1 if age is None else age,
+            "view": _header_text(ds, "ViewPosition").upper(),
+        }
+    except Exception:  # damaged: load_grayscale names what is wrong when prepare decodes it
+        return None
+
+
+def _header_text(ds, keyword: str) -> str:
+    """A text attribute as its raw bytes spell it, stripped (``''`` if absent): read
+    without pydicom's value checks, which warn once per file about values such as RSNA's
+    plain-number ages."""
+    from pydicom.datadict import tag_for_keyword
+
+    raw = ds.get_item(tag_for_keyword(keyword))
+    value = getattr(raw, "value", None)
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return str(value or "").strip(" \x00")
 
 
 def is_dicom(path: str) -> bool:

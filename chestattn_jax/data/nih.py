@@ -23,12 +23,12 @@ Quirks of the files that this reader absorbs:
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from chestattn_jax.data.classes import NIH_CLASSES
+from chestattn_jax.data.images import dicom_age
 from chestattn_jax.data.raw import (
     NO_BOX_LABELS,
     NO_BOXES,
@@ -66,19 +66,13 @@ DATA_ENTRY_COLUMNS = (
 BOX_LABEL_ALIASES = {"Infiltrate": "Infiltration"}
 BOX_FIELDS = ("x", "y", "w", "h")
 
-# DICOM age strings: a number of years, months, weeks or days.
-_AGE = re.compile(r"(\d+)([YMWD]?)", re.IGNORECASE)
-_AGE_UNIT_DIVISOR = {"": 1, "Y": 1, "M": 12, "W": 52, "D": 365}
-
 
 def _parse_age(text: str, where: str) -> int:
-    text = text.strip()
-    if not text:
-        return -1
-    m = _AGE.fullmatch(text)
-    if m is None:
-        raise DataFormatError(f"{where}: bad age {text!r} in column 'Patient Age'.")
-    return int(m.group(1)) // _AGE_UNIT_DIVISOR[m.group(2).upper()]
+    """Years of a ``Patient Age`` cell (``58``, older releases ``058Y``); -1 if blank."""
+    age = dicom_age(text)
+    if age is None:
+        raise DataFormatError(f"{where}: bad age {text.strip()!r} in column 'Patient Age'.")
+    return age
 
 
 def _parse_findings(text: str, where: str) -> tuple[str, ...]:

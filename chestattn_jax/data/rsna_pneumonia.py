@@ -27,13 +27,12 @@ warns, naming file, line and image, about a box that leaves the size its DICOM h
 from __future__ import annotations
 
 import os
-import re
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from absl import logging
 
+from chestattn_jax.data.images import dicom_header
 from chestattn_jax.data.raw import (
     NO_BOX_LABELS,
     NO_BOXES,
@@ -55,57 +54,6 @@ DETAILED_CLASSES = ("Lung Opacity", "No Lung Opacity / Not Normal", "Normal")
 VIEWS = ("PA", "AP")
 LABEL_COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
 BOX_FIELDS = ("x", "y", "width", "height")
-
-# DICOM Age String: a number of years, months, weeks or days; plain numbers (RSNA) too.
-_AGE = re.compile(r"(\d+)([YMWD]?)", re.IGNORECASE)
-_AGE_UNIT_DIVISOR = {"": 1, "Y": 1, "M": 12, "W": 52, "D": 365}
-
-
-def dicom_age(text: str) -> int:
-    """Whole years of a DICOM age (``058Y``, ``18M``, RSNA's plain ``58``); -1 if blank
-    or not understood (an age is metadata here, never a reason to refuse an image)."""
-    m = _AGE.fullmatch(str(text or "").strip())
-    if m is None:
-        return -1
-    return int(m.group(1)) // _AGE_UNIT_DIVISOR[m.group(2).upper()]
-
-
-def dicom_header(path: str) -> dict | None:
-    """``{"rows", "columns", "sex", "age", "view"}`` of a DICOM file's header (pixels not
-    read): sex ``M``/``F``/``''``, age in years (-1 unknown), view upper case (``''``
-    none), rows/columns 0 if absent. None if the file is absent or not readable as DICOM:
-    the prepare step reports it under ``--on_bad_image``."""
-    if not os.path.isfile(path):
-        return None
-    import pydicom
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        sex = _text(ds, "PatientSex").upper()
-        return {
-            "rows": int(ds.get("Rows", 0) or 0),
-            "columns": int(ds.get("Columns", 0) or 0),
-            "sex": sex if sex in ("M", "F") else "",
-            "age": dicom_age(_text(ds, "PatientAge")),
-            "view": _text(ds, "ViewPosition").upper(),
-        }
-    except Exception:  # damaged: load_grayscale names what is wrong when prepare decodes it
-        return None
-
-
-def _text(ds, keyword: str) -> str:
-    """A text attribute as its raw bytes spell it, stripped (``''`` if absent): read
-    without pydicom's value checks, which warn once per file about RSNA's plain-number
-    ages."""
-    from pydicom.datadict import tag_for_keyword
-
-    raw = ds.get_item(tag_for_keyword(keyword))
-    value = getattr(raw, "value", None)
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    return str(value or "").strip(" \x00")
 
 
 def warn_outside(boxes: np.ndarray, lines: Sequence[str], header: dict | None, image: str):

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import logging
 
+from chestattn_jax.data.images import dicom_header
 from chestattn_jax.data.raw import (
     NO_BOX_LABELS,
     NO_BOXES,
@@ -65,8 +66,6 @@ VIEWS = ("PA", "AP")
 SOURCE_SPLIT = "train"
 # What the log calls rows repeated word for word.
 DUPLICATE_ROWS = "identical duplicate rows"
-_AGE = re.compile(r"(\d+)([YMWD]?)", re.IGNORECASE)
-_AGE_UNIT_DIVISOR = {"": 1, "Y": 1, "M": 12, "W": 52, "D": 365}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,31 +234,12 @@ def find_dicoms(image_dir: str | os.PathLike) -> dict[str, str]:
     return paths
 
 
-def _age(text: str) -> int:
-    m = _AGE.fullmatch(text.strip())
-    return int(m.group(1)) // _AGE_UNIT_DIVISOR[m.group(2).upper()] if m else -1
-
-
 def dicom_metadata(path: str) -> dict:
     """``{"patient_id", "sex", "age", "view"}`` from a DICOM's header (no pixels read):
     ``''`` / -1 where a field is absent or the file cannot be read (prepare reports an
     unreadable image when it decodes it)."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-    except Exception:  # missing or damaged: the image's own error comes at prepare
-        return {"patient_id": "", "sex": "", "age": -1, "view": ""}
-
-    def text(name):
-        return str(ds.get(name, "") or "").strip()
-
-    return {
-        "patient_id": text("PatientID"),
-        "sex": {"M": "M", "F": "F"}.get(text("PatientSex").upper(), ""),
-        "age": _age(text("PatientAge")),
-        "view": text("ViewPosition").upper(),
-    }
+    header = dicom_header(path) or {"patient_id": "", "sex": "", "age": -1, "view": ""}
+    return {k: header[k] for k in ("patient_id", "sex", "age", "view")}
 
 
 def load(raw_dir: str | os.PathLike, classes: Sequence[str] = CLASSES) -> list[MaskedExample]:

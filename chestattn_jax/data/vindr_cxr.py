@@ -43,6 +43,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from chestattn_jax.data.images import dicom_header
 from chestattn_jax.data.raw import (
     NO_BOX_LABELS,
     NO_BOXES,
@@ -53,7 +54,7 @@ from chestattn_jax.data.raw import (
     csv_rows,
     read_only,
 )
-from chestattn_jax.data.rsna_pneumonia import dicom_header, warn_outside
+from chestattn_jax.data.rsna_pneumonia import warn_outside
 from chestattn_jax.data.source import Prepared, PrepareOption, prepared_source
 
 DATASET = "VinDr-CXR"
